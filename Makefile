@@ -1,0 +1,62 @@
+# Set-up and entry points. `make demo` and `make test` each build .venv from nothing when it is missing
+# or older than requirements.txt / pyproject.toml, so they are the only two commands a fresh machine needs.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+KERNEL := pneumothorax
+pin     = $(shell grep -E '^$(1)==' requirements.txt)
+
+.PHONY: venv demo test lab sweep report benchmark notebooks clean-outputs help
+
+help:
+	@echo "make demo       generate the demo dataset and run the whole pipeline on it (CPU, minutes)"
+	@echo "make test       run the test suite"
+	@echo "make lab        JupyterLab on notebooks/ with the project's kernel"
+	@echo "make sweep      03_train once per learning rate (full-data defaults, GPU node)"
+	@echo "make report     the whole pipeline with the full-data defaults (pipeline/*.yaml)"
+	@echo "make benchmark  benchmarks/prepare, benchmarks/train and benchmarks/evaluate"
+	@echo "make notebooks  re-pair notebooks/*.ipynb with their py:percent twins (jupytext --sync)"
+
+venv: $(STAMP)
+
+# torch first (the CPU wheel on this kind of machine, CUDA wheels elsewhere), then mmcv built against it,
+# then everything else pinned, then this package (editable) and its Jupyter kernel.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip wheel ninja $(call pin,setuptools)
+	$(PIP) install $(call pin,torch)
+	$(PY) -c "import mmcv.ops" 2>/dev/null || MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation $(call pin,mmcv)
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-build-isolation --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (pneumothorax)"
+	$(PY) -m pip check
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m helpers demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+sweep: $(STAMP)
+	$(PY) -m helpers sweep
+
+report: $(STAMP)
+	$(PY) -m helpers pipeline
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/prepare.py
+	$(PY) benchmarks/train.py
+	$(PY) benchmarks/evaluate.py
+
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+clean-outputs:
+	rm -rf outputs

@@ -1,0 +1,36 @@
+# The CPU demo: our recipe on the generated demo dataset at 128x128, UNet-S5-D16 with 16 base channels,
+# batch 8, a few hundred iterations. `make demo` and the tests train it; minutes on 2 CPU cores.
+_base_ = ['./ours_unet-s5-d16_ce-dice_oversample_adamw-20k_pneumothorax-512x512.py']
+img_scale = (128, 128)
+data_root = 'data/demo/prepared/official-128'
+data_preprocessor = dict(size=img_scale)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    backbone=dict(base_channels=16),
+    decode_head=dict(in_channels=16, channels=16))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='Resize', scale=img_scale, keep_ratio=False),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=False),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root=data_root, ann_file='test.txt', pipeline=test_pipeline))
+optim_wrapper = dict(optimizer=dict(lr=0.003))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, begin=0, end=15, by_epoch=False),
+    dict(type='PolyLR', eta_min=1e-6, power=0.9, begin=15, end=150, by_epoch=False),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=150, val_interval=50)
+default_hooks = dict(checkpoint=dict(interval=50), logger=dict(interval=10))

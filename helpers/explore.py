@@ -1,0 +1,140 @@
+"""01_explore: class pixel statistics, split counts, mask areas and components, computed from the data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import paths
+from helpers.fileio import atomic_write_json
+from helpers.rawdata import RawDataError, RawIndex, read_index, scan_pairs
+
+CLASS_NAMES = ("background", "pneumothorax")
+STATS_FILE = "explore_stats.json"
+
+
+@dataclass
+class ExploreResult:
+    """The tables 01_explore shows; ``scans`` has one row per pair."""
+
+    index: RawIndex
+    scans: pd.DataFrame
+    class_table: pd.DataFrame
+    split_table: pd.DataFrame
+    area_summary: pd.DataFrame
+    components_table: pd.DataFrame
+    sizes_table: pd.DataFrame
+    stats_path: Path | None = None
+
+
+def select_pairs(pairs: pd.DataFrame, stages: list[str] | None = None, max_images: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Keep the given stages; cap the count with a random sample (never the first N: positives are front-loaded)."""
+    if stages:
+        unknown = set(stages) - set(pairs["stage"].unique()) - {"train", "test"}
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; the Kaggle splits are 'train' and 'test'")
+        pairs = pairs[pairs["stage"].isin(stages)]
+    if max_images and len(pairs) > max_images:
+        pairs = pairs.sample(n=max_images, random_state=seed).sort_index()
+    return pairs.reset_index(drop=True)
+
+
+def class_pixel_table(scans: pd.DataFrame) -> pd.DataFrame:
+    """The seed's table: per class, the percentage of all pixels and the number of images containing it."""
+    total = (scans["width"] * scans["height"]).astype(np.int64)
+    fg = scans["fg_pixels"].astype(np.int64)
+    pixels = {"background": int((total - fg).sum()), "pneumothorax": int(fg.sum())}
+    images = {"background": int(((total - fg) > 0).sum()), "pneumothorax": int((fg > 0).sum())}
+    all_pixels = int(total.sum())
+    return pd.DataFrame({
+        "class name": list(CLASS_NAMES),
+        "pixel percentage": [100.0 * pixels[c] / all_pixels for c in CLASS_NAMES],
+        "num. images in this category": [images[c] for c in CLASS_NAMES],
+        "pixels": [pixels[c] for c in CLASS_NAMES],
+    })
+
+
+def split_table(scans: pd.DataFrame) -> pd.DataFrame:
+    """Per official split (the CSV it comes from): images, positives, positive rate."""
+    grouped = scans.groupby("stage")["has_pneumo"]
+    table = pd.DataFrame({"images": grouped.size(), "positive": grouped.sum()})
+    table.loc["all"] = table.sum()
+    table["positive rate"] = table["positive"] / table["images"]
+    return table.rename_axis("split").reset_index()
+
+
+def positive_area_fractions(scans: pd.DataFrame) -> pd.Series:
+    """Mask area as a fraction of the image, for positive masks only."""
+    positive = scans[scans["fg_pixels"] > 0]
+    return (positive["fg_pixels"] / (positive["width"] * positive["height"])).rename("area fraction")
+
+
+def area_summary(scans: pd.DataFrame) -> pd.DataFrame:
+    """Quantiles of the positive mask area (fraction of the image)."""
+    fractions = positive_area_fractions(scans)
+    if fractions.empty:
+        return pd.DataFrame(columns=["statistic", "area fraction"])
+    quantiles = {"min": 0.0, "p05": 0.05, "p25": 0.25, "median": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
+    return pd.DataFrame({"statistic": list(quantiles), "area fraction": [float(fractions.quantile(q)) for q in quantiles.values()]})
+
+
+def components_table(scans: pd.DataFrame) -> pd.DataFrame:
+    """How many positive masks have 1, 2, ... connected regions (8-connectivity)."""
+    positive = scans[scans["fg_pixels"] > 0]
+    counts = positive["components"].value_counts().sort_index()
+    return pd.DataFrame({"components": counts.index.astype(int), "masks": counts.values.astype(int)})
+
+
+def sizes_table(scans: pd.DataFrame) -> pd.DataFrame:
+    """Image sizes and modes as found (the Kaggle data is 1024x1024 mode L throughout)."""
+    grouped = scans.groupby(["width", "height", "image_mode", "mask_mode"]).size()
+    return grouped.rename("images").reset_index()
+
+
+def explore_dataset(
+    root: Path | str = paths.RAW_DIR,
+    *,
+    stages: list[str] | None = None,
+    max_images: int | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    out_dir: Path | str | None = None,
+) -> ExploreResult:
+    """Scan the pairs (in parallel, validating each), build every table, write them as JSON to ``out_dir``.
+
+    Raises :class:`RawDataError` naming each file with a problem.
+    """
+    index = read_index(root)
+    pairs = select_pairs(index.pairs, stages, max_images, seed)
+    scans = scan_pairs(pairs, workers=workers, desc="explore")
+    problems = [problem for found in scans["problems"] for problem in found]
+    if problems:
+        raise RawDataError(problems)
+    result = ExploreResult(
+        index=index,
+        scans=scans,
+        class_table=class_pixel_table(scans),
+        split_table=split_table(scans),
+        area_summary=area_summary(scans),
+        components_table=components_table(scans),
+        sizes_table=sizes_table(scans),
+    )
+    if out_dir is not None:
+        result.stats_path = Path(out_dir) / STATS_FILE
+        atomic_write_json(result.stats_path, {
+            "dataset_root": str(index.root),
+            "pairs_present": len(index.pairs),
+            "csv_rows_without_files": len(index.missing),
+            "images_scanned": len(scans),
+            "stages": stages or ["train", "test"],
+            "max_images": max_images,
+            "class_table": result.class_table.to_dict(orient="records"),
+            "split_table": result.split_table.to_dict(orient="records"),
+            "positive_area_fraction": result.area_summary.to_dict(orient="records"),
+            "components": result.components_table.to_dict(orient="records"),
+            "sizes": result.sizes_table.to_dict(orient="records"),
+        })
+    return result

@@ -1,0 +1,10 @@
+"""Training, checkpoints and inference around MMSegmentation.
+
+Importing this package registers the project's mmseg components (metric, loss) and allowlists the
+globals that mmengine checkpoints need under torch's ``weights_only`` loading.
+"""
+
+from helpers.modeling import losses, mmseg_metric  # noqa: F401  (registration)
+from helpers.modeling.checkpoint import allow_mmengine_checkpoints
+
+allow_mmengine_checkpoints()

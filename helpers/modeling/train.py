@@ -1,0 +1,266 @@
+"""03_train: an mmseg config plus the notebook's parameters -> ``Runner.from_cfg`` -> a run folder.
+
+One GPU or the CPU trains inside the calling process (the notebook's kernel). ``gpus > 1`` dumps the
+config and launches ``torchrun`` in a subprocess with mmengine's ``pytorch`` launcher: DDP never runs
+inside a Jupyter kernel. ``python -m helpers.modeling.train CONFIG [--launcher pytorch]`` is that entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from mmengine.config import Config
+
+from helpers import paths
+from helpers.fileio import atomic_write_json
+from helpers.parallel import default_workers
+from helpers.provenance import code_version, device_info, package_versions
+
+log = logging.getLogger(__name__)
+
+DUMPED_CONFIG = "config.py"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+BEST_METRIC = "mDice"
+
+
+@dataclass
+class TrainParams:
+    """The parameters of one training run (03_train's parameters cell)."""
+
+    config: str = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"
+    lr: float | None = None
+    max_iters: int | None = None
+    batch_size: int | None = None
+    img_size: int | None = None
+    seed: int = 0
+    work_dir: str | None = None
+    data_root: str | None = None
+    resume: bool = False
+    amp: bool | str = "auto"
+    gpus: int = 1
+    val_interval: int | None = None
+    workers: int | None = None
+    deterministic: bool = False
+
+    def resolved_work_dir(self, cfg: Config) -> Path:
+        """``work_dir`` as given, else ``outputs/runs/<config>/lr<lr>/``."""
+        if self.work_dir:
+            return Path(self.work_dir)
+        return paths.run_dir(self.config, cfg.optim_wrapper.optimizer.lr)
+
+
+def _scale(value: int, factor: float) -> int:
+    return max(1, int(round(value * factor)))
+
+
+def _set_img_size(cfg: Config, size: int) -> None:
+    """Point every Resize and the data preprocessor at ``size`` x ``size``."""
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        for transform in cfg[loader].dataset.pipeline:
+            if transform["type"] in ("Resize", "RandomResize"):
+                transform["scale"] = (size, size)
+    cfg.model.data_preprocessor.size = (size, size)
+    cfg.img_scale = (size, size)
+
+
+def amp_enabled(amp: bool | str) -> bool:
+    """AMP is used on CUDA only ('auto' switches it on there); on the CPU it is refused with a warning."""
+    if amp == "auto":
+        return torch.cuda.is_available()
+    if amp and not torch.cuda.is_available():
+        log.warning("amp=True ignored: mmengine's AmpOptimWrapper needs a GPU; training in float32")
+        return False
+    return bool(amp)
+
+
+def build_config(params: TrainParams) -> Config:
+    """Load the config file and apply the parameters; the result is the run's single source of settings."""
+    cfg = Config.fromfile(str(paths.config_path(params.config)))
+    if params.lr is not None:
+        cfg.optim_wrapper.optimizer.lr = float(params.lr)
+    old_iters = cfg.train_cfg.max_iters
+    if params.max_iters is not None:
+        factor = params.max_iters / old_iters
+        cfg.train_cfg.max_iters = int(params.max_iters)
+        for scheduler in cfg.param_scheduler:
+            scheduler["begin"] = int(round(scheduler.get("begin", 0) * factor))
+            scheduler["end"] = min(params.max_iters, _scale(scheduler.get("end", old_iters), factor))
+        cfg.train_cfg.val_interval = _scale(cfg.train_cfg.val_interval, factor)
+        cfg.default_hooks.logger.interval = min(cfg.default_hooks.logger.interval, _scale(params.max_iters, 0.05))
+    if params.val_interval is not None:
+        cfg.train_cfg.val_interval = int(params.val_interval)
+    cfg.default_hooks.checkpoint.interval = cfg.train_cfg.val_interval
+    if params.batch_size is not None:
+        cfg.train_dataloader.batch_size = int(params.batch_size)
+    if params.img_size is not None:
+        _set_img_size(cfg, int(params.img_size))
+    if params.data_root is not None:
+        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            cfg[loader].dataset.data_root = str(Path(params.data_root).resolve())
+    else:
+        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            root = Path(cfg[loader].dataset.data_root)
+            if not root.is_absolute():
+                cfg[loader].dataset.data_root = str(paths.REPO_ROOT / root)
+    workers = params.workers
+    if workers is None and torch.cuda.is_available():
+        workers = min(16, max(1, default_workers() // max(1, params.gpus)))
+    if workers is not None:
+        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            cfg[loader].num_workers = int(workers)
+            cfg[loader].persistent_workers = int(workers) > 0
+    if amp_enabled(params.amp):
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.dtype = dtype
+    cfg.env_cfg.cudnn_benchmark = torch.cuda.is_available()
+    cfg.randomness = dict(seed=int(params.seed), deterministic=bool(params.deterministic))
+    cfg.launcher = "pytorch" if params.gpus > 1 else "none"
+    cfg.work_dir = str(params.resolved_work_dir(cfg).resolve())
+    cfg.resume = bool(params.resume)
+    return cfg
+
+
+@dataclass
+class TrainResult:
+    """Where a run wrote its files, and what it measured."""
+
+    work_dir: Path
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+    metrics: dict = field(default_factory=dict)
+
+
+def read_scalars(work_dir: Path | str) -> tuple[list[dict], list[dict]]:
+    """mmengine's ``vis_data/scalars.json`` of every session of a run (resumed ones too), split into
+    train rows (loss, lr, time) and val rows (metrics), one per step, later sessions winning."""
+    train, val = {}, {}
+    for path in sorted(glob.glob(str(Path(work_dir) / "*" / "vis_data" / "scalars.json"))):
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line)
+            (val if "mIoU" in row else train)[row["step"]] = row
+    return [train[k] for k in sorted(train)], [val[k] for k in sorted(val)]
+
+
+def find_checkpoints(work_dir: Path | str) -> tuple[Path | None, Path | None]:
+    """(best by val mDice, last) checkpoints of a run folder."""
+    work_dir = Path(work_dir)
+    best = sorted(work_dir.glob(f"best_{BEST_METRIC}_iter_*.pth"), key=lambda p: p.stat().st_mtime)
+    last_file = work_dir / "last_checkpoint"
+    last = Path(last_file.read_text().strip()) if last_file.exists() else None
+    return (best[-1] if best else None), (last if last and last.exists() else None)
+
+
+def summarize_run(work_dir: Path | str, batch_size: int, world_size: int, wall_time_s: float | None, peak_memory_mb: float | None) -> dict:
+    """metrics.json: best and last val metrics, throughput (images/s from mmengine's iteration times)."""
+    train_rows, val_rows = read_scalars(work_dir)
+    iter_times = [row["time"] for row in train_rows if "time" in row]
+    summary = {
+        "iterations": train_rows[-1]["step"] if train_rows else 0,
+        "final_loss": train_rows[-1].get("loss") if train_rows else None,
+        "wall_time_s": wall_time_s,
+        "peak_memory_mb": peak_memory_mb,
+        "images_per_s": batch_size * world_size / float(np.median(iter_times)) if iter_times else None,
+        "val": val_rows,
+    }
+    if val_rows:
+        best = max(val_rows, key=lambda row: row.get(BEST_METRIC, -1))
+        summary["best_val"] = best
+        summary["last_val"] = val_rows[-1]
+    best_ckpt, last_ckpt = find_checkpoints(work_dir)
+    summary["best_checkpoint"] = str(best_ckpt) if best_ckpt else None
+    summary["last_checkpoint"] = str(last_ckpt) if last_ckpt else None
+    return summary
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_training(params: TrainParams) -> TrainResult:
+    """Train one run and write its manifest and metrics; ``gpus > 1`` goes through torchrun."""
+    import helpers.dataset  # noqa: F401  (registers the dataset, metric and loss)
+    import helpers.modeling  # noqa: F401
+
+    cfg = build_config(params)
+    work_dir = Path(cfg.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cfg.dump(str(work_dir / DUMPED_CONFIG))
+    manifest = {
+        "parameters": asdict(params),
+        "config_file": str(paths.config_path(params.config)),
+        "dumped_config": str(work_dir / DUMPED_CONFIG),
+        "lr": cfg.optim_wrapper.optimizer.lr,
+        "amp": cfg.optim_wrapper.type == "AmpOptimWrapper",
+        "code_version": code_version(),
+        "packages": package_versions(),
+        "device": device_info(),
+        "seed": params.seed,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_json(work_dir / MANIFEST_FILE, manifest)
+    start = time.perf_counter()
+    if params.gpus > 1:
+        launch_torchrun(work_dir / DUMPED_CONFIG, params.gpus)
+        peak = None
+    else:
+        from mmengine.runner import Runner
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        peak = _peak_memory_mb()
+    wall = time.perf_counter() - start
+    metrics = summarize_run(work_dir, cfg.train_dataloader.batch_size, max(1, params.gpus), wall, peak)
+    atomic_write_json(work_dir / METRICS_FILE, metrics)
+    best, last = find_checkpoints(work_dir)
+    return TrainResult(work_dir=work_dir, best_checkpoint=best, last_checkpoint=last, metrics=metrics)
+
+
+def launch_torchrun(config_file: Path, gpus: int) -> None:
+    """Train a dumped config on ``gpus`` GPUs of this node: ``torchrun`` in a subprocess, pytorch launcher."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        raise RuntimeError("torchrun not found next to this Python or on PATH")
+    command = [torchrun, f"--nproc_per_node={gpus}", "--master_port", str(29500 + os.getpid() % 1000),
+               "-m", "helpers.modeling.train", str(config_file), "--launcher", "pytorch"]
+    log.info("launching %s", " ".join(command))
+    subprocess.run(command, check=True, cwd=paths.REPO_ROOT)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry for torchrun / srun: train a dumped config (``--launcher pytorch|slurm|none``)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("config", help="an mmseg config (the run's dumped config.py)")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    import helpers.dataset  # noqa: F401
+    import helpers.modeling  # noqa: F401
+    from mmengine.runner import Runner
+
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    cfg.resume = args.resume or cfg.get("resume", False)
+    Runner.from_cfg(cfg).train()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Every default path of the repository, derived from its root in one place.
+
+``PNEUMO_DATA_DIR`` and ``PNEUMO_OUTPUTS_DIR`` move the data and outputs folders (a scratch disk on a
+GPU node, say); everything else follows from the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("PNEUMO_DATA_DIR", REPO_ROOT / "data"))
+OUTPUTS_DIR = Path(os.environ.get("PNEUMO_OUTPUTS_DIR", REPO_ROOT / "outputs"))
+
+RAW_DIR = DATA_DIR / "raw"
+DEMO_DIR = DATA_DIR / "demo"
+PREPARED_DIR = DATA_DIR / "prepared"
+DEMO_PREPARED_DIR = DEMO_DIR / "prepared"
+
+CONFIGS_DIR = REPO_ROOT / "configs"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PIPELINE_PARAMS_DIR = REPO_ROOT / "pipeline"
+
+KAGGLE_DATASET = "vbookshelf/pneumothorax-chest-xray-images-and-masks"
+KAGGLE_FOLDER = "siim-acr-pneumothorax"
+KERNEL_NAME = "pneumothorax"
+
+
+def explore_dir(outputs: Path = OUTPUTS_DIR) -> Path:
+    """Where 01_explore writes its statistics."""
+    return Path(outputs) / "explore"
+
+
+def prepared_dir(split_mode: str, img_size: int, root: Path = PREPARED_DIR) -> Path:
+    """The folder 02_prepare writes for one split mode and image size."""
+    return Path(root) / f"{split_mode}-{img_size}"
+
+
+def run_dir(config: str, lr: float, outputs: Path = OUTPUTS_DIR) -> Path:
+    """The work_dir of one training run: ``outputs/runs/<config>/lr<lr>/``."""
+    return Path(outputs) / "runs" / Path(config).stem / f"lr{lr:g}"
+
+
+def eval_dir(run: Path, split: str, outputs: Path = OUTPUTS_DIR) -> Path:
+    """Where 04_evaluate writes the results of one run on one split."""
+    run = Path(run)
+    return Path(outputs) / "eval" / f"{run.parent.name}_{run.name}" / split
+
+
+def config_path(config: str) -> Path:
+    """Resolve a config given by name (``demo``) or path."""
+    candidate = Path(config)
+    if candidate.suffix == ".py" and candidate.exists():
+        return candidate.resolve()
+    named = CONFIGS_DIR / f"{candidate.stem}.py"
+    if named.exists():
+        return named
+    raise FileNotFoundError(f"{config}: no such config (looked for it as a path and in {CONFIGS_DIR})")

@@ -1,0 +1,225 @@
+"""02_prepare: split, binarize masks to {0, 1}, resize once, and write mmseg's layout.
+
+Output (``data/prepared/<split_mode>-<size>/``)::
+
+    images/{train,val,test}/NAME.png     resized with area interpolation, single channel
+    masks/{train,val,test}/NAME.png      values {0, 1} (mmseg ignores 255: the seed's trap), nearest
+    train.txt, val.txt, test.txt         entries like ``train/NAME`` (mmseg appends ``.png``)
+    fold{k}_train.txt, fold{k}_val.txt   with ``folds=K``: stratified K-fold over train + val
+    labels.csv                           name, split, fold, has_pneumo, fg_pixels, pixel_hash, ...
+    manifest.json                        parameters, counts, positive rates, duplicates, code version
+
+A re-run with the same parameters writes nothing; changed split parameters move only what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from helpers import paths
+from helpers.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from helpers.parallel import parallel_map
+from helpers.provenance import code_version
+from helpers.rawdata import RawDataError, read_index, read_png
+
+log = logging.getLogger(__name__)
+
+SPLIT_MODES = ("official", "seed")
+SPLITS = ("train", "val", "test")
+FORMAT_VERSION = 1  # bump when the conversion itself changes: every file is rewritten
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+
+
+@dataclass
+class PrepareResult:
+    """What a prepare run did, and where."""
+
+    out_dir: Path
+    labels: pd.DataFrame
+    manifest: dict
+    written: int = 0
+    skipped: int = 0
+    removed: int = 0
+    duplicates: list[list[str]] = field(default_factory=list)
+
+
+def assign_splits(pairs: pd.DataFrame, split_mode: str = "official", val_fraction: float = 0.2, seed: int = 0, folds: int = 0) -> pd.DataFrame:
+    """Add a ``split`` column (train / val / test) and, with ``folds``, a ``fold`` column.
+
+    ``official``: stage_1_test is test; stage_1_train is split into train / val, stratified by has_pneumo.
+    ``seed``: the seed project's random 80/20 of all images (``train_test_split(random_state=seed)``) into
+    train / val, names in sorted order, no test split.
+    """
+    if split_mode not in SPLIT_MODES:
+        raise ValueError(f"split_mode must be one of {SPLIT_MODES}, not {split_mode!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1, not {val_fraction}")
+    table = pairs.copy()
+    if split_mode == "official":
+        table["split"] = np.where(table["stage"] == "test", "test", "train")
+        pool = table.index[table["stage"] == "train"]
+        stratify = table.loc[pool, "has_pneumo"]
+        if stratify.value_counts().min() < 2 or stratify.nunique() < 2:
+            log.warning("too few images per class to stratify the val split; splitting at random")
+            stratify = None
+        _, val_rows = train_test_split(pool, test_size=val_fraction, random_state=seed, stratify=stratify)
+    else:
+        names = sorted(table["name"])
+        _, val_names = train_test_split(names, test_size=val_fraction, random_state=seed)
+        table["split"] = "train"
+        val_rows = table.index[table["name"].isin(set(val_names))]
+    table.loc[val_rows, "split"] = "val"
+    table["fold"] = -1
+    if folds:
+        pool = table.index[table["split"] != "test"]
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        for fold, (_, held_out) in enumerate(splitter.split(pool, table.loc[pool, "has_pneumo"])):
+            table.loc[pool[held_out], "fold"] = fold
+    return table
+
+
+def convert_pair(job: tuple[str, str, str, str, int, bool, tuple[int, str] | None]) -> tuple[int, str, bool]:
+    """Resize one pair into the prepared layout; return (fg_pixels, pixel_hash, written).
+
+    A pair whose outputs exist and whose statistics a previous run recorded (``known``) is skipped
+    without decoding anything.
+    """
+    image_src, mask_src, image_dst, mask_dst, size, has_pneumo, known = job
+    done = Path(image_dst).exists() and Path(mask_dst).exists()
+    if done and known is not None:
+        return known[0], known[1], False
+    image, _ = read_png(image_src)
+    pixel_hash = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).hexdigest()
+    if done:
+        mask = cv2.imread(mask_dst, cv2.IMREAD_UNCHANGED)
+        return int(np.count_nonzero(mask)), pixel_hash, False
+    mask, _ = read_png(mask_src)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if mask.shape != image.shape[:2]:
+        raise RawDataError([(mask_src, f"mask size {mask.shape[::-1]} differs from the image's {image.shape[1::-1]}")])
+    values = set(np.unique(mask).tolist())
+    if not (values <= {0, 255} or values <= {0, 1}):
+        raise RawDataError([(mask_src, f"mask values {sorted(values)[:8]} are not within {{0, 255}} or {{0, 1}}")])
+    if bool(values - {0}) != bool(has_pneumo):
+        raise RawDataError([(mask_src, f"has_pneumo is {int(has_pneumo)} in the CSV but the mask is {'not empty' if values - {0} else 'empty'}")])
+    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    binary = cv2.resize((mask > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+    atomic_write_bytes(Path(mask_dst), cv2.imencode(".png", binary, PNG_PARAMS)[1].tobytes())
+    atomic_write_bytes(Path(image_dst), cv2.imencode(".png", resized, PNG_PARAMS)[1].tobytes())
+    return int(np.count_nonzero(binary)), pixel_hash, True
+
+
+def find_duplicates(labels: pd.DataFrame) -> list[list[str]]:
+    """Groups of ``split/name`` whose source pixels are identical and that sit in more than one split."""
+    groups = []
+    for _, group in labels.groupby("pixel_hash"):
+        if len(group) > 1 and group["split"].nunique() > 1:
+            groups.append(sorted(f"{s}/{n}" for s, n in zip(group["split"], group["name"])))
+    return sorted(groups)
+
+
+def _previous_statistics(out_dir: Path) -> dict[str, tuple[int, str]]:
+    """``name -> (fg_pixels, pixel_hash)`` from an earlier run's labels.csv; a different format starts afresh."""
+    manifest_path, labels_path = out_dir / "manifest.json", out_dir / "labels.csv"
+    if not manifest_path.exists() or not labels_path.exists():
+        return {}
+    if json.loads(manifest_path.read_text()).get("format_version") != FORMAT_VERSION:
+        _remove_stale(out_dir, set())
+        return {}
+    previous = pd.read_csv(labels_path, dtype={"name": str, "pixel_hash": str})
+    return {n: (int(f), h) for n, f, h in zip(previous["name"], previous["fg_pixels"], previous["pixel_hash"])}
+
+
+def _remove_stale(out_dir: Path, expected: set[Path]) -> int:
+    """Delete prepared PNGs that the current plan does not contain (a changed split moves files)."""
+    removed = 0
+    for folder in ("images", "masks"):
+        for path in (out_dir / folder).glob("*/*.png"):
+            if path not in expected:
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def prepare_dataset(
+    raw_root: Path | str = paths.RAW_DIR,
+    out_root: Path | str = paths.PREPARED_DIR,
+    *,
+    img_size: int = 512,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    split_mode: str = "official",
+    folds: int = 0,
+    workers: int | None = None,
+) -> PrepareResult:
+    """Split the raw pairs and write them, resized and binarized, in mmseg's layout.
+
+    Idempotent and resumable: finished files are skipped, every file is written atomically, the raw data is
+    only read. Raises :class:`RawDataError` naming the first file that cannot be converted.
+    """
+    out_dir = paths.prepared_dir(split_mode, img_size, out_root)
+    manifest_path = out_dir / "manifest.json"
+    known = _previous_statistics(out_dir)
+    index = read_index(raw_root)
+    labels = assign_splits(index.pairs, split_mode, val_fraction, seed, folds)
+    names = labels["name"].str.removesuffix(".png")
+    image_dst = [out_dir / "images" / s / f"{n}.png" for s, n in zip(labels["split"], names)]
+    mask_dst = [out_dir / "masks" / s / f"{n}.png" for s, n in zip(labels["split"], names)]
+    removed = _remove_stale(out_dir, set(image_dst) | set(mask_dst))
+    for split in SPLITS:
+        (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out_dir / "masks" / split).mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (src_i, src_m, str(dst_i), str(dst_m), img_size, bool(flag), known.get(name))
+        for src_i, src_m, dst_i, dst_m, flag, name in zip(labels["image_path"], labels["mask_path"], image_dst, mask_dst, labels["has_pneumo"], names)
+    ]
+    results = parallel_map(convert_pair, jobs, workers=workers, desc=f"prepare {out_dir.name}")
+    labels["fg_pixels"] = [r[0] for r in results]
+    labels["pixel_hash"] = [r[1] for r in results]
+    written = sum(r[2] for r in results)
+    labels["name"] = names
+    labels = labels[["name", "split", "fold", "stage", "image_id", "has_pneumo", "fg_pixels", "pixel_hash"]]
+
+    for split in SPLITS:
+        entries = sorted(f"{split}/{n}" for n in labels.loc[labels["split"] == split, "name"])
+        atomic_write_text(out_dir / f"{split}.txt", "".join(f"{e}\n" for e in entries), skip_if_same=True)
+    for fold in range(folds):
+        in_fold = labels["fold"] == fold
+        pool = labels["split"] != "test"
+        for part, rows in (("train", pool & ~in_fold), ("val", in_fold)):
+            entries = sorted(f"{s}/{n}" for s, n in zip(labels.loc[rows, "split"], labels.loc[rows, "name"]))
+            atomic_write_text(out_dir / f"fold{fold}_{part}.txt", "".join(f"{e}\n" for e in entries), skip_if_same=True)
+    atomic_write_text(out_dir / "labels.csv", labels.to_csv(index=False), skip_if_same=True)
+
+    duplicates = find_duplicates(labels)
+    counts = {}
+    for split in SPLITS:
+        rows = labels[labels["split"] == split]
+        counts[split] = {
+            "images": len(rows),
+            "positive": int(rows["has_pneumo"].sum()),
+            "positive_rate": float(rows["has_pneumo"].mean()) if len(rows) else 0.0,
+            "positive_after_resize": int((rows["fg_pixels"] > 0).sum()),
+        }
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "parameters": {"raw_root": str(index.root), "img_size": img_size, "val_fraction": val_fraction,
+                       "seed": seed, "split_mode": split_mode, "folds": folds},
+        "counts": counts,
+        "csv_rows_without_files": len(index.missing),
+        "duplicates_across_splits": duplicates,
+        "code_version": code_version(),
+    }
+    atomic_write_json(manifest_path, manifest, skip_if_same=True)
+    return PrepareResult(out_dir=out_dir, labels=labels, manifest=manifest, written=written,
+                         skipped=len(jobs) - written, removed=removed, duplicates=duplicates)
