@@ -39,7 +39,7 @@ def prepared_dir(split_mode: str, img_size: int, root: Path = PREPARED_DIR) -> P
 
 def run_dir(config: str, lr: float, outputs: Path = OUTPUTS_DIR) -> Path:
     """The work_dir of one training run: ``outputs/runs/<config>/lr<lr>/``."""
-    return Path(outputs) / "runs" / Path(config).stem / f"lr{lr:g}"
+    return Path(outputs) / "runs" / config_name(config) / f"lr{lr:g}"
 
 
 def eval_dir(run: Path, split: str, outputs: Path = OUTPUTS_DIR) -> Path:
@@ -48,12 +48,33 @@ def eval_dir(run: Path, split: str, outputs: Path = OUTPUTS_DIR) -> Path:
     return Path(outputs) / "eval" / f"{run.parent.name}_{run.name}" / split
 
 
-def config_path(config: str) -> Path:
-    """Resolve a config given by name (``demo``) or path."""
+def config_name(config: str | Path) -> str:
+    """A config's name: its file name without ``.py`` (names hold dots, as in ``...-0.01-20k...``)."""
+    return Path(config).name.removesuffix(".py")
+
+
+def config_path(config: str | Path) -> Path:
+    """Resolve a config given by name (``demo_unet-...``) or path."""
     candidate = Path(config)
     if candidate.suffix == ".py" and candidate.exists():
         return candidate.resolve()
-    named = CONFIGS_DIR / f"{candidate.stem}.py"
+    named = CONFIGS_DIR / f"{config_name(config)}.py"
     if named.exists():
         return named
     raise FileNotFoundError(f"{config}: no such config (looked for it as a path and in {CONFIGS_DIR})")
+
+
+def resolve(path: str | Path) -> Path:
+    """A path as given when absolute, else relative to the repository root (not the kernel's cwd)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def trained_runs(outputs: Path = OUTPUTS_DIR) -> list[Path]:
+    """Every finished run folder under ``outputs/runs/`` (one with a metrics.json)."""
+    return sorted(p.parent for p in (Path(outputs) / "runs").glob("*/lr*/metrics.json"))
+
+
+def evaluations(outputs: Path = OUTPUTS_DIR, split: str = "test") -> list[Path]:
+    """Every 04_evaluate folder of ``split`` under ``outputs/eval/``."""
+    return sorted(p.parent for p in (Path(outputs) / "eval").glob(f"*/{split}/eval.json"))

@@ -223,3 +223,12 @@ def prepare_dataset(
     atomic_write_json(manifest_path, manifest, skip_if_same=True)
     return PrepareResult(out_dir=out_dir, labels=labels, manifest=manifest, written=written,
                          skipped=len(jobs) - written, removed=removed, duplicates=duplicates)
+
+
+def prepared_pairs(out_dir: Path | str) -> pd.DataFrame:
+    """The prepared pairs with their paths: ``labels.csv`` plus ``image_path`` and ``mask_path`` columns."""
+    out_dir = Path(out_dir)
+    labels = pd.read_csv(out_dir / "labels.csv", dtype={"name": str, "pixel_hash": str})
+    labels["image_path"] = [str(out_dir / "images" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
+    labels["mask_path"] = [str(out_dir / "masks" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
+    return labels

@@ -68,9 +68,12 @@ def _scale(value: int, factor: float) -> int:
 
 
 def _set_img_size(cfg: Config, size: int) -> None:
-    """Point every Resize and the data preprocessor at ``size`` x ``size``."""
-    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        for transform in cfg[loader].dataset.pipeline:
+    """Point every Resize (in the loaders and the top-level pipelines that mmseg.apis reads) and the data
+    preprocessor at ``size`` x ``size``."""
+    pipelines = [cfg[loader].dataset.pipeline for loader in ("train_dataloader", "val_dataloader", "test_dataloader")]
+    pipelines += [cfg[name] for name in ("train_pipeline", "test_pipeline") if cfg.get(name)]
+    for pipeline in pipelines:
+        for transform in pipeline:
             if transform["type"] in ("Resize", "RandomResize"):
                 transform["scale"] = (size, size)
     cfg.model.data_preprocessor.size = (size, size)
@@ -132,6 +135,9 @@ def build_config(params: TrainParams) -> Config:
     cfg.launcher = "pytorch" if params.gpus > 1 else "none"
     cfg.work_dir = str(params.resolved_work_dir(cfg).resolve())
     cfg.resume = bool(params.resume)
+    # mmengine keeps one visualizer per name in the process: a fixed name ('visualizer' in mmseg's runtime)
+    # would send a second run's scalars in the same kernel or test session to the first run's folder.
+    cfg.visualizer.name = f"visualizer:{cfg.work_dir}:{time.time_ns()}"
     return cfg
 
 

@@ -1,0 +1,106 @@
+"""Images/s of ``evaluate_run`` (inference + every metric) against mmseg's own ``Runner.test()``.
+
+Same checkpoint, split, batch size and dataloader settings. Without ``--run`` a demo run is trained
+briefly in a temporary folder (demo config, generated data). Each side runs once untimed (warm-up), then
+``--repeats`` times; the best time counts. ``evaluate_run`` here uses a given post-processing (tuning
+would add the val split's inference) and ``--n-boot`` bootstrap samples.
+
+    .venv/bin/python benchmarks/evaluate.py [--run RUN_DIR --data-root DIR] [--batch-size 8] [--n-test 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from helpers.evaluate import PostProcess, evaluate_run, resolve_run
+
+DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"
+
+
+def train_demo_run(root: Path, n_test: int, img_size: int, iters: int) -> Path:
+    """Generate, prepare and briefly train the demo; returns the run folder."""
+    from helpers.demo_data import DemoSpec, generate_demo_dataset
+    from helpers.modeling.train import TrainParams, run_training
+    from helpers.prepare import prepare_dataset
+
+    raw = generate_demo_dataset(root / "raw", DemoSpec(n_train=80, n_test=n_test, size=img_size, seed=0), workers=1)
+    prepared = prepare_dataset(raw, root / "prepared", img_size=img_size, workers=1)
+    result = run_training(TrainParams(config=DEMO_CONFIG, data_root=str(prepared.out_dir), img_size=img_size,
+                                      max_iters=iters, val_interval=iters, work_dir=str(root / "run")))
+    return result.work_dir
+
+
+def mmseg_test(run_dir: Path, split: str, data_root: str | None, batch_size: int, work_dir: Path) -> tuple[float, dict]:
+    """Seconds of ``Runner.test()`` (checkpoint loading included, runner construction not) and its metrics."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    import helpers.dataset  # noqa: F401
+    import helpers.modeling  # noqa: F401
+
+    _, checkpoint, config = resolve_run(run_dir)
+    cfg = Config.fromfile(str(config))
+    cfg.work_dir = str(work_dir)
+    cfg.log_level = "WARNING"
+    cfg.load_from = str(checkpoint)
+    cfg.test_dataloader.batch_size = batch_size
+    cfg.test_dataloader.dataset.ann_file = f"{split}.txt"
+    if data_root is not None:
+        cfg.test_dataloader.dataset.data_root = data_root
+    runner = Runner.from_cfg(cfg)
+    start = time.perf_counter()
+    metrics = runner.test()
+    return time.perf_counter() - start, metrics
+
+
+def ours(run_dir: Path, split: str, data_root: str | None, batch_size: int, n_boot: int, device: str | None,
+         out_dir: Path) -> tuple[float, dict]:
+    """Seconds of ``evaluate_run`` (model loading, inference, all metrics, bootstrap, writing)."""
+    start = time.perf_counter()
+    result = evaluate_run(run_dir, split=split, data_root=data_root, batch_size=batch_size, postprocess=PostProcess(),
+                          n_boot=n_boot, device=device, out_dir=out_dir)
+    return time.perf_counter() - start, result.metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", help="a run folder (default: train a demo run in a temporary folder)")
+    parser.add_argument("--data-root", help="prepared data (default: the run's config)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
+    parser.add_argument("--n-test", type=int, default=200, help="demo test images when training a demo run")
+    parser.add_argument("--img-size", type=int, default=128, help="demo image size")
+    parser.add_argument("--iters", type=int, default=20, help="demo training iterations")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run_dir = Path(args.run) if args.run else train_demo_run(tmp, args.n_test, args.img_size, args.iters)
+        times = {"mmseg Runner.test()": [], "evaluate_run": []}
+        for repeat in range(args.repeats + 1):  # the first round warms up
+            seconds, theirs = mmseg_test(run_dir, args.split, args.data_root, args.batch_size, tmp / f"runner{repeat}")
+            times["mmseg Runner.test()"].append(seconds)
+            seconds, mine = ours(run_dir, args.split, args.data_root, args.batch_size, args.n_boot, args.device,
+                                 tmp / f"eval{repeat}")
+            times["evaluate_run"].append(seconds)
+        images = mine["mmseg"]["images"]
+        print(f"\nrun {run_dir}, split {args.split}: {images} images of {mine['image_shape']}, batch {args.batch_size}, "
+              f"n_boot {args.n_boot}, device {args.device or 'auto'}")
+        rate = {}
+        for name, values in times.items():
+            best = min(values[1:])
+            rate[name] = images / best
+            print(f"{name:>22}: {rate[name]:8.1f} images/s (best of {args.repeats}: {best:.2f} s)")
+        print(f"{'ratio':>22}: {rate['evaluate_run'] / rate['mmseg Runner.test()']:.2f} (evaluate_run / Runner.test)")
+        same = all(float(mine["mmseg"][k]) == round(float(theirs[k]), 2) for k in ("aAcc", "mIoU", "mDice"))
+        print(f"{'same aAcc/mIoU/mDice':>22}: {same} ({ {k: float(theirs[k]) for k in ('aAcc', 'mIoU', 'mDice')} })")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""``python -m helpers {demo,pipeline,sweep,predict,demo-data,download,index}``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from helpers import paths
+from helpers.demo_data import DemoSpec
+
+
+def _parse_value(text: str):
+    """``-p key=value`` values are YAML (numbers, booleans, lists, null), like papermill's ``-y``."""
+    return yaml.safe_load(text)
+
+
+def _key_values(pairs: list[str]) -> dict:
+    result = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"-p expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        result[key] = _parse_value(value)
+    return result
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from helpers.demo_data import generate_demo_dataset
+    from helpers.pipeline import run_pipeline
+
+    generate_demo_dataset(paths.DEMO_DIR)
+    outputs = Path(args.outputs)
+    run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs)
+    print(f"\nDemo finished. Open {(outputs / 'index.html').resolve()}")
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    from helpers.pipeline import STAGES, run_pipeline
+
+    stages = tuple(args.stages) if args.stages else STAGES
+    run_pipeline(Path(args.params_dir), Path(args.outputs), stages=stages)
+    print(f"\nPipeline finished. Open {(Path(args.outputs) / 'index.html').resolve()}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from helpers.pipeline import SWEEP_KEY, load_stage_parameters, sweep, write_sbatch
+
+    parameters = load_stage_parameters("03_train", Path(args.params_dir))
+    lrs = args.lrs or parameters.pop(SWEEP_KEY, None)
+    parameters.pop(SWEEP_KEY, None)
+    parameters.update(_key_values(args.param))
+    if args.config:
+        parameters["config"] = args.config
+    if args.sbatch:
+        script = write_sbatch(lrs, parameters, args.sbatch, gpus=int(parameters.get("gpus", 1)), outputs=Path(args.outputs))
+        print(f"wrote {script}; submit with: sbatch {script}")
+        return
+    table = sweep(lrs, parameters, Path(args.outputs))
+    print(table.drop(columns=["report", "error"]).to_string(index=False))
+    failed = table[~table["ok"]]
+    for row in failed.itertuples():
+        print(f"FAILED lr {row.lr:g}: {row.error}\n  report: {row.report}", file=sys.stderr)
+    if len(failed):
+        raise SystemExit(1)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from helpers.predict import predict_images
+
+    table = predict_images(args.checkpoint, args.images, args.out_dir, config=args.config, threshold=args.threshold, device=args.device)
+    print(table.to_string(index=False))
+
+
+def cmd_demo_data(args: argparse.Namespace) -> None:
+    from helpers.demo_data import generate_demo_dataset
+
+    spec = DemoSpec(n_train=args.n_train, n_test=args.n_test, size=args.size, seed=args.seed)
+    print(generate_demo_dataset(Path(args.dest), spec))
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from helpers.rawdata import download_dataset
+
+    print(download_dataset(Path(args.dest)))
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from helpers.pipeline import write_index
+
+    print(write_index(Path(args.outputs)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="generate the demo dataset and run the whole pipeline on it (CPU)")
+    demo.add_argument("--outputs", default=str(paths.OUTPUTS_DIR / "demo"))
+    demo.set_defaults(func=cmd_demo)
+
+    pipeline = sub.add_parser("pipeline", help="run the five notebooks with pipeline/*.yaml (full data, GPU)")
+    pipeline.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR))
+    pipeline.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
+    pipeline.add_argument("--stages", nargs="*", help="a subset of the stages, e.g. 04_evaluate 05_visualize")
+    pipeline.set_defaults(func=cmd_pipeline)
+
+    sweep = sub.add_parser("sweep", help="03_train through papermill once per learning rate")
+    sweep.add_argument("--lrs", nargs="*", type=float, help="default: the YAML's lrs (the seed's three)")
+    sweep.add_argument("--config", help="a config name in configs/ or a path")
+    sweep.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a 03_train parameter")
+    sweep.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR))
+    sweep.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
+    sweep.add_argument("--sbatch", metavar="PATH", help="write a SLURM array script (one job per lr) instead of running")
+    sweep.set_defaults(func=cmd_sweep)
+
+    predict = sub.add_parser("predict", help="masks and overlays for new radiographs (PNG/JPEG, any size)")
+    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("--config", help="default: config.py beside the checkpoint")
+    predict.add_argument("--out-dir", default=str(paths.OUTPUTS_DIR / "predictions"))
+    predict.add_argument("--threshold", type=float, help="probability threshold; default: the model's own decision")
+    predict.add_argument("--device")
+    predict.add_argument("images", nargs="+")
+    predict.set_defaults(func=cmd_predict)
+
+    demo_data = sub.add_parser("demo-data", help="only generate the demo dataset")
+    demo_data.add_argument("--dest", default=str(paths.DEMO_DIR))
+    demo_data.add_argument("--n-train", type=int, default=DemoSpec.n_train)
+    demo_data.add_argument("--n-test", type=int, default=DemoSpec.n_test)
+    demo_data.add_argument("--size", type=int, default=DemoSpec.size)
+    demo_data.add_argument("--seed", type=int, default=DemoSpec.seed)
+    demo_data.set_defaults(func=cmd_demo_data)
+
+    download = sub.add_parser("download", help="download the Kaggle dataset (needs kaggle credentials)")
+    download.add_argument("--dest", default=str(paths.RAW_DIR))
+    download.set_defaults(func=cmd_download)
+
+    index = sub.add_parser("index", help="rewrite outputs/index.html")
+    index.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
+    index.set_defaults(func=cmd_index)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (pneumothorax)
+#     language: python
+#     name: pneumothorax
+# ---
+
+# %% [markdown]
+# # 01 · Explore the dataset
+#
+# Class pixel statistics, split counts, mask areas and connected components, computed from the images
+# themselves (in parallel, every pair validated on the way). The tables are written as JSON beside this
+# report (`explore_stats.json`). On the full Kaggle download the seed's table reads background 99.70 %
+# of pixels in 12,047 images and pneumothorax 0.30 % in 2,669 images.
+
+# %% tags=["parameters"]
+data_root = "data/raw"  # the Kaggle folder or its parent
+splits = ["train", "test"]  # the official stage_1 splits to include
+max_images = 0  # 0: every image; otherwise a random sample of this size (quick looks)
+seed = 0  # for the sample
+workers = 0  # 0: all CPU cores
+outputs_dir = "outputs"
+
+# %%
+from IPython.display import display
+
+from helpers import explore, paths, plots
+
+result = explore.explore_dataset(
+    paths.resolve(data_root), stages=splits, max_images=max_images or None, seed=seed,
+    workers=workers or None, out_dir=paths.explore_dir(paths.resolve(outputs_dir)),
+)
+print(result.index.describe())
+print(f"statistics written to {result.stats_path}")
+
+# %% [markdown]
+# ## The seed's table: pixels and images per class
+
+# %%
+display(result.class_table.style.format({"pixel percentage": "{:.2f}"}).hide(axis="index"))
+
+# %% [markdown]
+# ## Per official split: images and positive rate
+
+# %%
+display(result.split_table.style.format({"positive rate": "{:.1%}"}).hide(axis="index"))
+
+# %% [markdown]
+# ## Positive masks: area (fraction of the image) and connected regions
+
+# %%
+display(result.area_summary.style.format({"area fraction": "{:.3%}"}).hide(axis="index"))
+display(plots.plot_area_distribution(result.scans))
+
+# %%
+display(result.components_table.style.hide(axis="index"))
+display(plots.plot_components(result.scans))
+
+# %% [markdown]
+# ## Image sizes and modes
+
+# %%
+display(result.sizes_table.style.hide(axis="index"))
+
+# %% [markdown]
+# ## Examples (random, positives and negatives), mask overlaid
+
+# %%
+display(plots.plot_example_grid(result.scans, n=8, seed=seed))

@@ -1,0 +1,84 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (pneumothorax)
+#     language: python
+#     name: pneumothorax
+# ---
+
+# %% [markdown]
+# # 03 · Train one run
+#
+# Builds the mmengine config from the file plus these parameters (the lr reaches the optimizer) and
+# trains with `Runner.from_cfg`; validates on val at intervals, keeps the best checkpoint by val mDice
+# and the last one. With `gpus > 1` it launches `torchrun` in a subprocess (never DDP in this kernel).
+# Sweep all learning rates with `python -m helpers sweep`.
+
+# %% tags=["parameters"]
+config = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"  # a name in configs/ or a path
+lr = 0.01
+max_iters = None  # None: the config's (20k for the seed's runs)
+batch_size = None  # None: the config's (16)
+img_size = None  # None: the config's (512); must match the prepared data's size
+seed = 0
+work_dir = None  # None: outputs/runs/<config>/lr<lr>/
+data_root = None  # None: the config's data_root (data/prepared/official-512)
+resume = False  # continue from the last checkpoint in work_dir
+amp = "auto"  # "auto": bf16 AMP on a GPU, float32 on the CPU
+gpus = 1
+val_interval = None  # None: the config's, scaled with max_iters
+workers = None  # data loader workers; None: the config's on a CPU, from the CPU count on a GPU
+
+# %%
+import pandas as pd
+from IPython.display import display
+
+from helpers import paths, plots
+from helpers.modeling.train import TrainParams, run_training
+
+params = TrainParams(
+    config=config, lr=lr, max_iters=max_iters, batch_size=batch_size, img_size=img_size, seed=seed,
+    work_dir=str(paths.resolve(work_dir)) if work_dir else None,
+    data_root=str(paths.resolve(data_root)) if data_root else None,
+    resume=resume, amp=amp, gpus=gpus, val_interval=val_interval, workers=workers,
+)
+result = run_training(params)
+metrics = result.metrics
+print(f"run folder: {result.work_dir}")
+print(f"best checkpoint: {result.best_checkpoint}\nlast checkpoint: {result.last_checkpoint}")
+
+# %% [markdown]
+# ## Learning curves (from mmengine's logs)
+
+# %%
+display(plots.plot_learning_curves({f"lr {lr:g}": result.work_dir}))
+
+# %% [markdown]
+# ## Validation: best and last
+#
+# mIoU / mDice are mmseg's pooled values over background and pneumothorax (%); `IoU.pneumothorax` /
+# `Dice.pneumothorax` are the foreground class alone.
+
+# %%
+keys = ["step", "aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax"]
+rows = {name: {k: metrics[name].get(k) for k in keys} for name in ("best_val", "last_val") if metrics.get(name)}
+display(pd.DataFrame(rows).T)
+
+# %% [markdown]
+# ## Speed and resources
+
+# %%
+display(pd.Series({
+    "iterations": metrics["iterations"],
+    "images / s (training)": metrics["images_per_s"],
+    "wall time (min)": metrics["wall_time_s"] / 60,
+    "peak memory (MB)": metrics["peak_memory_mb"],
+}).to_frame("value"))
+print(f"manifest: {result.work_dir / 'manifest.json'}\nmetrics: {result.work_dir / 'metrics.json'}")

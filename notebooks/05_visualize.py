@@ -1,0 +1,73 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (pneumothorax)
+#     language: python
+#     name: pneumothorax
+# ---
+
+# %% [markdown]
+# # 05 · Visualize
+#
+# Figures only: everything is read from 03's run folders and 04's evaluation folders (no metric is
+# computed here). Overlays: true positive, false positive and false negative pixels in distinct colours.
+
+# %% tags=["parameters"]
+outputs_dir = "outputs"
+split = "test"
+n_examples = 4
+
+# %%
+import pandas as pd
+from IPython.display import display
+
+from helpers import evaluate, paths, plots
+
+outputs = paths.resolve(outputs_dir)
+eval_dirs = paths.evaluations(outputs, split)
+if not eval_dirs:
+    raise FileNotFoundError(f"no evaluations under {outputs / 'eval'} (run 04_evaluate first)")
+results = [evaluate.load_eval(d) for d in eval_dirs]
+best = max(results, key=lambda r: r.metrics["postprocessed"]["image_dice"])
+print(f"examples from the best run by per-image Dice: {best.run_dir}")
+
+# %% [markdown]
+# ## Best, median and worst positive images by per-image Dice
+
+# %%
+for which in ("best", "median", "worst"):
+    display(plots.plot_examples(best, which, n=n_examples))
+
+# %% [markdown]
+# ## False positives on negative images, and missed positives
+
+# %%
+display(plots.plot_examples(best, "false_positive", n=n_examples))
+display(plots.plot_examples(best, "missed", n=n_examples))
+
+# %% [markdown]
+# ## Learning curves of all runs
+
+# %%
+display(plots.plot_learning_curves(sorted({r.run_dir for r in results})))
+
+# %% [markdown]
+# ## Learning rates compared (95 % bootstrap intervals; the seed's reported numbers beside them)
+
+# %%
+comparison_path = outputs / "eval" / "comparison.csv"
+display(plots.plot_lr_comparison(pd.read_csv(comparison_path)))
+
+# %% [markdown]
+# ## Dice against mask area, and the image-level ROC curve
+
+# %%
+display(plots.plot_dice_vs_area(best))
+display(plots.plot_roc(results))

@@ -1,0 +1,51 @@
+"""Shared fixtures: small generated datasets, a prepared copy, one tiny trained run, the real sample."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from helpers import paths  # noqa: E402
+
+REAL_SAMPLE = paths.REPO_ROOT.parent / "shared" / "realdata-sample"
+DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"
+
+
+@pytest.fixture(scope="session")
+def real_sample_dir() -> Path:
+    """The 18 real pairs in the Kaggle layout (``../shared/realdata-sample``); skipped when absent."""
+    if not (REAL_SAMPLE / paths.KAGGLE_FOLDER / "png_images").is_dir():
+        pytest.skip("../shared/realdata-sample is not here (it is not part of a user's clone)")
+    return REAL_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def demo_raw_dir(tmp_path_factory) -> Path:
+    """A small demo dataset (80 train + 20 test at 128x128) in the Kaggle layout; read-only for tests."""
+    from helpers.demo_data import DemoSpec, generate_demo_dataset
+
+    dest = tmp_path_factory.mktemp("demo")
+    generate_demo_dataset(dest, DemoSpec(n_train=80, n_test=20, size=128, seed=0), workers=1)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def demo_prepared(demo_raw_dir, tmp_path_factory):
+    """The demo dataset prepared at 64x64 (official split); a PrepareResult."""
+    from helpers.prepare import prepare_dataset
+
+    return prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared"), img_size=64, workers=1)
+
+
+@pytest.fixture(scope="session")
+def trained_demo_run(demo_prepared, tmp_path_factory):
+    """The demo config trained briefly at 64x64 on the CPU (a TrainResult with best and last checkpoints)."""
+    from helpers.modeling.train import TrainParams, run_training
+
+    work_dir = tmp_path_factory.mktemp("runs") / "demo" / "lr0.003"
+    return run_training(TrainParams(config=DEMO_CONFIG, data_root=str(demo_prepared.out_dir), img_size=64,
+                                    max_iters=60, val_interval=30, work_dir=str(work_dir)))

@@ -1,0 +1,193 @@
+"""Every config in configs/: it resolves, loads, builds its model and datasets, and computes its loss;
+the configs are plain mmseg configs that mmseg's own tools/train.py and tools/test.py accept."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import paths
+from helpers.modeling.train import TrainParams, build_config
+CONFIGS = sorted(paths.CONFIGS_DIR.glob("*.py"))
+DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"
+LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+SIGMOID = "fcn-unet-s5-d16_unet-sigmoid_1xb16-0.01-20k_pneumothorax-512x512"
+OURS = "ours_unet-s5-d16_ce-dice_oversample_adamw-20k_pneumothorax-512x512"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mmseg_scope():
+    """mmseg's registry scope with the project's dataset, metric and loss registered."""
+    from mmengine.registry import init_default_scope
+
+    import helpers.dataset  # noqa: F401
+    import helpers.modeling  # noqa: F401
+
+    init_default_scope("mmseg")
+
+
+def small_config(config: Path, data_root: Path):
+    """``config`` with 64x64 images on the prepared demo data, through the project's config surgery."""
+    return build_config(TrainParams(config=str(config), img_size=64, data_root=str(data_root), workers=0))
+
+
+def batch(dataset, model, n_positive: int = 2, n_negative: int = 2, training: bool = True) -> dict:
+    """A preprocessed batch of the first positive and negative images of ``dataset``."""
+    from mmengine.dataset import pseudo_collate
+
+    positive, negative = [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        (positive if item["data_samples"].gt_sem_seg.data.any() else negative).append(item)
+        if len(positive) >= n_positive and len(negative) >= n_negative:
+            break
+    return model.data_preprocessor(pseudo_collate(positive[:n_positive] + negative[:n_negative]), training=training)
+
+
+def test_configs_are_found():
+    names = {p.stem for p in CONFIGS}
+    assert DEMO_CONFIG in names and SIGMOID in names and OURS in names
+    assert len(CONFIGS) == 6
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_config_resolves_by_name(config):
+    """03_train names a config without '.py'; names hold dots (lr 0.01), which are no file suffix."""
+    assert paths.config_path(config.name.removesuffix(".py")) == config
+    assert paths.config_path(str(config)) == config
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_config_builds_model_and_datasets(config, demo_prepared):
+    from mmseg.registry import DATASETS, MODELS
+
+    cfg = small_config(config, demo_prepared.out_dir)
+    assert cfg.model.data_preprocessor.size == (64, 64)
+    labels = demo_prepared.labels
+    expected = {}
+    for loader, split in zip(LOADERS, ("train", "val", "test")):
+        rows = labels[labels["split"] == split]
+        repeats = cfg[loader].dataset.get("positive_repeats", 1)
+        expected[loader] = len(rows) + (repeats - 1) * int((rows["fg_pixels"] > 0).sum())
+    for loader in LOADERS:
+        resizes = [t for t in cfg[loader].dataset.pipeline if t["type"] in ("Resize", "RandomResize")]
+        assert resizes and all(tuple(t["scale"]) == (64, 64) for t in resizes)
+        dataset = DATASETS.build(cfg[loader].dataset)
+        assert len(dataset) == expected[loader]
+        item = dataset[0]
+        assert item["inputs"].shape == (3, 64, 64)
+        assert set(item["data_samples"].gt_sem_seg.data.unique().tolist()) <= {0, 1}
+    model = MODELS.build(cfg.model)
+    assert model.decode_head.num_classes == 2
+    assert model.decode_head.out_channels == (1 if config.stem == SIGMOID else 2)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_model_loss_and_prediction_on_one_batch(config, demo_prepared):
+    """Finite losses whose gradients reach the backbone; the loss is the one the config names."""
+    from mmseg.registry import DATASETS, MODELS
+
+    torch.manual_seed(0)
+    cfg = small_config(config, demo_prepared.out_dir)
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    model.decode_head.dropout.eval()  # so that the logits recomputed below are the ones the loss saw
+    data = batch(dataset, model)
+    losses = model(**data, mode="loss")
+    loss_names = {k for k in losses if "loss" in k}
+    if config.stem in (OURS, DEMO_CONFIG):
+        assert loss_names == {"decode.loss_ce", "decode.loss_fg_dice"}
+    else:
+        assert loss_names == {"decode.loss_ce"}
+    total = sum(losses[k] for k in loss_names)
+    assert torch.isfinite(total)
+    total.backward()
+    first_conv = model.backbone.encoder[0][0].convs[0].conv.weight
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+    # the same losses, recomputed by hand from the head's logits and the {0, 1} masks
+    with torch.no_grad():
+        logits = model.decode_head(model.extract_feat(data["inputs"]))
+        logits = F.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False)
+    target = torch.stack([s.gt_sem_seg.data[0] for s in data["data_samples"]]).long()
+    assert target.any() and not target.all()
+    if config.stem == SIGMOID:
+        expected_ce = F.binary_cross_entropy_with_logits(logits[:, 0], target.float())
+    else:  # mmseg 1.2.2 divides the class-weighted sum by the sum of the pixels' weights, as torch does
+        loss_cfg = cfg.model.decode_head.loss_decode
+        weight = (loss_cfg[0] if isinstance(loss_cfg, list) else loss_cfg).get("class_weight")
+        weight = None if weight is None else torch.tensor(weight)
+        expected_ce = F.cross_entropy(logits, target, weight=weight)
+    assert losses["decode.loss_ce"].item() == pytest.approx(expected_ce.item(), rel=1e-4)
+    if "decode.loss_fg_dice" in losses:
+        prob = logits.softmax(dim=1)[:, 1]
+        dice = (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+        assert losses["decode.loss_fg_dice"].item() == pytest.approx(1 - dice.item(), rel=1e-4)
+
+    model.eval()
+    with torch.no_grad():
+        predictions = model(**batch(dataset, model, training=False), mode="predict")
+        for sample in predictions:
+            assert sample.pred_sem_seg.data.shape == (1, 64, 64)
+            assert set(sample.pred_sem_seg.data.unique().tolist()) <= {0, 1}
+        if config.stem == SIGMOID:
+            scores = predictions[0].seg_logits.data  # sigmoid probabilities, thresholded at 0.3
+            assert model.decode_head.threshold == 0.3
+            assert torch.equal(predictions[0].pred_sem_seg.data.bool(), scores > 0.3)
+
+
+def _mmseg_tool(name: str) -> Path:
+    import mmseg
+
+    return Path(mmseg.__file__).parent / ".mim" / "tools" / name
+
+
+def _tool_options(data_root: Path) -> list[str]:
+    """--cfg-options: the prepared demo data, 64x64 images, 4 iterations with a checkpoint at 4."""
+    options = [f"{loader}.dataset.data_root={data_root}" for loader in LOADERS]
+    options += ["train_dataloader.dataset.pipeline.2.scale=(64,64)",
+                "val_dataloader.dataset.pipeline.1.scale=(64,64)",
+                "test_dataloader.dataset.pipeline.1.scale=(64,64)",
+                "model.data_preprocessor.size=(64,64)",
+                "train_cfg.max_iters=4", "train_cfg.val_interval=4",
+                "default_hooks.checkpoint.interval=4", "default_hooks.logger.interval=1"]
+    return options
+
+
+def _run_tool(args: list[str], cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+@pytest.mark.slow
+def test_mmseg_tools_train_and_test_accept_the_demo_config(demo_prepared, tmp_path):
+    """mmseg's own tools/train.py then tools/test.py, no PYTHONPATH, cwd outside the repository."""
+    config = paths.CONFIGS_DIR / f"{DEMO_CONFIG}.py"
+    options = _tool_options(Path(demo_prepared.out_dir).resolve())
+    work_dir = tmp_path / "work"
+    train_log = _run_tool([str(_mmseg_tool("train.py")), str(config), "--work-dir", str(work_dir),
+                           "--cfg-options", *options], cwd=tmp_path)
+    checkpoint = work_dir / "iter_4.pth"
+    assert checkpoint.is_file(), train_log[-4000:]
+    assert "Iter(train) [4/4]" in train_log
+    assert "Dice.pneumothorax" in train_log
+
+    test_log = _run_tool([str(_mmseg_tool("test.py")), str(config), str(checkpoint), "--work-dir",
+                          str(tmp_path / "test"), "--cfg-options", *options], cwd=paths.REPO_ROOT)
+    assert "Load checkpoint from" in test_log
+    match = re.search(r"Iter\(test\) \[\d+/\d+\].*mIoU: ([\d.]+)", test_log)
+    assert match, test_log[-4000:]
+    assert 0.0 <= float(match.group(1)) <= 100.0
+    assert "Dice.pneumothorax" in test_log

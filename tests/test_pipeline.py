@@ -1,0 +1,126 @@
+"""Notebooks run headless (papermill), leave executed copies and HTML; the sweep, the index, the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from helpers import paths
+from helpers.pipeline import STAGES, run_notebook, run_pipeline, sweep, write_index, write_sbatch
+from tests.conftest import DEMO_CONFIG
+
+NOTEBOOKS = [paths.NOTEBOOKS_DIR / f"{stage}.ipynb" for stage in STAGES]
+EMBEDDED_PNG = "data:image/png;base64,"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_clean_and_paired(notebook: Path):
+    nb = nbformat.read(notebook, as_version=4)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code_cells), "committed with outputs"
+    assert [c for c in code_cells if "parameters" in c.metadata.get("tags", [])], "no papermill parameters cell"
+    assert nb.metadata["kernelspec"]["name"] == paths.KERNEL_NAME
+    twin = jupytext.read(notebook.with_suffix(".py"))
+    assert [c.source for c in twin.cells] == [c.source for c in nb.cells], "the .py twin and the .ipynb differ: run make notebooks"
+
+
+def test_notebooks_import_helpers_and_hold_no_logic():
+    for notebook in NOTEBOOKS:
+        code = "\n".join(c.source for c in jupytext.read(notebook.with_suffix(".py")).cells if c.cell_type == "code")
+        assert "from helpers" in code
+        assert not re.search(r"^\s*def |^\s*class |subprocess|os\.walk|glob\(|open\(", code, re.M), notebook.name
+
+
+def _assert_report(report, html_min_figures: int = 1):
+    assert report.ok, report.error
+    assert report.notebook.exists() and report.html.exists()
+    executed = nbformat.read(report.notebook, as_version=4)
+    assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+    assert report.html.read_text().count(EMBEDDED_PNG) >= html_min_figures
+
+
+@pytest.mark.slow
+def test_explore_and_prepare_run_under_papermill(demo_raw_dir, tmp_path):
+    outputs = tmp_path / "outputs"
+    explore = run_notebook("01_explore", {"data_root": str(demo_raw_dir), "outputs_dir": str(outputs), "max_images": 50, "workers": 1}, outputs / "reports")
+    _assert_report(explore, html_min_figures=3)
+    stats = json.loads((outputs / "explore" / "explore_stats.json").read_text())
+    assert stats["images_scanned"] == 50
+
+    prepare = run_notebook("02_prepare", {"raw_root": str(demo_raw_dir), "output_root": str(tmp_path / "prepared"), "img_size": 32, "workers": 1}, outputs / "reports")
+    _assert_report(prepare)
+    assert (tmp_path / "prepared" / "official-32" / "manifest.json").exists()
+
+
+def test_failing_notebook_still_leaves_its_report(tmp_path):
+    report = run_notebook("01_explore", {"data_root": str(tmp_path / "nothing-here"), "outputs_dir": str(tmp_path)}, tmp_path / "reports")
+    assert not report.ok and "nothing-here" in report.error
+    assert report.notebook.exists() and "nothing-here" in report.html.read_text()
+
+
+@pytest.mark.slow
+def test_sweep_goes_on_after_a_failed_run(demo_prepared, tmp_path):
+    """lr -1 makes the optimizer refuse to start; the next lr still trains and gets its report."""
+    parameters = {"config": DEMO_CONFIG, "data_root": str(demo_prepared.out_dir), "img_size": 64, "max_iters": 6, "val_interval": 6}
+    table = sweep([-1.0, 0.003], parameters, tmp_path)
+    assert list(table["ok"]) == [False, True]
+    assert "learning rate" in table.loc[0, "error"].lower()
+    good = paths.run_dir(DEMO_CONFIG, 0.003, tmp_path)
+    for name in ("03_train.ipynb", "03_train.html", "manifest.json", "metrics.json", "config.py"):
+        assert (good / name).exists(), name
+    assert json.loads((good / "manifest.json").read_text())["lr"] == 0.003
+    assert list(good.glob("best_mDice_iter_*.pth"))
+    assert (paths.run_dir(DEMO_CONFIG, -1.0, tmp_path) / "03_train.html").exists()
+
+
+def test_sbatch_script_has_one_job_per_lr(tmp_path):
+    script = write_sbatch([0.01, 0.001, 0.0001], {"config": DEMO_CONFIG, "max_iters": 100}, tmp_path / "sweep.sbatch", gpus=2)
+    text = script.read_text()
+    assert "#SBATCH --array=0-2" in text and "#SBATCH --gres=gpu:2" in text
+    assert "LRS=(0.01 0.001 0.0001)" in text and "-p max_iters 100" in text and "-p gpus 2" in text
+    subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_cli_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "helpers", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("demo", "pipeline", "sweep", "predict", "demo-data", "download", "index"):
+        assert command in out
+
+
+@pytest.mark.slow
+def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
+    """Generate -> 01 -> 02 -> 03 (two lrs) -> 04 -> 05 -> index.html, with test-sized parameters."""
+    outputs = tmp_path / "outputs"
+    prepared_root = tmp_path / "prepared"
+    data_root = prepared_root / "official-64"
+    overrides = {
+        "01_explore": {"data_root": str(demo_raw_dir), "workers": 1},
+        "02_prepare": {"raw_root": str(demo_raw_dir), "output_root": str(prepared_root), "img_size": 64, "workers": 1},
+        "03_train": {"lrs": [0.003, 0.001], "data_root": str(data_root), "img_size": 64, "max_iters": 30, "val_interval": 15},
+        "04_evaluate": {"n_boot": 50},
+    }
+    reports = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
+    assert all(r.ok for r in reports)
+    index = (outputs / "index.html").read_text()
+    linked = re.findall(r'href="([^"]+\.html)"', index)
+    for stage in STAGES:
+        assert any(Path(link).stem == stage for link in linked), f"{stage} not linked from index.html"
+    for link in linked:
+        page = (outputs / link).read_text()
+        assert EMBEDDED_PNG in page, f"{link} has no embedded figure"
+    assert "seed (reported)" in index and "mDice" in index
+    assert (outputs / "eval" / "comparison.csv").exists()
+
+
+def test_index_without_evaluation_says_so(tmp_path):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "01_explore.html").write_text("<html></html>")
+    text = write_index(tmp_path).read_text()
+    assert 'href="reports/01_explore.html"' in text and "No evaluation yet" in text

@@ -1,0 +1,240 @@
+"""03_train: the parameters reach the runner (lr, max_iters, AMP), runs resume and repeat exactly, and the
+checkpoints they write load with ``weights_only=True``; the demo config learns on the demo data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from helpers import paths
+from helpers.modeling.train import (MANIFEST_FILE, METRICS_FILE, TrainParams, build_config, read_scalars,
+                                    run_training)
+
+DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"
+SEED_CONFIG = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"
+CONFIGS = sorted(p.stem for p in paths.CONFIGS_DIR.glob("*.py"))
+
+
+def tiny_params(demo_prepared, work_dir: Path, **overrides) -> TrainParams:
+    """The demo config at 64x64, batch 4, on the prepared demo data."""
+    settings = dict(config=DEMO_CONFIG, data_root=str(demo_prepared.out_dir), img_size=64, batch_size=4,
+                    workers=0, work_dir=str(work_dir))
+    settings.update(overrides)
+    return TrainParams(**settings)
+
+
+def build_runner(cfg: Config):
+    import helpers.dataset  # noqa: F401
+    import helpers.modeling  # noqa: F401
+    from mmengine.runner import Runner
+
+    return Runner.from_cfg(cfg)
+
+
+def session_dirs(work_dir: Path) -> list[Path]:
+    """mmengine's per-session log folders (timestamps, so sorted = chronological)."""
+    return sorted(p.parent.parent for p in Path(work_dir).glob("*/vis_data/scalars.json"))
+
+
+def session_train_steps(session: Path) -> list[int]:
+    rows = [json.loads(line) for line in (session / "vis_data" / "scalars.json").read_text().splitlines()]
+    return [row["step"] for row in rows if "loss" in row]
+
+
+@pytest.mark.parametrize("config", [DEMO_CONFIG, SEED_CONFIG])
+def test_lr_reaches_the_optimizer(config, demo_prepared, tmp_path):
+    cfg = build_config(tiny_params(demo_prepared, tmp_path, config=config, lr=0.0123))
+    assert cfg.optim_wrapper.optimizer.lr == 0.0123
+    runner = build_runner(cfg)
+    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    groups = runner.optim_wrapper.optimizer.param_groups
+    assert [g["lr"] for g in groups] == [0.0123] * len(groups)
+    runner.param_schedulers = runner.build_param_scheduler(runner.param_schedulers)
+    assert [g["initial_lr"] for g in groups] == [0.0123] * len(groups)
+    warmup = cfg.param_scheduler[0]
+    start = 0.0123 * warmup["start_factor"] if warmup["type"] == "LinearLR" else 0.0123
+    assert groups[0]["lr"] == pytest.approx(start)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("max_iters", [10, 1000])
+def test_max_iters_scales_the_schedule_and_intervals(max_iters, config):
+    original = Config.fromfile(str(paths.config_path(config)))
+    cfg = build_config(TrainParams(config=config, max_iters=max_iters, work_dir="unused"))
+    factor = max_iters / original.train_cfg.max_iters
+    assert cfg.train_cfg.max_iters == max_iters
+    schedulers = cfg.param_scheduler
+    assert len(schedulers) == len(original.param_scheduler)
+    for scheduler in schedulers:
+        assert 0 <= scheduler["begin"] < scheduler["end"] <= max_iters
+    assert schedulers[0]["begin"] == 0 and schedulers[-1]["end"] == max_iters
+    for before, after in zip(schedulers, schedulers[1:]):
+        assert after["begin"] == before["end"], "the schedulers must hand over without gap or overlap"
+    for old, new in zip(original.param_scheduler, schedulers):
+        assert abs(new["end"] - old["end"] * factor) <= 1
+    assert 1 <= cfg.train_cfg.val_interval <= max_iters
+    assert cfg.train_cfg.val_interval == max(1, round(original.train_cfg.val_interval * factor))
+    assert cfg.default_hooks.checkpoint.interval == cfg.train_cfg.val_interval
+    assert 1 <= cfg.default_hooks.logger.interval <= max_iters
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_without_losing_steps(demo_prepared, tmp_path):
+    work_dir = tmp_path / "run"
+    params = tiny_params(demo_prepared, work_dir, max_iters=30, val_interval=10)
+    cfg = build_config(params)
+    logging_interval = cfg.default_hooks.logger.interval
+    assert logging_interval == 2
+    work_dir.mkdir()
+    cfg.dump(str(work_dir / "config.py"))
+
+    process = subprocess.Popen([sys.executable, "-m", "helpers.modeling.train", str(work_dir / "config.py")],
+                               cwd=paths.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (work_dir / "last_checkpoint").exists() and process.poll() is None:
+            time.sleep(0.05)
+        assert process.poll() is None, "the first session ended before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    checkpoint = work_dir / "iter_10.pth"
+    assert Path((work_dir / "last_checkpoint").read_text().strip()) == checkpoint
+    killed_session = session_dirs(work_dir)[0]
+    assert 10 in session_train_steps(killed_session) and max(session_train_steps(killed_session)) < 30
+
+    result = run_training(replace(params, resume=True))
+
+    sessions = session_dirs(work_dir)
+    assert len(sessions) == 2
+    log_text = next(sessions[1].glob("*.log")).read_text()
+    assert f"Auto resumed from the latest checkpoint {checkpoint}" in log_text
+    assert "resumed epoch: 0, iter: 10" in log_text
+    assert session_train_steps(sessions[1])[0] == 10 + logging_interval
+    train_rows, val_rows = read_scalars(work_dir)
+    assert [row["step"] for row in train_rows] == list(range(logging_interval, 31, logging_interval))
+    assert all(row["loss"] == row["loss"] for row in train_rows)  # no NaN
+    assert {20, 30} <= {row["step"] for row in val_rows}
+    assert result.metrics["iterations"] == 30
+    assert result.last_checkpoint == work_dir / "iter_30.pth"
+
+
+def test_checkpoints_load_with_weights_only_thanks_to_the_allowlist(trained_demo_run):
+    import helpers.modeling  # noqa: F401  (registers the allowlist)
+    from mmengine.logging import HistoryBuffer
+    from mmseg.registry import MODELS
+
+    checkpoint = trained_demo_run.last_checkpoint
+    allowlist = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        with pytest.raises(pickle.UnpicklingError, match="HistoryBuffer"):
+            torch.load(checkpoint, map_location="cpu", weights_only=True)
+    finally:
+        torch.serialization.add_safe_globals(allowlist)
+    loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert loaded["meta"]["iter"] == 60
+    loss_history = loaded["message_hub"]["log_scalars"]["train/loss"]
+    assert isinstance(loss_history, HistoryBuffer) and loss_history.count > 0
+    assert loss_history.current() == pytest.approx(loss_history.data[0][-1])
+
+    cfg = Config.fromfile(str(trained_demo_run.work_dir / "config.py"))
+    model = MODELS.build(cfg.model)
+    missing, unexpected = model.load_state_dict(loaded["state_dict"], strict=True)
+    assert not missing and not unexpected
+    weight = model.decode_head.conv_seg.weight
+    assert torch.equal(weight, loaded["state_dict"]["decode_head.conv_seg.weight"])
+
+
+@pytest.fixture
+def restore_determinism():
+    """mmengine's ``deterministic=True`` switches torch's global flag on: switch it back afterwards."""
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+def test_a_fixed_seed_repeats_the_loss_curve_and_another_seed_differs(demo_prepared, tmp_path, restore_determinism):
+    def losses(name: str, seed: int) -> list[float]:
+        result = run_training(tiny_params(demo_prepared, tmp_path / name, seed=seed, deterministic=True,
+                                          max_iters=6, val_interval=6))
+        rows, _ = read_scalars(result.work_dir)
+        assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
+        return [row["loss"] for row in rows]
+
+    first = losses("a", seed=0)
+    assert losses("b", seed=0) == first
+    assert losses("c", seed=1) != first
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback; the CUDA case is tested below")
+def test_amp_on_the_cpu_warns_and_trains_in_float32(demo_prepared, tmp_path, caplog):
+    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+
+    with caplog.at_level(logging.WARNING, logger="helpers.modeling.train"):
+        cfg = build_config(tiny_params(demo_prepared, tmp_path, amp=True, max_iters=2, val_interval=2))
+    assert "amp=True ignored" in caplog.text
+    assert cfg.optim_wrapper.type == "OptimWrapper" and "dtype" not in cfg.optim_wrapper
+    runner = build_runner(cfg)
+    runner.train()
+    assert isinstance(runner.optim_wrapper, OptimWrapper) and not isinstance(runner.optim_wrapper, AmpOptimWrapper)
+    assert all(p.dtype == torch.float32 for p in runner.model.parameters())
+    rows, _ = read_scalars(tmp_path)
+    assert rows[-1]["step"] == 2 and rows[-1]["loss"] == rows[-1]["loss"]
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="helpers.modeling.train"):
+        assert build_config(tiny_params(demo_prepared, tmp_path, amp="auto")).optim_wrapper.type == "OptimWrapper"
+    assert "amp" not in caplog.text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_on_cuda_trains_with_bfloat16(demo_prepared, tmp_path):
+    from mmengine.optim import AmpOptimWrapper
+
+    for amp in (True, "auto"):
+        cfg = build_config(tiny_params(demo_prepared, tmp_path / str(amp), amp=amp, max_iters=2, val_interval=2))
+        assert cfg.optim_wrapper.type == "AmpOptimWrapper"
+        assert cfg.optim_wrapper.dtype == ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    runner = build_runner(cfg)
+    runner.train()
+    assert isinstance(runner.optim_wrapper, AmpOptimWrapper)
+    assert runner.optim_wrapper.cast_dtype == getattr(torch, cfg.optim_wrapper.dtype)
+    assert next(runner.model.parameters()).is_cuda
+    rows, _ = read_scalars(tmp_path / "auto")
+    assert rows[-1]["step"] == 2 and rows[-1]["loss"] == rows[-1]["loss"]
+
+
+@pytest.mark.slow
+def test_the_demo_config_learns_on_the_demo_data(tmp_path):
+    """The demo config unchanged (128x128, 150 iterations) on the default demo dataset, on the CPU."""
+    from helpers.demo_data import DemoSpec, generate_demo_dataset
+    from helpers.prepare import prepare_dataset
+
+    generate_demo_dataset(tmp_path / "demo", DemoSpec())
+    prepared = prepare_dataset(tmp_path / "demo", tmp_path / "prepared", img_size=128)
+    result = run_training(TrainParams(config=DEMO_CONFIG, data_root=str(prepared.out_dir),
+                                      work_dir=str(tmp_path / "run")))
+
+    train_rows, val_rows = read_scalars(result.work_dir)
+    assert train_rows[-1]["step"] == 150
+    assert train_rows[-1]["loss"] < 0.5 * train_rows[0]["loss"]
+    best = max(row["Dice.pneumothorax"] for row in val_rows)
+    assert best > 50.0, f"foreground Dice {best} (val) after 150 iterations"
+    assert result.metrics["best_val"]["Dice.pneumothorax"] > 50.0
+    assert (result.work_dir / MANIFEST_FILE).is_file() and (result.work_dir / METRICS_FILE).is_file()
+    manifest = json.loads((result.work_dir / MANIFEST_FILE).read_text())
+    assert manifest["lr"] == 0.003 and manifest["amp"] is False
+    assert result.best_checkpoint is not None and result.best_checkpoint.name.startswith("best_mDice_iter_")
+    assert result.last_checkpoint == result.work_dir / "iter_150.pth"
