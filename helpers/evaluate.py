@@ -87,6 +87,7 @@ class PostProcess:
     min_total_area: int = 0
 
     def as_dict(self) -> dict[str, float]:
+        """The three fields as a plain dict (for JSON)."""
         return asdict(self)
 
 
@@ -111,7 +112,8 @@ def apply_postprocess(prob: np.ndarray, pp: PostProcess) -> np.ndarray:
 
 @dataclass
 class Predictions:
-    """One split's model output: quantized probabilities, truth, and mmseg's own decision."""
+    """One split's model output: quantized probabilities, truth, and mmseg's own decision (from the logits,
+    not from ``probs``, so that its pooled metrics are exactly ``IoUMetric``'s)."""
 
     names: list[str]
     probs: np.ndarray  # (N, H, W) uint8, round(255 * p_pneumothorax)
@@ -126,8 +128,9 @@ def _import_project_modules() -> None:
     import helpers.modeling  # noqa: F401  (metric, loss, safe checkpoint loading)
 
 
-def resolve_run(run_or_checkpoint: str | Path) -> tuple[Path, Path, Path]:
-    """(run folder, checkpoint, dumped config) of a run folder (best, else last) or of a ``.pth`` file."""
+def resolve_run(run_or_checkpoint: str | Path, config: str | Path | None = None) -> tuple[Path, Path, Path]:
+    """(run folder, checkpoint, config) of a run folder (best, else last) or of a ``.pth`` file; the config is
+    the run's dumped ``config.py`` unless given."""
     path = Path(run_or_checkpoint)
     if path.is_dir():
         best, last = find_checkpoints(path)
@@ -139,9 +142,9 @@ def resolve_run(run_or_checkpoint: str | Path) -> tuple[Path, Path, Path]:
         checkpoint, run_dir = path, path.parent
     else:
         raise FileNotFoundError(f"{path}: neither a run folder nor a .pth checkpoint")
-    config = run_dir / DUMPED_CONFIG
+    config = Path(config) if config is not None else run_dir / DUMPED_CONFIG
     if not config.is_file():
-        raise FileNotFoundError(f"{config}: the run's dumped config is missing")
+        raise FileNotFoundError(f"{config}: no config for this checkpoint (pass config=, the run's {DUMPED_CONFIG})")
     return run_dir, checkpoint, config
 
 
@@ -150,18 +153,18 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(run_or_checkpoint: str | Path, device: str | None = None) -> tuple[torch.nn.Module, Config, Path]:
-    """(segmentor in eval mode, its config, checkpoint) from a run folder or a checkpoint beside config.py."""
+def load_model(run_or_checkpoint: str | Path, device: str | None = None, config: str | Path | None = None) -> tuple[torch.nn.Module, Config, Path]:
+    """(segmentor in eval mode, its config, checkpoint) from a run folder or a checkpoint (see resolve_run)."""
     _import_project_modules()
     from mmseg.apis import init_model
 
-    _, checkpoint, config = resolve_run(run_or_checkpoint)
+    _, checkpoint, config = resolve_run(run_or_checkpoint, config)
     cfg = Config.fromfile(str(config))
     model = init_model(cfg, str(checkpoint), device=device or default_device())
     return model, cfg, checkpoint
 
 
-def _probability(seg_logits: torch.Tensor) -> torch.Tensor:
+def foreground_probability(seg_logits: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) resized logits (or, for C == 1, mmseg's sigmoid) -> (B, H, W) pneumothorax probability."""
     if seg_logits.shape[1] == 1:
         return seg_logits[:, 0]
@@ -200,35 +203,42 @@ def predict_split(model: torch.nn.Module, cfg: Config, data_root: Path | str, sp
     if not (Path(data_root) / f"{split}.txt").is_file():
         raise FileNotFoundError(f"{Path(data_root) / f'{split}.txt'}: no such split file")
     loader = build_split_loader(cfg, data_root, split, batch_size)
-    names, probs, truths, counts, max_probs, preds = [], [], [], [], [], []
+    total = len(loader.dataset)
+    if total == 0:
+        raise ValueError(f"{split}: the split is empty")
+    names: list[str] = []
+    counts = np.zeros((total, 4), dtype=np.int64)
+    max_prob = np.zeros(total, dtype=np.float64)
+    probs = truth = default_pred = None  # allocated once the first batch gives the image shape
     for batch in tqdm(loader, desc=f"predict {split}", unit="batch"):
         data = model.data_preprocessor(batch, False)
         inputs, samples = data["inputs"], data["data_samples"]
         metas = [sample.metainfo for sample in samples]
         samples = model.postprocess_result(model.inference(inputs, metas), samples)
-        seg_logits = torch.stack([s.seg_logits.data for s in samples])
+        shapes = {tuple(s.gt_sem_seg.data.shape[1:]) for s in samples}
+        if probs is None:
+            shape = (total, *next(iter(shapes)))
+            probs, truth, default_pred = np.empty(shape, np.uint8), np.empty(shape, bool), np.empty(shape, bool)
+        if shapes != {probs.shape[1:]}:
+            raise ValueError(f"{split}: images of different sizes ({shapes}, {probs.shape[1:]}); re-run 02_prepare")
         pred = torch.stack([s.pred_sem_seg.data[0] for s in samples]).bool()
         label = torch.stack([s.gt_sem_seg.data[0] for s in samples])
         if (label > 1).any():
             raise ValueError(f"{split}: masks must hold {{0, 1}} (found {label.max().item()}); re-run 02_prepare")
-        prob = _probability(seg_logits)
+        prob = foreground_probability(torch.stack([s.seg_logits.data for s in samples]))
         if tta:
             flipped = model.inference(inputs.flip(-1), metas).flip(-1)
             flipped_samples = model.postprocess_result(flipped, [SegDataSample(metainfo=m) for m in metas])
-            prob = (prob + _probability(torch.stack([s.seg_logits.data for s in flipped_samples]))) / 2
-        truth = label.bool()
-        counts.append(_batch_counts(pred, truth).cpu())
-        probs.append((prob * 255).round().to(torch.uint8).cpu())
-        max_probs.append(prob.flatten(1).amax(1).float().cpu())
-        truths.append(truth.cpu())
-        preds.append(pred.cpu())
+            prob = (prob + foreground_probability(torch.stack([s.seg_logits.data for s in flipped_samples]))) / 2
+        rows = slice(len(names), len(names) + len(samples))
+        counts[rows] = _batch_counts(pred, label.bool()).cpu().numpy()
+        probs[rows] = (prob * 255).round().to(torch.uint8).cpu().numpy()
+        max_prob[rows] = prob.flatten(1).amax(1).double().cpu().numpy()
+        truth[rows] = label.bool().cpu().numpy()
+        default_pred[rows] = pred.cpu().numpy()
         names.extend(Path(m["img_path"]).stem for m in metas)
-    if not names:
-        raise ValueError(f"{split}: the split is empty")
-    return Predictions(names=names, probs=torch.cat(probs).numpy(), truth=torch.cat(truths).numpy(),
-                       default_counts=torch.cat(counts).numpy().astype(np.int64),
-                       max_prob=torch.cat(max_probs).numpy().astype(np.float64),
-                       default_pred=torch.cat(preds).numpy())
+    return Predictions(names=names, probs=probs, truth=truth, default_counts=counts, max_prob=max_prob,
+                       default_pred=default_pred)
 
 
 def _area_grid(fractions: Sequence[float], pixels: int) -> np.ndarray:
@@ -334,6 +344,14 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getbuffer())
 
 
+def _tune_on_val(model: torch.nn.Module, cfg: Config, data_root: Path, batch_size: int, tta: bool,
+                 val: Predictions | None) -> tuple[PostProcess, pd.DataFrame, int]:
+    """Tune on the val split (predicted here unless given); its predictions are freed on return."""
+    val = val if val is not None else predict_split(model, cfg, data_root, "val", batch_size, tta)
+    pp, grid = tune_postprocess(val)
+    return pp, grid, len(val.names)
+
+
 def evaluate_run(run: str | Path, *, split: str = "test", data_root: str | Path | None = None, batch_size: int = 8,
                  tta: bool = False, postprocess: str | dict | PostProcess = "tune", out_dir: str | Path | None = None,
                  n_boot: int = 1000, device: str | None = None) -> EvalResult:
@@ -352,9 +370,8 @@ def evaluate_run(run: str | Path, *, split: str = "test", data_root: str | Path 
     grid = pd.DataFrame()
     pp_info: dict[str, Any]
     if isinstance(postprocess, str) and postprocess == "tune":
-        val = preds if split == "val" else predict_split(model, cfg, data_root, "val", batch_size, tta)
-        pp, grid = tune_postprocess(val)
-        pp_info = {"tuned_on": "val", "evaluated_on": split, "val_images": len(val.names)}
+        pp, grid, val_images = _tune_on_val(model, cfg, data_root, batch_size, tta, preds if split == "val" else None)
+        pp_info = {"tuned_on": "val", "evaluated_on": split, "val_images": val_images}
         if split == "val":
             pp_info["warning"] = "tuned and evaluated on val: the post-processed metrics are optimistic"
     elif isinstance(postprocess, str) and postprocess == "none":

@@ -13,6 +13,7 @@ Conventions, also written into every evaluation report:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,14 +146,28 @@ HEADLINE = ("mIoU", "mDice", "fg_dice", "fg_iou", "image_dice", "image_dice_posi
 
 def bootstrap_ci(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                  keys: tuple[str, ...] = HEADLINE) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap confidence intervals over images for the headline metrics."""
-    counts = np.atleast_2d(counts)
+    """Percentile bootstrap confidence intervals over images for the headline metrics.
+
+    All resamples at once: each metric is computed from the resampled images' summed counts with the same
+    formulas as :func:`summary_metrics` (mmseg's rounding for mIoU / mDice).
+    """
+    counts = np.atleast_2d(counts).astype(np.int64)
     rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {k: [] for k in keys}
-    for _ in range(n_boot):
-        chosen = counts[rng.integers(0, len(counts), len(counts))]
-        values = summary_metrics(chosen)
-        for key in keys:
-            samples[key].append(values[key])
-    alpha = (1 - level) / 2
-    return {k: (float(np.nanquantile(v, alpha)), float(np.nanquantile(v, 1 - alpha))) for k, v in samples.items()}
+    chosen = rng.integers(0, len(counts), (n_boot, len(counts)))
+    tp, fp, fn, tn = counts[chosen].sum(axis=1).astype(np.float64).T
+    dice = per_image_dice(counts)[chosen]
+    positive = ((counts[:, 0] + counts[:, 2]) > 0)[chosen]
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of classes absent from a resample
+        iou = np.stack([tn / (tn + fp + fn), tp / (tp + fp + fn)])
+        class_dice = np.stack([2 * tn / (2 * tn + fp + fn), 2 * tp / (2 * tp + fp + fn)])
+        samples = {
+            "mIoU": np.round(np.nanmean(iou, axis=0) * 100, 2),
+            "mDice": np.round(np.nanmean(class_dice, axis=0) * 100, 2),
+            "fg_iou": iou[1],
+            "fg_dice": class_dice[1],
+            "image_dice": dice.mean(axis=1),
+            "image_dice_positive": (dice * positive).sum(axis=1) / positive.sum(axis=1),
+        }
+        alpha = (1 - level) / 2
+        return {k: (float(np.nanquantile(samples[k], alpha)), float(np.nanquantile(samples[k], 1 - alpha))) for k in keys}

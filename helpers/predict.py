@@ -19,8 +19,8 @@ import torch
 from mmengine.config import Config
 from tqdm.auto import tqdm
 
+from helpers import evaluate
 from helpers.fileio import atomic_write_bytes
-from helpers.modeling.train import DUMPED_CONFIG
 from helpers.plots import overlay
 
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
@@ -78,38 +78,21 @@ class LoadedModel:
 
 def load_model(checkpoint: str | Path, config: str | Path | None = None, device: str | None = None) -> LoadedModel:
     """Build the model from its config (default: the ``config.py`` beside the checkpoint) and load the weights."""
-    import helpers.dataset  # noqa: F401  (registers the dataset; the config imports it too)
-    import helpers.modeling  # noqa: F401  (allowlists mmengine's checkpoint globals for weights_only loading)
-    from mmseg.apis import init_model
-
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
-    config = Path(config) if config is not None else checkpoint.parent / DUMPED_CONFIG
-    if not config.is_file():
-        raise FileNotFoundError(f"{config}: no config for this checkpoint (pass config=, the run's {DUMPED_CONFIG})")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = Config.fromfile(str(config))
-    net = init_model(cfg, str(checkpoint), device=device)
+    net, cfg, _ = evaluate.load_model(checkpoint, device=device, config=config)
     head = net.decode_head
     sigmoid = head.out_channels == 1
     if not sigmoid and head.out_channels != 2:
-        raise ValueError(f"{config}: expected a binary model (2 classes, or 1 sigmoid channel), not {head.out_channels} outputs")
+        raise ValueError(f"{checkpoint}: expected a binary model (2 classes, or 1 sigmoid channel), not {head.out_channels} outputs")
     return LoadedModel(net=net, size=model_input_size(cfg), threshold=float(head.threshold) if sigmoid else 0.5, sigmoid=sigmoid)
 
 
-def foreground_probability(model: LoadedModel, images: list[np.ndarray]) -> list[np.ndarray]:
+def probability_maps(model: LoadedModel, images: list[np.ndarray]) -> list[np.ndarray]:
     """Pneumothorax probability maps (float32, model size) for 8-bit grayscale images already at model size."""
     inputs = [torch.from_numpy(np.ascontiguousarray(np.repeat(image[None], 3, axis=0))) for image in images]
     with torch.no_grad():
         samples = model.net.test_step(dict(inputs=inputs))
-    probs = []
-    for sample in samples:
-        logits = sample.seg_logits.data.float()
-        # mmseg's postprocess applies the sigmoid itself for one channel and leaves softmax logits as they are.
-        prob = logits[0] if model.sigmoid else torch.softmax(logits, dim=0)[1]
-        probs.append(prob.cpu().numpy().astype(np.float32))
-    return probs
+    logits = torch.stack([sample.seg_logits.data.float() for sample in samples])
+    return list(evaluate.foreground_probability(logits).cpu().numpy().astype(np.float32))
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -150,7 +133,7 @@ def predict_images(
             batch = images[start:start + batch_size]
             originals = [read_gray8(path) for path in batch]
             resized = [cv2.resize(image, model.size, interpolation=cv2.INTER_AREA) for image in originals]
-            for path, image, prob in zip(batch, originals, foreground_probability(model, resized)):
+            for path, image, prob in zip(batch, originals, probability_maps(model, resized)):
                 height, width = image.shape
                 prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
                 mask = prob > cut

@@ -32,6 +32,7 @@ work_dir = None  # None: outputs/runs/<config>/lr<lr>/
 data_root = None  # None: the config's data_root (data/prepared/official-512)
 resume = False  # continue from the last checkpoint in work_dir
 amp = "auto"  # "auto": bf16 AMP on a GPU, float32 on the CPU
+channels_last = "auto"  # channels-last weights and activations on a GPU (faster bf16 convolutions)
 gpus = 1
 val_interval = None  # None: the config's, scaled with max_iters
 workers = None  # data loader workers; None: the config's on a CPU, from the CPU count on a GPU
@@ -47,7 +48,7 @@ params = TrainParams(
     config=config, lr=lr, max_iters=max_iters, batch_size=batch_size, img_size=img_size, seed=seed,
     work_dir=str(paths.resolve(work_dir)) if work_dir else None,
     data_root=str(paths.resolve(data_root)) if data_root else None,
-    resume=resume, amp=amp, gpus=gpus, val_interval=val_interval, workers=workers,
+    resume=resume, amp=amp, channels_last=channels_last, gpus=gpus, val_interval=val_interval, workers=workers,
 )
 result = run_training(params)
 metrics = result.metrics

@@ -73,6 +73,6 @@ for result in results:
 
 # %%
 comparison = evaluate.comparison_table(results)
-csv_path, json_path = evaluate.write_comparison(comparison, outputs / "eval")
+json_path, csv_path = evaluate.write_comparison(comparison, outputs / "eval")
 display(comparison)
 print(f"written: {csv_path}, {json_path}")

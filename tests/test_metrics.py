@@ -134,3 +134,20 @@ def test_bootstrap_of_identical_images_is_a_point():
     counts = np.tile(pixel_counts(PRED, TRUTH), (5, 1))
     low, high = bootstrap_ci(counts, n_boot=20)["image_dice"]
     assert low == high == pytest.approx(0.4)
+
+
+def test_vectorized_bootstrap_equals_resampling_with_summary_metrics():
+    """bootstrap_ci computes all resamples at once; it must equal summary_metrics on each resample."""
+    from helpers.metrics import HEADLINE, summary_metrics
+
+    rng = np.random.default_rng(1)
+    n = 60
+    truth = rng.integers(0, 50, n) * (rng.random(n) < 0.3)
+    tp = np.minimum(truth, rng.integers(0, 50, n))
+    fp = rng.integers(0, 20, n) * (rng.random(n) < 0.4)
+    counts = np.stack([tp, fp, truth - tp, 4096 - truth - fp], axis=1)
+    ci = bootstrap_ci(counts, n_boot=50, seed=3)
+    chosen = np.random.default_rng(3).integers(0, n, (50, n))
+    for key in HEADLINE:
+        values = [summary_metrics(counts[row])[key] for row in chosen]
+        assert np.allclose(ci[key], (np.nanquantile(values, 0.025), np.nanquantile(values, 0.975))), key

@@ -92,10 +92,9 @@ def test_max_iters_scales_the_schedule_and_intervals(max_iters, config):
 
 def test_a_killed_run_resumes_from_its_checkpoint_without_losing_steps(demo_prepared, tmp_path):
     work_dir = tmp_path / "run"
-    params = tiny_params(demo_prepared, work_dir, max_iters=30, val_interval=10)
+    params = tiny_params(demo_prepared, work_dir, max_iters=20, val_interval=10)
     cfg = build_config(params)
-    logging_interval = cfg.default_hooks.logger.interval
-    assert logging_interval == 2
+    assert cfg.default_hooks.logger.interval == 1
     work_dir.mkdir()
     cfg.dump(str(work_dir / "config.py"))
 
@@ -112,7 +111,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_without_losing_steps(demo_prep
     checkpoint = work_dir / "iter_10.pth"
     assert Path((work_dir / "last_checkpoint").read_text().strip()) == checkpoint
     killed_session = session_dirs(work_dir)[0]
-    assert 10 in session_train_steps(killed_session) and max(session_train_steps(killed_session)) < 30
+    assert 10 in session_train_steps(killed_session) and max(session_train_steps(killed_session)) < 20
 
     result = run_training(replace(params, resume=True))
 
@@ -121,13 +120,13 @@ def test_a_killed_run_resumes_from_its_checkpoint_without_losing_steps(demo_prep
     log_text = next(sessions[1].glob("*.log")).read_text()
     assert f"Auto resumed from the latest checkpoint {checkpoint}" in log_text
     assert "resumed epoch: 0, iter: 10" in log_text
-    assert session_train_steps(sessions[1])[0] == 10 + logging_interval
+    assert session_train_steps(sessions[1]) == list(range(11, 21))
     train_rows, val_rows = read_scalars(work_dir)
-    assert [row["step"] for row in train_rows] == list(range(logging_interval, 31, logging_interval))
+    assert [row["step"] for row in train_rows] == list(range(1, 21))
     assert all(row["loss"] == row["loss"] for row in train_rows)  # no NaN
-    assert {20, 30} <= {row["step"] for row in val_rows}
-    assert result.metrics["iterations"] == 30
-    assert result.last_checkpoint == work_dir / "iter_30.pth"
+    assert 20 in {row["step"] for row in val_rows}
+    assert result.metrics["iterations"] == 20
+    assert result.last_checkpoint == work_dir / "iter_20.pth"
 
 
 def test_checkpoints_load_with_weights_only_thanks_to_the_allowlist(trained_demo_run):
@@ -146,8 +145,10 @@ def test_checkpoints_load_with_weights_only_thanks_to_the_allowlist(trained_demo
     loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert loaded["meta"]["iter"] == 60
     loss_history = loaded["message_hub"]["log_scalars"]["train/loss"]
-    assert isinstance(loss_history, HistoryBuffer) and loss_history.count > 0
-    assert loss_history.current() == pytest.approx(loss_history.data[0][-1])
+    assert isinstance(loss_history, HistoryBuffer)
+    logs, counts = loss_history.data
+    assert len(logs) > 0 and loss_history.current() == pytest.approx(logs[-1])
+    assert loss_history.mean(2) == pytest.approx(logs[-2:].mean())  # statistics work after the reducer
 
     cfg = Config.fromfile(str(trained_demo_run.work_dir / "config.py"))
     model = MODELS.build(cfg.model)

@@ -4,7 +4,7 @@ Importing this package registers the project's mmseg components (metric, loss) a
 globals that mmengine checkpoints need under torch's ``weights_only`` loading.
 """
 
-from helpers.modeling import losses, mmseg_metric  # noqa: F401  (registration)
+from helpers.modeling import hooks, losses, mmseg_metric  # noqa: F401  (registration)
 from helpers.modeling.checkpoint import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()

@@ -51,6 +51,7 @@ class TrainParams:
     data_root: str | None = None
     resume: bool = False
     amp: bool | str = "auto"
+    channels_last: bool | str = "auto"
     gpus: int = 1
     val_interval: int | None = None
     workers: int | None = None
@@ -130,6 +131,8 @@ def build_config(params: TrainParams) -> Config:
         dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.dtype = dtype
+    if torch.cuda.is_available() and params.channels_last:
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="ChannelsLastHook")]
     cfg.env_cfg.cudnn_benchmark = torch.cuda.is_available()
     cfg.randomness = dict(seed=int(params.seed), deterministic=bool(params.deterministic))
     cfg.launcher = "pytorch" if params.gpus > 1 else "none"
