@@ -4,8 +4,9 @@ Synthetic data: N demo pairs generated at 1024x1024 (``helpers.demo_data``, the 
 ``helpers.prepare`` at 512 (the seed's size) and at the demo size (128).
 
 Training: ``Runner.from_cfg(build_config(TrainParams(...)))`` runs ``--warmup`` + ``--iters`` iterations with
-validation and checkpoints switched off; images/s = batch size / median of mmengine's per-iteration ``time``
-(data loading included) over the iterations after the warm-up.
+validation and checkpoints switched off, each measurement in a fresh spawned process (no CUDA state or
+loader workers left over from the one before); images/s = batch size / median of mmengine's per-iteration
+``time`` (data loading included, logged every iteration with window 1) over the iterations after the warm-up.
 - On CUDA: the seed's model (fcn-unet-s5-d16, lr 0.01 config) at ``--size`` in float32 and with AMP
   (``TrainParams(amp=True)``: bfloat16), as a percentage of the ~680 images/s ceiling of one H200 at 512
   (FACTS.md), and the demo config at the demo size, both precisions.
@@ -26,12 +27,19 @@ sides), and with loading, Resize and packing only (what the cache changes).
 from __future__ import annotations
 
 import argparse
+import gc
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
+import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+warnings.filterwarnings("ignore", message="Multi-processing start method", category=UserWarning)  # spawn -> fork
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_CONFIG = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"
@@ -68,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpu-size", type=int, default=128, help="the demo size")
     parser.add_argument("--cpu-batch-size", type=int, default=8, help="batch at --cpu-size (the demo config's 8)")
     parser.add_argument("--cpu-iters", type=int, default=20, help="measured iterations of the demo config")
-    parser.add_argument("--warmup", type=int, default=5, help="iterations / batches not measured")
+    parser.add_argument("--warmup", type=int, default=10, help="iterations / batches not measured")
     parser.add_argument("--loader-batches", type=int, default=20)
     parser.add_argument("--workers", type=int, default=None, help="data loader processes (default: CPU count, max 16)")
     parser.add_argument("--skip-gpu", action="store_true", help="hide the GPU: measure the CPU parts only")
@@ -117,29 +125,63 @@ def make_raw_view(raw_root: Path, prepared: Path, dest: Path) -> Path:
     return dest
 
 
+def _register() -> None:
+    """The project's mmseg components and mmseg's registry scope (also in a spawned process)."""
+    from mmengine.registry import init_default_scope
+
+    import helpers.dataset  # noqa: F401
+    import helpers.modeling  # noqa: F401
+
+    init_default_scope("mmseg")
+
+
+def _child(results, func, args) -> None:
+    try:
+        results.put(("ok", func(*args)))
+    except BaseException:  # noqa: BLE001  (handed to the parent, which raises it)
+        results.put(("error", traceback.format_exc()))
+    gc.collect()  # shut the loader workers down while the interpreter is still whole
+
+
+def isolated(func, *args):
+    """``func(*args)`` in a fresh spawned process: no CUDA state, allocator cache or loader workers carried
+    over from an earlier measurement. A child still tearing its loader workers down is killed after 10 s."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_child, args=(results, func, args))
+    process.start()
+    status, value = results.get()
+    process.join(timeout=10)
+    if process.is_alive():
+        process.kill()
+    if status == "error":
+        raise RuntimeError(f"measurement failed in its process:\n{value}")
+    return value
+
+
 def loader_images_per_s(config: str, data_root: Path, size: int, batch: int, workers: int, batches: int,
                         warmup: int, augment: bool, scratch: Path) -> float:
     """Images/s of the config's train dataloader alone (``workers`` processes); without ``augment``, its
     pipeline keeps only loading, Resize and packing."""
     from mmengine.runner import Runner
+    from mmengine.utils.dl_utils import set_multi_processing
 
     from helpers.modeling.train import TrainParams, build_config
 
+    _register()
     cfg = build_config(TrainParams(config=config, data_root=str(data_root), img_size=size, batch_size=batch,
                                    workers=workers, work_dir=str(scratch)))
+    set_multi_processing(**cfg.env_cfg.mp_cfg)  # as the Runner does: fork, OpenCV single-threaded
     if not augment:
         pipeline = cfg.train_dataloader.dataset.pipeline
         cfg.train_dataloader.dataset.pipeline = [t for t in pipeline if t["type"] not in AUGMENTATIONS]
-    loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
-    batches_iter = iter(loader)
+    batches_iter = iter(Runner.build_dataloader(cfg.train_dataloader, seed=0))
     for _ in range(warmup):
         next(batches_iter)
     start = time.perf_counter()
     for _ in range(batches):
         next(batches_iter)
-    elapsed = time.perf_counter() - start
-    del batches_iter, loader
-    return batches * batch / elapsed
+    return batches * batch / (time.perf_counter() - start)
 
 
 def train_images_per_s(config: str, data_root: Path, size: int, batch: int, amp: bool, iters: int, warmup: int,
@@ -151,14 +193,14 @@ def train_images_per_s(config: str, data_root: Path, size: int, batch: int, amp:
 
     from helpers.modeling.train import TrainParams, build_config, read_scalars
 
+    _register()
     cfg = build_config(TrainParams(config=config, data_root=str(data_root), img_size=size, batch_size=batch,
                                    amp=amp, max_iters=warmup + iters, workers=workers, work_dir=str(work_dir)))
+    cfg.log_level = "WARNING"  # the scalars are still written every iteration
     cfg.default_hooks.logger.interval = 1
+    cfg.log_processor.window_size = 1  # every iteration's own time, not a 10-iteration mean
     cfg.default_hooks.checkpoint = None
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    cfg.experiment_name = work_dir.name
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
     runner = Runner.from_cfg(cfg)
     runner.train()
     device = str(next(runner.model.parameters()).device)
@@ -166,7 +208,6 @@ def train_images_per_s(config: str, data_root: Path, size: int, batch: int, amp:
     rows = [row for row in read_scalars(work_dir)[0] if row["step"] > warmup]
     if len(rows) != iters:
         raise RuntimeError(f"expected {iters} measured iterations in the scalars, found {len(rows)}")
-    del runner
     return (batch / float(np.median([r["time"] for r in rows])), float(np.median([r["data_time"] for r in rows])),
             peak, device)
 
@@ -176,17 +217,19 @@ def training_rows(args: argparse.Namespace, large: Path, small: Path, scratch: P
 
     rows = []
     cuda = torch.cuda.is_available()
-    gpu_runs = [(SEED_CONFIG, args.size, args.batch_size, args.iters), (DEMO_CONFIG, args.cpu_size, args.cpu_batch_size, args.iters)]
-    runs = gpu_runs if cuda else [(DEMO_CONFIG, args.cpu_size, args.cpu_batch_size, args.cpu_iters)]
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    demo = (DEMO_CONFIG, args.cpu_size, args.cpu_batch_size, args.iters if cuda else args.cpu_iters)
+    runs = [(SEED_CONFIG, args.size, args.batch_size, args.iters), demo] if cuda else [demo]
     if not cuda:
         why = "--skip-gpu" if args.skip_gpu else "no GPU"
         print(f"training {SEED_CONFIG} at {args.size}: not measured ({why}; 512x512 on a CPU is a GPU job)")
-        rows.append(Row("train", "cuda", SEED_CONFIG, args.size, args.batch_size, "fp32 / amp", note=f"not measured: {why}"))
+        rows.append(Row("train", "cuda", SEED_CONFIG, args.size, args.batch_size, "fp32 / amp",
+                        note=f"not measured: {why}"))
     for config, size, batch, iters in runs:
         data_root = large if size == args.size else small
         fp32 = None
         for amp in (False, True):
-            precision = "fp32" if not amp else ("amp" if not cuda else "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-fp16")
+            precision = "fp32" if not amp else "amp" if not cuda else f"amp-{'bf16' if bf16 else 'fp16'}"
             row = Row("train", "cuda" if cuda else "cpu", config, size, batch, precision)
             if amp and not cuda:
                 row.note = "not measured: no GPU"
@@ -195,8 +238,8 @@ def training_rows(args: argparse.Namespace, large: Path, small: Path, scratch: P
                 continue
             label = f"{'seed' if config == SEED_CONFIG else 'demo'}-{size}-{precision}"
             print(f"training {label}: {args.warmup} + {iters} iterations ...", flush=True)
-            ips, data_time, peak, device = train_images_per_s(config, data_root, size, batch, amp, iters, args.warmup,
-                                                              args.workers, scratch / "runs" / label)
+            ips, data_time, peak, device = isolated(train_images_per_s, config, data_root, size, batch, amp, iters,
+                                                    args.warmup, args.workers, scratch / "runs" / label)
             row.device, row.images_per_s, row.data_time_s, row.peak_mb = device, ips, data_time, peak
             if amp:
                 row.ratio = f"x{ips / fp32:.2f} vs fp32"
@@ -215,10 +258,10 @@ def loader_rows(args: argparse.Namespace, raw_root: Path, large: Path, scratch: 
     for augment, pipeline in ((True, "seed pipeline"), (False, "load+resize only")):
         results = {}
         for label, root in (("cache", large), ("raw", raw_view)):
-            print(f"data loader, {pipeline}, {label} files: {args.warmup} + {args.loader_batches} batches ...", flush=True)
-            results[label] = loader_images_per_s(SEED_CONFIG, root, args.size, args.batch_size, workers,
-                                                 args.loader_batches, args.warmup, augment,
-                                                 scratch / f"loader-{label}-{augment}")
+            print(f"data loader, {pipeline}, {label} files: {args.warmup} + {args.loader_batches} batches ...",
+                  flush=True)
+            results[label] = isolated(loader_images_per_s, SEED_CONFIG, root, args.size, args.batch_size, workers,
+                                      args.loader_batches, args.warmup, augment, scratch / f"loader-{label}-{augment}")
             print(f"  {results[label]:.1f} images/s", flush=True)
         ratio = results["cache"] / results["raw"]
         verdict = "meets" if ratio >= LOADER_GOAL else "misses"
@@ -256,14 +299,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch is imported: everything runs on the CPU
     sys.path.insert(0, str(ROOT))
     import torch
-    from mmengine.registry import init_default_scope
 
-    import helpers.dataset  # noqa: F401  (registers the dataset, metric and loss)
-    import helpers.modeling  # noqa: F401
     from helpers.parallel import default_workers
     from helpers.provenance import device_info, package_versions
 
-    init_default_scope("mmseg")
     workers = args.workers if args.workers is not None else min(16, default_workers())
     print(f"device: {device_info()}")
     print(f"packages: {package_versions()}")

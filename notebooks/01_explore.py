@@ -30,6 +30,7 @@ workers = 0  # 0: all CPU cores
 outputs_dir = "outputs"
 
 # %%
+# %matplotlib inline
 from IPython.display import display
 
 from helpers import explore, paths, plots

@@ -34,6 +34,7 @@ folds = 0  # > 0 adds a stratified k-fold assignment over train + val (fold{k}_t
 workers = 0  # 0: all CPU cores
 
 # %%
+# %matplotlib inline
 import pandas as pd
 from IPython.display import display
 

@@ -38,6 +38,7 @@ val_interval = None  # None: the config's, scaled with max_iters
 workers = None  # data loader workers; None: the config's on a CPU, from the CPU count on a GPU
 
 # %%
+# %matplotlib inline
 import pandas as pd
 from IPython.display import display
 

@@ -42,10 +42,11 @@ data_root = None  # None: each run's own config
 outputs_dir = "outputs"
 
 # %%
+# %matplotlib inline
 import pandas as pd
 from IPython.display import display
 
-from helpers import evaluate, paths
+from helpers import evaluate, paths, plots
 
 outputs = paths.resolve(outputs_dir)
 run_dirs = [paths.resolve(r) for r in runs] or paths.trained_runs(outputs)
@@ -67,6 +68,7 @@ for result in results:
     print(f"post-processing: {result.metrics['postprocess']}")
     table = pd.DataFrame({name: result.metrics[name] for name in ("mmseg", "postprocessed")})
     display(table)
+    display(plots.plot_confusion(result))
 
 # %% [markdown]
 # ## Comparison: the lr sweep, the seed's reported numbers, the all-empty baseline

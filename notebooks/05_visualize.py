@@ -25,6 +25,7 @@ split = "test"
 n_examples = 4
 
 # %%
+# %matplotlib inline
 import pandas as pd
 from IPython.display import display
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from helpers import paths
 from helpers.modeling.train import TrainParams, build_config
+
 CONFIGS = sorted(paths.CONFIGS_DIR.glob("*.py"))
 DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"
 LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
@@ -151,20 +152,23 @@ def _mmseg_tool(name: str) -> Path:
     return Path(mmseg.__file__).parent / ".mim" / "tools" / name
 
 
-def _tool_options(data_root: Path) -> list[str]:
+def _tool_options(config: Path, data_root: Path) -> list[str]:
     """--cfg-options: the prepared demo data, 64x64 images, 4 iterations with a checkpoint at 4."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(config))
     options = [f"{loader}.dataset.data_root={data_root}" for loader in LOADERS]
-    options += ["train_dataloader.dataset.pipeline.2.scale=(64,64)",
-                "val_dataloader.dataset.pipeline.1.scale=(64,64)",
-                "test_dataloader.dataset.pipeline.1.scale=(64,64)",
-                "model.data_preprocessor.size=(64,64)",
-                "train_cfg.max_iters=4", "train_cfg.val_interval=4",
+    for loader in LOADERS:
+        for index, transform in enumerate(cfg[loader].dataset.pipeline):
+            if transform["type"] == "Resize":
+                options.append(f"{loader}.dataset.pipeline.{index}.scale=(64,64)")
+    options += ["model.data_preprocessor.size=(64,64)", "train_cfg.max_iters=4", "train_cfg.val_interval=4",
                 "default_hooks.checkpoint.interval=4", "default_hooks.logger.interval=1"]
     return options
 
 
-def _run_tool(args: list[str], cwd: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+def _run_tool(args: list[str], cwd: Path, **env_vars: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | env_vars
     result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -173,9 +177,11 @@ def _run_tool(args: list[str], cwd: Path) -> str:
 
 @pytest.mark.slow
 def test_mmseg_tools_train_and_test_accept_the_demo_config(demo_prepared, tmp_path):
-    """mmseg's own tools/train.py then tools/test.py, no PYTHONPATH, cwd outside the repository."""
+    """mmseg's own tools/train.py (from a temporary folder) then tools/test.py (from the repository root),
+    without PYTHONPATH; test.py loads the project-written checkpoint with weights_only forced on."""
     config = paths.CONFIGS_DIR / f"{DEMO_CONFIG}.py"
-    options = _tool_options(Path(demo_prepared.out_dir).resolve())
+    options = _tool_options(config, Path(demo_prepared.out_dir).resolve())
+    assert sum(".scale=(64,64)" in option for option in options) == 3
     work_dir = tmp_path / "work"
     train_log = _run_tool([str(_mmseg_tool("train.py")), str(config), "--work-dir", str(work_dir),
                            "--cfg-options", *options], cwd=tmp_path)
@@ -185,7 +191,8 @@ def test_mmseg_tools_train_and_test_accept_the_demo_config(demo_prepared, tmp_pa
     assert "Dice.pneumothorax" in train_log
 
     test_log = _run_tool([str(_mmseg_tool("test.py")), str(config), str(checkpoint), "--work-dir",
-                          str(tmp_path / "test"), "--cfg-options", *options], cwd=paths.REPO_ROOT)
+                          str(tmp_path / "test"), "--cfg-options", *options], cwd=paths.REPO_ROOT,
+                         TORCH_FORCE_WEIGHTS_ONLY_LOAD="1")
     assert "Load checkpoint from" in test_log
     match = re.search(r"Iter\(test\) \[\d+/\d+\].*mIoU: ([\d.]+)", test_log)
     assert match, test_log[-4000:]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,29 @@ def read_csv_rows(root: Path) -> dict[str, list[dict[str, str]]]:
 def folder_bytes(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` by relative path."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# Run in its own process (a deadlock must fail the test, not hang the suite): generate in-process (the
+# parent uses OpenCV), then with worker processes, repeatedly, and compare the bytes.
+WORKERS_SCRIPT = """
+import sys
+from pathlib import Path
+
+from helpers.demo_data import DemoSpec, generate_demo_dataset
+
+
+def tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+if __name__ == "__main__":
+    base = Path(sys.argv[1])
+    for seed in range(20):
+        spec = DemoSpec(n_train=4, n_test=2, size=64, seed=seed)
+        one = generate_demo_dataset(base / f"one{seed}", spec, workers=1)
+        two = generate_demo_dataset(base / f"two{seed}", spec, workers=2)
+        assert tree(one) == tree(two), f"seed {seed}: workers=2 wrote different bytes"
+"""
 
 
 def test_demo_passes_validation(demo_raw_dir):
@@ -72,11 +99,27 @@ def test_demo_has_the_kaggle_names_formats_and_positive_rate(demo_raw_dir):
 def test_demo_is_deterministic_from_its_seed(tmp_path):
     spec = DemoSpec(n_train=6, n_test=3, size=64, seed=3)
     first = generate_demo_dataset(tmp_path / "a", spec, workers=1)
-    second = generate_demo_dataset(tmp_path / "b", spec, workers=2)
+    second = generate_demo_dataset(tmp_path / "b", spec, workers=1)
     other = generate_demo_dataset(tmp_path / "c", DemoSpec(n_train=6, n_test=3, size=64, seed=4), workers=1)
     assert folder_bytes(first) == folder_bytes(second)
     differing = {k for k, v in folder_bytes(other).items() if folder_bytes(first).get(k) != v}
     assert any(k.startswith("png_images") for k in differing)
+
+
+def test_worker_processes_write_the_same_bytes_and_do_not_deadlock(tmp_path):
+    """OpenCV's thread pool does not survive fork() (opencv/opencv#5150): a forked worker can hang."""
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path)], start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("generate_demo_dataset(workers=2) hung after in-process OpenCV use: the worker processes "
+                    "were forked with OpenCV's thread pool state (opencv/opencv#5150)")
+    assert process.returncode == 0, stderr[-3000:]
 
 
 def test_demo_is_kept_when_the_spec_is_unchanged_and_rebuilt_when_it_changes(tmp_path):

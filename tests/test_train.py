@@ -223,8 +223,8 @@ def test_the_demo_config_learns_on_the_demo_data(tmp_path):
     from helpers.demo_data import DemoSpec, generate_demo_dataset
     from helpers.prepare import prepare_dataset
 
-    generate_demo_dataset(tmp_path / "demo", DemoSpec())
-    prepared = prepare_dataset(tmp_path / "demo", tmp_path / "prepared", img_size=128)
+    generate_demo_dataset(tmp_path / "demo", DemoSpec(), workers=1)
+    prepared = prepare_dataset(tmp_path / "demo", tmp_path / "prepared", img_size=128, workers=1)
     result = run_training(TrainParams(config=DEMO_CONFIG, data_root=str(prepared.out_dir),
                                       work_dir=str(tmp_path / "run")))
 
