@@ -2,7 +2,7 @@
 
 Generates N demo pairs of 1024x1024 PNGs in the Kaggle layout in a temporary folder, then times, in one
 run and on the same files: a plain loop (cv2 decode of image and mask, resize to 512 with INTER_AREA /
-INTER_NEAREST on the binarized mask, PNG compression 1, write), ``prepare_dataset`` with one worker, and
+INTER_NEAREST on the binarized mask, PNG encode with prepare's settings, write), ``prepare_dataset`` with one worker, and
 ``prepare_dataset`` with all workers. OpenCV runs single-threaded everywhere, so "1 process" means one core.
 Wall time gives images/s; the CPU time of the single-process runs gives their per-image cost, which stays
 meaningful on a machine shared with other jobs (worker processes' CPU time is not counted, hence "-").
@@ -24,11 +24,10 @@ import pandas as pd
 
 from helpers.demo_data import DemoSpec, generate_demo_dataset
 from helpers.parallel import default_workers
-from helpers.prepare import prepare_dataset
+from helpers.prepare import PNG_PARAMS, prepare_dataset
 from helpers.rawdata import read_index
 
 RAW_SIZE = 1024
-LOOP_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # the baseline as specified, whatever prepare uses
 
 
 def plain_loop(pairs: pd.DataFrame, out_dir: Path, img_size: int) -> None:
@@ -40,8 +39,8 @@ def plain_loop(pairs: pd.DataFrame, out_dir: Path, img_size: int) -> None:
         mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
         resized = cv2.resize(image, (img_size, img_size), interpolation=cv2.INTER_AREA)
         binary = cv2.resize((mask > 0).astype(np.uint8), (img_size, img_size), interpolation=cv2.INTER_NEAREST)
-        cv2.imwrite(str(out_dir / "images" / name), resized, LOOP_PNG_PARAMS)
-        cv2.imwrite(str(out_dir / "masks" / name), binary, LOOP_PNG_PARAMS)
+        cv2.imwrite(str(out_dir / "images" / name), resized, PNG_PARAMS)
+        cv2.imwrite(str(out_dir / "masks" / name), binary, PNG_PARAMS)
 
 
 def best_time(run: Callable[[Path], object], scratch: Path, label: str, repeats: int) -> tuple[float, float]:

@@ -14,9 +14,10 @@ loader workers left over from the one before); images/s = batch size / median of
   the seed's model at 512 and AMP are not measured there.
 
 Data loader alone: the seed config's train dataloader (``--workers`` processes) iterated for
-``--loader-batches`` batches after ``--warmup``, on the 512 cache against a folder in the same layout whose
-images are symlinks to the raw 1024x1024 PNGs and whose masks are the raw masks converted to {0, 1} at
-1024x1024 (so the pipeline's Resize does 1024 -> 512 on the fly, as training from the raw files would).
+``--loader-batches`` batches (at least 8 per worker) after ``--warmup`` (at least 2 per worker), on the 512
+cache against a folder in the same layout whose images are symlinks to the raw 1024x1024 PNGs and whose
+masks are the raw masks converted to {0, 1} at 1024x1024 (so the pipeline's Resize does 1024 -> 512 on the
+fly, as training from the raw files would).
 Twice: with the seed's whole train pipeline (RandomFlip and PhotoMetricDistortion cost the same on both
 sides), and with loading, Resize and packing only (what the cache changes).
 
@@ -40,6 +41,7 @@ from pathlib import Path
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 warnings.filterwarnings("ignore", message="Multi-processing start method", category=UserWarning)  # spawn -> fork
+warnings.filterwarnings("ignore", category=UserWarning, module=r"(mmseg|mmengine|mmcv)(\.|$)")
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_CONFIG = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"
@@ -185,7 +187,7 @@ def loader_images_per_s(config: str, data_root: Path, size: int, batch: int, wor
 
 
 def train_images_per_s(config: str, data_root: Path, size: int, batch: int, amp: bool, iters: int, warmup: int,
-                       workers: int | None, work_dir: Path) -> tuple[float, float, float | None, str]:
+                       workers: int | None, work_dir: Path, channels_last: bool = True) -> tuple[float, float, float | None, str]:
     """(images/s, median data_time, peak CUDA MB, device) of ``warmup + iters`` training iterations."""
     import numpy as np
     import torch
@@ -195,7 +197,8 @@ def train_images_per_s(config: str, data_root: Path, size: int, batch: int, amp:
 
     _register()
     cfg = build_config(TrainParams(config=config, data_root=str(data_root), img_size=size, batch_size=batch,
-                                   amp=amp, max_iters=warmup + iters, workers=workers, work_dir=str(work_dir)))
+                                   amp=amp, channels_last=channels_last, max_iters=warmup + iters, workers=workers,
+                                   work_dir=str(work_dir)))
     cfg.log_level = "WARNING"  # the scalars are still written every iteration
     cfg.default_hooks.logger.interval = 1
     cfg.log_processor.window_size = 1  # every iteration's own time, not a 10-iteration mean
@@ -228,23 +231,32 @@ def training_rows(args: argparse.Namespace, large: Path, small: Path, scratch: P
     for config, size, batch, iters in runs:
         data_root = large if size == args.size else small
         fp32 = None
-        for amp in (False, True):
+        variants = [(False, True), (True, True)] + ([(True, False)] if cuda else [])
+        for amp, channels_last in variants:
             precision = "fp32" if not amp else "amp" if not cuda else f"amp-{'bf16' if bf16 else 'fp16'}"
+            if cuda:
+                precision += ", channels-last" if channels_last else ", NCHW"
             row = Row("train", "cuda" if cuda else "cpu", config, size, batch, precision)
             if amp and not cuda:
                 row.note = "not measured: no GPU"
                 print(f"training {config} at {size} with AMP: not measured: no GPU")
                 rows.append(row)
                 continue
-            label = f"{'seed' if config == SEED_CONFIG else 'demo'}-{size}-{precision}"
+            label = f"{'seed' if config == SEED_CONFIG else 'demo'}-{size}-{precision}".replace(", ", "-")
             print(f"training {label}: {args.warmup} + {iters} iterations ...", flush=True)
-            ips, data_time, peak, device = isolated(train_images_per_s, config, data_root, size, batch, amp, iters,
-                                                    args.warmup, args.workers, scratch / "runs" / label)
+            try:
+                ips, data_time, peak, device = isolated(train_images_per_s, config, data_root, size, batch, amp, iters,
+                                                        args.warmup, args.workers, scratch / "runs" / label, channels_last)
+            except RuntimeError as err:  # report it and go on with the other measurements
+                print(err, flush=True)
+                row.note = f"failed: {str(err).strip().splitlines()[-1]}"
+                rows.append(row)
+                continue
             row.device, row.images_per_s, row.data_time_s, row.peak_mb = device, ips, data_time, peak
-            if amp:
-                row.ratio = f"x{ips / fp32:.2f} vs fp32"
-            else:
+            if not amp:
                 fp32 = ips
+            elif fp32:
+                row.ratio = f"x{ips / fp32:.2f} vs fp32"
             if device.startswith("cuda") and size == 512:
                 row.note = f"{100 * ips / H200_CEILING:.1f} % of the H200 ceiling ({H200_CEILING:.0f} img/s)"
             print(f"  {ips:.1f} images/s", flush=True)
@@ -254,14 +266,15 @@ def training_rows(args: argparse.Namespace, large: Path, small: Path, scratch: P
 
 def loader_rows(args: argparse.Namespace, raw_root: Path, large: Path, scratch: Path, workers: int) -> list[Row]:
     raw_view = make_raw_view(raw_root, large, scratch / f"raw-view-{args.raw_size}")
+    # the first wave of batches is made by all workers at once: skip it, and measure many waves
+    warmup, batches = max(args.warmup, 2 * workers), max(args.loader_batches, 8 * workers)
     rows = []
     for augment, pipeline in ((True, "seed pipeline"), (False, "load+resize only")):
         results = {}
         for label, root in (("cache", large), ("raw", raw_view)):
-            print(f"data loader, {pipeline}, {label} files: {args.warmup} + {args.loader_batches} batches ...",
-                  flush=True)
+            print(f"data loader, {pipeline}, {label} files: {warmup} + {batches} batches ...", flush=True)
             results[label] = isolated(loader_images_per_s, SEED_CONFIG, root, args.size, args.batch_size, workers,
-                                      args.loader_batches, args.warmup, augment, scratch / f"loader-{label}-{augment}")
+                                      batches, warmup, augment, scratch / f"loader-{label}-{augment}")
             print(f"  {results[label]:.1f} images/s", flush=True)
         ratio = results["cache"] / results["raw"]
         verdict = "meets" if ratio >= LOADER_GOAL else "misses"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -9,6 +10,7 @@ from typing import TypeVar
 
 from tqdm.auto import tqdm
 
+PRELOAD = ["numpy", "cv2", "PIL.Image", "pandas", "sklearn.model_selection"]
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -51,7 +53,12 @@ def parallel_map(
                 bar.update()
             return results
         chunksize = chunksize or max(1, min(32, len(items) // (workers * 8) or 1))
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        # Not fork: OpenCV's thread pool does not survive fork() (opencv/opencv#5150), so a worker forked after
+        # the parent used cv2 can hang for ever. Workers come from a clean fork server instead, which has the
+        # heavy libraries preloaded (effective when the server starts: once per process) so start-up stays cheap.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([*PRELOAD, func.__module__])
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
             results = []
             for result in pool.map(func, items, chunksize=chunksize):
                 results.append(result)

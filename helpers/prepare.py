@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 SPLIT_MODES = ("official", "seed")
 SPLITS = ("train", "val", "test")
-FORMAT_VERSION = 1  # bump when the conversion itself changes: every file is rewritten
-PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+FORMAT_VERSION = 2  # bump when the conversion itself changes: every file is rewritten
+# Fast PNG: level 1 with Huffman-only coding (about 1 ms less per 512x512 image than plain level 1 and
+# ~19 % smaller on the real sample, measured by benchmarks/prepare.py's author); pixels are identical.
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 
 
 @dataclass
@@ -107,11 +109,11 @@ def convert_pair(job: tuple[str, str, str, str, int, bool, tuple[int, str] | Non
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     if mask.shape != image.shape[:2]:
         raise RawDataError([(mask_src, f"mask size {mask.shape[::-1]} differs from the image's {image.shape[1::-1]}")])
-    values = set(np.unique(mask).tolist())
-    if not (values <= {0, 255} or values <= {0, 1}):
-        raise RawDataError([(mask_src, f"mask values {sorted(values)[:8]} are not within {{0, 255}} or {{0, 1}}")])
-    if bool(values - {0}) != bool(has_pneumo):
-        raise RawDataError([(mask_src, f"has_pneumo is {int(has_pneumo)} in the CSV but the mask is {'not empty' if values - {0} else 'empty'}")])
+    top = int(mask.max())  # values within {0, 255} or {0, 1}: every non-zero pixel equals the maximum, 1 or 255
+    if top not in (0, 1, 255) or (top and np.count_nonzero(mask) != np.count_nonzero(mask == top)):
+        raise RawDataError([(mask_src, f"mask values {np.unique(mask).tolist()[:8]} are not within {{0, 255}} or {{0, 1}}")])
+    if bool(top) != bool(has_pneumo):
+        raise RawDataError([(mask_src, f"has_pneumo is {int(has_pneumo)} in the CSV but the mask is {'not empty' if top else 'empty'}")])
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     binary = cv2.resize((mask > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
     atomic_write_bytes(Path(mask_dst), cv2.imencode(".png", binary, PNG_PARAMS)[1].tobytes())
@@ -199,6 +201,10 @@ def prepare_dataset(
         for part, rows in (("train", pool & ~in_fold), ("val", in_fold)):
             entries = sorted(f"{s}/{n}" for s, n in zip(labels.loc[rows, "split"], labels.loc[rows, "name"]))
             atomic_write_text(out_dir / f"fold{fold}_{part}.txt", "".join(f"{e}\n" for e in entries), skip_if_same=True)
+    fold_files = {f"fold{fold}_{part}.txt" for fold in range(folds) for part in ("train", "val")}
+    for stale in out_dir.glob("fold*_*.txt"):  # an earlier run with more folds
+        if stale.name not in fold_files:
+            stale.unlink()
     atomic_write_text(out_dir / "labels.csv", labels.to_csv(index=False), skip_if_same=True)
 
     duplicates = find_duplicates(labels)

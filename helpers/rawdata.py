@@ -42,6 +42,10 @@ class RawDataError(ValueError):
             lines.append(f"... and {len(problems) - 20} more problems")
         super().__init__("\n".join(lines))
 
+    def __reduce__(self):
+        """Pickle by the problems list, so the error crosses from a worker process to the parent intact."""
+        return type(self), (self.problems,)
+
 
 @dataclass
 class RawIndex:

@@ -113,7 +113,7 @@ def test_worker_processes_write_the_same_bytes_and_do_not_deadlock(tmp_path):
     process = subprocess.Popen([sys.executable, str(script), str(tmp_path)], start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _, stderr = process.communicate(timeout=240)
+        _, stderr = process.communicate(timeout=90)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
