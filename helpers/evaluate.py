@@ -184,8 +184,10 @@ def build_split_loader(cfg: Config, data_root: Path | str, split: str, batch_siz
     """The config's test dataloader pointed at ``{split}.txt`` under ``data_root``."""
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
+    from mmengine.utils.dl_utils import set_multi_processing
 
     init_default_scope(cfg.get("default_scope", "mmseg"))
+    set_multi_processing(**cfg.env_cfg.get("mp_cfg", {}))  # as the Runner does: clean worker start and shutdown
     loader_cfg = copy.deepcopy(cfg.test_dataloader)
     loader_cfg.batch_size = int(batch_size)
     loader_cfg.dataset.data_root = str(data_root)

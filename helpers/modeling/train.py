@@ -101,7 +101,8 @@ def build_config(params: TrainParams) -> Config:
         factor = params.max_iters / old_iters
         cfg.train_cfg.max_iters = int(params.max_iters)
         for scheduler in cfg.param_scheduler:
-            scheduler["begin"] = int(round(scheduler.get("begin", 0) * factor))
+            begin = scheduler.get("begin", 0)
+            scheduler["begin"] = min(params.max_iters - 1, _scale(begin, factor)) if begin else 0
             scheduler["end"] = min(params.max_iters, _scale(scheduler.get("end", old_iters), factor))
         cfg.train_cfg.val_interval = _scale(cfg.train_cfg.val_interval, factor)
         cfg.default_hooks.logger.interval = min(cfg.default_hooks.logger.interval, _scale(params.max_iters, 0.05))
