@@ -236,3 +236,29 @@ def test_the_demo_config_learns_on_the_demo_data(tmp_path):
     assert manifest["lr"] == 0.003 and manifest["amp"] is False
     assert result.best_checkpoint is not None and result.best_checkpoint.name.startswith("best_mDice_iter_")
     assert result.last_checkpoint == result.work_dir / "iter_150.pth"
+
+
+def test_several_gpus_launch_torchrun_in_a_subprocess(demo_prepared, tmp_path, monkeypatch):
+    """gpus > 1: the dumped config is trained by torchrun with mmengine's pytorch launcher, never in-process."""
+    import helpers.modeling.train as train
+
+    launched = []
+    real_run = subprocess.run
+
+    def record_torchrun(command, **kwargs):
+        if "torchrun" not in command[0]:
+            return real_run(command, **kwargs)  # git, for the manifest
+        launched.append((command, kwargs))
+
+    monkeypatch.setattr(train.subprocess, "run", record_torchrun)
+    monkeypatch.setattr(train.shutil, "which", lambda name, path=None: f"/opt/bin/{name}")
+    monkeypatch.setattr("mmengine.runner.Runner.from_cfg", lambda cfg: pytest.fail("trained inside the process"))
+    result = train.run_training(TrainParams(config=DEMO_CONFIG, data_root=str(demo_prepared.out_dir), img_size=64,
+                                            max_iters=4, gpus=2, work_dir=str(tmp_path / "run")))
+    (command, kwargs), = launched
+    dumped = tmp_path / "run" / train.DUMPED_CONFIG
+    assert command[:2] == ["/opt/bin/torchrun", "--nproc_per_node=2"]
+    assert command[-5:] == ["-m", "helpers.modeling.train", str(dumped), "--launcher", "pytorch"]
+    assert kwargs["check"] is True
+    assert Config.fromfile(str(dumped)).launcher == "pytorch"
+    assert result.work_dir == tmp_path / "run"
