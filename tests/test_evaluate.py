@@ -251,3 +251,18 @@ def test_sigmoid_model_uses_the_sigmoid_and_the_head_threshold(demo_prepared):
     # the stored probability is the sigmoid: the head's threshold on it gives mmseg's decision
     assert 0.2 < preds.default_pred.mean() < 0.8
     np.testing.assert_array_equal(preds.probs > threshold * 255, preds.default_pred)
+
+
+@slow
+def test_parity_with_runner_test_holds_when_pneumothorax_is_predicted(demo_prepared, tmp_path):
+    """A model two iterations old predicts pneumothorax on many pixels: the parity is not 0 against 0."""
+    from helpers.modeling.train import TrainParams, run_training
+
+    run = run_training(TrainParams(config="demo_unet-s5-d16-c16_ce-dice_128x128", data_root=str(demo_prepared.out_dir),
+                                   img_size=64, max_iters=2, val_interval=2, work_dir=str(tmp_path / "run")))
+    result = evaluate_run(run.work_dir, split="test", postprocess="none", n_boot=0, device="cpu", out_dir=tmp_path / "eval")
+    ours = result.metrics["mmseg"]
+    assert 0 < ours["IoU.pneumothorax"] < 100 and result.per_image["pred_area"].sum() > 0
+    theirs = _runner_test(run.work_dir, result.checkpoint, "test", tmp_path / "runner")
+    for key in ("aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax"):
+        assert np.float32(ours[key]) == np.float32(theirs[key]), (key, ours[key], theirs[key])
