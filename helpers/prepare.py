@@ -29,7 +29,7 @@ from helpers import paths
 from helpers.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from helpers.parallel import parallel_map
 from helpers.provenance import code_version
-from helpers.rawdata import RawDataError, decode_png, read_index
+from helpers.rawdata import RawDataError, decode_png, mask_problems, read_index
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +107,9 @@ def convert_pair(job: tuple[str, str, str, str, int, bool, tuple[int, str] | Non
     mask = decode_png(mask_src)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-    if mask.shape != image.shape[:2]:
-        raise RawDataError([(mask_src, f"mask size {mask.shape[::-1]} differs from the image's {image.shape[1::-1]}")])
-    top = int(mask.max())  # values within {0, 255} or {0, 1}: every non-zero pixel equals the maximum, 1 or 255
-    if top not in (0, 1, 255) or (top and np.count_nonzero(mask) != np.count_nonzero(mask == top)):
-        raise RawDataError([(mask_src, f"mask values {np.unique(mask).tolist()[:8]} are not within {{0, 255}} or {{0, 1}}")])
-    if bool(top) != bool(has_pneumo):
-        raise RawDataError([(mask_src, f"has_pneumo is {int(has_pneumo)} in the CSV but the mask is {'not empty' if top else 'empty'}")])
+    problems = mask_problems(mask, image.shape, has_pneumo, mask_src)
+    if problems:
+        raise RawDataError(problems)
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     binary = cv2.resize((mask > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
     atomic_write_bytes(Path(mask_dst), cv2.imencode(".png", binary, PNG_PARAMS)[1].tobytes())

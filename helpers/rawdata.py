@@ -28,7 +28,6 @@ IMAGES_FOLDER = "png_images"
 MASKS_FOLDER = "png_masks"
 CSV_FILES = {"train": "stage_1_train_images.csv", "test": "stage_1_test_images.csv"}
 CSV_COLUMNS = ["new_filename", "ImageId", "has_pneumo"]
-MASK_VALUE_SETS = ({0, 255}, {0, 1})
 SHOW_FIRST = 5
 
 
@@ -195,8 +194,24 @@ def decode_png(path: Path | str) -> np.ndarray:
     return array
 
 
+def mask_problems(mask: np.ndarray, image_shape: tuple[int, ...], has_pneumo: int, mask_path: Path | str) -> list[tuple[str, str]]:
+    """The checks of one mask, shared by validation and prepare: a single channel, the image's size, values
+    within {0, 255} or {0, 1}, and has_pneumo agreeing with it. Empty when the mask is valid."""
+    mask_path = str(mask_path)
+    if mask.ndim != 2:
+        return [(mask_path, f"mask has {mask.shape[2]} channels, expected a single channel (L)")]
+    if mask.shape != tuple(image_shape[:2]):
+        return [(mask_path, f"mask size {mask.shape[1]}x{mask.shape[0]} differs from the image's {image_shape[1]}x{image_shape[0]}")]
+    top = int(mask.max())  # valid values: every non-zero pixel equals the maximum, and that is 1 or 255
+    if top not in (0, 1, 255) or (top and np.count_nonzero(mask) != np.count_nonzero(mask == top)):
+        return [(mask_path, f"mask values {np.unique(mask).tolist()[:8]} are not within {{0, 255}} or {{0, 1}}")]
+    if bool(top) != bool(has_pneumo):
+        return [(mask_path, f"has_pneumo is {int(has_pneumo)} in the CSV but the mask is {'not empty' if top else 'empty'}")]
+    return []
+
+
 def scan_pair(row: tuple[str, str, str, int]) -> PairScan:
-    """Decode one pair and check it: sizes agree, mask values in {0, 255} or {0, 1}, flag agrees."""
+    """Decode one pair, check it (:func:`mask_problems`) and measure the mask: area, connected regions."""
     name, image_path, mask_path, has_pneumo = row
     scan = PairScan(name=name)
     try:
@@ -206,26 +221,14 @@ def scan_pair(row: tuple[str, str, str, int]) -> PairScan:
         scan.problems.extend((str(p), msg) for p, msg in err.problems)
         return scan
     scan.height, scan.width = image.shape[:2]
-    if mask.ndim != 2:
-        scan.problems.append((mask_path, f"mask has mode {scan.mask_mode}, expected a single channel (L)"))
+    scan.problems = mask_problems(mask, image.shape, has_pneumo, mask_path)
+    if scan.problems:
         return scan
-    if mask.shape != image.shape[:2]:
-        scan.problems.append(
-            (mask_path, f"mask size {mask.shape[1]}x{mask.shape[0]} differs from the image's {scan.width}x{scan.height}")
-        )
-        return scan
-    values = np.unique(mask)
-    scan.mask_values = tuple(int(v) for v in values)
-    if not any(set(scan.mask_values) <= allowed for allowed in MASK_VALUE_SETS):
-        scan.problems.append((mask_path, f"mask values {list(scan.mask_values)[:8]} are not within {{0, 255}} or {{0, 1}}"))
-        return scan
+    scan.mask_values = tuple(int(v) for v in np.unique(mask))
     foreground = (mask > 0).astype(np.uint8)
     scan.fg_pixels = int(foreground.sum())
     if scan.fg_pixels:
         scan.components = int(cv2.connectedComponents(foreground, connectivity=8)[0]) - 1
-    if bool(scan.fg_pixels) != bool(has_pneumo):
-        state = "not empty" if scan.fg_pixels else "empty"
-        scan.problems.append((mask_path, f"has_pneumo is {has_pneumo} in the CSV but the mask is {state}"))
     return scan
 
 
