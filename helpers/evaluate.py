@@ -471,7 +471,7 @@ def _run_label(run_dir: Path) -> tuple[str, float]:
     manifest_path = run_dir / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     config = manifest.get("parameters", {}).get("config") or run_dir.parent.name
-    return Path(config).stem, float(manifest.get("lr", np.nan))
+    return paths.config_name(config), float(manifest.get("lr", np.nan))
 
 
 def _pct(key: str, value: float | None) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -266,3 +267,12 @@ def test_parity_with_runner_test_holds_when_pneumothorax_is_predicted(demo_prepa
     theirs = _runner_test(run.work_dir, result.checkpoint, "test", tmp_path / "runner")
     for key in ("aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax"):
         assert np.float32(ours[key]) == np.float32(theirs[key]), (key, ours[key], theirs[key])
+
+
+def test_comparison_label_keeps_dotted_config_names(tmp_path):
+    """Config names hold dots (``...-0.01-20k...``): the label must not be cut at the first one."""
+    from helpers.evaluate import _run_label
+
+    name = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"
+    (tmp_path / "manifest.json").write_text(json.dumps({"parameters": {"config": name}, "lr": 0.01}))
+    assert _run_label(tmp_path) == (name, 0.01)
