@@ -216,6 +216,7 @@ def run_training(params: TrainParams) -> TrainResult:
         "parameters": asdict(params),
         "config_file": str(paths.config_path(params.config)),
         "dumped_config": str(work_dir / DUMPED_CONFIG),
+        "config": (work_dir / DUMPED_CONFIG).read_text(),
         "lr": cfg.optim_wrapper.optimizer.lr,
         "amp": cfg.optim_wrapper.type == "AmpOptimWrapper",
         "code_version": code_version(),
