@@ -92,19 +92,22 @@ def mask_size_mismatch(ds: Path) -> tuple[Path, str]:
     return path, "differs from the image"
 
 
+def paint_mask(path: Path, start: int, value: int) -> None:
+    """Set a 10x10 square of the mask at (start, start) to ``value``."""
+    mask = np.asarray(Image.open(path)).copy()
+    mask[start:start + 10, start:start + 10] = value
+    Image.fromarray(mask).save(path)
+
+
 def mask_value_128(ds: Path) -> tuple[Path, str]:
     path = ds / "png_masks" / pick(ds, "train", 0, nth=2)
-    mask = np.asarray(Image.open(path)).copy()
-    mask[40:50, 40:50] = 128
-    Image.fromarray(mask).save(path)
+    paint_mask(path, 40, 128)
     return path, "are not within {0, 255} or {0, 1}"
 
 
 def mask_not_empty_for_negative(ds: Path) -> tuple[Path, str]:
     path = ds / "png_masks" / pick(ds, "test", 0, nth=3)
-    mask = np.asarray(Image.open(path)).copy()
-    mask[10:20, 10:20] = 255
-    Image.fromarray(mask).save(path)
+    paint_mask(path, 10, 255)
     return path, "has_pneumo is 0 in the CSV but the mask is not empty"
 
 
