@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from helpers.explore import components_table, positive_area_fractions
+from helpers.rawdata import read_gray8
 
 OVERLAY_COLOURS: dict[str, tuple[int, int, int]] = {
     "true positive": (0, 255, 0),
@@ -60,13 +61,6 @@ def _legend_handles(names: Sequence[str]) -> list[Patch]:
     return [Patch(color=np.array(OVERLAY_COLOURS[name]) / 255, label=name) for name in names]
 
 
-def _read_gray(path: str | Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return image
-
-
 def _show(ax, picture: np.ndarray, title: str) -> None:
     ax.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
     ax.set_title(title, fontsize=9)
@@ -94,8 +88,8 @@ def plot_example_grid(scans_or_pairs: pd.DataFrame, n: int = 8, seed: int = 0, c
     fig = Figure(figsize=(3.2 * columns, 3.4 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, row in zip(axes, chosen.itertuples()):
-        image = _read_gray(row.image_path)
-        mask = _read_gray(row.mask_path) > 0
+        image = read_gray8(row.image_path)
+        mask = read_gray8(row.mask_path) > 0
         label = f"positive, {int(mask.sum())} px" if mask.any() else "negative"
         _show(ax, overlay(image, mask), f"{row.name}\n{label}")
         if mask.any():
@@ -269,8 +263,8 @@ def plot_examples(result, which: str = "worst", n: int = 4, postprocessed: bool 
     axes = fig.subplots(len(chosen), 3, squeeze=False)
     for (image_ax, truth_ax, overlay_ax), index in zip(axes, chosen):
         row = result.per_image.iloc[index]
-        image = _read_gray(Path(result.data_root) / "images" / result.split / f"{row['name']}.png")
-        truth = _read_gray(Path(result.data_root) / "masks" / result.split / f"{row['name']}.png") > 0
+        image = read_gray8(Path(result.data_root) / "images" / result.split / f"{row['name']}.png")
+        truth = read_gray8(Path(result.data_root) / "masks" / result.split / f"{row['name']}.png") > 0
         pred = predicted_mask(result, index, postprocessed)
         _show(image_ax, image, f"{row['name']}\nmax prob {row['max_prob']:.2f}")
         _show(truth_ax, overlay(image, truth), f"truth: {int(row['true_area'])} px")

@@ -22,33 +22,10 @@ from tqdm.auto import tqdm
 from helpers import evaluate
 from helpers.fileio import atomic_write_bytes
 from helpers.plots import overlay
+from helpers.rawdata import read_gray8
 
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 COLUMNS = ["input", "mask_path", "overlay_path", "width", "height", "predicted_area", "max_prob"]
-
-
-def read_gray8(path: str | Path) -> np.ndarray:
-    """Decode an image file to 8-bit grayscale (H, W).
-
-    Colour is converted with the usual luma weights (as 02_prepare does); 16-bit and float images are
-    stretched linearly from their own minimum and maximum to 0..255. Raises ``ValueError`` naming the
-    file when it cannot be decoded.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
-    image = cv2.imdecode(np.frombuffer(path.read_bytes(), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise ValueError(f"{path}: not a readable image (expected a PNG or JPEG radiograph)")
-    if image.ndim == 3:
-        conversion = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, conversion) if image.shape[2] in (3, 4) else image[:, :, 0]
-    if image.dtype == np.uint8:
-        return image
-    image = image.astype(np.float64)
-    low, high = float(image.min()), float(image.max())
-    scaled = (image - low) * (255.0 / (high - low)) if high > low else np.zeros_like(image)
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
 def model_input_size(cfg: Config) -> tuple[int, int]:

@@ -194,6 +194,30 @@ def decode_png(path: Path | str) -> np.ndarray:
     return array
 
 
+def read_gray8(path: str | Path) -> np.ndarray:
+    """Decode an image file to 8-bit grayscale (H, W).
+
+    Colour is converted with the usual luma weights (as 02_prepare does); 16-bit and float images are
+    stretched linearly from their own minimum and maximum to 0..255. Raises ``ValueError`` naming the
+    file when it cannot be decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    image = cv2.imdecode(np.frombuffer(path.read_bytes(), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ValueError(f"{path}: not a readable image (expected a PNG or JPEG radiograph)")
+    if image.ndim == 3:
+        conversion = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        image = cv2.cvtColor(image, conversion) if image.shape[2] in (3, 4) else image[:, :, 0]
+    if image.dtype == np.uint8:
+        return image
+    image = image.astype(np.float64)
+    low, high = float(image.min()), float(image.max())
+    scaled = (image - low) * (255.0 / (high - low)) if high > low else np.zeros_like(image)
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
 def mask_problems(mask: np.ndarray, image_shape: tuple[int, ...], has_pneumo: int, mask_path: Path | str) -> list[tuple[str, str]]:
     """The checks of one mask, shared by validation and prepare: a single channel, the image's size, values
     within {0, 255} or {0, 1}, and has_pneumo agreeing with it. Empty when the mask is valid."""
