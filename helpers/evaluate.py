@@ -123,11 +123,6 @@ class Predictions:
     default_pred: np.ndarray  # (N, H, W) bool, mmseg's decision
 
 
-def _import_project_modules() -> None:
-    import helpers.dataset  # noqa: F401  (registers PneumothoraxDataset)
-    import helpers.modeling  # noqa: F401  (metric, loss, safe checkpoint loading)
-
-
 def resolve_run(run_or_checkpoint: str | Path, config: str | Path | None = None) -> tuple[Path, Path, Path]:
     """(run folder, checkpoint, config) of a run folder (best, else last) or of a ``.pth`` file; the config is
     the run's dumped ``config.py`` unless given."""
@@ -155,7 +150,6 @@ def default_device() -> str:
 
 def load_model(run_or_checkpoint: str | Path, device: str | None = None, config: str | Path | None = None) -> tuple[torch.nn.Module, Config, Path]:
     """(segmentor in eval mode, its config, checkpoint) from a run folder or a checkpoint (see resolve_run)."""
-    _import_project_modules()
     from mmseg.apis import init_model
 
     _, checkpoint, config = resolve_run(run_or_checkpoint, config)
@@ -199,7 +193,6 @@ def build_split_loader(cfg: Config, data_root: Path | str, split: str, batch_siz
 def predict_split(model: torch.nn.Module, cfg: Config, data_root: Path | str, split: str, batch_size: int = 8,
                   tta: bool = False) -> Predictions:
     """Run the model on one split with the config's test pipeline; see the module doc for TTA."""
-    _import_project_modules()
     from mmseg.structures import SegDataSample
 
     if not (Path(data_root) / f"{split}.txt").is_file():

@@ -205,9 +205,6 @@ def _peak_memory_mb() -> float:
 
 def run_training(params: TrainParams) -> TrainResult:
     """Train one run and write its manifest and metrics; ``gpus > 1`` goes through torchrun."""
-    import helpers.dataset  # noqa: F401  (registers the dataset, metric and loss)
-    import helpers.modeling  # noqa: F401
-
     cfg = build_config(params)
     work_dir = Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -263,8 +260,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    import helpers.dataset  # noqa: F401
-    import helpers.modeling  # noqa: F401
     from mmengine.runner import Runner
 
     cfg = Config.fromfile(args.config)
