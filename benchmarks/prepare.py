@@ -24,7 +24,7 @@ import pandas as pd
 
 from helpers.demo_data import DemoSpec, generate_demo_dataset
 from helpers.parallel import default_workers
-from helpers.prepare import PNG_PARAMS, prepare_dataset
+from helpers.prepare import IMAGE_PNG_PARAMS, MASK_PNG_PARAMS, prepare_dataset
 from helpers.rawdata import read_index
 
 RAW_SIZE = 1024
@@ -39,8 +39,8 @@ def plain_loop(pairs: pd.DataFrame, out_dir: Path, img_size: int) -> None:
         mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
         resized = cv2.resize(image, (img_size, img_size), interpolation=cv2.INTER_AREA)
         binary = cv2.resize((mask > 0).astype(np.uint8), (img_size, img_size), interpolation=cv2.INTER_NEAREST)
-        cv2.imwrite(str(out_dir / "images" / name), resized, PNG_PARAMS)
-        cv2.imwrite(str(out_dir / "masks" / name), binary, PNG_PARAMS)
+        cv2.imwrite(str(out_dir / "images" / name), resized, IMAGE_PNG_PARAMS)
+        cv2.imwrite(str(out_dir / "masks" / name), binary, MASK_PNG_PARAMS)
 
 
 def best_time(run: Callable[[Path], object], scratch: Path, label: str, repeats: int) -> tuple[float, float]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.dataset import pseudo_collate
 
 from helpers import paths
 from helpers.modeling.train import TrainParams, build_config
@@ -77,15 +78,17 @@ def test_config_builds_model_and_datasets(config, demo_prepared):
         rows = labels[labels["split"] == split]
         repeats = cfg[loader].dataset.get("positive_repeats", 1)
         expected[loader] = len(rows) + (repeats - 1) * int((rows["fg_pixels"] > 0).sum())
+    model = MODELS.build(cfg.model)
     for loader in LOADERS:
         resizes = [t for t in cfg[loader].dataset.pipeline if t["type"] in ("Resize", "RandomResize")]
         assert resizes and all(tuple(t["scale"]) == (64, 64) for t in resizes)
         dataset = DATASETS.build(cfg[loader].dataset)
         assert len(dataset) == expected[loader]
         item = dataset[0]
-        assert item["inputs"].shape == (3, 64, 64)
+        assert item["inputs"].shape in ((1, 64, 64), (3, 64, 64))  # one gray channel, or the seed's three
         assert set(item["data_samples"].gt_sem_seg.data.unique().tolist()) <= {0, 1}
-    model = MODELS.build(cfg.model)
+        inputs = model.data_preprocessor(pseudo_collate([item]), training=loader == "train_dataloader")["inputs"]
+        assert inputs.shape == (1, 3, 64, 64)
     assert model.decode_head.num_classes == 2
     assert model.decode_head.out_channels == (1 if config.stem == SIGMOID else 2)
 

@@ -1,5 +1,9 @@
 # Dataset config: the layout 02_prepare writes (data/prepared/official-512 by default), the seed's
 # pipelines (Resize keep_ratio=False, RandomFlip 0.5, PhotoMetricDistortion) and batch 16.
+# Training loads the gray PNGs as one channel and applies GrayPhotoMetricDistortion (helpers/transforms.py),
+# the seed's PhotoMetricDistortion computed for one channel. The data preprocessor broadcasts that channel
+# to three, so the model gets the same normalized batch as from the seed's 3-channel pipeline, bit for bit
+# (tests/test_transforms.py), for a fraction of the loader's time.
 custom_imports = dict(imports=['helpers.dataset', 'helpers.modeling'], allow_failed_imports=False)
 
 dataset_type = 'PneumothoraxDataset'
@@ -7,11 +11,11 @@ data_root = 'data/prepared/official-512'
 img_scale = (512, 512)
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='grayscale'),
     dict(type='LoadAnnotations'),
     dict(type='Resize', scale=img_scale, keep_ratio=False),
     dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
+    dict(type='GrayPhotoMetricDistortion'),
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
