@@ -262,3 +262,19 @@ def test_several_gpus_launch_torchrun_in_a_subprocess(demo_prepared, tmp_path, m
     assert kwargs["check"] is True
     assert Config.fromfile(str(dumped)).launcher == "pytorch"
     assert result.work_dir == tmp_path / "run"
+
+
+def test_the_torchrun_entry_trains_a_dumped_config(demo_prepared, tmp_path):
+    """What every torchrun process runs, ``python -m helpers.modeling.train <dumped config.py>``, run for real
+    from another folder. One process with ``--launcher none``: mmengine's pytorch launcher needs CUDA."""
+    cfg = build_config(tiny_params(demo_prepared, tmp_path / "run", max_iters=4, val_interval=4, gpus=2))
+    assert cfg.launcher == "pytorch"
+    dumped = tmp_path / "config.py"
+    cfg.dump(str(dumped))
+    done = subprocess.run([sys.executable, "-m", "helpers.modeling.train", str(dumped), "--launcher", "none"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    train_rows, val_rows = read_scalars(tmp_path / "run")
+    assert [row["step"] for row in train_rows] == [1, 2, 3, 4]
+    assert len(val_rows) == 1 and "mDice" in val_rows[0]
+    assert (tmp_path / "run" / "iter_4.pth").is_file()
