@@ -173,13 +173,12 @@ def loader_images_per_s(config: str, data_root: Path, size: int, batch: int, wor
     from mmengine.utils.dl_utils import set_multi_processing
 
     from helpers.modeling.train import TrainParams, build_config
+    from helpers.transforms import seed_training_pipeline
 
     _register()
     cfg = build_config(TrainParams(config=config, data_root=str(data_root), img_size=size, batch_size=batch,
                                    workers=workers, work_dir=str(scratch)))
     set_multi_processing(**cfg.env_cfg.mp_cfg)  # as the Runner does: fork, OpenCV single-threaded
-    from helpers.transforms import seed_training_pipeline
-
     configured = cfg.train_dataloader.dataset.pipeline
     if pipeline == "seed 3-channel pipeline":
         cfg.train_dataloader.dataset.pipeline = seed_training_pipeline(configured)
