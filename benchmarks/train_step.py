@@ -20,19 +20,18 @@ On the CPU (no GPU, or ``--skip-gpu``) it runs the fp32 variant at ``--cpu-size`
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
+
+from train import H200_CEILING, ROOT, SEED_CONFIG  # benchmarks/train.py, beside this script
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
-ROOT = Path(__file__).resolve().parents[1]
-SEED_CONFIG = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"
-H200_CEILING = 680.0  # images/s at 512x512, FACTS.md ("Compute")
 PROFILED_STEPS = 5
 
 
@@ -50,8 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_batch(scratch: Path, size: int, batch: int) -> tuple[dict, object]:
-    """(one collated training batch from the configured pipeline, the run's config)."""
+def make_batch(scratch: Path, size: int, batch: int):
+    """(one collated training batch from the configured pipeline, the run's TrainParams)."""
     from mmengine.dataset import pseudo_collate
     from mmseg.registry import DATASETS
 
@@ -62,28 +61,29 @@ def make_batch(scratch: Path, size: int, batch: int) -> tuple[dict, object]:
     spec = DemoSpec(n_train=max(batch, 8), n_test=2, size=size, seed=0)
     generate_demo_dataset(scratch / "raw", spec, workers=1)
     prepared = prepare_dataset(scratch / "raw", scratch / "prepared", img_size=size, workers=1, val_fraction=0.25)
-    cfg = build_config(TrainParams(config=SEED_CONFIG, data_root=str(prepared.out_dir), img_size=size,
-                                   batch_size=batch, work_dir=str(scratch / "run")))
-    dataset = DATASETS.build(copy.deepcopy(cfg.train_dataloader.dataset))
-    return pseudo_collate([dataset[i % len(dataset)] for i in range(batch)]), cfg
+    params = TrainParams(config=SEED_CONFIG, data_root=str(prepared.out_dir), img_size=size, batch_size=batch,
+                         work_dir=str(scratch / "run"))
+    dataset = DATASETS.build(build_config(params).train_dataloader.dataset)
+    return pseudo_collate([dataset[i % len(dataset)] for i in range(batch)]), params
 
 
-def build_model(cfg, device: str, amp: bool, channels_last: bool, compile_forward: bool):
-    """The config's model and optimizer wrapper, as the Runner builds them on one device."""
+def build_model(params, device: str, channels_last: bool, compile_forward: bool):
+    """The model and optimizer wrapper of ``build_config(params)`` (its AMP setting included), as the
+    Runner builds them on one device."""
     import torch
     from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
     from mmseg.registry import MODELS
 
-    model = revert_sync_batchnorm(MODELS.build(copy.deepcopy(cfg.model)))
+    from helpers.modeling.train import build_config
+
+    cfg = build_config(params)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
     model.init_weights()
     model = model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    optim_cfg = copy.deepcopy(cfg.optim_wrapper)
-    if amp:
-        optim_cfg.update(type="AmpOptimWrapper", dtype="bfloat16" if torch.cuda.is_bf16_supported() else "float16")
-    optim_wrapper = build_optim_wrapper(model, optim_cfg)
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     if compile_forward:
         model.backbone.forward = torch.compile(model.backbone.forward)
         model.decode_head.forward = torch.compile(model.decode_head.forward)
@@ -149,10 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device: {device_info()}; {SEED_CONFIG} at {size}x{size}, batch {batch_size}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
-        batch, cfg = make_batch(Path(tmp), size, batch_size)
+        batch, params = make_batch(Path(tmp), size, batch_size)
         device = "cuda" if cuda else "cpu"
         for name, amp, channels_last, compile_forward in variants:
-            model, optim_wrapper = build_model(cfg, device, amp, channels_last, compile_forward)
+            model, optim_wrapper = build_model(replace(params, amp=amp), device, channels_last, compile_forward)
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
