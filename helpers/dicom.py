@@ -1,0 +1,185 @@
+"""Radiographs as PACS export them: one DICOM file -> the 8-bit gray image the model sees, and its pixel spacing.
+
+The conversion follows the DICOM grayscale pipeline (PS3.3 C.11), then makes 8 bits as the training PNGs
+were made:
+
+1. the stored values through the Modality LUT (the LUT sequence, or RescaleSlope / RescaleIntercept);
+2. the first VOI transform present: the VOI LUT sequence (its output range scaled to 0..255), else the
+   first WindowCenter / WindowWidth with the VOILUTFunction (LINEAR, LINEAR_EXACT or SIGMOID) straight to
+   0..255; without either, the range of the stored bits (0..2^BitsStored - 1, or its signed counterpart,
+   through the rescale) is scaled linearly to 0..255: the identity for 8-bit data, which is how the Kaggle
+   PNGs were made from the challenge's 8-bit DICOMs (a float image is stretched from its minimum to its
+   maximum);
+3. MONOCHROME1 (white is low) inverted, so that air is dark as in the training images.
+
+The transform is computed once per distinct stored value (a lookup table) when the pixels are integers,
+which is most of the cost saved on a 1024x1024 radiograph. Compressed pixel data is decoded by pydicom's
+plugins (RLE and Deflate always; JPEG baseline and JPEG 2000 through Pillow); any other transfer syntax,
+a file without pixel data, a colour or multi-frame image raise :class:`DicomError` naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+PREAMBLE_BYTES = 128
+MAGIC = b"DICM"
+MAX_LUT_ENTRIES = 1 << 17
+
+
+class DicomError(ValueError):
+    """A DICOM file that cannot give a grayscale radiograph; the message names the file and the problem."""
+
+
+@dataclass
+class DicomImage:
+    """The 8-bit gray image (H, W) and the pixel spacing (row, column) in mm when the file gives one."""
+
+    gray8: np.ndarray
+    spacing_mm: tuple[float, float] | None
+
+
+def is_dicom(path: str | Path) -> bool:
+    """A ``.dcm`` / ``.dicom`` file, or any file with the DICOM preamble's ``DICM`` marker (PACS exports
+    often have no extension)."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(PREAMBLE_BYTES + len(MAGIC))
+    except OSError:
+        return False
+    return head[PREAMBLE_BYTES:] == MAGIC
+
+
+def pixel_spacing(ds) -> tuple[float, float] | None:
+    """(row, column) spacing in mm: PixelSpacing, else ImagerPixelSpacing (at the detector); None if absent
+    or not two positive numbers."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is None:
+            continue
+        try:
+            row, column = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if row > 0 and column > 0:
+            return row, column
+    return None
+
+
+def _first(value) -> float:
+    """The first number of a DS value that may be multi-valued."""
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def _window_to_8bit(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """PS3.3 C.11.2.1.2 / C.11.2.1.3: modality values through the window, as floats in 0..255."""
+    if function == "SIGMOID":
+        return 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        low, span = center - width / 2, width
+    else:  # LINEAR, the default
+        low, span = center - 0.5 - (width - 1) / 2, width - 1
+    if span <= 0:
+        return np.where(values > center - 0.5, 255.0, 0.0)
+    return np.clip((values - low) / span, 0.0, 1.0) * 255.0
+
+
+def _voi_lut_to_8bit(values: np.ndarray, item) -> np.ndarray:
+    """PS3.3 C.11.2.1.1: the VOI LUT (first mapped value, entries, bits per entry) applied to modality values,
+    as floats in 0..255 (values below the first entry take the first, above the last take the last). Done
+    here rather than by pydicom's ``apply_voi``, which wraps input values above 255 for an 8-bit LUT."""
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    data = item.LUTData
+    table = (np.frombuffer(data, dtype="<u2") if isinstance(data, bytes) else np.asarray(data)).astype(np.float64)
+    entries = entries or 65536
+    index = np.clip(np.round(values).astype(np.int64) - first, 0, min(entries, len(table)) - 1)
+    return table[index] * (255.0 / (2 ** bits - 1))
+
+
+def _output_range(ds) -> tuple[float, float]:
+    """The modality values of the lowest and highest storable values (BitsStored, PixelRepresentation)."""
+    from pydicom.pixels import apply_modality_lut
+
+    bits = int(ds.get("BitsStored", 8))
+    ends = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if int(ds.get("PixelRepresentation", 0))
+                    else [0, 2 ** bits - 1])
+    low, high = apply_modality_lut(ends, ds).astype(np.float64)
+    return min(low, high), max(low, high)
+
+
+def _to_8bit(path: Path, ds, stored: np.ndarray) -> np.ndarray:
+    """Modality LUT, VOI LUT or window, 8 bits, MONOCHROME1 inverted, for an array of stored values."""
+    from pydicom.pixels import apply_modality_lut
+
+    values = apply_modality_lut(stored, ds).astype(np.float64)
+    if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
+        scaled = _voi_lut_to_8bit(values, ds.VOILUTSequence[0])
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+        width = _first(ds.WindowWidth)
+        if width <= 0:
+            raise DicomError(f"{path}: WindowWidth {width} is not positive")
+        scaled = _window_to_8bit(values, _first(ds.WindowCenter), width, function)
+    else:
+        low, high = _output_range(ds) if np.issubdtype(stored.dtype, np.integer) else (values.min(), values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    gray = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    return 255 - gray if ds.PhotometricInterpretation == "MONOCHROME1" else gray
+
+
+def _decode(path: Path, ds) -> np.ndarray:
+    """The stored pixel values of a single-frame grayscale image, or a DicomError saying why not."""
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DicomError(f"{path}: the DICOM file has no pixel data (not an image)")
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if int(ds.get("SamplesPerPixel", 1)) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomError(f"{path}: a colour DICOM ({photometric or 'no PhotometricInterpretation'}, "
+                         f"{ds.get('SamplesPerPixel', 1)} samples per pixel); expected a grayscale radiograph "
+                         "(MONOCHROME1 or MONOCHROME2)")
+    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        raise DicomError(f"{path}: {ds.NumberOfFrames} frames; expected a single radiograph")
+    try:
+        return ds.pixel_array
+    except Exception as err:  # pydicom raises RuntimeError, NotImplementedError or ValueError by decoder
+        name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
+        if syntax is not None and getattr(syntax, "is_compressed", False):
+            raise DicomError(f"{path}: pixel data compressed as {name}, which no installed pydicom decoder "
+                             f"reads (RLE, Deflate, JPEG baseline and JPEG 2000 are supported): {err}") from err
+        raise DicomError(f"{path}: the pixel data cannot be decoded ({name}): {err}") from err
+
+
+def read_dicom(path: str | Path) -> DicomImage:
+    """Read one DICOM radiograph as the 8-bit gray image the model sees and its pixel spacing (see the module
+    doc). Raises FileNotFoundError or :class:`DicomError`, each naming the file."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such DICOM file")
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError as err:
+        raise DicomError(f"{path}: not a DICOM file ({err})") from err
+    except Exception as err:  # truncated or garbled files fail in the parser with many exception types
+        raise DicomError(f"{path}: unreadable DICOM file ({type(err).__name__}: {err})") from err
+    stored = _decode(path, ds)
+    if stored.ndim != 2 or stored.size == 0:
+        raise DicomError(f"{path}: pixel array of shape {stored.shape}; expected one 2-D image")
+    if np.issubdtype(stored.dtype, np.integer):
+        low, high = int(stored.min()), int(stored.max())
+        if high - low < MAX_LUT_ENTRIES:
+            table = _to_8bit(path, ds, np.arange(low, high + 1, dtype=np.int64))
+            return DicomImage(table[stored.astype(np.int64) - low] if low else table[stored], pixel_spacing(ds))
+    return DicomImage(_to_8bit(path, ds, stored), pixel_spacing(ds))
