@@ -1,4 +1,4 @@
-"""``python -m helpers {demo,pipeline,sweep,predict,demo-data,download,index}``: the command line."""
+"""``python -m helpers {demo,pipeline,sweep,predict,export,demo-data,download,index}``: the command line."""
 
 from __future__ import annotations
 
@@ -69,10 +69,24 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from helpers.predict import predict_images
+    from helpers.predict import PREDICTIONS_FILE, predict_images
 
-    table = predict_images(args.checkpoint, args.images, args.out_dir, config=args.config, threshold=args.threshold, device=args.device)
-    print(table.to_string(index=False))
+    table = predict_images(args.checkpoint, args.images, args.out_dir, config=args.config, threshold=args.threshold,
+                           postprocess=not args.no_postprocess, device=args.device)
+    print(table.drop(columns=["mask_path", "overlay_path", "error"]).to_string(index=False))
+    print(f"masks, overlays and {PREDICTIONS_FILE} in {Path(args.out_dir).resolve()}")
+    failed = table[table["error"] != ""]
+    for row in failed.itertuples():
+        print(f"FAILED {row.error}", file=sys.stderr)
+    if len(failed):
+        raise SystemExit(1)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from helpers.modeling.export import export_onnx, sidecar_path
+
+    out = export_onnx(args.checkpoint, args.out, config=args.config, postprocess=not args.no_postprocess)
+    print(f"wrote {out} and {sidecar_path(out)}")
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
@@ -117,14 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sbatch", metavar="PATH", help="write a SLURM array script (one job per lr) instead of running")
     sweep.set_defaults(func=cmd_sweep)
 
-    predict = sub.add_parser("predict", help="masks and overlays for new radiographs (PNG/JPEG, any size)")
-    predict.add_argument("--checkpoint", required=True)
+    predict = sub.add_parser("predict", help="masks, overlays and a CSV for new radiographs (PNG/JPEG/DICOM files or folders)")
+    predict.add_argument("--checkpoint", "--model", required=True, help="a .pth, a run folder, or an exported .onnx")
     predict.add_argument("--config", help="default: config.py beside the checkpoint")
     predict.add_argument("--out-dir", default=str(paths.OUTPUTS_DIR / "predictions"))
-    predict.add_argument("--threshold", type=float, help="probability threshold; default: the model's own decision")
+    predict.add_argument("--threshold", type=float, help="probability threshold alone, instead of the post-processing")
+    predict.add_argument("--no-postprocess", action="store_true",
+                         help="the model's own decision, not the run's post-processing tuned on val")
     predict.add_argument("--device")
-    predict.add_argument("images", nargs="+")
+    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, DICOM) or folders of them")
     predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser("export", help="an ONNX model (probabilities) and its side-car JSON, for other tools")
+    export.add_argument("--checkpoint", required=True, help="a .pth or a run folder")
+    export.add_argument("--config", help="default: config.py beside the checkpoint")
+    export.add_argument("--out", required=True, help="the .onnx file to write (the .json goes beside it)")
+    export.add_argument("--no-postprocess", action="store_true", help="leave the run's tuned post-processing out of the JSON")
+    export.set_defaults(func=cmd_export)
 
     demo_data = sub.add_parser("demo-data", help="only generate the demo dataset")
     demo_data.add_argument("--dest", default=str(paths.DEMO_DIR))

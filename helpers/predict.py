@@ -1,14 +1,19 @@
-"""Segment new radiographs with a trained checkpoint: ``python -m helpers predict --checkpoint CKPT IMAGES...``.
+"""Segment new radiographs with a trained model: ``python -m helpers predict --checkpoint MODEL INPUTS...``.
 
-Each input (PNG or JPEG, any size, grayscale or colour, 8- or 16-bit) is converted to 8-bit grayscale
-like the training data, resized to the model's input size as 02_prepare does (area interpolation), and
-fed to the model as the 3-channel image mmseg makes of a grayscale PNG. The pneumothorax probability is
-resized back to the input's size (bilinear) and thresholded; ``<stem>_mask.png`` ({0, 255}, the input's
-size) and ``<stem>_overlay.png`` (the prediction in colour over the image) are written to ``out_dir``.
+``MODEL`` is a checkpoint (``.pth`` or a run folder) or an exported ``.onnx`` (run through onnxruntime).
+``INPUTS`` are files or folders of PNG, JPEG and DICOM files, mixed. Each input is converted to 8-bit
+grayscale like the training data (DICOM through :mod:`helpers.dicom`), resized to the model's input size
+as 02_prepare does (area interpolation), and fed to the model as the 3-channel image mmseg makes of a
+grayscale PNG. The pneumothorax probability is resized back to the input's size (bilinear) and
+post-processed: by default with the run's post-processing tuned on val (04_evaluate), its areas scaled to
+the image's size; else with the model's own decision. ``<stem>_mask.png`` ({0, 255}, the input's size),
+``<stem>_overlay.png`` and ``predictions.csv`` are written to ``out_dir``; an input that cannot be read
+gets its error in the table and the others go on.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +24,18 @@ import torch
 from mmengine.config import Config
 from tqdm.auto import tqdm
 
-from helpers import evaluate
-from helpers.fileio import atomic_write_bytes
+from helpers import evaluate, paths
+from helpers.dicom import is_dicom, read_dicom
+from helpers.evaluate import EVAL_FILE, METRICS_FILE, PostProcess, apply_postprocess
+from helpers.fileio import atomic_write_bytes, atomic_write_text
 from helpers.plots import overlay
 from helpers.rawdata import read_gray8
 
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-COLUMNS = ["input", "mask_path", "overlay_path", "width", "height", "predicted_area", "max_prob"]
+COLUMNS = ["input", "mask_path", "overlay_path", "width", "height", "predicted_area", "area_cm2", "pneumothorax",
+           "max_prob", "error"]
+PREDICTIONS_FILE = "predictions.csv"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def model_input_size(cfg: Config) -> tuple[int, int]:
@@ -79,6 +89,81 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     atomic_write_bytes(path, encoded.tobytes())
 
 
+@dataclass
+class TunedPostProcess:
+    """The run's post-processing tuned on val, with the image shape its areas (pixels) were tuned at."""
+
+    postprocess: PostProcess
+    image_shape: tuple[int, int]  # (height, width) of the evaluated images
+    source: str  # the eval.json it came from
+
+    def for_shape(self, height: int, width: int) -> PostProcess:
+        """The same post-processing for an image of another size: areas scaled by the ratio of pixel counts."""
+        ratio = (height * width) / (self.image_shape[0] * self.image_shape[1])
+        pp = self.postprocess
+        return PostProcess(pp.threshold, int(round(pp.min_component_area * ratio)), int(round(pp.min_total_area * ratio)))
+
+    def describe(self) -> str:
+        """One line for the user."""
+        pp = self.postprocess
+        return (f"post-processing tuned on val: probability > {pp.threshold:g}, components >= {pp.min_component_area} px, "
+                f"total >= {pp.min_total_area} px at {self.image_shape[1]}x{self.image_shape[0]} (scaled to each "
+                f"image's size), from {self.source}")
+
+    def as_dict(self) -> dict:
+        """For JSON (the ONNX side-car)."""
+        return {**self.postprocess.as_dict(), "image_shape": list(self.image_shape), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TunedPostProcess:
+        """The inverse of :meth:`as_dict`."""
+        pp = PostProcess(float(data["threshold"]), int(data["min_component_area"]), int(data["min_total_area"]))
+        return cls(pp, (int(data["image_shape"][0]), int(data["image_shape"][1])), str(data["source"]))
+
+
+def find_tuned_postprocess(checkpoint: str | Path, config: str | Path | None = None) -> TunedPostProcess | None:
+    """The post-processing 04_evaluate tuned on val for this checkpoint, from the run's evaluation folders
+    (``<outputs>/eval/<config>_lr<lr>/<split>/``, the test split's first); None when there is none."""
+    run_dir, checkpoint, _ = evaluate.resolve_run(checkpoint, config)
+    run_dir = run_dir.resolve()
+    if len(run_dir.parents) < 3:
+        return None
+    eval_root = paths.eval_dir(run_dir, "test", outputs=run_dir.parents[2]).parent  # runs/<config>/lr<lr> -> outputs
+    candidates = sorted(eval_root.glob(f"*/{EVAL_FILE}"), key=lambda p: (p.parent.name != "test", p.parent.name))
+    for eval_path in candidates:
+        info = json.loads(eval_path.read_text())
+        metrics_path = eval_path.parent / METRICS_FILE
+        if Path(info.get("checkpoint", "")).name != Path(checkpoint).name or not metrics_path.is_file():
+            continue
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("postprocess", {}).get("tuned_on") != "val":
+            continue
+        height, width = metrics["image_shape"]
+        return TunedPostProcess(PostProcess(**info["postprocess"]), (int(height), int(width)), str(eval_path))
+    return None
+
+
+def collect_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given; a folder gives its PNG, JPEG and DICOM files (DICOM by extension or by its ``DICM``
+    marker), sorted by name, not recursing."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files.extend(p for p in sorted(item.iterdir())
+                         if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_dicom(p)))
+        else:
+            files.append(item)
+    return files
+
+
+def read_radiograph(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """(8-bit gray image, pixel spacing (row, column) in mm or None) of a PNG, JPEG or DICOM file."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES and is_dicom(path):
+        image = read_dicom(path)
+        return image.gray8, image.spacing_mm
+    return read_gray8(path), None
+
+
 def predict_images(
     checkpoint: str | Path,
     images: list[str | Path],
@@ -86,40 +171,76 @@ def predict_images(
     *,
     config: str | Path | None = None,
     threshold: float | None = None,
+    postprocess: bool = True,
     device: str | None = None,
     batch_size: int = 4,
 ) -> pd.DataFrame:
-    """Segment each image; write ``<stem>_mask.png`` and ``<stem>_overlay.png``; one table row per image.
+    """Segment each image; write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``predictions.csv``; one
+    table row per input, in order (see the module doc).
 
-    ``threshold`` applies to the pneumothorax probability; None keeps the model's own decision (argmax,
-    i.e. 0.5 for two classes, or ``decode_head.threshold`` for a sigmoid head).
+    ``checkpoint``: a ``.pth``, a run folder or an exported ``.onnx``. ``images``: files or folders.
+    The mask is, in this order of precedence: ``p > threshold`` when ``threshold`` is given; the run's
+    post-processing tuned on val when ``postprocess`` and the run has one; the model's own decision
+    (argmax, i.e. 0.5 for two classes, or ``decode_head.threshold`` for a sigmoid head). The line saying
+    which is printed. ``area_cm2`` needs the DICOM's PixelSpacing (or ImagerPixelSpacing); a row whose
+    input could not be read has its ``error`` and no prediction.
     """
-    images = [Path(image) for image in images]
+    from helpers.modeling.export import ONNX_SUFFIX, load_onnx
+
+    images = collect_inputs(images)
     stems = [image.stem for image in images]
     repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
     if repeated:
         raise ValueError(f"several inputs share a file stem, their outputs would collide: {repeated}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-    model = load_model(checkpoint, config, device)
-    cut = model.threshold if threshold is None else float(threshold)
+    if Path(checkpoint).suffix == ONNX_SUFFIX:
+        onnx_model = load_onnx(checkpoint)
+        size, own_threshold, maps = onnx_model.size, onnx_model.threshold, onnx_model.probability_maps
+        tuned = onnx_model.postprocess
+    else:
+        model = load_model(checkpoint, config, device)
+        size, own_threshold = model.size, model.threshold
+        maps = lambda batch: probability_maps(model, batch)  # noqa: E731
+        tuned = find_tuned_postprocess(checkpoint, config) if postprocess and threshold is None else None
+    if threshold is not None:
+        tuned, fixed, message = None, PostProcess(float(threshold), 0, 0), f"post-processing: none, probability > {threshold:g} (given)"
+    elif postprocess and tuned is not None:
+        fixed, message = None, tuned.describe()
+    else:
+        tuned, fixed = None, PostProcess(own_threshold, 0, 0)
+        message = f"post-processing: none, the model's own decision (probability > {own_threshold:g})"
+    print(message)
     out_dir = Path(out_dir)
     rows = []
     with tqdm(total=len(images), desc="predict", disable=not images) as bar:
         for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size]
-            originals = [read_gray8(path) for path in batch]
-            resized = [cv2.resize(image, model.size, interpolation=cv2.INTER_AREA) for image in originals]
-            for path, image, prob in zip(batch, originals, probability_maps(model, resized)):
+            read = []
+            for path in images[start:start + batch_size]:
+                try:
+                    read.append((path, *read_radiograph(path)))
+                except (OSError, ValueError) as err:  # DicomError is a ValueError; each names the file
+                    rows.append({"input": str(path), "pneumothorax": None, "error": str(err)})
+                    bar.update(1)
+            if not read:
+                continue
+            resized = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for _, image, _ in read]
+            for (path, image, spacing), prob in zip(read, maps(resized)):
                 height, width = image.shape
                 prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
-                mask = prob > cut
+                mask = apply_postprocess(prob, tuned.for_shape(height, width) if tuned is not None else fixed)
+                area = int(mask.sum())
                 mask_path = out_dir / f"{path.stem}_mask.png"
                 overlay_path = out_dir / f"{path.stem}_overlay.png"
                 _write_png(mask_path, mask.astype(np.uint8) * 255)
                 _write_png(overlay_path, cv2.cvtColor(overlay(image, None, mask), cv2.COLOR_RGB2BGR))
                 rows.append({"input": str(path), "mask_path": str(mask_path), "overlay_path": str(overlay_path),
-                             "width": width, "height": height, "predicted_area": int(mask.sum()),
-                             "max_prob": float(prob.max())})
+                             "width": width, "height": height, "predicted_area": area,
+                             "area_cm2": area * spacing[0] * spacing[1] / 100.0 if spacing else np.nan,
+                             "pneumothorax": area > 0, "max_prob": float(prob.max()), "error": ""})
                 bar.update(1)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    order = {str(path): index for index, path in enumerate(images)}
+    table = pd.DataFrame(sorted(rows, key=lambda row: order[row["input"]]), columns=COLUMNS)
+    table["error"] = table["error"].fillna("")
+    atomic_write_text(out_dir / PREDICTIONS_FILE, table.to_csv(index=False))
+    return table

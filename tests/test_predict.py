@@ -103,7 +103,8 @@ def test_predict_jpeg_odd_png_and_threshold(trained_demo_run, tmp_path):
 def test_predict_names_the_unreadable_input(trained_demo_run, tmp_path):
     broken = tmp_path / "corrupt_scan.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    with pytest.raises(ValueError, match="corrupt_scan.png"):
-        predict_images(trained_demo_run.best_checkpoint, [broken], tmp_path / "out", device="cpu")
+    table = predict_images(trained_demo_run.best_checkpoint, [broken], tmp_path / "out", device="cpu")
+    assert "corrupt_scan.png" in table.loc[0, "error"] and "not a readable image" in table.loc[0, "error"]
+    assert np.isnan(table.loc[0, "predicted_area"])
     with pytest.raises(ValueError, match="stem"):
         predict_images(trained_demo_run.best_checkpoint, [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"], tmp_path / "out")
