@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,21 @@ class ProbabilityNet(torch.nn.Module):
         return logits.softmax(dim=1)[:, 1]
 
 
+def with_traceable_upsampling(segmentor: torch.nn.Module) -> torch.nn.Module:
+    """A copy whose mmseg ``Upsample`` layers (scale factor, no fixed size) are ``torch.nn.Upsample``: mmseg's
+    computes the output size as Python ints, which the exporter freezes at the example's size, so the UNet
+    decoder's concatenations fail at any other size. Same interpolation, same values."""
+    from mmseg.models.utils import Upsample
+
+    segmentor = copy.deepcopy(segmentor)
+    for parent in list(segmentor.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Upsample) and not child.size and child.scale_factor:
+                setattr(parent, name, torch.nn.Upsample(scale_factor=child.scale_factor, mode=child.mode,
+                                                        align_corners=child.align_corners))
+    return segmentor
+
+
 def size_multiple(backbone: torch.nn.Module) -> int | None:
     """The factor height and width must be multiples of for mmseg's UNet (its own divisibility check); None
     for other backbones, whose export keeps the trained size."""
@@ -89,7 +105,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, config: str | Path |
     if out.suffix != ONNX_SUFFIX:
         raise ValueError(f"{out}: the ONNX model's file name must end in {ONNX_SUFFIX}")
     model = load_model(checkpoint, config, device="cpu")
-    net = ProbabilityNet(model.net).eval()
+    net = ProbabilityNet(with_traceable_upsampling(model.net)).eval()
     width, height = model.size
     multiple = size_multiple(model.net.backbone)
     batch = Dim("batch", min=1, max=MAX_BATCH)
