@@ -156,7 +156,7 @@ def main() -> None:
             table.loc[group.index, f"x ({column})"] = group[column] / group[column].iloc[0]
     print(f"{args.images} generated {SIZE}x{SIZE} radiographs, batch {args.batch_size}, best of {args.repeats}, "
           f"torch threads {torch.get_num_threads()}; predict's one-time model load excluded")
-    print(table.drop(columns=["wall s", "cpu s"]).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(table.drop(columns=["wall s", "cpu s"]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 if __name__ == "__main__":
     main()

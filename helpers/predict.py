@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -201,7 +202,7 @@ def predict_images(
     else:
         model = load_model(checkpoint, config, device)
         size, own_threshold = model.size, model.threshold
-        maps = lambda batch: probability_maps(model, batch)  # noqa: E731
+        maps = partial(probability_maps, model)
         tuned = find_tuned_postprocess(checkpoint, config) if postprocess and threshold is None else None
     if threshold is not None:
         tuned, fixed, message = None, PostProcess(float(threshold), 0, 0), f"post-processing: none, probability > {threshold:g} (given)"
