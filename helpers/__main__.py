@@ -47,9 +47,9 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from helpers.pipeline import SEED_LRS, SWEEP_KEY, load_stage_parameters, sweep, write_sbatch
+    from helpers.pipeline import SEED_LRS, SWEEP_KEY, stage_parameters, sweep, write_sbatch
 
-    parameters = load_stage_parameters("03_train", Path(args.params_dir))
+    parameters = stage_parameters("03_train", Path(args.params_dir))
     lrs = args.lrs or parameters.pop(SWEEP_KEY, None) or list(SEED_LRS)
     parameters.pop(SWEEP_KEY, None)
     parameters.update(_key_values(args.param))

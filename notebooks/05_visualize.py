@@ -29,10 +29,10 @@ n_examples = 4
 import pandas as pd
 from IPython.display import display
 
-from helpers import evaluate, paths, plots
+from helpers import evaluate, paths, plots, runs
 
 outputs = paths.resolve(outputs_dir)
-eval_dirs = paths.evaluations(outputs, split)
+eval_dirs = runs.evaluations(outputs, split)
 if not eval_dirs:
     raise FileNotFoundError(f"no evaluations under {outputs / 'eval'} (run 04_evaluate first)")
 results = [evaluate.load_eval(d) for d in eval_dirs]

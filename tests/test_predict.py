@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 from helpers import paths
-from helpers.predict import model_input_size, predict_images, read_gray8
+from helpers.images import read_gray8
+from helpers.modeling.inference import load_model, model_input_size
+from helpers.paths import DEMO_CONFIG
+from helpers.predict import predict_images
 
 
 def _read(path) -> np.ndarray:
@@ -39,7 +42,7 @@ def test_unreadable_and_missing_files_are_named(tmp_path):
 def test_model_input_size_follows_the_training_size():
     from helpers.modeling.train import TrainParams, build_config
 
-    params = TrainParams(config="demo_unet-s5-d16-c16_ce-dice_128x128", work_dir="unused")
+    params = TrainParams(config=DEMO_CONFIG, work_dir="unused")
     assert model_input_size(build_config(params)) == (128, 128)
     params.img_size = 64
     assert model_input_size(build_config(params)) == (64, 64)
@@ -48,8 +51,6 @@ def test_model_input_size_follows_the_training_size():
 @pytest.mark.slow
 def test_predict_matches_mmseg_inference(trained_demo_run, demo_prepared, tmp_path):
     from mmseg.apis import inference_model
-
-    from helpers.predict import load_model
 
     images = sorted((demo_prepared.out_dir / "images" / "test").glob("*.png"))[:4]
     table = predict_images(trained_demo_run.best_checkpoint, images, tmp_path, device="cpu")
