@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="generate the demo dataset and run the whole pipeline on it (CPU)")
-    demo.add_argument("--outputs", default=str(paths.OUTPUTS_DIR / "demo"))
+    demo.add_argument("--outputs", default=str(paths.DEMO_OUTPUTS_DIR))
     demo.set_defaults(func=cmd_demo)
 
     pipeline = sub.add_parser("pipeline", help="run the five notebooks with pipeline/*.yaml (full data, GPU)")

@@ -5,15 +5,11 @@ Conventions (written into each ``metrics.json`` under ``definitions``):
 - **mmseg decision**: the segmentor's own output, exactly what ``Runner.test()`` scores: argmax of the
   softmax classes, or sigmoid > ``decode_head.threshold`` for one-channel models, computed from the logits
   resized to the image's original shape. Its pooled aAcc / mIoU / mDice equal mmseg's ``IoUMetric``.
-- **probability**: the pneumothorax probability (softmax class 1, or the sigmoid), stored as
-  ``uint8 = round(255 p)`` in ``probs.npy``; a post-processing threshold ``t`` keeps ``p > t``.
-- **TTA** (``tta=True``): the probability is the mean of the plain and the horizontally flipped pass
-  (flipped back). TTA changes the probabilities, hence the post-processed metrics and ``max_prob``, but
-  never the mmseg decision, which stays the plain pass so that the mmseg metrics always match
-  ``Runner.test()``.
-- **post-processing** (the SIIM-ACR 1st place's "triplet"): threshold the probability, drop connected
-  components (8-connected) smaller than ``min_component_area`` pixels, and empty the mask when the area
-  left is below ``min_total_area``. Tuned to maximize the mean per-image Dice on the val split only.
+- **probability**: the pneumothorax probability (``helpers.modeling.inference``, with or without TTA), stored
+  as ``uint8 = round(255 p)`` in ``probs.npy``. TTA never changes the mmseg decision.
+- **post-processing**: the triplet of ``helpers.postprocess``, tuned on the val split only.
+
+The folder's file names are ``helpers.runs``'s.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ RAW_DIR = DATA_DIR / "raw"
 DEMO_DIR = DATA_DIR / "demo"
 PREPARED_DIR = DATA_DIR / "prepared"
 DEMO_PREPARED_DIR = DEMO_DIR / "prepared"
+DEMO_OUTPUTS_DIR = OUTPUTS_DIR / "demo"  # where `make demo` writes its runs, evaluations and reports
 
 CONFIGS_DIR = REPO_ROOT / "configs"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"

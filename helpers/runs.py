@@ -109,3 +109,22 @@ def run_label(work_dir: Path | str) -> tuple[str, float]:
         except ValueError:
             lr = None
     return paths.config_name(config), float(lr) if lr is not None else math.nan
+
+
+def choose_outputs(outputs_dir: Path | str | None = None, split: str | None = None) -> tuple[Path, str | None]:
+    """(outputs folder, note) for 04 (trained runs) or, with ``split``, 05 (evaluations of that split).
+
+    ``outputs_dir`` as given (relative to the repository root); None means ``outputs/``, or the demo's
+    ``outputs/demo/`` (``make demo``) when only that one holds what is looked for; the note says so.
+    """
+    if outputs_dir is not None:
+        return paths.resolve(outputs_dir), None
+
+    def found(outputs: Path) -> bool:
+        return bool(evaluations(outputs, split) if split else trained_runs(outputs))
+
+    if found(paths.OUTPUTS_DIR) or not found(paths.DEMO_OUTPUTS_DIR):
+        return paths.OUTPUTS_DIR, None
+    what = f"evaluations of {split}" if split else "trained runs"
+    return paths.DEMO_OUTPUTS_DIR, (f"Using the demo's {what} in {paths.DEMO_OUTPUTS_DIR}: there are none in "
+                                    f"{paths.OUTPUTS_DIR}, where the runs on the real data go.")

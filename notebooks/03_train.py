@@ -22,8 +22,8 @@
 # Sweep all learning rates with `python -m helpers sweep`.
 
 # %% tags=["parameters"]
-config = None  # a name in configs/ or a path; None: the seed's UNet (paths.SEED_CONFIG)
-lr = 0.01
+config = None  # a name in configs/ or a path; None: the seed's UNet at lr 0.01 (the demo's without real data)
+lr = None  # None: the config's
 max_iters = None  # None: the config's (20k for the seed's runs)
 batch_size = None  # None: the config's (16)
 img_size = None  # None: the config's (512); must be the prepared data's size (its manifest.json)
@@ -42,11 +42,14 @@ workers = None  # data loader workers; None: the config's on a CPU, from the CPU
 import pandas as pd
 from IPython.display import display
 
-from helpers import paths, plots, runs
-from helpers.modeling.train import TrainParams, describe_speed, run_training
+from helpers import plots, runs
+from helpers.modeling.train import TrainParams, choose_config, describe_speed, run_training
 
+config, prepared_root, note = choose_config(config, prepared_root)
+if note:
+    print(note)
 params = TrainParams(
-    config=config or paths.SEED_CONFIG, lr=lr, max_iters=max_iters, batch_size=batch_size, img_size=img_size,
+    config=config, lr=lr, max_iters=max_iters, batch_size=batch_size, img_size=img_size,
     seed=seed, work_dir=work_dir, prepared_root=prepared_root, resume=resume, amp=amp, channels_last=channels_last, gpus=gpus, val_interval=val_interval, workers=workers,
 )
 result = run_training(params)
@@ -58,7 +61,7 @@ print(f"best checkpoint: {result.best_checkpoint}\nlast checkpoint: {result.last
 # ## Learning curves (from mmengine's logs)
 
 # %%
-display(plots.plot_learning_curves({f"lr {lr:g}": result.work_dir}))
+display(plots.plot_learning_curves([result.work_dir]))
 
 # %% [markdown]
 # ## Validation: best and last

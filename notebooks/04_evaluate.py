@@ -39,17 +39,19 @@ tta = False  # horizontal-flip test-time augmentation
 postprocess = "tune"  # "tune" (on val), "none", or a dict(threshold ..., min_component_area ..., min_total_area ...)
 n_boot = 1000
 prepared_root = None  # the prepared folder to evaluate on; None: each run's own (its config's data_root)
-outputs_dir = "outputs"
+outputs_dir = None  # None: outputs/, or the demo's outputs/demo/ when only it holds results
 
 # %%
 # %matplotlib inline
 from IPython.display import display
 
-from helpers import evaluate, paths, plots
+from helpers import evaluate, plots
 from helpers import runs as run_folders
 
-outputs = paths.resolve(outputs_dir)
-run_dirs = [paths.resolve(r) for r in runs] or run_folders.trained_runs(outputs)
+outputs, note = run_folders.choose_outputs(outputs_dir)
+if note:
+    print(note)
+run_dirs = list(runs) or run_folders.trained_runs(outputs)
 if not run_dirs:
     raise FileNotFoundError(f"no trained runs under {outputs / 'runs'} (run 03_train first)")
 results = [

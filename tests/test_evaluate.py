@@ -1,8 +1,7 @@
-"""helpers.evaluate: post-processing by hand, tuning on val only, parity with mmseg's Runner.test(), reload."""
+"""helpers.evaluate: tuning on val only, parity with mmseg's Runner.test(), reload, tables, fail-fast data checks."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

@@ -75,3 +75,17 @@ def test_finished_runs_and_evaluations_are_found_from_relative_outputs(tmp_path,
     assert [p.resolve() for p in runs.trained_runs(relative)] == [done.resolve()]
     assert [p.resolve() for p in runs.evaluations(relative, "test")] == [evaluation.resolve()]
     assert evaluation == outputs / "eval" / "a_lr0.01" / "test"
+
+
+def test_04_and_05_defaults_fall_back_on_the_demo_outputs(tmp_path, monkeypatch):
+    outputs, demo = tmp_path / "outputs", tmp_path / "outputs" / "demo"
+    monkeypatch.setattr(paths, "OUTPUTS_DIR", outputs)
+    monkeypatch.setattr(paths, "DEMO_OUTPUTS_DIR", demo)
+    assert runs.choose_outputs() == (outputs, None)  # nothing anywhere: outputs/, and 04 says to train first
+    run = runs.run_dir("demo", 0.003, demo)
+    run.mkdir(parents=True)
+    (run / runs.METRICS_FILE).write_text("{}")
+    chosen, note = runs.choose_outputs()
+    assert chosen == demo and str(demo) in note and "trained runs" in note
+    assert runs.choose_outputs(split="test") == (outputs, None)  # no evaluation yet: 05 looks in outputs/
+    assert runs.choose_outputs("elsewhere") == (paths.resolve("elsewhere"), None)

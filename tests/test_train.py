@@ -313,3 +313,22 @@ def test_relative_prepared_root_and_work_dir_are_from_the_repository_root(demo_p
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         assert Path(cfg[loader].dataset.data_root).resolve() == demo_prepared.out_dir.resolve()
     assert cfg.work_dir == str(paths.REPO_ROOT / "outputs" / "x" / "lr1")
+
+
+def test_03_defaults_fall_back_on_the_demo_when_only_the_demo_is_prepared(tmp_path, monkeypatch):
+    """Opened in JupyterLab after `make demo` with no real data: the demo config on the demo data, said once."""
+    from helpers.modeling.train import choose_config
+
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)  # the configs' relative data_roots now point under tmp_path
+    seed_root = paths.resolve(Config.fromfile(str(paths.config_path(SEED_CONFIG))).train_dataloader.dataset.data_root)
+    demo_root = paths.resolve(Config.fromfile(str(paths.config_path(DEMO_CONFIG))).train_dataloader.dataset.data_root)
+    assert choose_config() == (SEED_CONFIG, None, None)  # nothing prepared: the seed's, whose check names the 02 command
+    demo_root.mkdir(parents=True)
+    (demo_root / "manifest.json").write_text(json.dumps({"parameters": {"img_size": 128}}))
+    config, prepared_root, note = choose_config()
+    assert (config, prepared_root) == (DEMO_CONFIG, None)
+    assert str(demo_root) in note and str(seed_root) in note
+    assert choose_config("mine", None) == ("mine", None, None)  # asked for explicitly: never replaced
+    seed_root.mkdir(parents=True)
+    (seed_root / "manifest.json").write_text(json.dumps({"parameters": {"img_size": 512}}))
+    assert choose_config() == (SEED_CONFIG, None, None)

@@ -26,7 +26,7 @@ from helpers import paths, runs
 from helpers.fileio import atomic_write_json
 from helpers.modeling.inference import library_warnings_kept, model_input_size
 from helpers.parallel import default_workers
-from helpers.prepared import PreparedData, check_prepared
+from helpers.prepared import PreparedData, PreparedDataError, check_prepared, read_prepared
 from helpers.provenance import code_version, device_info, package_versions
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,27 @@ class TrainParams:
         if self.work_dir:
             return paths.resolve(self.work_dir)
         return runs.run_dir(self.config, cfg.optim_wrapper.optimizer.lr)
+
+
+def choose_config(config: str | None = None, prepared_root: str | Path | None = None) -> tuple[str, str | Path | None, str | None]:
+    """(config, prepared_root, note) for 03's defaults: None and None mean the seed's config on its prepared
+    data, or, when that data is missing but the demo's is there (``make demo``), the demo config on the demo
+    data, which the note says."""
+    if config is not None or prepared_root is not None:
+        return config or paths.SEED_CONFIG, prepared_root, None
+    seed_root, demo_root = (paths.resolve(Config.fromfile(str(paths.config_path(name))).train_dataloader.dataset.data_root)
+                            for name in (paths.SEED_CONFIG, paths.DEMO_CONFIG))
+    try:
+        read_prepared(seed_root)
+        return paths.SEED_CONFIG, None, None
+    except PreparedDataError:
+        pass
+    try:
+        read_prepared(demo_root)
+    except PreparedDataError:
+        return paths.SEED_CONFIG, None, None  # training then stops with the 02 command for the seed's data
+    return paths.DEMO_CONFIG, None, (f"Using the demo config {paths.DEMO_CONFIG} on the demo data in {demo_root}: "
+                                     f"there is no prepared data in {seed_root}, where 02_prepare puts the real data.")
 
 
 def _scale(value: int, factor: float) -> int:
