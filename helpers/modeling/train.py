@@ -31,6 +31,7 @@ from helpers.provenance import code_version, device_info, package_versions
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class TrainParams:
     """The parameters of one training run (03_train's parameters cell)."""
