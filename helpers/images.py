@@ -54,17 +54,26 @@ def read_gray8(path: str | Path) -> np.ndarray:
 
 
 def encode_png(image: np.ndarray, params: list[int] = MASK_PNG_PARAMS) -> bytes:
-    """PNG bytes of a uint8 image (H x W gray, or H x W x 3 in OpenCV's BGR order)."""
-    ok, encoded = cv2.imencode(".png", image, params)
+    """PNG bytes of a uint8 image (H x W gray, or H x W x 3 in OpenCV's BGR order); ``ValueError`` otherwise."""
+    image = np.asarray(image)
+    problem = f"cannot encode an image of shape {image.shape} and dtype {image.dtype} as PNG"
+    try:
+        ok, encoded = cv2.imencode(".png", image, params)
+    except cv2.error as err:
+        raise ValueError(problem) from err
     if not ok:
-        raise RuntimeError(f"PNG encoding failed for an image of shape {image.shape} and dtype {image.dtype}")
+        raise ValueError(problem)
     return encoded.tobytes()
 
 
 def write_png(path: Path | str, image: np.ndarray, params: list[int] = MASK_PNG_PARAMS) -> Path:
-    """Write ``image`` as a PNG, atomically (see :func:`encode_png`)."""
+    """Write ``image`` as a PNG, atomically (see :func:`encode_png`); errors name the file."""
     path = Path(path)
-    atomic_write_bytes(path, encode_png(image, params))
+    try:
+        data = encode_png(image, params)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    atomic_write_bytes(path, data)
     return path
 
 

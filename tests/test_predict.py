@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from helpers import paths
-from helpers.images import read_gray8
 from helpers.modeling.inference import load_model, model_input_size
 from helpers.paths import DEMO_CONFIG
 from helpers.predict import predict_images
@@ -15,28 +14,6 @@ from helpers.predict import predict_images
 
 def _read(path) -> np.ndarray:
     return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-
-
-def test_read_gray8_converts_colour_and_16_bit(tmp_path):
-    colour = np.zeros((5, 7, 3), np.uint8)
-    colour[..., 2] = 200  # BGR: pure red
-    cv2.imwrite(str(tmp_path / "colour.png"), colour)
-    gray = read_gray8(tmp_path / "colour.png")
-    assert gray.shape == (5, 7) and gray.dtype == np.uint8
-    assert int(gray[0, 0]) == int(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)[0, 0]) == 60
-
-    deep = np.array([[1000, 2000], [3000, 5000]], np.uint16)
-    cv2.imwrite(str(tmp_path / "deep.png"), deep)
-    assert read_gray8(tmp_path / "deep.png").tolist() == [[0, 64], [128, 255]]
-
-
-def test_unreadable_and_missing_files_are_named(tmp_path):
-    broken = tmp_path / "broken_xray.png"
-    broken.write_bytes(b"not a png at all")
-    with pytest.raises(ValueError, match="broken_xray.png"):
-        read_gray8(broken)
-    with pytest.raises(FileNotFoundError, match="absent.png"):
-        read_gray8(tmp_path / "absent.png")
 
 
 def test_model_input_size_follows_the_training_size():
