@@ -212,7 +212,7 @@ def predicted_mask(result: EvalResult, index: int, postprocessed: bool = True) -
     return np.unpackbits(np.asarray(packed[index]), axis=-1, count=width).astype(bool)
 
 
-PERCENT_ALREADY = ("mIoU", "mDice")
+PERCENT_ALREADY = ("aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax")  # mmseg's, in %
 # 04's per-run table: counts as integers, every rate in % (fg_iou / fg_dice are IoU / Dice.pneumothorax as
 # fractions, so they are left out), the AUC as a fraction, as it is usually quoted.
 TABLE_COUNTS = ("images", "positive_images", "det_tp", "det_fp", "det_fn", "det_tn")
