@@ -30,7 +30,7 @@ def config() -> Config:
 
 def build(config: Config, loader: str, data_root: Path, **overrides):
     dataset_cfg = copy.deepcopy(config[loader]["dataset"])
-    dataset_cfg.update(prepared_root=str(data_root), **overrides)
+    dataset_cfg.update(data_root=str(data_root), **overrides)
     return DATASETS.build(dataset_cfg)
 
 
