@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -26,14 +25,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from evaluate import Clock  # benchmarks/evaluate.py, beside this script: wall and CPU seconds (all threads)
+
+from helpers import runs
 from helpers.demo_data import draw_radiograph
 from helpers.dicom import read_dicom
+from helpers.images import read_gray8
 from helpers.modeling.export import export_onnx
+from helpers.paths import DEMO_CONFIG, SEED_CONFIG
 from helpers.predict import predict_images
-from helpers.rawdata import read_gray8
 
 SIZE = 1024
-DEFAULT_CONFIGS = ("demo_unet-s5-d16-c16_ce-dice_128x128", "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512")
+DEFAULT_CONFIGS = (DEMO_CONFIG, SEED_CONFIG)
 # Stored values 16 g (g = 0..255): this LINEAR window maps 0..4080 onto 0..255, so the DICOM shows the PNG's pixels.
 WINDOW_CENTER, WINDOW_WIDTH = 2040.5, 4081.0
 
@@ -71,12 +74,12 @@ def write_models(config: str, folder: Path) -> tuple[Path, Path]:
     """A checkpoint (random weights) with its config.py beside it, and its ONNX export."""
     from mmseg.apis import init_model
 
-    from helpers.modeling.train import DUMPED_CONFIG, TrainParams, build_config
+    from helpers.modeling.train import TrainParams, build_config
 
     run = folder / "runs" / config / "lr0.01"
     run.mkdir(parents=True)
     cfg = build_config(TrainParams(config=config, work_dir=str(run)))
-    cfg.dump(str(run / DUMPED_CONFIG))
+    cfg.dump(str(run / runs.CONFIG_FILE))
     torch.manual_seed(0)
     net = init_model(cfg, None, device="cpu")
     checkpoint = run / "random.pth"
@@ -84,23 +87,10 @@ def write_models(config: str, folder: Path) -> tuple[Path, Path]:
     return checkpoint, export_onnx(checkpoint, folder / f"{config}.onnx")
 
 
-class Clock:
-    """Wall and CPU seconds (all threads of this process) since the last ``lap``."""
-
-    def __init__(self) -> None:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-    def lap(self) -> tuple[float, float]:
-        wall, cpu = time.perf_counter(), time.process_time()
-        elapsed = (wall - self.wall, cpu - self.cpu)
-        self.wall, self.cpu = wall, cpu
-        return elapsed
-
-
 def load_seconds(model: Path) -> tuple[float, float]:
     """Wall and CPU seconds of loading the model as predict does (mmseg build + checkpoint, or an ORT session)."""
     from helpers.modeling.export import load_onnx
-    from helpers.predict import load_model
+    from helpers.modeling.inference import load_model
 
     clock = Clock()
     load_onnx(model) if model.suffix == ".onnx" else load_model(model, device="cpu")

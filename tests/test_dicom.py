@@ -10,7 +10,7 @@ import pytest
 
 from helpers import paths
 from helpers.dicom import DicomError, is_dicom, read_dicom
-from helpers.rawdata import read_gray8
+from helpers.images import read_gray8
 from tests.dicom_files import ENCODINGS, dataset, encode, generated_gray, write
 
 

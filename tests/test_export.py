@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import paths
+from helpers import runs
 from helpers.evaluate import evaluate_run
 from helpers.modeling.export import export_onnx, load_onnx, sidecar_path
-from helpers.predict import find_tuned_postprocess, load_model, predict_images, probability_maps
-from tests.conftest import DEMO_CONFIG
+from helpers.modeling.inference import load_model, probability_maps
+from helpers.paths import DEMO_CONFIG
+from helpers.postprocess import apply_postprocess, find_tuned_postprocess
+from helpers.predict import predict_images
 from tests.dicom_files import generated_gray
 
 pytestmark = pytest.mark.slow
@@ -64,14 +66,14 @@ def _sigmoid_checkpoint(folder) -> tuple:
     that the probabilities straddle 0.3; written as a checkpoint with its config.py beside it."""
     from mmseg.apis import init_model
 
-    from helpers.modeling.train import DUMPED_CONFIG, TrainParams, build_config
+    from helpers.modeling.train import TrainParams, build_config
 
     cfg = build_config(TrainParams(config=DEMO_CONFIG, img_size=64, work_dir=str(folder)))
     cfg.model.decode_head.out_channels = 1
     cfg.model.decode_head.threshold = 0.3
     cfg.model.decode_head.loss_decode = dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg.dump(str(folder / DUMPED_CONFIG))
+    cfg.dump(str(folder / runs.CONFIG_FILE))
     torch.manual_seed(0)
     net = init_model(cfg, None, device="cpu")
     images = torch.from_numpy(np.stack([generated_gray(64, 64, seed) for seed in range(3)])).float()
@@ -114,11 +116,11 @@ def test_predict_onnx_and_checkpoint_alike_with_the_tuned_postprocessing(trained
     run_dir = tmp_path / "outputs" / "runs" / "demo" / "lr0.003"
     run_dir.mkdir(parents=True)
     checkpoint = shutil.copy(trained_demo_run.best_checkpoint, run_dir)
-    shutil.copy(trained_demo_run.work_dir / "config.py", run_dir)
-    assert find_tuned_postprocess(checkpoint) is None
-    result = evaluate_run(checkpoint, split="test", data_root=demo_prepared.out_dir, n_boot=0, device="cpu",
-                          out_dir=paths.eval_dir(run_dir, "test", outputs=tmp_path / "outputs"))
-    tuned = find_tuned_postprocess(checkpoint)
+    shutil.copy(trained_demo_run.work_dir / runs.CONFIG_FILE, run_dir)
+    assert find_tuned_postprocess(run_dir, checkpoint) is None
+    result = evaluate_run(checkpoint, split="test", prepared_root=demo_prepared.out_dir, n_boot=0, device="cpu",
+                          out_dir=runs.eval_dir(run_dir, "test", outputs=tmp_path / "outputs"))
+    tuned = find_tuned_postprocess(run_dir, checkpoint)
     assert tuned is not None and tuned.postprocess == result.postprocess
     assert tuned.image_shape == (64, 64)
     onnx_path = export_onnx(checkpoint, tmp_path / "model.onnx")
@@ -141,8 +143,6 @@ def test_predict_onnx_and_checkpoint_alike_with_the_tuned_postprocessing(trained
         np.testing.assert_array_equal(cv2.imread(a, 0), cv2.imread(b, 0))
     pp = tuned.for_shape(128, 128)
     assert pp.min_component_area == round(tuned.postprocess.min_component_area * 4)
-    from helpers.evaluate import apply_postprocess
-
     # The post-processed masks are the raw probability maps through the scaled triplet.
     torch_model = load_model(checkpoint, device="cpu")
     for path, row in zip(sorted(inputs.iterdir()), by_torch.itertuples()):

@@ -11,7 +11,7 @@
   decision threshold, and the run's post-processing tuned on val when 04_evaluate has tuned one.
 
 :func:`load_onnx` reads both back into an :class:`OnnxModel`, whose ``probability_maps`` matches
-:func:`helpers.predict.probability_maps`, so that ``predict`` treats a checkpoint and an ONNX file alike.
+:func:`helpers.modeling.inference.probability_maps`, so that ``predict`` treats a checkpoint and an ONNX file alike.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers.fileio import atomic_write_bytes, atomic_write_json
-from helpers.predict import TunedPostProcess, find_tuned_postprocess, load_model
+from helpers.modeling.inference import load_model
+from helpers.postprocess import TunedPostProcess, find_tuned_postprocess
 
 ONNX_SUFFIX = ".onnx"
 INPUT_NAME = "image"
@@ -104,7 +105,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, config: str | Path |
     out = Path(out)
     if out.suffix != ONNX_SUFFIX:
         raise ValueError(f"{out}: the ONNX model's file name must end in {ONNX_SUFFIX}")
-    model = load_model(checkpoint, config, device="cpu")
+    model = load_model(checkpoint, device="cpu", config=config)
     net = ProbabilityNet(with_traceable_upsampling(model.net)).eval()
     width, height = model.size
     multiple = size_multiple(model.net.backbone)
@@ -118,12 +119,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, config: str | Path |
         program = torch.onnx.export(net, (example,), dynamo=True, dynamic_shapes=(axes,), input_names=[INPUT_NAME],
                                     output_names=[OUTPUT_NAME], opset_version=OPSET, verbose=False)
     atomic_write_bytes(out, program.model_proto.SerializeToString())
-    tuned = find_tuned_postprocess(checkpoint, config) if postprocess else None
+    tuned = find_tuned_postprocess(model.run_dir, model.checkpoint) if postprocess else None
     mean, std = normalization(model.net)
     atomic_write_json(sidecar_path(out), {
         "format": SIDECAR_FORMAT,
         "model": out.name,
-        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint": str(model.checkpoint.resolve()),
         "input": {
             "name": INPUT_NAME, "dtype": "float32", "layout": "NCHW, 3 channels",
             "width": width, "height": height,
