@@ -329,6 +329,15 @@ def _decision(model: torch.nn.Module) -> dict:
     return {"type": "argmax"}
 
 
+def _model_input_size(cfg: Config) -> list[int] | None:
+    """The (H, W) the test pipeline resizes images to (the size the model was trained at), if it resizes."""
+    for transform in cfg.test_dataloader.dataset.pipeline:
+        if transform["type"] == "Resize":
+            width, height = transform["scale"]  # mmcv scales are (w, h)
+            return [int(height), int(width)]
+    return None
+
+
 def _ci(counts: np.ndarray, n_boot: int) -> dict:
     return bootstrap_ci(counts, n_boot=n_boot) if n_boot > 0 else {}
 
@@ -340,11 +349,15 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _tune_on_val(model: torch.nn.Module, cfg: Config, data_root: Path, batch_size: int, tta: bool,
-                 val: Predictions | None) -> tuple[PostProcess, pd.DataFrame, int]:
-    """Tune on the val split (predicted here unless given); its predictions are freed on return."""
+                 val: Predictions | None, preds: Predictions, n_boot: int) -> tuple[PostProcess, pd.DataFrame, int, dict]:
+    """Tune on the val split (predicted here unless given); its predictions are freed on return. The
+    dual threshold is tuned on the same val predictions and scored on ``preds`` (helpers.dual_threshold)."""
+    from helpers.dual_threshold import compare_schemes
+
     val = val if val is not None else predict_split(model, cfg, data_root, "val", batch_size, tta)
     pp, grid = tune_postprocess(val)
-    return pp, grid, len(val.names)
+    dual, _ = compare_schemes(val, grid, preds, n_boot)
+    return pp, grid, len(val.names), dual
 
 
 def evaluate_run(run: str | Path, *, split: str = "test", data_root: str | Path | None = None, batch_size: int = 8,
@@ -363,9 +376,11 @@ def evaluate_run(run: str | Path, *, split: str = "test", data_root: str | Path 
     preds = predict_split(model, cfg, data_root, split, batch_size, tta)
 
     grid = pd.DataFrame()
+    dual = None  # the dual-threshold scheme, tuned beside the triplet when postprocess='tune'
     pp_info: dict[str, Any]
     if isinstance(postprocess, str) and postprocess == "tune":
-        pp, grid, val_images = _tune_on_val(model, cfg, data_root, batch_size, tta, preds if split == "val" else None)
+        pp, grid, val_images, dual = _tune_on_val(model, cfg, data_root, batch_size, tta,
+                                                  preds if split == "val" else None, preds, n_boot)
         pp_info = {"tuned_on": "val", "evaluated_on": split, "val_images": val_images}
         if split == "val":
             pp_info["warning"] = "tuned and evaluated on val: the post-processed metrics are optimistic"
@@ -390,8 +405,14 @@ def evaluate_run(run: str | Path, *, split: str = "test", data_root: str | Path 
         "tta": bool(tta),
         "decision": _decision(model),
         "image_shape": list(preds.probs.shape[1:]),
+        # the model sees its training size; its probabilities are resized to the masks' size and scored there
+        # (the prepared size of data_root: the model's own, or 1024 for the original masks, as the seed did)
+        "resolution": {"model_input": _model_input_size(cfg), "evaluated_at": list(preds.probs.shape[1:]),
+                       "masks": str(data_root)},
         "definitions": DEFINITIONS,
     }
+    if dual is not None:
+        metrics["dual_threshold"] = dual
     metrics = _json_safe(metrics)  # as load_eval reads it back: NaN -> None, tuples -> lists
     per_image = pd.DataFrame({
         "name": preds.names,
@@ -464,7 +485,8 @@ def _run_label(run_dir: Path) -> tuple[str, float]:
     manifest_path = run_dir / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     config = manifest.get("parameters", {}).get("config") or run_dir.parent.name
-    return paths.config_name(config), float(manifest.get("lr", np.nan))
+    fold = manifest.get("parameters", {}).get("fold")
+    return paths.config_name(config) + ("" if fold is None else f" (fold {fold})"), float(manifest.get("lr", np.nan))
 
 
 def _pct(key: str, value: float | None) -> float:
