@@ -42,6 +42,19 @@ def run_dir(config: str, lr: float, outputs: Path = OUTPUTS_DIR) -> Path:
     return Path(outputs) / "runs" / config_name(config) / f"lr{lr:g}"
 
 
+def fold_run_dir(config: str, lr: float, fold: int, outputs: Path = OUTPUTS_DIR) -> Path:
+    """The work_dir of one fold's run in a k-fold sweep: ``outputs/runs/<config>/lr<lr>_fold<k>/``."""
+    single = run_dir(config, lr, outputs)
+    return single.with_name(f"{single.name}_fold{int(fold)}")
+
+
+def fold_split_file(fold: int, part: str) -> str:
+    """The split file of one fold that 02_prepare writes with ``folds=K``: ``fold<k>_train.txt`` / ``fold<k>_val.txt``."""
+    if part not in ("train", "val"):
+        raise ValueError(f"a fold has a train and a val part, not {part!r}")
+    return f"fold{int(fold)}_{part}.txt"
+
+
 def eval_dir(run: Path, split: str, outputs: Path = OUTPUTS_DIR) -> Path:
     """Where 04_evaluate writes the results of one run on one split."""
     run = Path(run)

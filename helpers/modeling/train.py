@@ -56,6 +56,12 @@ class TrainParams:
     val_interval: int | None = None
     workers: int | None = None
     deterministic: bool = False
+    # the SIIM-ACR winners' options (helpers.modeling.winners); None leaves the config as it is
+    fold: int | None = None
+    positive_rate: list[float] | None = None
+    load_from: str | None = None
+    pretrained: str | None = None
+    keep_checkpoints: int | None = None
 
     def resolved_work_dir(self, cfg: Config) -> Path:
         """``work_dir`` as given, else ``outputs/runs/<config>/lr<lr>/``."""
@@ -121,6 +127,10 @@ def build_config(params: TrainParams) -> Config:
             root = Path(cfg[loader].dataset.data_root)
             if not root.is_absolute():
                 cfg[loader].dataset.data_root = str(paths.REPO_ROOT / root)
+    from helpers.modeling.winners import apply_winners_options
+
+    apply_winners_options(cfg, fold=params.fold, positive_rate=params.positive_rate, load_from=params.load_from,
+                          pretrained=params.pretrained, keep_checkpoints=params.keep_checkpoints)
     workers = params.workers
     if workers is None and torch.cuda.is_available():
         workers = min(16, max(1, default_workers() // max(1, params.gpus)))
