@@ -38,15 +38,18 @@ batch_size = 8
 tta = False  # horizontal-flip test-time augmentation
 postprocess = "tune"  # "tune" (on val), "none", or a dict(threshold ..., min_component_area ..., min_total_area ...)
 n_boot = 1000
-data_root = None  # None: each run's own config
+data_root = None  # None: each run's own config (its training size); a data/prepared/<mode>-1024 folder scores against the original masks
 outputs_dir = "outputs"
+ensemble = False  # also evaluate each k-fold sweep (runs trained with fold=k) as one mean-probability ensemble
+ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k checkpoints
 
 # %%
 # %matplotlib inline
 import pandas as pd
 from IPython.display import display
 
-from helpers import evaluate, paths, plots
+from helpers import dual_threshold, evaluate, paths, plots
+from helpers.modeling import ensemble as ensembles
 
 outputs = paths.resolve(outputs_dir)
 run_dirs = [paths.resolve(r) for r in runs] or paths.trained_runs(outputs)
@@ -58,6 +61,12 @@ results = [
                           out_dir=paths.eval_dir(run, split, outputs))
     for run in run_dirs
 ]
+if ensemble:
+    for name, members in ensembles.fold_groups(run_dirs).items():
+        results.append(ensembles.evaluate_ensemble(
+            members, f"{name}{'_tta' if tta else ''}{f'_top{ensemble_top_k}' if ensemble_top_k else ''}", split=split,
+            data_root=paths.resolve(data_root) if data_root else None, batch_size=batch_size, tta=tta,
+            top_k=ensemble_top_k, n_boot=n_boot, outputs=outputs))
 
 # %% [markdown]
 # ## Every run: before and after post-processing
@@ -66,9 +75,22 @@ results = [
 for result in results:
     print(f"{result.run_dir}  ({result.split}, checkpoint {result.checkpoint.name})")
     print(f"post-processing: {result.metrics['postprocess']}")
+    if "resolution" in result.metrics:
+        size = result.metrics["resolution"]
+        print(f"evaluated at {size['evaluated_at']} against the masks of {size['masks']} (model input {size['model_input']})")
     table = pd.DataFrame({name: result.metrics[name] for name in ("mmseg", "postprocessed")})
     display(table)
     display(plots.plot_confusion(result))
+
+# %% [markdown]
+# ## Post-processing: our triplet against the 1st place's dual threshold
+#
+# Both are tuned on val only (out-of-fold for a fold ensemble); `winner_on_val` is the scheme with the
+# higher val image Dice, the one to keep. The image Dice columns are the evaluated split's, with 95 % CIs.
+# Triplet: (threshold, min component area, min total area); dual threshold: (top, min area, bottom).
+
+# %%
+display(dual_threshold.schemes_table(results))
 
 # %% [markdown]
 # ## Comparison: the lr sweep, the seed's reported numbers, the all-empty baseline
