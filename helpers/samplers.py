@@ -95,6 +95,3 @@ class PositiveRateSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Not used: the stream is infinite and set by the seed (as mmengine's InfiniteSampler)."""

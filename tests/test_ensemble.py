@@ -140,3 +140,25 @@ def test_evaluate_ensemble_joins_the_comparison_table(fold_sweep):
         row = rows.loc[label]
         assert row["images"] == len(result.per_image)
         assert not math.isnan(row["image_dice_lo"]) and row["image_dice_lo"] <= row["image_dice"] <= row["image_dice_hi"]
+
+
+@pytest.mark.parametrize("task", range(6))
+def test_sbatch_with_folds_has_one_job_per_lr_and_fold(tmp_path, task):
+    import subprocess
+
+    from helpers.pipeline import write_sbatch
+
+    outputs = tmp_path / "outputs"
+    script = write_sbatch([0.01, 0.001], {"config": DEMO_CONFIG, "max_iters": 100}, tmp_path / "sweep.sbatch",
+                          outputs=outputs, folds=3)
+    text = script.read_text()
+    assert "#SBATCH --array=0-5" in text and '-p fold "$FOLD"' in text
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    # the lines that pick the job's lr, fold and folder, run for one array index
+    lines = text.splitlines()
+    select = "\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("LRS=")):
+                             next(i for i, line in enumerate(lines) if line.startswith("mkdir"))])
+    out = subprocess.run(["bash", "-c", f'{select}\necho "$LR $FOLD $WORK_DIR"'], check=True, capture_output=True,
+                         text=True, env={"SLURM_ARRAY_TASK_ID": str(task)}).stdout.split()
+    lr, fold = [0.01, 0.001][task // 3], task % 3
+    assert out == [f"{lr:g}", str(fold), str(paths.fold_run_dir(DEMO_CONFIG, lr, fold, outputs))]
