@@ -162,3 +162,14 @@ def test_sbatch_with_folds_has_one_job_per_lr_and_fold(tmp_path, task):
                          text=True, env={"SLURM_ARRAY_TASK_ID": str(task)}).stdout.split()
     lr, fold = [0.01, 0.001][task // 3], task % 3
     assert out == [f"{lr:g}", str(fold), str(paths.fold_run_dir(DEMO_CONFIG, lr, fold, outputs))]
+
+
+def test_cli_sweep_folds_writes_the_fold_array(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "folds.sbatch"
+    subprocess.run([sys.executable, "-m", "helpers", "sweep", "--config", DEMO_CONFIG, "--lrs", "0.003", "--folds", "5",
+                    "--sbatch", str(script), "--outputs", str(tmp_path / "outputs")], check=True, capture_output=True)
+    text = script.read_text()
+    assert "#SBATCH --array=0-4" in text and "FOLD=$((SLURM_ARRAY_TASK_ID % 5))" in text
