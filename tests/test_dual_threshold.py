@@ -112,3 +112,11 @@ def test_evaluate_run_tunes_the_dual_threshold_on_val_only(trained_demo_run, dem
         total = np.count_nonzero(mask) + np.count_nonzero(truth)
         dice.append(1.0 if total == 0 else 2 * np.count_nonzero(mask & truth) / total)
     assert report["metrics"]["image_dice"] == pytest.approx(np.mean(dice))
+    # 04's side-by-side table: one row, both schemes, the winner on val
+    table = dual_threshold.schemes_table([result])
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["winner_on_val"] == report["winner_on_val"]
+    assert row["dual_threshold_image_dice"] == pytest.approx(100 * np.mean(dice))
+    assert row["triplet_image_dice"] == pytest.approx(100 * result.metrics["postprocessed"]["image_dice"])
+    assert row["dual_threshold_image_dice_lo"] <= row["dual_threshold_image_dice"] <= row["dual_threshold_image_dice_hi"]
