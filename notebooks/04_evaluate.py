@@ -40,7 +40,7 @@ postprocess = "tune"  # "tune" (on val), "none", or a dict(threshold ..., min_co
 n_boot = 1000
 data_root = None  # None: each run's own config (its training size); a data/prepared/<mode>-1024 folder scores against the original masks
 outputs_dir = "outputs"
-ensemble = False  # also evaluate each k-fold sweep (runs trained with fold=k) as one mean-probability ensemble
+ensemble = False  # also evaluate each k-fold sweep (sweep --folds K) as one mean-probability ensemble
 ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k checkpoints
 
 # %%
