@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from helpers.evaluate import Predictions, _binarize
+from helpers.evaluate import Predictions, _binarize, _run_label
 from helpers.metrics import bootstrap_ci, pixel_counts, summary_metrics
 
 DEFAULT_TOP_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
@@ -142,7 +142,8 @@ def schemes_table(results: Sequence) -> pd.DataFrame:
         if not dual:
             continue
         triplet = result.metrics["postprocess"]
-        row = {"run": str(result.run_dir), "split": result.split, "winner_on_val": dual["winner_on_val"]}
+        config, lr = _run_label(result.run_dir)
+        row = {"config": config, "lr": lr, "split": result.split, "winner_on_val": dual["winner_on_val"]}
         for scheme, summary, ci, values in (
                 ("triplet", result.metrics["postprocessed"], result.metrics["ci"].get("postprocessed", {}),
                  f"{triplet['threshold']:g}, {triplet['min_component_area']}, {triplet['min_total_area']}"),
