@@ -3,8 +3,8 @@
 ``(top_threshold, min_area, bottom_threshold)``: an image is empty unless at least ``min_area`` pixels have
 a probability above ``top_threshold``; when it is not empty, the mask is every pixel above
 ``bottom_threshold`` (``min_area = 0`` keeps every image, as in the winners' code). Thresholds compare
-like helpers.evaluate's: ``p > t``, with uint8 maps read as ``p = value / 255``. The winners' values
-were (0.75, 2000, 0.3) on their validation at 1024x1024.
+like the triplet's (helpers.postprocess.binarize): ``p > t``, with uint8 maps read as ``p = value / 255``.
+The winners' values were (0.75, 2000, 0.3) on their validation at 1024x1024.
 
 Tuning is a grid search for the best mean per-image Dice on the val split. Because the rule only counts
 pixels above thresholds, each image reduces to two 256-bin histograms of its uint8 probabilities (all
@@ -15,13 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from helpers.evaluate import Predictions, _binarize, _run_label
 from helpers.metrics import bootstrap_ci, pixel_counts, summary_metrics
+from helpers.postprocess import area_grid, binarize
+from helpers.runs import run_label
+
+if TYPE_CHECKING:  # only for the type hints: importing the model side would load mmseg
+    from helpers.modeling.inference import Predictions
 
 DEFAULT_TOP_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
 DEFAULT_BOTTOM_THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
@@ -45,9 +50,9 @@ class DualThreshold:
 
 def apply_dual_threshold(prob: np.ndarray, dt: DualThreshold) -> np.ndarray:
     """The boolean mask of one probability map (uint8 0..255 or float 0..1, H x W) under ``dt``."""
-    if np.count_nonzero(_binarize(prob, dt.top_threshold)) < dt.min_area:
+    if np.count_nonzero(binarize(prob, dt.top_threshold)) < dt.min_area:
         return np.zeros(np.shape(prob), dtype=bool)
-    return _binarize(prob, dt.bottom_threshold)
+    return binarize(prob, dt.bottom_threshold)
 
 
 def _above_counts(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -80,7 +85,7 @@ def tune_dual_threshold(val: Predictions, top_thresholds: Sequence[float] = DEFA
     tops = np.array(sorted({float(t) for t in top_thresholds}))
     bottoms = np.array(sorted({float(b) for b in bottom_thresholds}))
     pixels = int(val.probs.shape[1] * val.probs.shape[2])
-    areas = np.array(sorted({int(round(f * pixels)) for f in min_areas}), dtype=np.int64)
+    areas = area_grid(min_areas, pixels)
     every, inside = _histograms(val)
     true_area = inside.sum(1)
     top_count = _above_counts(every, tops)  # (N, T)
@@ -128,7 +133,7 @@ def compare_schemes(val: Predictions, triplet_grid: pd.DataFrame, preds: Predict
         **dt.as_dict(), "tuned_on": "val", "val_images": len(val.names), "val_image_dice": val_dice,
         "winner_on_val": winner,
         "metrics": summary_metrics(counts, preds.max_prob, min_area=max(1, dt.min_area)),
-        "ci": bootstrap_ci(counts, n_boot=n_boot) if n_boot > 0 else {},
+        "ci": bootstrap_ci(counts, n_boot=n_boot),
     }
     return report, grid
 
@@ -142,7 +147,7 @@ def schemes_table(results: Sequence) -> pd.DataFrame:
         if not dual:
             continue
         triplet = result.metrics["postprocess"]
-        config, lr = _run_label(result.run_dir)
+        config, lr = run_label(result.run_dir)
         row = {"config": config, "lr": lr, "split": result.split, "winner_on_val": dual["winner_on_val"]}
         for scheme, summary, ci, values in (
                 ("triplet", result.metrics["postprocessed"], result.metrics["ci"].get("postprocessed", {}),

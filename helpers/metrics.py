@@ -19,8 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-COUNT_FIELDS = ("tp", "fp", "fn", "tn")
-
 
 def pixel_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """``[tp, fp, fn, tn]`` for one binary prediction against one binary truth (same shape)."""
@@ -141,6 +139,7 @@ def summary_metrics(counts: np.ndarray, scores: np.ndarray | None = None, min_ar
     return result
 
 
+# The headline metrics: bootstrapped here, and the columns of 04's comparison table.
 HEADLINE = ("mIoU", "mDice", "fg_dice", "fg_iou", "image_dice", "image_dice_positive")
 
 
@@ -149,8 +148,10 @@ def bootstrap_ci(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: f
     """Percentile bootstrap confidence intervals over images for the headline metrics.
 
     All resamples at once: each metric is computed from the resampled images' summed counts with the same
-    formulas as :func:`summary_metrics` (mmseg's rounding for mIoU / mDice).
+    formulas as :func:`summary_metrics` (mmseg's rounding for mIoU / mDice). ``n_boot <= 0``: no intervals, {}.
     """
+    if n_boot <= 0:
+        return {}
     counts = np.atleast_2d(counts).astype(np.int64)
     rng = np.random.default_rng(seed)
     chosen = rng.integers(0, len(counts), (n_boot, len(counts)))

@@ -24,7 +24,7 @@ from mmengine.dist import get_dist_info, sync_random_seed
 from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
-from helpers.dataset import LABELS_FILE
+from helpers.prepared import LABELS_FILE
 
 
 def positive_flags(dataset) -> np.ndarray:

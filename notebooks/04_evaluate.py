@@ -38,35 +38,36 @@ batch_size = 8
 tta = False  # horizontal-flip test-time augmentation
 postprocess = "tune"  # "tune" (on val), "none", or a dict(threshold ..., min_component_area ..., min_total_area ...)
 n_boot = 1000
-data_root = None  # None: each run's own config (its training size); a data/prepared/<mode>-1024 folder scores against the original masks
-outputs_dir = "outputs"
+prepared_root = None  # the prepared folder to evaluate on; None: each run's own (its config's data_root); a data/prepared/<mode>-1024 folder scores against the original masks
+outputs_dir = None  # None: outputs/, or the demo's outputs/demo/ when only it holds results
 ensemble = False  # also evaluate each k-fold sweep (sweep --folds K) as one mean-probability ensemble
 ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k checkpoints
 
 # %%
 # %matplotlib inline
-import pandas as pd
 from IPython.display import display
 
-from helpers import dual_threshold, evaluate, paths, plots
+from helpers import dual_threshold, evaluate, plots
+from helpers import runs as run_folders
 from helpers.modeling import ensemble as ensembles
 
-outputs = paths.resolve(outputs_dir)
-run_dirs = [paths.resolve(r) for r in runs] or paths.trained_runs(outputs)
+outputs, note = run_folders.choose_outputs(outputs_dir)
+if note:
+    print(note)
+run_dirs = list(runs) or run_folders.trained_runs(outputs)
 if not run_dirs:
     raise FileNotFoundError(f"no trained runs under {outputs / 'runs'} (run 03_train first)")
 results = [
-    evaluate.evaluate_run(run, split=split, data_root=paths.resolve(data_root) if data_root else None,
-                          batch_size=batch_size, tta=tta, postprocess=postprocess, n_boot=n_boot,
-                          out_dir=paths.eval_dir(run, split, outputs))
+    evaluate.evaluate_run(run, split=split, prepared_root=prepared_root, batch_size=batch_size, tta=tta,
+                          postprocess=postprocess, n_boot=n_boot, out_dir=run_folders.eval_dir(run, split, outputs))
     for run in run_dirs
 ]
 if ensemble:
     for name, members in ensembles.fold_groups(run_dirs).items():
         results.append(ensembles.evaluate_ensemble(
             members, f"{name}{'_tta' if tta else ''}{f'_top{ensemble_top_k}' if ensemble_top_k else ''}", split=split,
-            data_root=paths.resolve(data_root) if data_root else None, batch_size=batch_size, tta=tta,
-            top_k=ensemble_top_k, n_boot=n_boot, outputs=outputs))
+            prepared_root=prepared_root, batch_size=batch_size, tta=tta, top_k=ensemble_top_k, n_boot=n_boot,
+            outputs=outputs))
 
 # %% [markdown]
 # ## Every run: before and after post-processing
@@ -74,12 +75,13 @@ if ensemble:
 # %%
 for result in results:
     print(f"{result.run_dir}  ({result.split}, checkpoint {result.checkpoint.name})")
-    print(f"post-processing: {result.metrics['postprocess']}")
+    pp = result.postprocess
+    print(f"post-processing: p > {pp.threshold:.2f}, components of at least {pp.min_component_area} px, "
+          f"masks of at least {pp.min_total_area} px (tuned on {result.metrics['postprocess']['tuned_on']})")
     if "resolution" in result.metrics:
         size = result.metrics["resolution"]
         print(f"evaluated at {size['evaluated_at']} against the masks of {size['masks']} (model input {size['model_input']})")
-    table = pd.DataFrame({name: result.metrics[name] for name in ("mmseg", "postprocessed")})
-    display(table)
+    display(evaluate.metrics_table(result))
     display(plots.plot_confusion(result))
 
 # %% [markdown]
@@ -90,7 +92,7 @@ for result in results:
 # Triplet: (threshold, min component area, min total area); dual threshold: (top, min area, bottom).
 
 # %%
-display(dual_threshold.schemes_table(results))
+display(dual_threshold.schemes_table(results).style.format(precision=2, na_rep="–").format({"lr": "{:g}"}).hide(axis="index"))
 
 # %% [markdown]
 # ## Comparison: the lr sweep, the seed's reported numbers, the all-empty baseline
@@ -98,5 +100,5 @@ display(dual_threshold.schemes_table(results))
 # %%
 comparison = evaluate.comparison_table(results)
 json_path, csv_path = evaluate.write_comparison(comparison, outputs / "eval")
-display(comparison)
+display(evaluate.comparison_style(comparison))
 print(f"written: {csv_path}, {json_path}")

@@ -11,7 +11,8 @@ import pytest
 
 from helpers import dual_threshold
 from helpers.dual_threshold import DualThreshold, apply_dual_threshold, tune_dual_threshold
-from helpers.evaluate import Predictions, evaluate_run
+from helpers.evaluate import evaluate_run
+from helpers.modeling.inference import Predictions
 
 
 def _hand_built() -> tuple[np.ndarray, np.ndarray]:

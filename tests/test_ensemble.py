@@ -4,21 +4,20 @@ an ensemble is evaluated beside single models in the comparison table."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import paths
-from helpers.evaluate import build_split_loader, comparison_table, foreground_probability, load_model, predict_split
+from helpers import runs as run_folders
+from helpers.evaluate import comparison_table
 from helpers.modeling.checkpoint import load_checkpoint_safely
 from helpers.modeling.ensemble import (average_state_dicts, evaluate_ensemble, fold_groups, load_ensemble,
                                        top_k_checkpoints, write_averaged_checkpoint)
-from helpers.modeling.train import read_scalars
-
-DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"
+from helpers.modeling.inference import build_split_loader, foreground_probability, load_model, predict_split
+from helpers.paths import DEMO_CONFIG
+from helpers.runs import read_scalars
 
 
 def test_average_state_dicts_is_the_mean_and_keeps_integer_buffers():
@@ -42,7 +41,7 @@ def fold_sweep(demo_raw_dir, tmp_path_factory):
 
     prepared = prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared"), img_size=64, folds=2, workers=1)
     outputs = tmp_path_factory.mktemp("outputs")
-    parameters = {"config": DEMO_CONFIG, "data_root": str(prepared.out_dir), "img_size": 64, "batch_size": 4,
+    parameters = {"config": DEMO_CONFIG, "prepared_root": str(prepared.out_dir), "img_size": 64, "batch_size": 4,
                   "max_iters": 4, "val_interval": 2, "workers": 0, "keep_checkpoints": -1}
     table = sweep([0.003], parameters, outputs, folds=2)
     return prepared, outputs, table
@@ -53,12 +52,11 @@ def test_two_fold_sweep_trains_one_run_per_fold(fold_sweep):
     prepared, outputs, table = fold_sweep
     assert table["ok"].all(), table["error"].tolist()
     assert table["fold"].tolist() == [0, 1]
-    runs = paths.trained_runs(outputs)
+    runs = run_folders.trained_runs(outputs)
     assert [r.name for r in runs] == ["lr0.003_fold0", "lr0.003_fold1"]
     for fold, run in enumerate(runs):
-        manifest = json.loads((run / "manifest.json").read_text())
-        assert manifest["parameters"]["fold"] == fold
-        config = (run / "config.py").read_text()
+        assert run_folders.read_manifest(run)["parameters"]["fold"] == fold
+        config = (run / run_folders.CONFIG_FILE).read_text()
         assert f"fold{fold}_train.txt" in config and f"fold{fold}_val.txt" in config
         _, val_rows = read_scalars(run)
         assert [row["step"] for row in val_rows] == [2, 4]
@@ -67,7 +65,7 @@ def test_two_fold_sweep_trains_one_run_per_fold(fold_sweep):
 
 
 def _probability(model, batch) -> torch.Tensor:
-    """One segmentor's pneumothorax probability for a loader batch, as helpers.evaluate computes it."""
+    """One segmentor's pneumothorax probability for a loader batch, as helpers.modeling.inference computes it."""
     from mmseg.structures import SegDataSample
 
     data = model.data_preprocessor(batch, False)
@@ -79,17 +77,17 @@ def _probability(model, batch) -> torch.Tensor:
 @pytest.mark.slow
 def test_ensemble_probability_is_the_mean_of_the_members(fold_sweep):
     prepared, outputs, _ = fold_sweep
-    runs = paths.trained_runs(outputs)
-    ensemble, cfg, _ = load_ensemble(runs, "cpu")
-    batch = next(iter(build_split_loader(cfg, prepared.out_dir, "test", 1)))
+    runs = run_folders.trained_runs(outputs)
+    ensemble, _ = load_ensemble(runs, "cpu")
+    batch = next(iter(build_split_loader(ensemble.cfg, prepared.out_dir, "test", 1)))
     with torch.no_grad():
-        members = [_probability(load_model(run, "cpu")[0], batch) for run in runs]  # loaded on their own
-        combined = _probability(ensemble, batch)
+        members = [_probability(load_model(run, "cpu").net, batch) for run in runs]  # loaded on their own
+        combined = _probability(ensemble.net, batch)
     assert not torch.allclose(members[0], members[1])  # two different models, so the mean says something
     assert torch.allclose(combined, (members[0] + members[1]) / 2, atol=1e-6)
 
-    together = predict_split(ensemble, cfg, prepared.out_dir, "test", batch_size=4)
-    alone = [predict_split(load_model(run, "cpu")[0], cfg, prepared.out_dir, "test", batch_size=4) for run in runs]
+    together = predict_split(ensemble, prepared.out_dir, "test", batch_size=4)
+    alone = [predict_split(load_model(run, "cpu"), prepared.out_dir, "test", batch_size=4) for run in runs]
     mean = (alone[0].probs.astype(float) + alone[1].probs.astype(float)) / 2  # each quantized to 1/255
     assert np.abs(together.probs.astype(float) - mean).max() <= 1.0
     # the ensemble's own decision is mean p > 0.5; probs hold round(255 p)
@@ -100,7 +98,7 @@ def test_ensemble_probability_is_the_mean_of_the_members(fold_sweep):
 @pytest.mark.slow
 def test_checkpoint_averaging_of_the_top_k(fold_sweep):
     _, outputs, _ = fold_sweep
-    run = paths.trained_runs(outputs)[0]
+    run = run_folders.trained_runs(outputs)[0]
     _, val_rows = read_scalars(run)
     order = [row["step"] for row in sorted(val_rows, key=lambda r: r["mDice"], reverse=True)]
     chosen = top_k_checkpoints(run, 2)
@@ -114,8 +112,7 @@ def test_checkpoint_averaging_of_the_top_k(fold_sweep):
             assert torch.allclose(value, (states[0][key] + states[1][key]) / 2, atol=1e-6), key
     mtime = averaged_path.stat().st_mtime_ns
     assert write_averaged_checkpoint(run, 2) == averaged_path and averaged_path.stat().st_mtime_ns == mtime  # skipped
-    model, _, checkpoint = load_model(averaged_path, "cpu")
-    assert checkpoint == averaged_path
+    assert load_model(averaged_path, "cpu").checkpoint == averaged_path
 
 
 @pytest.mark.slow
@@ -123,8 +120,8 @@ def test_evaluate_ensemble_joins_the_comparison_table(fold_sweep):
     from helpers.evaluate import evaluate_run
 
     prepared, outputs, _ = fold_sweep
-    runs = paths.trained_runs(outputs)
-    singles = [evaluate_run(run, split="test", n_boot=20, device="cpu", out_dir=paths.eval_dir(run, "test", outputs))
+    runs = run_folders.trained_runs(outputs)
+    singles = [evaluate_run(run, split="test", n_boot=20, device="cpu", out_dir=run_folders.eval_dir(run, "test", outputs))
                for run in runs]
     (name, members), = fold_groups(runs).items()
     result = evaluate_ensemble(members, name, split="test", tta=True, top_k=2, n_boot=20, device="cpu", outputs=outputs)
@@ -161,7 +158,7 @@ def test_sbatch_with_folds_has_one_job_per_lr_and_fold(tmp_path, task):
     out = subprocess.run(["bash", "-c", f'{select}\necho "$LR $FOLD $WORK_DIR"'], check=True, capture_output=True,
                          text=True, env={"SLURM_ARRAY_TASK_ID": str(task)}).stdout.split()
     lr, fold = [0.01, 0.001][task // 3], task % 3
-    assert out == [f"{lr:g}", str(fold), str(paths.fold_run_dir(DEMO_CONFIG, lr, fold, outputs))]
+    assert out == [f"{lr:g}", str(fold), str(run_folders.fold_run_dir(DEMO_CONFIG, lr, fold, outputs))]
 
 
 def test_cli_sweep_folds_writes_the_fold_array(tmp_path):

@@ -8,6 +8,7 @@ from itertools import islice
 import numpy as np
 import pytest
 
+from helpers.paths import DEMO_CONFIG
 from helpers.samplers import PositiveRateSampler, positive_flags, scheduled_share
 
 BATCH = 8
@@ -87,7 +88,7 @@ def test_positive_rate_parameter_builds_the_sampler_into_the_train_loader(demo_p
 
     from helpers.modeling.train import TrainParams, build_config
 
-    params = TrainParams(config="demo_unet-s5-d16-c16_ce-dice_128x128", data_root=str(demo_prepared.out_dir),
+    params = TrainParams(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir),
                          img_size=64, batch_size=4, max_iters=40, workers=0, work_dir=str(tmp_path),
                          positive_rate=[0.9, 0.1])
     cfg = build_config(params)

@@ -2,14 +2,16 @@
 
 - **Mean probability**: :class:`EnsembleSegmentor` wraps several segmentors that share one input pipeline;
   each member's logits are resized to the image's original shape and turned into its pneumothorax
-  probability exactly as for a single model (helpers.evaluate.foreground_probability), and the ensemble's
-  probability is their mean. It behaves like an mmseg segmentor for helpers.evaluate.predict_split, so TTA
-  (``tta=True``) averages each member's plain and flipped passes. Its own decision is ``mean p > 0.5``.
+  probability exactly as for a single model (helpers.modeling.inference.foreground_probability), and the
+  ensemble's probability is their mean. :func:`load_ensemble` wraps it in a LoadedModel, so that
+  helpers.modeling.inference.predict_split runs it like one model and TTA (``tta=True``) averages each
+  member's plain and flipped passes. Its own decision is ``mean p > 0.5``.
 - **Checkpoint averaging**: :func:`write_averaged_checkpoint` averages the weights of a run's top-k
   checkpoints by val mDice (those the run kept: train with ``keep_checkpoints=-1`` to keep them all) into
-  ``averaged_top<k>.pth`` beside them; that file then stands for the run.
+  ``averaged_top<k>.pth`` beside them (helpers.runs.AVERAGED_CHECKPOINT); that file then stands for the run.
 - **Evaluation**: :func:`evaluate_ensemble` scores an ensemble like helpers.evaluate.evaluate_run, into
-  ``outputs/eval/ensembles_<name>/<split>/``, so that it joins the comparison table. Post-processing is
+  ``outputs/eval/ensembles_<name>/<split>/`` (its folder is helpers.runs.ensemble_dir), so that it joins the
+  comparison table. Post-processing is
   tuned on out-of-fold predictions when the members are the folds of one k-fold sweep (each image of
   ``fold<k>_val.txt`` predicted by the model that did not train on it), else on the val split.
 """
@@ -19,30 +21,26 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from helpers import paths
-from helpers.evaluate import (DEFINITIONS, EVAL_FILE, METRICS_FILE, MMSEG_PRED_FILE, PER_IMAGE_FILE, PROBS_FILE,
-                              EvalResult, Predictions, _ci, _json_safe, _save_npy, default_device,
-                              foreground_probability, load_model, postprocess_counts, predict_split,
-                              tune_postprocess)
-from helpers.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from helpers.metrics import per_image_dice, summary_metrics
+from helpers import paths, runs
+from helpers.dual_threshold import compare_schemes
+from helpers.evaluate import EvalResult, write_evaluation
+from helpers.fileio import atomic_write_bytes, atomic_write_json, json_safe
 from helpers.modeling.checkpoint import load_checkpoint_safely
-from helpers.modeling.train import BEST_METRIC, MANIFEST_FILE, read_scalars
+from helpers.modeling.inference import (LoadedModel, Predictions, default_device, foreground_probability, load_model,
+                                        predict_split)
+from helpers.postprocess import tune_postprocess
+from helpers.prepared import check_prepared, fold_split_file
 from helpers.provenance import code_version
 
 log = logging.getLogger(__name__)
-
-ENSEMBLES_FOLDER = "ensembles"  # outputs/ensembles/<name>/manifest.json describes one ensemble
-AVERAGED_CHECKPOINT = "averaged_top{k}.pth"
 
 
 class EnsembleSegmentor(torch.nn.Module):
@@ -95,32 +93,37 @@ def _pipeline_key(cfg) -> str:
     return json.dumps([cfg.test_dataloader.dataset.pipeline, cfg.model.data_preprocessor], sort_keys=True, default=str)
 
 
-def load_ensemble(members: Sequence[str | Path], device: str | None = None) -> tuple[EnsembleSegmentor, object, list[Path]]:
-    """(ensemble in eval mode, the first member's config, the members' checkpoints) from run folders or
-    ``.pth`` files; every member must share the first one's test pipeline and data preprocessor."""
-    models, checkpoints, first_cfg = [], [], None
+def load_ensemble(members: Sequence[str | Path], device: str | None = None,
+                  ensemble_dir: str | Path | None = None) -> tuple[LoadedModel, list[LoadedModel]]:
+    """(the ensemble as one model, its members) from run folders or ``.pth`` files; every member must share the
+    first one's test pipeline and data preprocessor. The ensemble has the first member's config and size; its
+    folder is ``ensemble_dir`` (default: the folder holding the members), whose manifest stands for its checkpoint."""
+    loaded: list[LoadedModel] = []
     for member in members:
-        model, cfg, checkpoint = load_model(member, device)
-        if first_cfg is None:
-            first_cfg = cfg
-        elif _pipeline_key(cfg) != _pipeline_key(first_cfg):
+        model = load_model(member, device)
+        if loaded and _pipeline_key(model.cfg) != _pipeline_key(loaded[0].cfg):
             raise ValueError(f"{member}: its test pipeline or data preprocessor differs from {members[0]}'s; "
                              "an ensemble needs the same input size and normalization")
-        models.append(model)
-        checkpoints.append(Path(checkpoint))
-    return EnsembleSegmentor(models).eval(), first_cfg, checkpoints
+        loaded.append(model)
+    if not loaded:
+        raise ValueError("an ensemble needs at least one member")
+    folder = paths.resolve(ensemble_dir) if ensemble_dir is not None else Path(
+        os.path.commonpath([m.run_dir.resolve() for m in loaded]))
+    warnings = list(dict.fromkeys(w for m in loaded for w in m.library_warnings))
+    ensemble = LoadedModel(net=EnsembleSegmentor([m.net for m in loaded]).eval(), cfg=loaded[0].cfg,
+                           checkpoint=folder / runs.MANIFEST_FILE, run_dir=folder, size=loaded[0].size,
+                           threshold=0.5, sigmoid=False, library_warnings=warnings)
+    return ensemble, loaded
 
 
 def top_k_checkpoints(run_dir: str | Path, k: int) -> list[Path]:
     """The run's kept checkpoints with the k best val mDice (best first); fewer when fewer were kept."""
     run_dir = Path(run_dir)
-    _, val_rows = read_scalars(run_dir)
-    ranked = sorted(val_rows, key=lambda row: row.get(BEST_METRIC, -1), reverse=True)
+    _, val_rows = runs.read_scalars(run_dir)
+    ranked = sorted(val_rows, key=lambda row: row.get(runs.BEST_METRIC, -1), reverse=True)
     found = []
     for row in ranked:
-        step = int(row["step"])
-        candidates = [run_dir / f"iter_{step}.pth", *sorted(run_dir.glob(f"best_{BEST_METRIC}_iter_{step}.pth"))]
-        existing = next((c for c in candidates if c.is_file()), None)
+        existing = runs.step_checkpoint(run_dir, int(row["step"]))
         if existing is not None:
             found.append(existing)
         if len(found) == k:
@@ -155,7 +158,7 @@ def write_averaged_checkpoint(run_dir: str | Path, k: int) -> Path:
     it exists and was averaged from the same files)."""
     run_dir = Path(run_dir)
     sources = top_k_checkpoints(run_dir, k)
-    target = run_dir / AVERAGED_CHECKPOINT.format(k=k)
+    target = run_dir / runs.AVERAGED_CHECKPOINT.format(k=k)
     source_names = [p.name for p in sources]
     if target.is_file() and load_checkpoint_safely(target)["meta"].get("averaged_from") == source_names:
         return target
@@ -168,22 +171,17 @@ def write_averaged_checkpoint(run_dir: str | Path, k: int) -> Path:
     return target
 
 
-def _manifest(run_dir: Path) -> dict:
-    path = run_dir / MANIFEST_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def fold_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
     """Fold runs grouped by (config, lr) into ensembles of two or more: ``{name: run folders by fold}``."""
     groups: dict[tuple[str, float], list[tuple[int, Path]]] = defaultdict(list)
     for run_dir in map(Path, run_dirs):
-        manifest = _manifest(run_dir)
+        manifest = runs.read_manifest(run_dir)
         fold = manifest.get("parameters", {}).get("fold")
         if fold is not None:
             config = paths.config_name(manifest["parameters"]["config"])
             groups[(config, float(manifest["lr"]))].append((int(fold), run_dir))
-    return {f"{config}_lr{lr:g}_{len(runs)}folds": [d for _, d in sorted(runs)]
-            for (config, lr), runs in sorted(groups.items()) if len(runs) >= 2}
+    return {f"{config}_lr{lr:g}_{len(folds)}folds": [d for _, d in sorted(folds)]
+            for (config, lr), folds in sorted(groups.items()) if len(folds) >= 2}
 
 
 def _concat(predictions: Sequence[Predictions]) -> Predictions:
@@ -195,69 +193,48 @@ def _concat(predictions: Sequence[Predictions]) -> Predictions:
                        default_pred=np.concatenate([p.default_pred for p in predictions]))
 
 
-def _tuning_predictions(ensemble: EnsembleSegmentor, cfg, run_dirs: Sequence[Path], data_root: Path,
-                        batch_size: int, tta: bool) -> tuple[Predictions, str]:
+def _tuning_predictions(ensemble: LoadedModel, members: Sequence[LoadedModel], run_dirs: Sequence[Path],
+                        data_root: Path, batch_size: int, tta: bool) -> tuple[Predictions, str]:
     """Out-of-fold predictions when every member is a distinct fold of one sweep, else the ensemble on val."""
-    folds = [_manifest(d).get("parameters", {}).get("fold") for d in run_dirs]
+    folds = [runs.read_manifest(d).get("parameters", {}).get("fold") for d in run_dirs]
     if None not in folds and len(set(folds)) == len(folds):
-        parts = [predict_split(member, cfg, data_root, paths.fold_split_file(fold, "val").removesuffix(".txt"),
-                               batch_size, tta) for member, fold in zip(ensemble.members, folds)]
+        parts = [predict_split(member, data_root, fold_split_file(fold, "val").removesuffix(".txt"), batch_size, tta)
+                 for member, fold in zip(members, folds)]
         return _concat(parts), "out-of-fold (each fold's val part, predicted by the model that did not train on it)"
-    return predict_split(ensemble, cfg, data_root, "val", batch_size, tta), "val"
+    return predict_split(ensemble, data_root, "val", batch_size, tta), "val"
 
 
-def evaluate_ensemble(runs: Sequence[str | Path], name: str, *, split: str = "test", data_root: str | Path | None = None,
-                      batch_size: int = 8, tta: bool = False, top_k: int = 0, n_boot: int = 1000,
-                      device: str | None = None, outputs: str | Path = paths.OUTPUTS_DIR) -> EvalResult:
-    """Evaluate the mean-probability ensemble of ``runs`` (each its top-k averaged checkpoint when
-    ``top_k > 0``, else its best) on ``split``; post-processing tuned as the module doc says."""
-    from helpers.dual_threshold import compare_schemes
+def evaluate_ensemble(run_folders: Sequence[str | Path], name: str, *, split: str = "test",
+                      prepared_root: str | Path | None = None, batch_size: int = 8, tta: bool = False, top_k: int = 0,
+                      n_boot: int = 1000, device: str | None = None, outputs: str | Path = paths.OUTPUTS_DIR) -> EvalResult:
+    """Evaluate the mean-probability ensemble of ``run_folders`` (each its top-k averaged checkpoint when
+    ``top_k > 0``, else its best) on ``split``; post-processing tuned as the module doc says. ``prepared_root``:
+    as for helpers.evaluate.evaluate_run (default: the first member's config's)."""
+    run_dirs = [paths.resolve(r).resolve() for r in run_folders]
+    folder = runs.ensemble_dir(name, outputs)
+    member_files = [write_averaged_checkpoint(r, top_k) if top_k > 0 else r for r in run_dirs]
+    ensemble, members = load_ensemble(member_files, device or default_device(), folder)
+    checkpoints = [m.checkpoint.resolve() for m in members]
+    data_root = paths.resolve(prepared_root if prepared_root is not None else ensemble.cfg.test_dataloader.dataset.data_root)
+    check_prepared(data_root, ensemble.size[0], larger_ok=True)
+    atomic_write_json(ensemble.checkpoint, json_safe({
+        "parameters": {"config": name}, "lr": runs.run_label(run_dirs[0])[1], "members": [str(r) for r in run_dirs],
+        "checkpoints": [str(c) for c in checkpoints], "tta": bool(tta), "top_k": int(top_k), "code_version": code_version()}))
 
-    run_dirs = [Path(r).resolve() for r in runs]
-    members = [write_averaged_checkpoint(r, top_k) if top_k > 0 else r for r in run_dirs]
-    ensemble, cfg, checkpoints = load_ensemble(members, device or default_device())
-    data_root = Path(data_root).resolve() if data_root is not None else Path(cfg.test_dataloader.dataset.data_root)
-    ensemble_dir = Path(outputs) / ENSEMBLES_FOLDER / name
-    manifest = {"parameters": {"config": name}, "lr": float(_manifest(run_dirs[0]).get("lr", np.nan)),
-                "members": [str(r) for r in run_dirs], "checkpoints": [str(c) for c in checkpoints],
-                "tta": bool(tta), "top_k": int(top_k), "code_version": code_version()}
-    atomic_write_json(ensemble_dir / MANIFEST_FILE, manifest)
-
-    preds = predict_split(ensemble, cfg, data_root, split, batch_size, tta)
-    tuning, tuned_on = _tuning_predictions(ensemble, cfg, run_dirs, data_root, batch_size, tta)
+    preds = predict_split(ensemble, data_root, split, batch_size, tta)
+    tuning, tuned_on = _tuning_predictions(ensemble, members, run_dirs, data_root, batch_size, tta)
     pp, grid = tune_postprocess(tuning)
     dual, _ = compare_schemes(tuning, grid, preds, n_boot)
     del tuning
-    pp_counts, pp_area = postprocess_counts(preds, pp)
-    counts = preds.default_counts
-    metrics = _json_safe({
-        "mmseg": summary_metrics(counts, preds.max_prob),
-        "postprocessed": summary_metrics(pp_counts, preds.max_prob, min_area=max(1, pp.min_total_area)),
-        "ci": {"mmseg": _ci(counts, n_boot), "postprocessed": _ci(pp_counts, n_boot), "n_boot": n_boot},
+    described = {
         "postprocess": {**pp.as_dict(), "tuned_on": tuned_on, "evaluated_on": split},
         "dual_threshold": dual,
-        "split": split, "checkpoint": [str(c) for c in checkpoints], "tta": bool(tta),
+        "checkpoint": [str(c) for c in checkpoints],
+        "tta": bool(tta),
         "decision": {"type": "mean probability > 0.5", "members": len(checkpoints)},
-        "image_shape": list(preds.probs.shape[1:]),
-        "definitions": DEFINITIONS,
-    })
-    per_image = pd.DataFrame({
-        "name": preds.names, "positive": (counts[:, 0] + counts[:, 2]) > 0, "true_area": counts[:, 0] + counts[:, 2],
-        "pred_area": counts[:, 0] + counts[:, 1], "dice": per_image_dice(counts), "pp_area": pp_area,
-        "pp_dice": per_image_dice(pp_counts), "max_prob": preds.max_prob,
-    })
-    out_dir = paths.eval_dir(ensemble_dir, split, Path(outputs))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _save_npy(out_dir / PROBS_FILE, preds.probs)
-    _save_npy(out_dir / MMSEG_PRED_FILE, np.packbits(preds.default_pred, axis=-1))
-    atomic_write_text(out_dir / PER_IMAGE_FILE, per_image.to_csv(index=False))
-    atomic_write_json(out_dir / METRICS_FILE, metrics)
-    atomic_write_json(out_dir / EVAL_FILE, {
-        "run_dir": str(ensemble_dir), "checkpoint": str(ensemble_dir / MANIFEST_FILE), "split": split,
-        "data_root": str(data_root), "batch_size": batch_size, "tta": bool(tta), "n_boot": n_boot,
-        "postprocess": pp.as_dict(), "device": device or default_device(), "code_version": code_version(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
-    return EvalResult(run_dir=ensemble_dir, checkpoint=ensemble_dir / MANIFEST_FILE, split=split, out_dir=out_dir,
-                      data_root=data_root, per_image=per_image, metrics=metrics, postprocess=pp,
-                      probs_path=out_dir / PROBS_FILE)
+        "library_warnings": ensemble.library_warnings,
+    }
+    return write_evaluation(preds, pp, runs.eval_dir(folder, split, outputs), run_dir=folder,
+                            checkpoint=ensemble.checkpoint, split=split, data_root=data_root, n_boot=n_boot,
+                            described=described, grid=grid,
+                            settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})

@@ -20,7 +20,8 @@ from pathlib import Path
 from mmengine.config import Config
 
 from helpers import paths
-from helpers.modeling.train import find_checkpoints
+from helpers.prepared import fold_split_file
+from helpers.runs import find_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def apply_fold(cfg: Config, fold: int) -> None:
     """Point the train and val loaders at one fold's split files (they must exist under the data root)."""
     for loader, part in (("train_dataloader", "train"), ("val_dataloader", "val")):
         dataset = cfg[loader].dataset
-        split_file = paths.fold_split_file(fold, part)
+        split_file = fold_split_file(fold, part)
         if not (Path(dataset.data_root) / split_file).is_file():
             raise FileNotFoundError(f"{Path(dataset.data_root) / split_file}: no such fold file "
                                     f"(run 02_prepare with folds > {fold})")
