@@ -2,9 +2,10 @@
 
 One module per concern: ``paths`` (every default path and config name), ``rawdata`` (the Kaggle layout),
 ``demo_data`` (the generated dataset), ``images`` (image I/O), ``explore``, ``prepare`` and ``prepared``
-(writing and reading a prepared folder), ``dataset`` (the mmseg dataset class), ``runs`` (a run's and an
-evaluation's folder), ``modeling`` (training, checkpoints, ``modeling.inference``), ``metrics``,
-``postprocess``, ``evaluate``, ``plots``, ``pipeline`` (papermill and HTML), ``predict``.
+(writing and reading a prepared folder), ``dataset`` (the mmseg dataset class) and ``samplers``, ``runs`` (a
+run's and an evaluation's folder), ``modeling`` (training, checkpoints, ``modeling.inference``,
+``modeling.ensemble``), ``metrics``, ``postprocess`` and ``dual_threshold``, ``evaluate``, ``plots``,
+``pipeline`` (papermill and HTML), ``predict``.
 ``python -m helpers --help`` lists the commands.
 """
 
