@@ -2,10 +2,10 @@
 
 One module per concern: ``paths`` (every default path and config name), ``rawdata`` (the Kaggle layout),
 ``demo_data`` (the generated dataset), ``images`` (image I/O) and ``dicom`` (DICOM radiographs), ``explore``,
-``prepare`` and ``prepared`` (writing and reading a prepared folder), ``dataset`` (the mmseg dataset class),
-``runs`` (a run's and an evaluation's folder), ``modeling`` (training, checkpoints, ``modeling.inference``,
-``modeling.export`` to ONNX), ``metrics``, ``postprocess``, ``evaluate``, ``plots``, ``pipeline`` (papermill
-and HTML), ``predict``.
+``prepare`` and ``prepared`` (writing and reading a prepared folder), ``dataset`` (the mmseg dataset class)
+and ``samplers``, ``runs`` (a run's and an evaluation's folder), ``modeling`` (training, checkpoints,
+``modeling.inference``, ``modeling.ensemble``, ``modeling.export`` to ONNX), ``metrics``, ``postprocess``
+and ``dual_threshold``, ``evaluate``, ``plots``, ``pipeline`` (papermill and HTML), ``predict``.
 ``python -m helpers --help`` lists the commands.
 """
 

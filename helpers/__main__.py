@@ -47,6 +47,8 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     from helpers.pipeline import SEED_LRS, SWEEP_KEY, stage_parameters, sweep, write_sbatch
 
     parameters = stage_parameters("03_train", Path(args.params_dir))
@@ -56,14 +58,16 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if args.config:
         parameters["config"] = args.config
     if args.sbatch:
-        script = write_sbatch(lrs, parameters, args.sbatch, gpus=int(parameters.get("gpus", 1)), outputs=Path(args.outputs))
+        script = write_sbatch(lrs, parameters, args.sbatch, gpus=int(parameters.get("gpus", 1)), outputs=Path(args.outputs),
+                              folds=args.folds)
         print(f"wrote {script}; submit with: sbatch {script}")
         return
-    table = sweep(lrs, parameters, Path(args.outputs))
+    table = sweep(lrs, parameters, Path(args.outputs), folds=args.folds)
     print(table.drop(columns=["report", "error"]).to_string(index=False))
     failed = table[~table["ok"]]
     for row in failed.itertuples():
-        print(f"FAILED lr {row.lr:g}: {row.error}\n  report: {row.report}", file=sys.stderr)
+        fold = "" if pd.isna(row.fold) else f" fold {row.fold:g}"
+        print(f"FAILED lr {row.lr:g}{fold}: {row.error}\n  report: {row.report}", file=sys.stderr)
     if len(failed):
         raise SystemExit(1)
 
@@ -129,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR))
     sweep.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
     sweep.add_argument("--sbatch", metavar="PATH", help="write a SLURM array script (one job per lr) instead of running")
+    sweep.add_argument("--folds", type=int, default=0, metavar="K",
+                       help="one run per fold and lr on fold<k>_train/val.txt (02_prepare with folds=K)")
     sweep.set_defaults(func=cmd_sweep)
 
     predict = sub.add_parser("predict", help="masks, overlays and a CSV for new radiographs (PNG/JPEG/DICOM files or folders)")

@@ -14,7 +14,6 @@ The folder's file names are ``helpers.runs``'s.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from mmengine.config import Config
 from pandas.io.formats.style import Styler
 
 from helpers import paths, runs
-from helpers.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from helpers.dual_threshold import compare_schemes
+from helpers.fileio import atomic_write_json, atomic_write_npy, atomic_write_text, json_safe
 from helpers.metrics import HEADLINE, bootstrap_ci, per_image_dice, summary_metrics
 from helpers.modeling.inference import LoadedModel, Predictions, default_device, load_model, predict_split
 from helpers.postprocess import PostProcess, apply_postprocess, postprocess_counts, tune_postprocess
@@ -79,22 +79,14 @@ def _config_data_root(cfg: Config) -> Path:
     return paths.resolve(cfg.test_dataloader.dataset.data_root)
 
 
-def _ci(counts: np.ndarray, n_boot: int) -> dict:
-    return bootstrap_ci(counts, n_boot=n_boot) if n_boot > 0 else {}
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    atomic_write_bytes(path, buffer.getbuffer())
-
-
-def _tune_on_val(model: LoadedModel, data_root: Path, batch_size: int, tta: bool,
-                 val: Predictions | None) -> tuple[PostProcess, pd.DataFrame, int]:
-    """Tune on the val split (predicted here unless given); its predictions are freed on return."""
+def _tune_on_val(model: LoadedModel, data_root: Path, batch_size: int, tta: bool, val: Predictions | None,
+                 preds: Predictions, n_boot: int) -> tuple[PostProcess, pd.DataFrame, int, dict]:
+    """Tune on the val split (predicted here unless given); its predictions are freed on return. The
+    dual threshold is tuned on the same val predictions and scored on ``preds`` (helpers.dual_threshold)."""
     val = val if val is not None else predict_split(model, data_root, "val", batch_size, tta)
     pp, grid = tune_postprocess(val)
-    return pp, grid, len(val.names)
+    dual, _ = compare_schemes(val, grid, preds, n_boot)
+    return pp, grid, len(val.names), dual
 
 
 def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | Path | None = None, batch_size: int = 8,
@@ -103,9 +95,11 @@ def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | P
     """Predict ``split``, score it (mmseg decision and post-processed), write the results to ``out_dir``.
 
     ``postprocess``: 'tune' tunes on the val split only (never the evaluated one), 'none' is
-    ``PostProcess(0.5, 0, 0)``, a dict or :class:`PostProcess` is used as given. ``prepared_root``: the
-    prepared folder (default: the run's config's); its size must be the model's. Relative paths are from
-    the repository root.
+    ``PostProcess(0.5, 0, 0)``, a dict or :class:`PostProcess` is used as given; with 'tune' the 1st place's
+    dual threshold is tuned and scored beside it. ``prepared_root``: the prepared folder (default: the run's
+    config's); its size must be the model's, or larger to score against finer masks (as the seed scored 512
+    models on the 1024 masks; ``resolution`` in metrics.json says which). Relative paths are from the
+    repository root.
     """
     model = load_model(run, device)
     run_dir, checkpoint = model.run_dir.resolve(), model.checkpoint.resolve()
@@ -113,14 +107,16 @@ def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | P
     width, height = model.size
     if width != height:
         raise ValueError(f"{model.checkpoint}: a {width}x{height} model; 02_prepare writes square images only")
-    check_prepared(data_root, width)
+    check_prepared(data_root, width, larger_ok=True)
     out_dir = paths.resolve(out_dir) if out_dir is not None else runs.eval_dir(run_dir, split)
     preds = predict_split(model, data_root, split, batch_size, tta)
 
     grid = pd.DataFrame()
+    dual = None  # the dual-threshold scheme, tuned beside the triplet when postprocess='tune'
     pp_info: dict[str, Any]
     if isinstance(postprocess, str) and postprocess == "tune":
-        pp, grid, val_images = _tune_on_val(model, data_root, batch_size, tta, preds if split == "val" else None)
+        pp, grid, val_images, dual = _tune_on_val(model, data_root, batch_size, tta, preds if split == "val" else None,
+                                                  preds, n_boot)
         pp_info = {"tuned_on": "val", "evaluated_on": split, "val_images": val_images}
         if split == "val":
             pp_info["warning"] = "tuned and evaluated on val: the post-processed metrics are optimistic"
@@ -132,23 +128,42 @@ def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | P
     else:
         raise ValueError(f"postprocess must be 'tune', 'none', a dict or a PostProcess, not {postprocess!r}")
 
-    pp_counts, pp_area = postprocess_counts(preds, pp)
-    counts = preds.default_counts
-    min_area = max(1, pp.min_total_area)
-    metrics = {
-        "mmseg": summary_metrics(counts, preds.max_prob),
-        "postprocessed": summary_metrics(pp_counts, preds.max_prob, min_area=min_area),
-        "ci": {"mmseg": _ci(counts, n_boot), "postprocessed": _ci(pp_counts, n_boot), "n_boot": n_boot},
+    described = {
         "postprocess": {**pp.as_dict(), **pp_info},
-        "split": split,
-        "checkpoint": str(checkpoint),
         "tta": bool(tta),
         "decision": model.decision,
-        "image_shape": list(preds.probs.shape[1:]),
+        # the model sees its training size; its probabilities are resized to the masks' size and scored there
+        # (the prepared size of data_root: the model's own, or 1024 for the original masks, as the seed did)
+        "resolution": {"model_input": [height, width], "evaluated_at": list(preds.probs.shape[1:]),
+                       "masks": str(data_root)},
         "library_warnings": model.library_warnings,
+    }
+    if dual is not None:
+        described["dual_threshold"] = dual
+    return write_evaluation(preds, pp, out_dir, run_dir=run_dir, checkpoint=checkpoint, split=split,
+                            data_root=data_root, n_boot=n_boot, described=described, grid=grid,
+                            settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})
+
+
+def write_evaluation(preds: Predictions, pp: PostProcess, out_dir: Path, *, run_dir: Path, checkpoint: Path,
+                     split: str, data_root: Path, n_boot: int, described: dict, settings: dict,
+                     grid: pd.DataFrame) -> EvalResult:
+    """Score ``preds`` (the mmseg decision, and post-processed with ``pp``, with bootstrap intervals) and write
+    an evaluation folder (helpers.runs' files) to ``out_dir``. ``described`` joins metrics.json (how the
+    predictions were made and post-processed), ``settings`` joins eval.json; ``grid`` is the tuning grid."""
+    pp_counts, pp_area = postprocess_counts(preds, pp)
+    counts = preds.default_counts
+    metrics = {
+        "mmseg": summary_metrics(counts, preds.max_prob),
+        "postprocessed": summary_metrics(pp_counts, preds.max_prob, min_area=max(1, pp.min_total_area)),
+        "ci": {"mmseg": bootstrap_ci(counts, n_boot), "postprocessed": bootstrap_ci(pp_counts, n_boot), "n_boot": n_boot},
+        "split": split,
+        "checkpoint": str(checkpoint),
+        "image_shape": list(preds.probs.shape[1:]),
+        **described,
         "definitions": DEFINITIONS,
     }
-    metrics = _json_safe(metrics)  # as load_eval reads it back: NaN -> None, tuples -> lists
+    metrics = json_safe(metrics)  # as load_eval reads it back: NaN -> None, tuples -> lists
     per_image = pd.DataFrame({
         "name": preds.names,
         "positive": (counts[:, 0] + counts[:, 2]) > 0,
@@ -160,34 +175,20 @@ def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | P
         "max_prob": preds.max_prob,
     })
     out_dir.mkdir(parents=True, exist_ok=True)
-    _save_npy(out_dir / runs.PROBS_FILE, preds.probs)
-    _save_npy(out_dir / runs.MMSEG_PRED_FILE, np.packbits(preds.default_pred, axis=-1))
+    atomic_write_npy(out_dir / runs.PROBS_FILE, preds.probs)
+    atomic_write_npy(out_dir / runs.MMSEG_PRED_FILE, np.packbits(preds.default_pred, axis=-1))
     atomic_write_text(out_dir / runs.PER_IMAGE_FILE, per_image.to_csv(index=False))
     atomic_write_text(out_dir / runs.GRID_FILE, grid.to_csv(index=False))
     atomic_write_json(out_dir / runs.EVAL_METRICS_FILE, metrics)
     atomic_write_json(out_dir / runs.EVAL_INFO_FILE, {
-        "run_dir": str(run_dir), "checkpoint": str(checkpoint), "split": split,
-        "data_root": str(data_root), "batch_size": batch_size, "tta": bool(tta), "n_boot": n_boot,
-        "postprocess": pp.as_dict(), "device": device or default_device(), "code_version": code_version(),
+        "run_dir": str(run_dir), "checkpoint": str(checkpoint), "split": split, "data_root": str(data_root),
+        "n_boot": n_boot, "postprocess": pp.as_dict(), **settings, "code_version": code_version(),
         "files": {"metrics": runs.EVAL_METRICS_FILE, "per_image": runs.PER_IMAGE_FILE, "probs": runs.PROBS_FILE,
                   "mmseg_pred": runs.MMSEG_PRED_FILE, "postprocess_grid": runs.GRID_FILE},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
     return EvalResult(run_dir=run_dir, checkpoint=checkpoint, split=split, out_dir=out_dir, data_root=data_root,
                       per_image=per_image, metrics=metrics, postprocess=pp, probs_path=out_dir / runs.PROBS_FILE)
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN and infinities as None (strict JSON); tuples as lists."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def load_eval(out_dir: str | Path) -> EvalResult:
@@ -292,6 +293,6 @@ def write_comparison(table: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Pa
     """``comparison.json`` (records, NaN as null) and ``comparison.csv`` in ``out_dir``, atomically."""
     out_dir = Path(out_dir)
     json_path, csv_path = out_dir / "comparison.json", out_dir / "comparison.csv"
-    atomic_write_json(json_path, _json_safe(table.to_dict(orient="records")))
+    atomic_write_json(json_path, json_safe(table.to_dict(orient="records")))
     atomic_write_text(csv_path, table.to_csv(index=False))
     return json_path, csv_path

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, skip_if_same: bool = False) -> bool:
@@ -35,6 +39,26 @@ def atomic_write_json(path: Path, obj: Any, *, skip_if_same: bool = False) -> bo
     """Write JSON atomically, indented and with sorted keys so that equal content gives equal bytes."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
     return atomic_write_text(path, text, skip_if_same=skip_if_same)
+
+
+def atomic_write_npy(path: Path, array: np.ndarray) -> bool:
+    """Write a ``.npy`` file atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as strict JSON holds it: NaN and infinities as None, tuples as lists, numpy scalars as Python's."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

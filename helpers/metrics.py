@@ -148,8 +148,10 @@ def bootstrap_ci(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: f
     """Percentile bootstrap confidence intervals over images for the headline metrics.
 
     All resamples at once: each metric is computed from the resampled images' summed counts with the same
-    formulas as :func:`summary_metrics` (mmseg's rounding for mIoU / mDice).
+    formulas as :func:`summary_metrics` (mmseg's rounding for mIoU / mDice). ``n_boot <= 0``: no intervals, {}.
     """
+    if n_boot <= 0:
+        return {}
     counts = np.atleast_2d(counts).astype(np.int64)
     rng = np.random.default_rng(seed)
     chosen = rng.integers(0, len(counts), (n_boot, len(counts)))

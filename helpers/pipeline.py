@@ -99,39 +99,51 @@ def load_stage_parameters(stage: str, params_dir: Path | str = paths.PIPELINE_PA
 
 
 def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | None = None,
-          outputs: Path | str = paths.OUTPUTS_DIR) -> pd.DataFrame:
-    """Run 03_train once per lr, each into its own run folder with its executed notebook and HTML report.
+          outputs: Path | str = paths.OUTPUTS_DIR, folds: int = 0) -> pd.DataFrame:
+    """Run 03_train once per lr (and, with ``folds=K``, once per fold of each lr, on the fold files of
+    02_prepare), each into its own run folder with its executed notebook and HTML report.
 
     A failed run is reported in the table and the others go on.
     """
     parameters = dict(parameters or {})
     config = parameters.get("config", paths.SEED_CONFIG)
     rows = []
-    for lr in lrs:
-        work_dir = runs.run_dir(config, lr, Path(outputs))
+    for lr, fold in [(lr, fold) for lr in lrs for fold in (range(folds) if folds else [None])]:
+        work_dir = runs.run_dir(config, lr, Path(outputs)) if fold is None else runs.fold_run_dir(config, lr, fold, Path(outputs))
         run_parameters = {**parameters, "config": config, "lr": float(lr), "work_dir": str(work_dir)}
+        if fold is not None:
+            run_parameters["fold"] = fold
         report = run_notebook("03_train", run_parameters, work_dir)
-        row = {"config": paths.config_name(config), "lr": lr, "ok": report.ok, "minutes": report.seconds / 60,
-               "report": str(report.html), "error": report.error}
+        row = {"config": paths.config_name(config), "lr": lr, "fold": fold, "ok": report.ok,
+               "minutes": report.seconds / 60, "report": str(report.html), "error": report.error}
         if report.ok and (work_dir / runs.METRICS_FILE).exists():
             metrics = runs.read_metrics(work_dir)
             best = metrics.get("best_val") or {}
             row.update({"best_mDice": best.get("mDice"), "best_fg_dice": best.get("Dice.pneumothorax"),
                         "best_iter": best.get("step"), "images_per_s": metrics.get("images_per_s")})
         rows.append(row)
-        log.info("lr %g: %s", lr, "ok" if report.ok else f"FAILED ({report.error})")
+        log.info("lr %g%s: %s", lr, "" if fold is None else f" fold {fold}", "ok" if report.ok else f"FAILED ({report.error})")
     return pd.DataFrame(rows)
 
 
 def write_sbatch(lrs: list[float] | tuple[float, ...], parameters: dict, path: Path | str, *, gpus: int = 1,
-                 cpus_per_gpu: int = 8, hours: int = 4, outputs: Path | str = paths.OUTPUTS_DIR) -> Path:
-    """A SLURM array script, one job per lr, each running 03_train through papermill on its own node share."""
+                 cpus_per_gpu: int = 8, hours: int = 4, outputs: Path | str = paths.OUTPUTS_DIR, folds: int = 0) -> Path:
+    """A SLURM array script, one job per lr (per lr and fold with ``folds=K``), each running 03_train
+    through papermill on its own node share."""
     config = parameters.get("config", paths.SEED_CONFIG)
-    extra = " ".join(f"-p {k} {shlex.quote(str(v))}" for k, v in parameters.items() if k not in ("config", "lr", "work_dir", "gpus"))
+    extra = " ".join(f"-p {k} {shlex.quote(str(v))}" for k, v in parameters.items() if k not in ("config", "lr", "work_dir", "gpus", "fold"))
     lr_list = " ".join(f"{lr:g}" for lr in lrs)
+    if folds:  # job i: lr i // K, fold i % K, in the folder runs.fold_run_dir names
+        select = f"""LR=${{LRS[$((SLURM_ARRAY_TASK_ID / {folds}))]}}
+FOLD=$((SLURM_ARRAY_TASK_ID % {folds}))
+WORK_DIR={shlex.quote(str(Path(outputs) / 'runs' / paths.config_name(config)))}/lr${{LR}}{runs.FOLD_SUFFIX}$FOLD"""
+        extra = f'-p fold "$FOLD" {extra}'
+    else:
+        select = f"""LR=${{LRS[$SLURM_ARRAY_TASK_ID]}}
+WORK_DIR={shlex.quote(str(Path(outputs) / 'runs' / paths.config_name(config)))}/lr$LR"""
     script = f"""#!/bin/bash
 #SBATCH --job-name=pneumothorax-sweep
-#SBATCH --array=0-{len(lrs) - 1}
+#SBATCH --array=0-{len(lrs) * max(1, folds) - 1}
 #SBATCH --gres=gpu:{gpus}
 #SBATCH --cpus-per-task={cpus_per_gpu * gpus}
 #SBATCH --time={hours}:00:00
@@ -141,8 +153,7 @@ def write_sbatch(lrs: list[float] | tuple[float, ...], parameters: dict, path: P
 set -euo pipefail
 cd {shlex.quote(str(paths.REPO_ROOT))}
 LRS=({lr_list})
-LR=${{LRS[$SLURM_ARRAY_TASK_ID]}}
-WORK_DIR={shlex.quote(str(Path(outputs) / 'runs' / paths.config_name(config)))}/lr$LR
+{select}
 mkdir -p "$WORK_DIR"
 {shlex.quote(sys.executable)} -m papermill notebooks/03_train.ipynb "$WORK_DIR/03_train.ipynb" \\
     -p config {shlex.quote(config)} -p lr "$LR" -p gpus {gpus} -p work_dir "$WORK_DIR" {extra}

@@ -45,15 +45,15 @@ class PostProcess:
         return asdict(self)
 
 
-def _binarize(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """``p > threshold``, with uint8 input read as ``p = value / 255``."""
+def binarize(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """``p > threshold``, with uint8 input read as ``p = value / 255`` (the comparison every scheme uses)."""
     prob = np.asarray(prob)
     return prob > threshold * 255 if prob.dtype == np.uint8 else prob > threshold
 
 
 def apply_postprocess(prob: np.ndarray, pp: PostProcess) -> np.ndarray:
     """The post-processed boolean mask of one probability map (uint8 0..255 or float 0..1, H x W)."""
-    mask = _binarize(prob, pp.threshold)
+    mask = binarize(prob, pp.threshold)
     if pp.min_component_area > 0 and mask.any():
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
         keep = np.zeros(count, dtype=bool)
@@ -64,7 +64,8 @@ def apply_postprocess(prob: np.ndarray, pp: PostProcess) -> np.ndarray:
     return mask
 
 
-def _area_grid(fractions: Sequence[float], pixels: int) -> np.ndarray:
+def area_grid(fractions: Sequence[float], pixels: int) -> np.ndarray:
+    """Areas in pixels (sorted, unique) for ``fractions`` of an image of ``pixels`` pixels."""
     return np.array(sorted({int(round(f * pixels)) for f in fractions}), dtype=np.int64)
 
 
@@ -78,8 +79,8 @@ def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THR
     """
     thresholds = np.array(sorted(set(float(t) for t in thresholds)))
     pixels = int(val.probs.shape[1] * val.probs.shape[2])
-    comp = _area_grid(component_areas, pixels)
-    total = _area_grid(total_areas, pixels)
+    comp = area_grid(component_areas, pixels)
+    total = area_grid(total_areas, pixels)
     true_area = val.truth.reshape(len(val.names), -1).sum(1)
     positive = true_area > 0
     dice_sum = np.zeros((len(thresholds), len(comp), len(total)))
@@ -89,11 +90,11 @@ def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THR
         prob, truth = val.probs[i], val.truth[i]
         top = prob.max()
         for t_index, threshold in enumerate(thresholds):
-            if not _binarize(top, threshold):
+            if not binarize(top, threshold):
                 pred_area = np.zeros((len(comp), len(total)), dtype=np.int64)
                 tp = pred_area
             else:
-                count, labels, stats, _ = cv2.connectedComponentsWithStats(_binarize(prob, threshold).astype(np.uint8), connectivity=8)
+                count, labels, stats, _ = cv2.connectedComponentsWithStats(binarize(prob, threshold).astype(np.uint8), connectivity=8)
                 areas = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
                 comp_tp = np.bincount(labels[truth], minlength=count)[1:]
                 kept = areas[None, :] >= comp[:, None]

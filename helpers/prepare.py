@@ -29,7 +29,7 @@ from helpers import paths
 from helpers.fileio import atomic_write_json, atomic_write_text
 from helpers.images import IMAGE_PNG_PARAMS, write_png
 from helpers.parallel import parallel_map
-from helpers.prepared import LABELS_FILE, MANIFEST_FILE
+from helpers.prepared import FOLD_SPLIT_GLOB, LABELS_FILE, MANIFEST_FILE, fold_split_file
 from helpers.provenance import code_version
 from helpers.rawdata import RawDataError, decode_png, mask_problems, read_index
 
@@ -197,9 +197,9 @@ def prepare_dataset(
         pool = labels["split"] != "test"
         for part, rows in (("train", pool & ~in_fold), ("val", in_fold)):
             entries = sorted(f"{s}/{n}" for s, n in zip(labels.loc[rows, "split"], labels.loc[rows, "name"]))
-            atomic_write_text(out_dir / f"fold{fold}_{part}.txt", "".join(f"{e}\n" for e in entries), skip_if_same=True)
-    fold_files = {f"fold{fold}_{part}.txt" for fold in range(folds) for part in ("train", "val")}
-    for stale in out_dir.glob("fold*_*.txt"):  # an earlier run with more folds
+            atomic_write_text(out_dir / fold_split_file(fold, part), "".join(f"{e}\n" for e in entries), skip_if_same=True)
+    fold_files = {fold_split_file(fold, part) for fold in range(folds) for part in ("train", "val")}
+    for stale in out_dir.glob(FOLD_SPLIT_GLOB):  # an earlier run with more folds
         if stale.name not in fold_files:
             stale.unlink()
     atomic_write_text(out_dir / LABELS_FILE, labels.to_csv(index=False), skip_if_same=True)

@@ -18,7 +18,15 @@ from helpers import paths
 MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "labels.csv"
 NOTEBOOK = "notebooks/02_prepare.ipynb"
+FOLD_SPLIT_GLOB = "fold*_*.txt"  # every fold_split_file
 FOLDER_NAME = re.compile(r"^(?P<mode>[a-z]+)-(?P<size>\d+)$")  # paths.prepared_dir's <split_mode>-<img_size>
+
+
+def fold_split_file(fold: int, part: str) -> str:
+    """The split file of one fold that 02_prepare writes with ``folds=K``: ``fold<k>_train.txt`` / ``fold<k>_val.txt``."""
+    if part not in ("train", "val"):
+        raise ValueError(f"a fold has a train and a val part, not {part!r}")
+    return f"fold{int(fold)}_{part}.txt"
 
 
 class PreparedDataError(FileNotFoundError):
@@ -66,9 +74,10 @@ def read_prepared(root: Path | str) -> PreparedData:
                         split_mode=str(parameters.get("split_mode", "official")), manifest=manifest)
 
 
-def check_prepared(root: Path | str, img_size: int) -> PreparedData:
-    """:func:`read_prepared`, and the data's size must be ``img_size`` (the config's); else one sentence
-    saying what is wrong and the 02_prepare command that makes the right data."""
+def check_prepared(root: Path | str, img_size: int, larger_ok: bool = False) -> PreparedData:
+    """:func:`read_prepared`, and the data's size must be ``img_size`` (the config's), or at least that with
+    ``larger_ok`` (04 scoring a model against finer masks, as the seed scored 512 models on the 1024 masks);
+    else one sentence saying what is wrong and the 02_prepare command that makes the right data."""
     root = paths.resolve(root)
     match = FOLDER_NAME.match(root.name)
     split_mode = match["mode"] if match else "official"
@@ -78,7 +87,7 @@ def check_prepared(root: Path | str, img_size: int) -> PreparedData:
         raise PreparedDataError(
             f"No prepared data in {root} (no {MANIFEST_FILE}): run 02_prepare first, e.g. "
             f"`{prepare_command(root, img_size, split_mode)}`.") from None
-    if data.img_size != img_size:
+    if data.img_size != img_size and not (larger_ok and data.img_size > img_size):
         raise PreparedDataError(
             f"The config trains at {img_size}x{img_size} but {root} holds {data.img_size}x{data.img_size} data "
             f"(its {MANIFEST_FILE}): pass img_size={data.img_size}, or prepare {img_size}x{img_size} data with "

@@ -1,12 +1,17 @@
 """The layout of a training run's folder and of its evaluation folders: file names, readers, the run's label.
 
-A run folder (``outputs/runs/<config>/lr<lr>/``, 03_train's ``work_dir``)::
+A run folder (``outputs/runs/<config>/lr<lr>/``, ``lr<lr>_fold<k>/`` for a fold of a k-fold sweep; 03_train's
+``work_dir``)::
 
     config.py                    the config the run trained with (dumped by 03_train)
     manifest.json                parameters, lr, code version, packages, device
     metrics.json                 best and last val metrics, throughput (written when training ends)
     best_mDice_iter_*.pth, last_checkpoint, iter_*.pth
+    averaged_top<k>.pth          the mean weights of the top-k checkpoints (helpers.modeling.ensemble)
     <timestamp>/vis_data/scalars.json    mmengine's logged scalars, one folder per session
+
+An ensemble's folder (``outputs/ensembles/<name>/``) holds its manifest.json (members, checkpoints, TTA);
+it stands for a run folder in its evaluation (helpers.modeling.ensemble).
 
 An evaluation folder (``outputs/eval/<config>_lr<lr>/<split>/``, 04_evaluate's output)::
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import re
 from pathlib import Path
 
 from helpers import paths
@@ -32,6 +38,7 @@ METRICS_FILE = "metrics.json"
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 BEST_METRIC = "mDice"
 SCALARS_GLOB = "*/vis_data/scalars.json"
+AVERAGED_CHECKPOINT = "averaged_top{k}.pth"
 
 EVAL_INFO_FILE = "eval.json"
 EVAL_METRICS_FILE = "metrics.json"
@@ -40,10 +47,24 @@ PROBS_FILE = "probs.npy"
 MMSEG_PRED_FILE = "mmseg_pred.npy"
 GRID_FILE = "postprocess_grid.csv"
 
+FOLD_SUFFIX = "_fold"  # a fold run's folder: lr<lr>_fold<k>
+RUN_FOLDER = re.compile(rf"^lr(?P<lr>.+?)(?:{FOLD_SUFFIX}(?P<fold>\d+))?$")
+
 
 def run_dir(config: str, lr: float, outputs: Path | str = paths.OUTPUTS_DIR) -> Path:
     """The work_dir of one training run: ``outputs/runs/<config>/lr<lr>/``."""
     return paths.resolve(outputs) / "runs" / paths.config_name(config) / f"lr{lr:g}"
+
+
+def fold_run_dir(config: str, lr: float, fold: int, outputs: Path | str = paths.OUTPUTS_DIR) -> Path:
+    """The work_dir of one fold's run in a k-fold sweep: ``outputs/runs/<config>/lr<lr>_fold<k>/``."""
+    single = run_dir(config, lr, outputs)
+    return single.with_name(f"{single.name}{FOLD_SUFFIX}{int(fold)}")
+
+
+def ensemble_dir(name: str, outputs: Path | str = paths.OUTPUTS_DIR) -> Path:
+    """The folder of one ensemble of runs (its manifest.json names the members): ``outputs/ensembles/<name>/``."""
+    return paths.resolve(outputs) / "ensembles" / name
 
 
 def eval_dir(run: Path | str, split: str, outputs: Path | str = paths.OUTPUTS_DIR) -> Path:
@@ -82,6 +103,14 @@ def find_checkpoints(work_dir: Path | str) -> tuple[Path | None, Path | None]:
     return (best[-1] if best else None), (last if last and last.exists() else None)
 
 
+def step_checkpoint(work_dir: Path | str, step: int) -> Path | None:
+    """The kept checkpoint of iteration ``step`` (``iter_<step>.pth``, or the best one saved at that step);
+    None when the run did not keep it."""
+    work_dir = Path(work_dir)
+    candidates = [work_dir / f"iter_{int(step)}.pth", *sorted(work_dir.glob(f"best_{BEST_METRIC}_iter_{int(step)}.pth"))]
+    return next((c for c in candidates if c.is_file()), None)
+
+
 def read_manifest(work_dir: Path | str) -> dict:
     """The run's ``manifest.json`` ({} when the run has none, e.g. a checkpoint copied on its own)."""
     path = Path(work_dir) / MANIFEST_FILE
@@ -97,18 +126,25 @@ def read_metrics(work_dir: Path | str) -> dict:
 
 
 def run_label(work_dir: Path | str) -> tuple[str, float]:
-    """(config name, lr) of a run: from its manifest, else the folder names (``<config>/lr<lr>``);
-    the lr is NaN when neither says it."""
+    """(label, lr) of a run: the config name from its manifest, else the folder names (``<config>/lr<lr>``,
+    ``<config>/lr<lr>_fold<k>``), with `` (fold k)`` appended for a fold's run; the lr is NaN when neither
+    says it."""
     work_dir = Path(work_dir)
     manifest = read_manifest(work_dir)
-    config = manifest.get("parameters", {}).get("config") or work_dir.parent.name
-    lr = manifest.get("lr")
-    if lr is None and work_dir.name.startswith("lr"):
-        try:
-            lr = float(work_dir.name[2:])
-        except ValueError:
-            lr = None
-    return paths.config_name(config), float(lr) if lr is not None else math.nan
+    parameters = manifest.get("parameters", {})
+    config = parameters.get("config") or work_dir.parent.name
+    lr, fold = manifest.get("lr"), parameters.get("fold")
+    folder = RUN_FOLDER.match(work_dir.name)
+    if folder:
+        if lr is None:
+            try:
+                lr = float(folder["lr"])
+            except ValueError:
+                lr = None
+        if fold is None and folder["fold"] is not None:
+            fold = int(folder["fold"])
+    label = paths.config_name(config) + ("" if fold is None else f" (fold {fold})")
+    return label, float(lr) if lr is not None else math.nan
 
 
 def choose_outputs(outputs_dir: Path | str | None = None, split: str | None = None) -> tuple[Path, str | None]:

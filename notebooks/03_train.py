@@ -36,6 +36,12 @@ channels_last = "auto"  # channels-last weights and activations on a GPU (faster
 gpus = 1
 val_interval = None  # None: the config's, scaled with max_iters
 workers = None  # data loader workers; None: the config's on a CPU, from the CPU count on a GPU
+# The SIIM-ACR winners' options (README, "The winners' toolkit"); None leaves the config as it is.
+fold = None  # k: train on fold{k}_train.txt, validate on fold{k}_val.txt (02_prepare with folds > k)
+positive_rate = None  # [start, end] (or [start, end, iters]): positive share scheduled over training
+load_from = None  # a run folder (its best checkpoint) or a .pth to start from, e.g. a 512 run for 1024 fine-tuning
+pretrained = None  # a local backbone checkpoint in place of the published weights a config names
+keep_checkpoints = None  # interval checkpoints to keep (-1: all), for averaging the top-k afterwards
 
 # %%
 # %matplotlib inline
@@ -51,6 +57,7 @@ if note:
 params = TrainParams(
     config=config, lr=lr, max_iters=max_iters, batch_size=batch_size, img_size=img_size,
     seed=seed, work_dir=work_dir, prepared_root=prepared_root, resume=resume, amp=amp, channels_last=channels_last, gpus=gpus, val_interval=val_interval, workers=workers,
+    fold=fold, positive_rate=positive_rate, load_from=load_from, pretrained=pretrained, keep_checkpoints=keep_checkpoints,
 )
 result = run_training(params)
 metrics = result.metrics

@@ -38,15 +38,18 @@ batch_size = 8
 tta = False  # horizontal-flip test-time augmentation
 postprocess = "tune"  # "tune" (on val), "none", or a dict(threshold ..., min_component_area ..., min_total_area ...)
 n_boot = 1000
-prepared_root = None  # the prepared folder to evaluate on; None: each run's own (its config's data_root)
+prepared_root = None  # the prepared folder to evaluate on; None: each run's own (its config's data_root); a data/prepared/<mode>-1024 folder scores against the original masks
 outputs_dir = None  # None: outputs/, or the demo's outputs/demo/ when only it holds results
+ensemble = False  # also evaluate each k-fold sweep (sweep --folds K) as one mean-probability ensemble
+ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k checkpoints
 
 # %%
 # %matplotlib inline
 from IPython.display import display
 
-from helpers import evaluate, plots
+from helpers import dual_threshold, evaluate, plots
 from helpers import runs as run_folders
+from helpers.modeling import ensemble as ensembles
 
 outputs, note = run_folders.choose_outputs(outputs_dir)
 if note:
@@ -59,6 +62,12 @@ results = [
                           postprocess=postprocess, n_boot=n_boot, out_dir=run_folders.eval_dir(run, split, outputs))
     for run in run_dirs
 ]
+if ensemble:
+    for name, members in ensembles.fold_groups(run_dirs).items():
+        results.append(ensembles.evaluate_ensemble(
+            members, f"{name}{'_tta' if tta else ''}{f'_top{ensemble_top_k}' if ensemble_top_k else ''}", split=split,
+            prepared_root=prepared_root, batch_size=batch_size, tta=tta, top_k=ensemble_top_k, n_boot=n_boot,
+            outputs=outputs))
 
 # %% [markdown]
 # ## Every run: before and after post-processing
@@ -69,8 +78,21 @@ for result in results:
     pp = result.postprocess
     print(f"post-processing: p > {pp.threshold:.2f}, components of at least {pp.min_component_area} px, "
           f"masks of at least {pp.min_total_area} px (tuned on {result.metrics['postprocess']['tuned_on']})")
+    if "resolution" in result.metrics:
+        size = result.metrics["resolution"]
+        print(f"evaluated at {size['evaluated_at']} against the masks of {size['masks']} (model input {size['model_input']})")
     display(evaluate.metrics_table(result))
     display(plots.plot_confusion(result))
+
+# %% [markdown]
+# ## Post-processing: our triplet against the 1st place's dual threshold
+#
+# Both are tuned on val only (out-of-fold for a fold ensemble); `winner_on_val` is the scheme with the
+# higher val image Dice, the one to keep. The image Dice columns are the evaluated split's, with 95 % CIs.
+# Triplet: (threshold, min component area, min total area); dual threshold: (top, min area, bottom).
+
+# %%
+display(dual_threshold.schemes_table(results).style.format(precision=2, na_rep="–").format({"lr": "{:g}"}).hide(axis="index"))
 
 # %% [markdown]
 # ## Comparison: the lr sweep, the seed's reported numbers, the all-empty baseline

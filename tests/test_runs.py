@@ -89,3 +89,24 @@ def test_04_and_05_defaults_fall_back_on_the_demo_outputs(tmp_path, monkeypatch)
     assert chosen == demo and str(demo) in note and "trained runs" in note
     assert runs.choose_outputs(split="test") == (outputs, None)  # no evaluation yet: 05 looks in outputs/
     assert runs.choose_outputs("elsewhere") == (paths.resolve("elsewhere"), None)
+
+
+def test_a_fold_run_is_labelled_with_its_fold(tmp_path):
+    """A fold's run folder is ``lr<lr>_fold<k>``; its label says the fold, from the manifest or the folder name."""
+    run = runs.fold_run_dir(SEED_CONFIG, 0.01, 2, tmp_path)
+    assert run == tmp_path / "runs" / SEED_CONFIG / "lr0.01_fold2"
+    run.mkdir(parents=True)
+    assert runs.run_label(run) == (f"{SEED_CONFIG} (fold 2)", 0.01)  # no manifest: the folder names
+    (run / runs.MANIFEST_FILE).write_text(json.dumps({"parameters": {"config": SEED_CONFIG, "fold": 0}, "lr": 0.003}))
+    assert runs.run_label(run) == (f"{SEED_CONFIG} (fold 0)", 0.003)  # the manifest wins
+    assert runs.trained_runs(tmp_path) == []
+    (run / runs.METRICS_FILE).write_text("{}")
+    assert runs.trained_runs(tmp_path) == [run]  # finished fold runs are found like any other
+
+
+def test_step_checkpoint_finds_the_interval_or_the_best_checkpoint_of_a_step(tmp_path):
+    (tmp_path / "iter_4.pth").write_bytes(b"4")
+    (tmp_path / f"best_{runs.BEST_METRIC}_iter_6.pth").write_bytes(b"6")
+    assert runs.step_checkpoint(tmp_path, 4) == tmp_path / "iter_4.pth"
+    assert runs.step_checkpoint(tmp_path, 6) == tmp_path / f"best_{runs.BEST_METRIC}_iter_6.pth"
+    assert runs.step_checkpoint(tmp_path, 8) is None

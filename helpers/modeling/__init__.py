@@ -1,11 +1,11 @@
 """Training, checkpoints and inference around MMSegmentation.
 
 Importing this package (or any module in it) registers the project's mmseg components (dataset,
-transform, metric, loss, hook) and allowlists the globals that mmengine checkpoints need under torch's
+sampler, transform, metric, loss, hook) and allowlists the globals that mmengine checkpoints need under torch's
 ``weights_only`` loading.
 """
 
-from helpers import dataset, transforms  # noqa: F401  (registration)
+from helpers import dataset, samplers, transforms  # noqa: F401  (registration)
 from helpers.modeling import hooks, losses, mmseg_metric  # noqa: F401  (registration)
 from helpers.modeling.checkpoint import allow_mmengine_checkpoints
 

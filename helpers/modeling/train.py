@@ -51,6 +51,12 @@ class TrainParams:
     val_interval: int | None = None
     workers: int | None = None
     deterministic: bool = False
+    # the SIIM-ACR winners' options (helpers.modeling.winners); None leaves the config as it is
+    fold: int | None = None
+    positive_rate: list[float] | None = None
+    load_from: str | None = None
+    pretrained: str | None = None
+    keep_checkpoints: int | None = None
 
     def resolved_work_dir(self, cfg: Config) -> Path:
         """``work_dir`` as given, else ``outputs/runs/<config>/lr<lr>/``."""
@@ -132,6 +138,10 @@ def build_config(params: TrainParams) -> Config:
     root = paths.resolve(params.prepared_root or cfg.train_dataloader.dataset.data_root)
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         cfg[loader].dataset.data_root = str(root)
+    from helpers.modeling.winners import apply_winners_options
+
+    apply_winners_options(cfg, fold=params.fold, positive_rate=params.positive_rate, load_from=params.load_from,
+                          pretrained=params.pretrained, keep_checkpoints=params.keep_checkpoints)
     workers = params.workers
     if workers is None and torch.cuda.is_available():
         workers = min(16, max(1, default_workers() // max(1, params.gpus)))
