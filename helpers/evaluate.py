@@ -32,12 +32,12 @@ import numpy as np
 import pandas as pd
 import torch
 from mmengine.config import Config
-from tqdm.auto import tqdm
 
 from helpers import paths
 from helpers.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from helpers.metrics import bootstrap_ci, per_image_dice, pixel_counts, summary_metrics
 from helpers.modeling.train import DUMPED_CONFIG, MANIFEST_FILE, find_checkpoints
+from helpers.progress import tqdm
 from helpers.provenance import code_version
 
 SEED_RESULTS: dict[float, dict[str, float]] = {

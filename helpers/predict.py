@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 from mmengine.config import Config
-from tqdm.auto import tqdm
 
 from helpers import evaluate
 from helpers.fileio import atomic_write_bytes
 from helpers.plots import overlay
+from helpers.progress import tqdm
 from helpers.rawdata import read_gray8
 
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]

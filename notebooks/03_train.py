@@ -18,7 +18,8 @@
 #
 # Builds the mmengine config from the file plus these parameters (the lr reaches the optimizer) and
 # trains with `Runner.from_cfg`; validates on val at intervals, keeps the best checkpoint by val mDice
-# and the last one. With `gpus > 1` it launches `torchrun` in a subprocess (never DDP in this kernel).
+# and the last one. With `gpus > 1` (or `nproc > 1` CPU processes) it launches `torchrun` in a subprocess
+# (never DDP in this kernel). Curves: `make tensorboard`.
 # Sweep all learning rates with `python -m helpers sweep`.
 
 # %% tags=["parameters"]
@@ -33,9 +34,11 @@ data_root = None  # None: the config's data_root (data/prepared/official-512)
 resume = False  # continue from the last checkpoint in work_dir
 amp = "auto"  # "auto": bf16 AMP on a GPU, float32 on the CPU
 channels_last = "auto"  # channels-last weights and activations on a GPU (faster bf16 convolutions)
-gpus = 1
+gpus = 1  # > 1: torchrun, one process per GPU (nccl)
+nproc = 1  # > 1 without GPUs: torchrun with this many CPU processes (gloo)
 val_interval = None  # None: the config's, scaled with max_iters
 workers = None  # data loader workers; None: the config's on a CPU, from the CPU count on a GPU
+mlflow = False  # also log to MLflow's local store outputs/mlruns (pip install mlflow-skinny); TensorBoard always
 
 # %%
 # %matplotlib inline
@@ -50,6 +53,7 @@ params = TrainParams(
     work_dir=str(paths.resolve(work_dir)) if work_dir else None,
     data_root=str(paths.resolve(data_root)) if data_root else None,
     resume=resume, amp=amp, channels_last=channels_last, gpus=gpus, val_interval=val_interval, workers=workers,
+    nproc=nproc, mlflow=mlflow,
 )
 result = run_training(params)
 metrics = result.metrics
