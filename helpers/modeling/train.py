@@ -2,7 +2,8 @@
 
 One GPU or the CPU trains inside the calling process (the notebook's kernel). ``gpus > 1`` (or ``nproc > 1``
 CPU processes) dumps the config and launches ``torchrun`` in a subprocess with mmengine's ``pytorch``
-launcher (helpers.modeling.distributed): DDP never runs inside a Jupyter kernel. ``python -m helpers.modeling.train CONFIG [--launcher pytorch]`` is that entry.
+launcher: DDP never runs inside a Jupyter kernel. ``python -m helpers.modeling.train CONFIG [--launcher
+pytorch]`` is that entry; it joins the process group itself (helpers.modeling.distributed).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import torch
 from mmengine.config import Config
 
 from helpers import paths
-from helpers.modeling import distributed, tracking
 from helpers.fileio import atomic_write_json
+from helpers.modeling import distributed, tracking
 from helpers.parallel import default_workers
 from helpers.provenance import code_version, device_info, package_versions
 
