@@ -5,14 +5,13 @@ run killed mid-way resumes under DDP where it stopped. The demo config's loss go
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -62,14 +61,18 @@ def ddp_run(demo_prepared, tmp_path_factory):
     script = ("import json, sys\nfrom helpers.modeling.train import TrainParams, run_training\n"
               "run_training(TrainParams(**json.loads(sys.argv[1])))\n")
     first = subprocess.Popen([sys.executable, "-c", script, json.dumps(asdict(params))], cwd=paths.REPO_ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 900
         while not (work_dir / "last_checkpoint").exists() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert first.poll() is None, "the first session ended before it could be killed"
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)  # torchrun and both ranks: a crash or a preempted job
+    finally:  # SIGKILL to the launcher, torchrun and both ranks (each in its own session): a pre-empted job
+        launcher = psutil.Process(first.pid)
+        processes = [launcher, *launcher.children(recursive=True)]
+        for process in processes:
+            process.kill()
+        psutil.wait_procs(processes, timeout=30)
         first.wait()
     killed_at = Path((work_dir / "last_checkpoint").read_text().strip())
     result = run_training(replace(params, resume=True))
