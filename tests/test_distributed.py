@@ -97,10 +97,9 @@ def test_each_rank_trains_on_its_own_half_of_the_data(ddp_run):
     halves = [set(records[rank]["first_pass"]) for rank in (0, 1)]
     assert not halves[0] & halves[1], "the ranks share samples within one pass over the data"
     assert len(halves[0]) == len(halves[1]) == size // 2 and halves[0] | halves[1] <= set(range(size))
-    for record in records.values():  # what the rank trained on is its shard, in its order
-        seen = [path for batch in record["seen_paths"] for path in batch]
-        assert len(seen) == BATCH * (MAX_ITERS - record["start_iter"])
-        assert seen[:len(record["first_pass_paths"])] == record["first_pass_paths"][:len(seen)]
+    for record in records.values():  # what the rank trained on is its shard, in its order, and the resumed
+        seen = [path for batch in record["seen_paths"] for path in batch]  # session skipped what was trained
+        assert seen == record["stream_paths"][BATCH * record["start_iter"]:BATCH * MAX_ITERS]
     assert records[0]["seen_paths"] != records[1]["seen_paths"]
 
 
@@ -109,8 +108,9 @@ def test_the_ranks_end_with_identical_weights_that_training_changed(ddp_run):
     assert states[0].keys() == states[1].keys()
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key
-    checkpoint = torch.load(ddp_run["killed_at"], map_location="cpu", weights_only=False)["state_dict"]
-    changed = [key for key in states[0] if states[0][key].is_floating_point() and not torch.equal(states[0][key], checkpoint[key])]
+    done = int(ddp_run["killed_at"].stem.removeprefix("iter_"))
+    start = torch.load(ddp_run["probe"] / f"rank0-from{done}.pt")
+    changed = [key for key in states[0] if states[0][key].is_floating_point() and not torch.equal(states[0][key], start[key])]
     assert len(changed) > len(states[0]) // 2, "the resumed session did not train"
 
 
@@ -155,4 +155,4 @@ def test_the_demo_config_loss_goes_down_under_ddp(ddp_run):
     train_rows, _ = read_scalars(ddp_run["work_dir"])
     losses = [row["loss"] for row in train_rows]
     assert all(loss == loss for loss in losses)  # no NaN
-    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    assert sum(losses[-3:]) / 3 < 0.9 * sum(losses[:3]) / 3, losses

@@ -6,7 +6,8 @@ calls :func:`init_process_group` before mmengine's Runner. mmengine's own pytorc
 ``torch.cuda.set_device`` and so cannot start a CPU process; with the group already initialised, the Runner
 skips it. On a GPU the group uses nccl and one device per local rank; on the CPU gloo, DDP without
 ``device_ids`` and plain BatchNorm (torch's SyncBatchNorm runs on GPUs only), whose running statistics
-DDP broadcasts from rank 0 so that every rank holds the same model.
+DDP broadcasts from rank 0 at every step and mmengine's SyncBuffersHook averages before validation and at
+the end, so that every rank holds the same model.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def init_process_group(cfg: Config) -> None:
     else:
         _sync_bn_to_bn(cfg.model)
         cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=True)
+        # DDP broadcasts rank 0's BatchNorm statistics before each forward; each rank then updates its own:
+        # mmengine's SyncBuffersHook averages them before validating and at the end of training.
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="SyncBuffersHook")]
     cfg.env_cfg.dist_cfg = dict(backend=name)
     if not dist.is_initialized():
         dist.init_process_group(backend=name)
