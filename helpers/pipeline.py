@@ -81,10 +81,12 @@ def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: 
                 stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None,
             )
         except Exception as err:  # papermill's execution error, or a kernel that died
+            error = f"{type(err).__name__}: {err}"
             if stream and isinstance(err, PapermillExecutionError):
                 print(f"{name} failed:{err}", file=sys.stderr, flush=True)  # the cell's traceback
-            error = f"{type(err).__name__}: {err}"
-            log.error("%s failed: %s", name, error)
+                log.error("%s failed: %s: %s (traceback above)", name, err.ename, err.evalue)
+            else:
+                log.error("%s failed: %s", name, error)
         if partial.exists():
             partial.replace(executed)
     if executed.exists():

@@ -22,6 +22,7 @@ from tests.conftest import DEMO_CONFIG
 
 OPT_IN = "PNEUMO_TEST_SLURM"
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo")
+MUNGED_PID = Path("/run/munge/munged.pid")  # Debian's munged
 
 pytestmark = pytest.mark.skipif(os.environ.get(OPT_IN) != "1", reason=f"opt-in: make test-slurm ({OPT_IN}=1)")
 
@@ -45,7 +46,8 @@ def slurm_cluster(tmp_path_factory):
         pytest.skip(f"not installed: {missing} (apt-get install slurm-wlm munge)")
     if os.geteuid() != 0:
         pytest.skip("the test cluster runs its daemons as root")
-    if not _munge_works():
+    started_munged = not _munge_works()
+    if started_munged:
         started = subprocess.run(["su", "-s", "/bin/sh", "munge", "-c", "munged"], capture_output=True, text=True)
         if started.returncode != 0 or not _munge_works():
             pytest.fail(f"munged did not start: {started.stderr}")
@@ -95,6 +97,8 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscr
             pid_file = root / f"{daemon}.pid"
             if pid_file.exists():
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        if started_munged and MUNGED_PID.exists():
+            os.kill(int(MUNGED_PID.read_text()), signal.SIGTERM)
 
 
 def test_the_sweep_runs_as_a_slurm_array(slurm_cluster, demo_prepared, tmp_path):
