@@ -115,11 +115,10 @@ cat >"$P/05_visualize.yaml" <<EOF
 split: test
 n_examples: 2
 EOF
-pipeline() {
-  "$PY" -m helpers demo-data --dest "$SCRATCH/demo" --n-train "$N_TRAIN" --n-test "$N_TEST" --size "$RAW_SIZE" &&
-  "$PY" -m helpers pipeline --params-dir "$P" --outputs "$SCRATCH/outputs"
-}
-timed pipeline "$PIPELINE_S" "$SCRATCH/logs/pipeline.log" pipeline
+timed pipeline "$PIPELINE_S" "$SCRATCH/logs/pipeline.log" bash -c \
+  '"$1" -m helpers demo-data --dest "$2/demo" --n-train "$3" --n-test "$4" --size "$5" &&
+   "$1" -m helpers pipeline --params-dir "$2/params" --outputs "$2/outputs"' \
+  _ "$PY" "$SCRATCH" "$N_TRAIN" "$N_TEST" "$RAW_SIZE"
 RUN=$SCRATCH/outputs/runs/$CONFIG/lr0.01
 DETAIL=$("$PY" - "$RUN" "$SCRATCH/outputs" <<'EOF' 2>&1 | tail -1
 import json, sys
@@ -145,8 +144,8 @@ timed train-bench "$BENCH_S" "$SCRATCH/logs/train.log" "$PY" benchmarks/train.py
 row train-bench "$LAST" "$LAST_S" "see the table below"
 
 echo
-echo "GPU check ($([ "$DRY_RUN" = 1 ] && echo "CPU dry run" || echo GPU)); logs in $SCRATCH/logs"
+KIND=GPU; [ "$DRY_RUN" = 1 ] && KIND="CPU dry run"
+echo "GPU check ($KIND); logs in $SCRATCH/logs"
 printf '%s\n' "| step       | result  | seconds | detail |" "| --- | --- | ---: | --- |" "${ROWS[@]}"
-for log in train_step train; do
-  echo; echo "benchmarks/$log.py:"; grep -E '^\|' "$SCRATCH/logs/$log.log" || tail -3 "$SCRATCH/logs/$log.log"
-done
+echo; echo "benchmarks/train_step.py:"; sed -n '/^variant /,$p' "$SCRATCH/logs/train_step.log"
+echo; echo "benchmarks/train.py:"; sed -n '/^part /,$p' "$SCRATCH/logs/train.log"
