@@ -21,6 +21,8 @@ from helpers.modeling.train import METRICS_FILE, TrainParams, build_config, read
 from tests.conftest import DEMO_CONFIG
 from tests.ddp_probe import OTHER_RANKS_UMASK
 
+pytestmark = pytest.mark.slow
+
 MAX_ITERS = 30
 CHECKPOINT_INTERVAL = 10
 BATCH = 4
