@@ -86,19 +86,19 @@ row cuda-tests "$LAST" "$LAST_S" "$(grep -E '[0-9]+ (passed|failed|skipped|error
 # 3. the pipeline at 512 on generated 1024x1024 data, through papermill (python -m helpers pipeline)
 P=$SCRATCH/params
 mkdir -p "$P"
+cat >"$P/shared.yaml" <<EOF
+raw_root: $SCRATCH/demo
+prepared_root: $SCRATCH/prepared/official-$SIZE
+EOF
 cat >"$P/01_explore.yaml" <<EOF
-data_root: $SCRATCH/demo
 max_images: 0
 EOF
 cat >"$P/02_prepare.yaml" <<EOF
-raw_root: $SCRATCH/demo
-output_root: $SCRATCH/prepared
 img_size: $SIZE
 EOF
 cat >"$P/03_train.yaml" <<EOF
 lrs: [0.01]
 config: $CONFIG
-data_root: $SCRATCH/prepared/official-$SIZE
 img_size: $SIZE
 batch_size: 8
 max_iters: $ITERS
@@ -119,15 +119,15 @@ timed pipeline "$PIPELINE_S" "$SCRATCH/logs/pipeline.log" bash -c \
   '"$1" -m helpers demo-data --dest "$2/demo" --n-train "$3" --n-test "$4" --size "$5" &&
    "$1" -m helpers pipeline --params-dir "$2/params" --outputs "$2/outputs"' \
   _ "$PY" "$SCRATCH" "$N_TRAIN" "$N_TEST" "$RAW_SIZE"
-RUN=$SCRATCH/outputs/runs/$CONFIG/lr0.01
-DETAIL=$("$PY" - "$RUN" "$SCRATCH/outputs" <<'EOF' 2>&1 | tail -1
+DETAIL=$("$PY" - "$CONFIG" "$SCRATCH/outputs" <<'EOF' 2>&1 | tail -1
 import json, sys
 from pathlib import Path
-run, outputs = Path(sys.argv[1]), Path(sys.argv[2])
-manifest = json.loads((run / "manifest.json").read_text())
-config = (run / "config.py").read_text()
-metrics = json.loads((run / "metrics.json").read_text())
-evals = [json.loads(p.read_text()) for p in sorted(outputs.glob("eval/*/test/eval.json"))]
+from helpers import runs
+outputs = Path(sys.argv[2])
+run = runs.run_dir(sys.argv[1], 0.01, outputs)
+manifest, metrics = runs.read_manifest(run), runs.read_metrics(run)
+config = (run / runs.CONFIG_FILE).read_text()
+evals = [json.loads((p / runs.EVAL_INFO_FILE).read_text()) for p in runs.evaluations(outputs, "test")]
 print(f"amp={manifest['amp']} channels_last={'ChannelsLastHook' in config} "
       f"device={manifest['device'].get('gpus') or 'cpu'} train img/s={metrics['images_per_s']:.1f} "
       f"eval on={sorted({e['device'] for e in evals})} index.html={(outputs / 'index.html').exists()}")

@@ -22,8 +22,8 @@
 # of pixels in 12,047 images and pneumothorax 0.30 % in 2,669 images.
 
 # %% tags=["parameters"]
-data_root = "data/raw"  # the Kaggle folder or its parent
-splits = ["train", "test"]  # the official stage_1 splits to include
+raw_root = None  # the Kaggle folder or its parent; None: data/raw, or the demo data when data/raw has none
+stages = ["train", "test"]  # the official stage_1 stages to include
 max_images = 0  # 0: every image; otherwise a random sample of this size (quick looks)
 seed = 0  # for the sample
 workers = 0  # 0: all CPU cores
@@ -33,11 +33,14 @@ outputs_dir = "outputs"
 # %matplotlib inline
 from IPython.display import display
 
-from helpers import explore, paths, plots
+from helpers import explore, paths, plots, rawdata
 
+raw = rawdata.choose_raw_root(raw_root)
+if raw.note:
+    print(raw.note)
 result = explore.explore_dataset(
-    paths.resolve(data_root), stages=splits, max_images=max_images or None, seed=seed,
-    workers=workers or None, out_dir=paths.explore_dir(paths.resolve(outputs_dir)),
+    raw.root, stages=stages, max_images=max_images or None, seed=seed, workers=workers or None,
+    out_dir=paths.explore_dir(outputs_dir),
 )
 print(result.index.describe())
 print(f"statistics written to {result.stats_path}")

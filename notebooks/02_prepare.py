@@ -24,8 +24,8 @@
 # has_pneumo) and `seed` (the seed's random 80/20 of all images, random_state=0, no test split).
 
 # %% tags=["parameters"]
-raw_root = "data/raw"
-output_root = "data/prepared"
+raw_root = None  # the Kaggle folder or its parent; None: data/raw, or the demo data when data/raw has none
+prepared_root = None  # the folder to write; None: data/prepared/<split_mode>-<img_size> (data/demo/prepared/... for the demo)
 img_size = 512
 val_fraction = 0.2
 seed = 0
@@ -38,10 +38,13 @@ workers = 0  # 0: all CPU cores
 import pandas as pd
 from IPython.display import display
 
-from helpers import paths, plots, prepare
+from helpers import plots, prepare, rawdata
 
+raw = rawdata.choose_raw_root(raw_root)
+if raw.note:
+    print(raw.note)
 result = prepare.prepare_dataset(
-    paths.resolve(raw_root), paths.resolve(output_root), img_size=img_size, val_fraction=val_fraction,
+    raw.root, raw.prepared_parent, out_dir=prepared_root, img_size=img_size, val_fraction=val_fraction,
     seed=seed, split_mode=split_mode, folds=folds, workers=workers or None,
 )
 print(f"{result.out_dir}: {result.written} pairs written, {result.skipped} already there, {result.removed} stale files removed")

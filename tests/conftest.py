@@ -10,9 +10,9 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from helpers import paths  # noqa: E402
+from helpers.paths import DEMO_CONFIG  # noqa: E402
 
 REAL_SAMPLE = paths.REPO_ROOT.parent / "shared" / "realdata-sample"
-DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"
 
 
 @pytest.fixture(scope="session")
@@ -47,5 +47,5 @@ def trained_demo_run(demo_prepared, tmp_path_factory):
     from helpers.modeling.train import TrainParams, run_training
 
     work_dir = tmp_path_factory.mktemp("runs") / "demo" / "lr0.003"
-    return run_training(TrainParams(config=DEMO_CONFIG, data_root=str(demo_prepared.out_dir), img_size=64,
+    return run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=64,
                                     max_iters=60, val_interval=30, work_dir=str(work_dir)))

@@ -15,10 +15,10 @@ import psutil
 import pytest
 import torch
 
-from helpers import paths
+from helpers import paths, runs
 from helpers.modeling.distributed import process_count
-from helpers.modeling.train import METRICS_FILE, TrainParams, build_config, read_scalars, run_training
-from tests.conftest import DEMO_CONFIG
+from helpers.modeling.train import TrainParams, build_config, run_training
+from helpers.paths import DEMO_CONFIG
 from tests.ddp_probe import OTHER_RANKS_UMASK
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def ddp_run(demo_prepared, tmp_path_factory):
                       "custom_imports = dict(imports=['tests.ddp_probe'], allow_failed_imports=False)\n"
                       f"custom_hooks = [dict(type='DDPProbeHook', out_dir={str(probe_dir)!r})]\n")
     work_dir = root / "run"
-    params = TrainParams(config=str(config), data_root=str(demo_prepared.out_dir), img_size=64, batch_size=BATCH,
+    params = TrainParams(config=str(config), prepared_root=str(demo_prepared.out_dir), img_size=64, batch_size=BATCH,
                          workers=0, max_iters=MAX_ITERS, val_interval=CHECKPOINT_INTERVAL, work_dir=str(work_dir),
                          nproc=2)
     assert build_config(params).launcher == "pytorch"
@@ -129,7 +129,7 @@ def test_only_rank_0_writes_checkpoints_logs_and_metrics(ddp_run):
         assert len(list((session / "vis_data").glob("events.out.tfevents.*"))) == 1
     names = sorted(p.name for p in work_dir.glob("*.pth"))
     assert f"iter_{MAX_ITERS}.pth" in names and all(name.startswith(("iter_", "best_")) for name in names)
-    assert (work_dir / METRICS_FILE).is_file()
+    assert (work_dir / runs.METRICS_FILE).is_file()
 
 
 def test_a_killed_ddp_run_resumes_with_the_iteration_count_continuing(ddp_run):
@@ -145,7 +145,7 @@ def test_a_killed_ddp_run_resumes_with_the_iteration_count_continuing(ddp_run):
     assert max(session_train_steps(sessions[0])) < MAX_ITERS
     records = probe_records(ddp_run["probe"])
     assert {record["start_iter"] for record in records.values()} == {done}
-    train_rows, val_rows = read_scalars(work_dir)
+    train_rows, val_rows = runs.read_scalars(work_dir)
     steps = [row["step"] for row in train_rows]
     assert steps == sorted(set(steps)) and steps[-1] == MAX_ITERS
     assert MAX_ITERS in {row["step"] for row in val_rows}
@@ -154,7 +154,7 @@ def test_a_killed_ddp_run_resumes_with_the_iteration_count_continuing(ddp_run):
 
 
 def test_the_demo_config_loss_goes_down_under_ddp(ddp_run):
-    train_rows, _ = read_scalars(ddp_run["work_dir"])
+    train_rows, _ = runs.read_scalars(ddp_run["work_dir"])
     losses = [row["loss"] for row in train_rows]
     assert all(loss == loss for loss in losses)  # no NaN
     assert sum(losses[-3:]) / 3 < 0.9 * sum(losses[:3]) / 3, losses

@@ -13,9 +13,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import paths
+from helpers import paths, runs
+from helpers.paths import DEMO_CONFIG
 from helpers.pipeline import run_notebook
-from tests.conftest import DEMO_CONFIG
 
 MAX_ITERS = 40
 ITERATION_LINE = re.compile(rf"Iter\(train\) \[\s*\d+/{MAX_ITERS}\].*eta: \S+.*time: \S+.*loss: \d")
@@ -27,9 +27,9 @@ def test_the_sweep_streams_iteration_lines_while_the_run_is_under_way(demo_prepa
     lr = 0.003
     command = [sys.executable, "-m", "helpers", "sweep", "--lrs", str(lr), "--config", DEMO_CONFIG,
                "--params-dir", str(tmp_path / "no-yaml"), "--outputs", str(outputs),
-               "-p", f"data_root={demo_prepared.out_dir}", "-p", "img_size=64", "-p", "batch_size=4",
+               "-p", f"prepared_root={demo_prepared.out_dir}", "-p", "img_size=64", "-p", "batch_size=4",
                "-p", f"max_iters={MAX_ITERS}", "-p", f"val_interval={MAX_ITERS}", "-p", "workers=0"]
-    metrics = paths.run_dir(DEMO_CONFIG, lr, outputs) / "metrics.json"
+    metrics = runs.run_dir(DEMO_CONFIG, lr, outputs) / runs.METRICS_FILE
     process = subprocess.Popen(command, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, bufsize=1)
     lines, seen_during_the_run = [], []
@@ -107,15 +107,15 @@ def test_an_interactive_client_keeps_the_widget(tmp_path):
 def test_papermill_from_the_notebooks_folder_trains_into_outputs(demo_prepared, tmp_path):
     """The user's own command, run in notebooks/, with the data given relative to the repository root."""
     outputs = tmp_path / "outputs"
-    data_root = os.path.relpath(demo_prepared.out_dir, paths.REPO_ROOT)
+    prepared_root = os.path.relpath(demo_prepared.out_dir, paths.REPO_ROOT)
     env = {**os.environ, "PNEUMO_OUTPUTS_DIR": str(outputs)}
     done = subprocess.run(
         [sys.executable, "-m", "papermill", "03_train.ipynb", str(tmp_path / "out.ipynb"), "--log-output",
-         "-p", "lr", "0.002", "-p", "config", DEMO_CONFIG, "-p", "data_root", data_root, "-p", "img_size", "64",
+         "-p", "lr", "0.002", "-p", "config", DEMO_CONFIG, "-p", "prepared_root", prepared_root, "-p", "img_size", "64",
          "-p", "batch_size", "4", "-p", "max_iters", "4", "-p", "val_interval", "4", "-p", "workers", "0"],
         cwd=paths.NOTEBOOKS_DIR, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     run = outputs / "runs" / DEMO_CONFIG / "lr0.002"
-    assert (run / "metrics.json").is_file() and (run / "iter_4.pth").is_file()
+    assert (run / runs.METRICS_FILE).is_file() and (run / "iter_4.pth").is_file()
     assert "Iter(train) [4/4]" in done.stderr  # --log-output: the notebook's output on the terminal
     assert not (paths.NOTEBOOKS_DIR / "outputs").exists() and not (paths.NOTEBOOKS_DIR / "data").exists()

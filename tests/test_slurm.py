@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import paths
+from helpers import paths, runs
+from helpers.paths import DEMO_CONFIG
 from helpers.pipeline import write_sbatch
-from tests.conftest import DEMO_CONFIG
 
 OPT_IN = "PNEUMO_TEST_SLURM"
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo")
@@ -104,7 +104,7 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscr
 def test_the_sweep_runs_as_a_slurm_array(slurm_cluster, demo_prepared, tmp_path):
     outputs = tmp_path / "outputs"
     lrs = [0.003, 0.001]
-    parameters = {"config": DEMO_CONFIG, "data_root": str(demo_prepared.out_dir), "img_size": 64, "batch_size": 4,
+    parameters = {"config": DEMO_CONFIG, "prepared_root": str(demo_prepared.out_dir), "img_size": 64, "batch_size": 4,
                   "max_iters": 4, "val_interval": 4, "workers": 0}
     script = write_sbatch(lrs, parameters, tmp_path / "sweep.sbatch", gpus=0, cpus_per_gpu=1, hours=1, outputs=outputs)
     (outputs / "runs").mkdir(parents=True)
@@ -114,7 +114,7 @@ def test_the_sweep_runs_as_a_slurm_array(slurm_cluster, demo_prepared, tmp_path)
     assert done.returncode == 0, done.stderr + "".join(p.read_text()[-2000:] for p in logs)
     assert len(logs) == len(lrs)
     for lr in lrs:
-        run = paths.run_dir(DEMO_CONFIG, lr, outputs)
-        for name in ("03_train.ipynb", "03_train.html", "manifest.json", "metrics.json", "config.py", "iter_4.pth"):
+        run = runs.run_dir(DEMO_CONFIG, lr, outputs)
+        for name in ("03_train.ipynb", "03_train.html", runs.MANIFEST_FILE, runs.METRICS_FILE, runs.CONFIG_FILE, "iter_4.pth"):
             assert (run / name).is_file(), f"{run / name} is missing"
-        assert Path((run / "last_checkpoint").read_text().strip()) == run / "iter_4.pth"
+        assert Path((run / runs.LAST_CHECKPOINT_FILE).read_text().strip()) == run / "iter_4.pth"
