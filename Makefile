@@ -8,12 +8,29 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 KERNEL := pneumothorax
 pin     = $(shell grep -E '^$(1)==' requirements.txt)
+OUTPUTS ?= $(or $(PNEUMO_OUTPUTS_DIR),outputs)
+TB_PORT ?= 6006
 
-.PHONY: venv demo test lab sweep report benchmark notebooks clean-outputs help
+# mmcv's setup.py compiles its CUDA kernels whenever torch sees a GPU; that needs a CUDA toolkit matching
+# torch's and a long nvcc build, and the UNet uses none of them. So CUDA is hidden from the build (CPU ops
+# only, what mmseg needs to import) unless MMCV_CUDA=1 asks for the kernels: `make venv MMCV_CUDA=1`.
+MMCV_CUDA ?= 0
+# PyPI's Linux torch is a CUDA build; a node whose driver is older than that CUDA needs another wheel index:
+# `make venv TORCH_INDEX=https://download.pytorch.org/whl/cu126` (nvidia-smi shows the driver's CUDA).
+TORCH_INDEX ?=
+ifeq ($(MMCV_CUDA),1)
+MMCV_BUILD_ENV := FORCE_CUDA=1
+else
+MMCV_BUILD_ENV := env -u FORCE_CUDA CUDA_VISIBLE_DEVICES=
+endif
+
+.PHONY: venv demo test test-slurm lab tensorboard sweep report benchmark notebooks clean-outputs help
 
 help:
 	@echo "make demo       generate the demo dataset and run the whole pipeline on it (CPU, minutes)"
 	@echo "make test       run the test suite"
+	@echo "make test-slurm the SLURM sweep on a one-node cluster on localhost (needs slurm-wlm, munge; root)"
+	@echo "make tensorboard TensorBoard on outputs/runs/ (port TB_PORT=6006)"
 	@echo "make lab        JupyterLab on notebooks/ with the project's kernel"
 	@echo "make sweep      03_train once per learning rate (full-data defaults, GPU node)"
 	@echo "make report     the whole pipeline with the full-data defaults (pipeline/*.yaml)"
@@ -27,8 +44,8 @@ venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip wheel ninja $(call pin,setuptools)
-	$(PIP) install $(call pin,torch)
-	$(PY) -c "import mmcv.ops" 2>/dev/null || MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation $(call pin,mmcv)
+	$(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(call pin,torch)
+	$(PY) -c "import mmcv.ops" 2>/dev/null || $(MMCV_BUILD_ENV) MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation $(call pin,mmcv)
 	$(PIP) install -r requirements.txt
 	$(PIP) install --no-build-isolation --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (pneumothorax)"
@@ -40,6 +57,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+test-slurm: $(STAMP)
+	PNEUMO_TEST_SLURM=1 $(PY) -m pytest tests/test_slurm.py -rs
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir $(OUTPUTS)/runs --port $(TB_PORT)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks

@@ -203,7 +203,8 @@ def train_images_per_s(config: str, data_root: Path, size: int, batch: int, amp:
     import torch
     from mmengine.runner import Runner
 
-    from helpers.modeling.train import TrainParams, build_config, read_scalars
+    from helpers.modeling.train import TrainParams, build_config
+    from helpers.runs import read_scalars
 
     _register()
     cfg = build_config(TrainParams(config=config, prepared_root=str(data_root), img_size=size, batch_size=batch,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from helpers.progress import tqdm
 
 from helpers.metrics import bootstrap_ci, pixel_counts, summary_metrics
 from helpers.postprocess import area_grid, binarize

@@ -55,13 +55,17 @@ def render_html(notebook: Path, html_path: Path) -> Path:
     return html_path
 
 
-def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: str | None = None) -> Report:
+def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: str | None = None,
+                 stream: bool = True) -> Report:
     """Execute ``notebooks/<stage>.ipynb`` with papermill into ``output_dir`` and render its HTML.
 
-    The kernel runs in the repository root. A failing notebook still gets its executed copy and HTML
-    (showing the error); the returned Report says it failed.
+    The kernel runs in the repository root. With ``stream``, the notebook's output (mmengine's iteration
+    lines, progress bars as text) goes to this process's stdout/stderr while it runs, and a failed cell's
+    traceback to stderr. A failing notebook still gets its executed copy and HTML (showing the error);
+    the returned Report says it failed.
     """
     import papermill
+    from papermill.exceptions import PapermillExecutionError
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -76,10 +80,15 @@ def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: 
             papermill.execute_notebook(
                 str(paths.NOTEBOOKS_DIR / f"{stage}.ipynb"), str(partial), parameters=parameters,
                 cwd=str(paths.REPO_ROOT), progress_bar=False, log_output=False,
+                stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None,
             )
         except Exception as err:  # papermill's execution error, or a kernel that died
             error = f"{type(err).__name__}: {err}"
-            log.error("%s failed: %s", name, error)
+            if stream and isinstance(err, PapermillExecutionError):
+                print(f"{name} failed:{err}", file=sys.stderr, flush=True)  # the cell's traceback
+                log.error("%s failed: %s: %s (traceback above)", name, err.ename, err.evalue)
+            else:
+                log.error("%s failed: %s", name, error)
         if partial.exists():
             partial.replace(executed)
     if executed.exists():
@@ -129,7 +138,7 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
 def write_sbatch(lrs: list[float] | tuple[float, ...], parameters: dict, path: Path | str, *, gpus: int = 1,
                  cpus_per_gpu: int = 8, hours: int = 4, outputs: Path | str = paths.OUTPUTS_DIR, folds: int = 0) -> Path:
     """A SLURM array script, one job per lr (per lr and fold with ``folds=K``), each running 03_train
-    through papermill on its own node share."""
+    through papermill on its own node share (``gpus=0``: CPU jobs, no GPU requested)."""
     config = parameters.get("config", paths.SEED_CONFIG)
     extra = " ".join(f"-p {k} {shlex.quote(str(v))}" for k, v in parameters.items() if k not in ("config", "lr", "work_dir", "gpus", "fold"))
     lr_list = " ".join(f"{lr:g}" for lr in lrs)
@@ -144,8 +153,8 @@ WORK_DIR={shlex.quote(str(Path(outputs) / 'runs' / paths.config_name(config)))}/
     script = f"""#!/bin/bash
 #SBATCH --job-name=pneumothorax-sweep
 #SBATCH --array=0-{len(lrs) * max(1, folds) - 1}
-#SBATCH --gres=gpu:{gpus}
-#SBATCH --cpus-per-task={cpus_per_gpu * gpus}
+{f"#SBATCH --gres=gpu:{gpus}" if gpus else "#SBATCH --ntasks=1"}
+#SBATCH --cpus-per-task={cpus_per_gpu * max(1, gpus)}
 #SBATCH --time={hours}:00:00
 #SBATCH --output={Path(outputs) / 'runs' / 'slurm-%A_%a.out'}
 # Written by `python -m helpers sweep --sbatch`: one job per lr, each runs notebooks/03_train.ipynb with

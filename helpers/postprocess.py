@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from helpers import runs
 from helpers.metrics import pixel_counts
+from helpers.progress import tqdm
 
 if TYPE_CHECKING:  # only for the type hints: importing the model side would load mmseg
     from helpers.modeling.inference import Predictions

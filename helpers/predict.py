@@ -19,13 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from helpers.dicom import is_dicom
 from helpers.fileio import atomic_write_text
 from helpers.images import IMAGE_SUFFIXES, overlay, read_radiograph, write_png
 from helpers.modeling.inference import load_model, probability_maps
 from helpers.postprocess import PostProcess, apply_postprocess, find_tuned_postprocess
+from helpers.progress import tqdm
 
 COLUMNS = ["input", "mask_path", "overlay_path", "width", "height", "predicted_area", "area_cm2", "pneumothorax",
            "max_prob", "error"]

@@ -18,7 +18,8 @@
 #
 # Builds the mmengine config from the file plus these parameters (the lr reaches the optimizer) and
 # trains with `Runner.from_cfg`; validates on val at intervals, keeps the best checkpoint by val mDice
-# and the last one. With `gpus > 1` it launches `torchrun` in a subprocess (never DDP in this kernel).
+# and the last one. With `gpus > 1` (or `nproc > 1` CPU processes) it launches `torchrun` in a subprocess
+# (never DDP in this kernel). Curves: `make tensorboard`.
 # Sweep all learning rates with `python -m helpers sweep`.
 
 # %% tags=["parameters"]
@@ -33,7 +34,8 @@ prepared_root = None  # the prepared folder (02's output); None: the config's da
 resume = False  # continue from the last checkpoint in work_dir
 amp = "auto"  # "auto": bf16 AMP on a GPU, float32 on the CPU
 channels_last = "auto"  # channels-last weights and activations on a GPU (faster bf16 convolutions)
-gpus = 1
+gpus = 1  # > 1: torchrun, one process per GPU (nccl)
+nproc = 1  # > 1 without GPUs: torchrun with this many CPU processes (gloo)
 val_interval = None  # None: the config's, scaled with max_iters
 workers = None  # data loader workers; None: the config's on a CPU, from the CPU count on a GPU
 # The SIIM-ACR winners' options (README, "The winners' toolkit"); None leaves the config as it is.
@@ -42,6 +44,7 @@ positive_rate = None  # [start, end] (or [start, end, iters]): positive share sc
 load_from = None  # a run folder (its best checkpoint) or a .pth to start from, e.g. a 512 run for 1024 fine-tuning
 pretrained = None  # a local backbone checkpoint in place of the published weights a config names
 keep_checkpoints = None  # interval checkpoints to keep (-1: all), for averaging the top-k afterwards
+mlflow = False  # also log to MLflow's local store outputs/mlruns (pip install mlflow-skinny); TensorBoard always
 
 # %%
 # %matplotlib inline
@@ -58,6 +61,7 @@ params = TrainParams(
     config=config, lr=lr, max_iters=max_iters, batch_size=batch_size, img_size=img_size,
     seed=seed, work_dir=work_dir, prepared_root=prepared_root, resume=resume, amp=amp, channels_last=channels_last, gpus=gpus, val_interval=val_interval, workers=workers,
     fold=fold, positive_rate=positive_rate, load_from=load_from, pretrained=pretrained, keep_checkpoints=keep_checkpoints,
+    nproc=nproc, mlflow=mlflow,
 )
 result = run_training(params)
 metrics = result.metrics

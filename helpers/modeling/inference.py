@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from mmengine.config import Config
-from tqdm.auto import tqdm
 
 from helpers import paths, runs
+from helpers.progress import tqdm
 
 # mmseg's advice and deprecation notes when it builds these models: true, known, and nothing a reader of a
 # report can act on. load_model keeps them in LoadedModel.library_warnings (04 writes them to its metrics.json),

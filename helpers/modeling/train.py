@@ -1,8 +1,9 @@
 """03_train: an mmseg config plus the notebook's parameters -> ``Runner.from_cfg`` -> a run folder.
 
-One GPU or the CPU trains inside the calling process (the notebook's kernel). ``gpus > 1`` dumps the
-config and launches ``torchrun`` in a subprocess with mmengine's ``pytorch`` launcher: DDP never runs
-inside a Jupyter kernel. ``python -m helpers.modeling.train CONFIG [--launcher pytorch]`` is that entry.
+One GPU or the CPU trains inside the calling process (the notebook's kernel). ``gpus > 1`` (or ``nproc > 1``
+CPU processes) dumps the config and launches ``torchrun`` in a subprocess with mmengine's ``pytorch``
+launcher: DDP never runs inside a Jupyter kernel. ``python -m helpers.modeling.train CONFIG [--launcher
+pytorch]`` is that entry; it joins the process group itself (helpers.modeling.distributed).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mmengine.config import Config
 
 from helpers import paths, runs
 from helpers.fileio import atomic_write_json
+from helpers.modeling import distributed, tracking
 from helpers.modeling.inference import library_warnings_kept, model_input_size
 from helpers.parallel import default_workers
 from helpers.prepared import PreparedData, PreparedDataError, check_prepared, read_prepared
@@ -48,6 +50,7 @@ class TrainParams:
     amp: bool | str = "auto"
     channels_last: bool | str = "auto"
     gpus: int = 1
+    nproc: int = 1
     val_interval: int | None = None
     workers: int | None = None
     deterministic: bool = False
@@ -57,6 +60,7 @@ class TrainParams:
     load_from: str | None = None
     pretrained: str | None = None
     keep_checkpoints: int | None = None
+    mlflow: bool = False
 
     def resolved_work_dir(self, cfg: Config) -> Path:
         """``work_dir`` as given, else ``outputs/runs/<config>/lr<lr>/``."""
@@ -157,12 +161,14 @@ def build_config(params: TrainParams) -> Config:
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="ChannelsLastHook")]
     cfg.env_cfg.cudnn_benchmark = torch.cuda.is_available()
     cfg.randomness = dict(seed=int(params.seed), deterministic=bool(params.deterministic))
-    cfg.launcher = "pytorch" if params.gpus > 1 else "none"
+    cfg.launcher = "pytorch" if distributed.process_count(params.gpus, params.nproc) > 1 else "none"
     cfg.work_dir = str(params.resolved_work_dir(cfg).resolve())
     cfg.resume = bool(params.resume)
     # mmengine keeps one visualizer per name in the process: a fixed name ('visualizer' in mmseg's runtime)
     # would send a second run's scalars in the same kernel or test session to the first run's folder.
     cfg.visualizer.name = f"visualizer:{cfg.work_dir}:{time.time_ns()}"
+    tracking.add_vis_backends(cfg, experiment=paths.config_name(params.config), run=Path(cfg.work_dir).name,
+                              mlflow=params.mlflow)
     return cfg
 
 
@@ -258,8 +264,9 @@ def run_training(params: TrainParams) -> TrainResult:
     }
     atomic_write_json(work_dir / runs.MANIFEST_FILE, manifest)
     start = time.perf_counter()
-    if params.gpus > 1:
-        launch_torchrun(work_dir / runs.CONFIG_FILE, params.gpus)
+    processes = distributed.process_count(params.gpus, params.nproc)
+    if processes > 1:
+        launch_torchrun(work_dir / runs.CONFIG_FILE, processes)
         peak = None
     else:
         from mmengine.runner import Runner
@@ -273,14 +280,15 @@ def run_training(params: TrainParams) -> TrainResult:
         runner.train()
         peak = _peak_memory_mb()
     wall = time.perf_counter() - start
-    metrics = summarize_run(work_dir, cfg.train_dataloader.batch_size, max(1, params.gpus), wall, peak)
+    metrics = summarize_run(work_dir, cfg.train_dataloader.batch_size, processes, wall, peak)
     atomic_write_json(work_dir / runs.METRICS_FILE, metrics)
     best, last = runs.find_checkpoints(work_dir)
     return TrainResult(work_dir=work_dir, best_checkpoint=best, last_checkpoint=last, metrics=metrics)
 
 
 def launch_torchrun(config_file: Path, gpus: int) -> None:
-    """Train a dumped config on ``gpus`` GPUs of this node: ``torchrun`` in a subprocess, pytorch launcher."""
+    """Train a dumped config in ``gpus`` processes of this node (one per GPU, or CPU processes with gloo):
+    ``torchrun`` in a subprocess, pytorch launcher."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:
         raise RuntimeError("torchrun not found next to this Python or on PATH")
@@ -302,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     cfg.resume = args.resume or cfg.get("resume", False)
+    if args.launcher == "pytorch":
+        distributed.init_process_group(cfg)
     Runner.from_cfg(cfg).train()
 
 

@@ -1,0 +1,121 @@
+"""Progress you can see: the sweep streams each notebook's output (mmengine's iteration lines) to the terminal
+while the run is under way, a failed cell's traceback too; progress bars are text under papermill; the
+user's own ``papermill 03_train.ipynb ...`` from ``notebooks/`` resolves paths from the repository."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import paths, runs
+from helpers.paths import DEMO_CONFIG
+from helpers.pipeline import run_notebook
+
+MAX_ITERS = 40
+ITERATION_LINE = re.compile(rf"Iter\(train\) \[\s*\d+/{MAX_ITERS}\].*eta: \S+.*time: \S+.*loss: \d")
+
+
+@pytest.mark.slow
+def test_the_sweep_streams_iteration_lines_while_the_run_is_under_way(demo_prepared, tmp_path):
+    outputs = tmp_path / "outputs"
+    lr = 0.003
+    command = [sys.executable, "-m", "helpers", "sweep", "--lrs", str(lr), "--config", DEMO_CONFIG,
+               "--params-dir", str(tmp_path / "no-yaml"), "--outputs", str(outputs),
+               "-p", f"prepared_root={demo_prepared.out_dir}", "-p", "img_size=64", "-p", "batch_size=4",
+               "-p", f"max_iters={MAX_ITERS}", "-p", f"val_interval={MAX_ITERS}", "-p", "workers=0"]
+    metrics = runs.run_dir(DEMO_CONFIG, lr, outputs) / runs.METRICS_FILE
+    process = subprocess.Popen(command, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, bufsize=1)
+    lines, seen_during_the_run = [], []
+    for line in process.stdout:
+        lines.append(line)
+        if ITERATION_LINE.search(line):
+            seen_during_the_run.append((process.poll() is None, metrics.exists()))
+    process.wait(timeout=60)
+    assert process.returncode == 0, "".join(lines[-50:])
+    assert seen_during_the_run, "no mmengine iteration line on the terminal:\n" + "".join(lines[-50:])
+    assert seen_during_the_run[0] == (True, False), "the first iteration line came only after the run had ended"
+    assert metrics.exists()
+
+
+def test_a_failed_cell_s_traceback_reaches_the_terminal(tmp_path, capfd):
+    report = run_notebook("03_train", {"config": "no_such_config", "work_dir": str(tmp_path / "run")}, tmp_path)
+    assert not report.ok and report.notebook.exists()
+    err = capfd.readouterr().err
+    assert "03_train failed" in err and "FileNotFoundError" in err and "no_such_config: no such config" in err
+    assert "Traceback (most recent call last)" in err
+
+
+def _probe_notebook(path: Path) -> Path:
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": paths.KERNEL_NAME, "language": "python",
+                                                                 "display_name": "Python (pneumothorax)"}})
+    notebook.cells = [nbformat.v4.new_code_cell(
+        "from helpers.progress import text_progress, tqdm\n"
+        "print('text progress:', text_progress())\n"
+        "for _ in tqdm(range(3), desc='probe bar', mininterval=0):\n    pass\n")]
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_progress_bars_are_text_under_papermill(tmp_path):
+    import papermill
+
+    env_before = os.environ.pop("PNEUMO_PROGRESS", None)
+    try:
+        executed = papermill.execute_notebook(str(_probe_notebook(tmp_path / "probe.ipynb")), str(tmp_path / "out.ipynb"),
+                                              progress_bar=False, cwd=str(tmp_path))
+    finally:
+        if env_before is not None:
+            os.environ["PNEUMO_PROGRESS"] = env_before
+    outputs = executed.cells[0].outputs
+    stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert "text progress: True" in stdout
+    assert "probe bar: 100%" in stderr and "3/3" in stderr
+    assert not [o for o in outputs if o.output_type == "display_data"], "a widget was drawn"
+
+
+def test_an_interactive_client_keeps_the_widget(tmp_path):
+    """The same kernel asked by a client that can answer input() (JupyterLab sends allow_stdin=True)."""
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name=paths.KERNEL_NAME, cwd=str(tmp_path))
+    try:
+        answers = {}
+        for allow_stdin in (True, False):
+            client.execute("from helpers.progress import text_progress; print(text_progress())",
+                           allow_stdin=allow_stdin)
+            while True:
+                message = client.get_iopub_msg(timeout=60)
+                if message["msg_type"] == "stream":
+                    answers[allow_stdin] = message["content"]["text"].strip()
+                if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle" and allow_stdin in answers:
+                    break
+        assert answers == {True: "False", False: "True"}
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+@pytest.mark.slow
+def test_papermill_from_the_notebooks_folder_trains_into_outputs(demo_prepared, tmp_path):
+    """The user's own command, run in notebooks/, with the data given relative to the repository root."""
+    outputs = tmp_path / "outputs"
+    prepared_root = os.path.relpath(demo_prepared.out_dir, paths.REPO_ROOT)
+    env = {**os.environ, "PNEUMO_OUTPUTS_DIR": str(outputs)}
+    done = subprocess.run(
+        [sys.executable, "-m", "papermill", "03_train.ipynb", str(tmp_path / "out.ipynb"), "--log-output",
+         "-p", "lr", "0.002", "-p", "config", DEMO_CONFIG, "-p", "prepared_root", prepared_root, "-p", "img_size", "64",
+         "-p", "batch_size", "4", "-p", "max_iters", "4", "-p", "val_interval", "4", "-p", "workers", "0"],
+        cwd=paths.NOTEBOOKS_DIR, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = outputs / "runs" / DEMO_CONFIG / "lr0.002"
+    assert (run / runs.METRICS_FILE).is_file() and (run / "iter_4.pth").is_file()
+    assert "Iter(train) [4/4]" in done.stderr  # --log-output: the notebook's output on the terminal
+    assert not (paths.NOTEBOOKS_DIR / "outputs").exists() and not (paths.NOTEBOOKS_DIR / "data").exists()
