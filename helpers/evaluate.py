@@ -34,10 +34,11 @@ import torch
 from mmengine.config import Config
 from tqdm.auto import tqdm
 
-from helpers import paths
+from helpers import patients, paths
 from helpers.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from helpers.metrics import bootstrap_ci, per_image_dice, pixel_counts, summary_metrics
+from helpers.metrics import cluster_bootstrap_ci, per_image_dice, pixel_counts, summary_metrics
 from helpers.modeling.train import DUMPED_CONFIG, MANIFEST_FILE, find_checkpoints
+from helpers.prepare import prepared_pairs, split_mode_of
 from helpers.provenance import code_version
 
 SEED_RESULTS: dict[float, dict[str, float]] = {
@@ -72,7 +73,8 @@ DEFINITIONS = {
     "sensitivity": "Images with pneumothorax whose predicted area reaches min_area, over all images with pneumothorax.",
     "specificity": "Images without pneumothorax whose predicted area stays below min_area, over all such images.",
     "det_auc": "ROC AUC of the image's maximum pneumothorax probability for telling positive from negative images.",
-    "ci": "95 % percentile bootstrap intervals over images (resampled with replacement).",
+    "ci": "95 % percentile bootstrap intervals resampling patients with replacement (cluster bootstrap: all images of a drawn patient).",
+    "by_patient_seen": patients.SEEN_DEFINITION,
     "mmseg": "Metrics of the segmentor's own decision (argmax, or sigmoid > threshold), identical to Runner.test().",
     "postprocessed": "Metrics after the probability threshold and the minimum component and total areas.",
 }
@@ -329,8 +331,8 @@ def _decision(model: torch.nn.Module) -> dict:
     return {"type": "argmax"}
 
 
-def _ci(counts: np.ndarray, n_boot: int) -> dict:
-    return bootstrap_ci(counts, n_boot=n_boot) if n_boot > 0 else {}
+def _ci(counts: np.ndarray, n_boot: int, groups: pd.DataFrame) -> dict:
+    return cluster_bootstrap_ci(counts, groups["patient"].to_numpy(), n_boot=n_boot) if n_boot > 0 else {}
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -361,6 +363,7 @@ def evaluate_run(run: str | Path, *, split: str = "test", data_root: str | Path 
     data_root = Path(data_root).resolve() if data_root is not None else _config_data_root(cfg)
     out_dir = Path(out_dir) if out_dir is not None else paths.eval_dir(run_dir, split)
     preds = predict_split(model, cfg, data_root, split, batch_size, tta)
+    groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
 
     grid = pd.DataFrame()
     pp_info: dict[str, Any]
@@ -383,7 +386,10 @@ def evaluate_run(run: str | Path, *, split: str = "test", data_root: str | Path 
     metrics = {
         "mmseg": summary_metrics(counts, preds.max_prob),
         "postprocessed": summary_metrics(pp_counts, preds.max_prob, min_area=min_area),
-        "ci": {"mmseg": _ci(counts, n_boot), "postprocessed": _ci(pp_counts, n_boot), "n_boot": n_boot},
+        "ci": {"mmseg": _ci(counts, n_boot, groups), "postprocessed": _ci(pp_counts, n_boot, groups), "n_boot": n_boot},
+        "by_patient_seen": {"mmseg": patients.seen_unseen_metrics(counts, preds.max_prob, groups, n_boot),
+                            "postprocessed": patients.seen_unseen_metrics(pp_counts, preds.max_prob, groups, n_boot, min_area=min_area)},
+        "split_mode": split_mode_of(data_root),
         "postprocess": {**pp.as_dict(), **pp_info},
         "split": split,
         "checkpoint": str(checkpoint),
@@ -395,6 +401,8 @@ def evaluate_run(run: str | Path, *, split: str = "test", data_root: str | Path 
     metrics = _json_safe(metrics)  # as load_eval reads it back: NaN -> None, tuples -> lists
     per_image = pd.DataFrame({
         "name": preds.names,
+        "patient": groups["patient"],
+        "seen": groups["seen"],
         "positive": (counts[:, 0] + counts[:, 2]) > 0,
         "true_area": counts[:, 0] + counts[:, 2],
         "pred_area": counts[:, 0] + counts[:, 1],
@@ -439,7 +447,7 @@ def load_eval(out_dir: str | Path) -> EvalResult:
     out_dir = Path(out_dir)
     info = json.loads((out_dir / EVAL_FILE).read_text())
     metrics = json.loads((out_dir / METRICS_FILE).read_text())
-    per_image = pd.read_csv(out_dir / PER_IMAGE_FILE, dtype={"name": str})
+    per_image = pd.read_csv(out_dir / PER_IMAGE_FILE, dtype={"name": str, "patient": str})
     pp = PostProcess(**info["postprocess"])
     return EvalResult(run_dir=Path(info["run_dir"]), checkpoint=Path(info["checkpoint"]), split=info["split"],
                       out_dir=out_dir, data_root=Path(info["data_root"]), per_image=per_image, metrics=metrics,
@@ -486,13 +494,16 @@ def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
 
     Every value is in % (mmseg's mIoU and mDice as they are, the fractions times 100); ``*_lo`` / ``*_hi``
     are the bootstrap interval of the mmseg decision's metric, ``pp_image_dice`` is after post-processing.
+    ``split_mode`` is the prepared data's split (02_prepare); ``*_seen`` / ``*_unseen``: see
+    :func:`helpers.patients.seen_unseen_columns`.
     """
     rows = []
     baselines: dict[tuple[str, str], dict] = {}
     for result in results:
         config, lr = _run_label(result.run_dir)
         mmseg, ci = result.metrics["mmseg"], result.metrics["ci"]
-        row = {"config": config, "lr": lr, "split": result.split, "images": mmseg["images"]}
+        row = {"config": config, "lr": lr, "split": result.split, "split_mode": result.metrics.get("split_mode", "unknown"),
+               "images": mmseg["images"]}
         for key in TABLE_METRICS:
             row[key] = _pct(key, mmseg[key])
             low, high = ci.get("mmseg", {}).get(key, (None, None))
@@ -500,15 +511,16 @@ def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
         row["pp_image_dice"] = _pct("image_dice", result.metrics["postprocessed"]["image_dice"])
         low, high = ci.get("postprocessed", {}).get("image_dice", (None, None))
         row["pp_image_dice_lo"], row["pp_image_dice_hi"] = _pct("image_dice", low), _pct("image_dice", high)
+        row.update(patients.seen_unseen_columns(result.metrics))
         row["checkpoint"] = str(result.checkpoint)
         rows.append(row)
         key = (result.split, str(result.data_root))
         if key not in baselines:
             summary = _empty_baseline(result)
-            baselines[key] = {"config": "all-empty baseline", "lr": np.nan, "split": result.split,
+            baselines[key] = {"config": "all-empty baseline", "lr": np.nan, "split": result.split, "split_mode": row["split_mode"],
                               "images": summary["images"], **{k: _pct(k, summary[k]) for k in TABLE_METRICS},
                               "pp_image_dice": _pct("image_dice", summary["image_dice"])}
-    seed_rows = [{"config": "seed (reported)", "lr": lr, "split": "seed's val (random 80/20)", **values}
+    seed_rows = [{"config": "seed (reported)", "lr": lr, "split": "seed's val (random 80/20)", "split_mode": "seed", **values}
                  for lr, values in SEED_RESULTS.items()]
     return pd.DataFrame(rows + list(baselines.values()) + seed_rows).reset_index(drop=True)
 

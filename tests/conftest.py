@@ -38,7 +38,7 @@ def demo_prepared(demo_raw_dir, tmp_path_factory):
     """The demo dataset prepared at 64x64 (official split); a PrepareResult."""
     from helpers.prepare import prepare_dataset
 
-    return prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared"), img_size=64, workers=1)
+    return prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared"), img_size=64, split_mode="official", workers=1)
 
 
 @pytest.fixture(scope="session")

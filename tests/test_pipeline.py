@@ -57,7 +57,7 @@ def test_explore_and_prepare_run_under_papermill(demo_raw_dir, tmp_path):
 
     prepare = run_notebook("02_prepare", {"raw_root": str(demo_raw_dir), "output_root": str(tmp_path / "prepared"), "img_size": 32, "workers": 1}, outputs / "reports")
     _assert_report(prepare)
-    assert (tmp_path / "prepared" / "official-32" / "manifest.json").exists()
+    assert (tmp_path / "prepared" / "patient-32" / "manifest.json").exists()  # the default split mode
 
 
 def test_failing_notebook_still_leaves_its_report(tmp_path):
@@ -100,7 +100,7 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
     """Generate -> 01 -> 02 -> 03 (two lrs) -> 04 -> 05 -> index.html, with test-sized parameters."""
     outputs = tmp_path / "outputs"
     prepared_root = tmp_path / "prepared"
-    data_root = prepared_root / "official-64"
+    data_root = prepared_root / "patient-64"  # the demo's split mode
     overrides = {
         "01_explore": {"data_root": str(demo_raw_dir), "workers": 1},
         "02_prepare": {"raw_root": str(demo_raw_dir), "output_root": str(prepared_root), "img_size": 64, "workers": 1},
