@@ -62,23 +62,32 @@ def grouped_holdout(has_pneumo: pd.Series, groups: pd.Series, fraction: float, s
     """The rows of a held-out part of about ``fraction`` of the images that shares no group with the rest,
     stratified by ``has_pneumo``.
 
-    Groups (patients) are visited in a seeded random order, larger ones first, and each joins the held-out
-    part when that brings its positive and negative image counts (and their total) closer to ``fraction``
-    of the pool's; the small groups visited last fill the remainder, so the part lands within a group or so
-    of its targets. Deterministic for a seed.
+    Groups (patients) are visited in a seeded random order, larger ones first, and each goes to the part
+    (held-out or rest) that keeps the two parts' fill levels closest, per class: positive and negative
+    images held out over ``fraction`` of the pool's, against those in the rest over ``1 - fraction`` of
+    them (the balancing of scikit-learn's ``StratifiedGroupKFold``, for two parts of unequal size). The
+    small groups visited last even out what the large ones left, so each class lands within a group or so
+    of its share. Deterministic for a seed.
     """
     per_group = pd.DataFrame({"positive": has_pneumo.astype(int), "group": groups.to_numpy()}, index=has_pneumo.index)
     sizes = per_group.groupby("group", sort=True)["positive"].agg(["sum", "size"])
     sizes["negative"] = sizes["size"] - sizes["sum"]
     order = np.random.default_rng(seed).permutation(len(sizes))
     sizes = sizes.iloc[order].sort_values("size", ascending=False, kind="stable")
-    target = np.array([fraction * sizes["sum"].sum(), fraction * sizes["negative"].sum()])
-    taken, held = np.zeros(2), []
+    totals = np.maximum([sizes["sum"].sum(), sizes["negative"].sum()], 1)
+    held_counts, rest_counts, held = np.zeros(2), np.zeros(2), []
+
+    def imbalance(held_part: np.ndarray, rest_part: np.ndarray) -> float:
+        """How far the two parts are from holding the same share of their targets, per class."""
+        return float(np.abs(held_part / (fraction * totals) - rest_part / ((1 - fraction) * totals)).sum())
+
     for group, positive, negative in zip(sizes.index, sizes["sum"], sizes["negative"]):
-        after = taken + (positive, negative)
-        if np.abs(after - target).sum() + abs(after.sum() - target.sum()) < np.abs(taken - target).sum() + abs(taken.sum() - target.sum()):
-            taken = after
+        counts = np.array([positive, negative])
+        if imbalance(held_counts + counts, rest_counts) < imbalance(held_counts, rest_counts + counts):
+            held_counts += counts
             held.append(group)
+        else:
+            rest_counts += counts
     if not held and len(sizes) > 1:  # a tiny pool: hold out one group rather than nothing
         held.append(sizes.index[-1])
     return per_group.index[per_group["group"].isin(set(held))]

@@ -128,8 +128,12 @@ def read_listed(root: Path | str = paths.RAW_DIR, patient_table: Path | str | No
     one (:func:`helpers.patients.table_path`).
     """
     root = find_csv_root(root)
+    return _with_patients(read_csvs(root), root, patient_table)
+
+
+def _with_patients(table: pd.DataFrame, root: Path, patient_table: Path | str | None) -> pd.DataFrame:
     table_file = patients.table_path(root, patient_table)
-    return patients.attach_patients(read_csvs(root), patients.read_patient_table(table_file), table_file)
+    return patients.attach_patients(table, patients.read_patient_table(table_file), table_file)
 
 
 def read_index(root: Path | str = paths.RAW_DIR, *, strict: bool = False, patient_table: Path | str | None = None) -> RawIndex:
@@ -140,7 +144,7 @@ def read_index(root: Path | str = paths.RAW_DIR, *, strict: bool = False, patien
     raised.
     """
     root = find_dataset_root(root)
-    table = read_listed(root, patient_table)
+    table = _with_patients(read_csvs(root), root, patient_table)
     images = {p.name for p in (root / IMAGES_FOLDER).glob("*.png")}
     masks = {p.name for p in (root / MASKS_FOLDER).glob("*.png")}
     listed = set(table["name"])

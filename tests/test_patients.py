@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import logging
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from helpers import patients
 from helpers.demo_data import DemoSpec, generate_demo_dataset
@@ -65,7 +67,8 @@ def test_shipped_table_states_its_source_and_ships_as_package_data():
     with gzip.open(patients.SHIPPED_TABLE, "rt") as handle:
         first = handle.readline()
     assert first.startswith("#") and patients.TABLE_SOURCE in first
-    assert patients.TABLE_SOURCE in (patients.SHIPPED_TABLE.parent / "README.md").read_text()
+    note = (patients.SHIPPED_TABLE.parent / "README.md").read_text()
+    assert "earhian/SIIM-ACR-Pneumothorax-Segmentation-5th" in note and "input/nih_id.csv" in note
     pyproject = (patients.SHIPPED_TABLE.parents[2] / "pyproject.toml").read_text()
     assert "resources/patients.csv.gz" in pyproject
 
@@ -184,8 +187,6 @@ def test_demo_writes_its_patient_table_with_same_side_lesions(demo_raw_dir):
     for patient, group in pairs[pairs["has_pneumo"] == 1].groupby("patient"):
         sides[patient] = set()
         for mask_path in group["mask_path"]:
-            from PIL import Image
-
             mask = np.asarray(Image.open(mask_path)) > 0
             sides[patient].add(bool(np.nonzero(mask)[1].mean() > mask.shape[1] / 2))
     assert all(len(s) == 1 for s in sides.values())
@@ -278,3 +279,28 @@ def test_evaluation_patients_marks_patients_of_the_train_split():
         patients.evaluation_patients(labels, "test", ["a"])
     with pytest.raises(ValueError, match="re-run 02_prepare"):
         patients.evaluation_patients(labels.drop(columns="patient"), "test", ["d"])
+
+
+def test_explore_reports_patients_from_the_csvs(demo_raw_dir, tmp_path):
+    from helpers.explore import explore_dataset
+    from helpers.plots import plot_images_per_patient
+
+    result = explore_dataset(demo_raw_dir, stages=["test"], max_images=5, workers=1, out_dir=tmp_path)
+    folder = demo_raw_dir / KAGGLE
+    patient_of = dict(zip(*patients.read_patient_table(folder / patients.PATIENTS_FILE)[["image_id", "patient"]].T.to_numpy()))
+    rows = _csv_image_ids(folder)  # every CSV row, whatever the stages or the sample
+    flags: dict[str, list[int]] = {}
+    for _, image_id, flag in rows:
+        flags.setdefault(patient_of[image_id], []).append(flag)
+    assert result.patient_summary["patients"] == len(flags)
+    assert result.patient_summary["patients_with_mixed_labels"] == sum(0 < sum(f) < len(f) for f in flags.values())
+    sizes = pd.Series([len(f) for f in flags.values()]).value_counts().sort_index()
+    assert result.images_per_patient.set_index("images")["patients"].to_dict() == sizes.to_dict()
+    train = {patient_of[i] for stage, i, _ in rows if stage == "train"}
+    test = [patient_of[i] for stage, i, _ in rows if stage == "test"]
+    overlap = result.official_overlap["held_out"]["test"]
+    assert (overlap["shared_patients"], overlap["images_of_shared_patients"]) == (len(set(test) & train), sum(p in train for p in test))
+    saved = json.loads(result.stats_path.read_text())["patients"]
+    assert saved["patients"] == len(flags) and saved["official_overlap"]["held_out"]["test"] == overlap
+    figure = plot_images_per_patient(result.images_per_patient)
+    assert [bar.get_height() for bar in figure.axes[0].patches] == sizes.tolist()
