@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from helpers.fileio import atomic_write_bytes, atomic_write_json, atomic_write_t
 from helpers.parallel import parallel_map
 from helpers.provenance import code_version
 from helpers.rawdata import RawDataError, decode_png, mask_problems, read_index
-
-log = logging.getLogger(__name__)
 
 SPLIT_MODES = ("patient", "official", "seed")
 TEST_FRACTION = 0.11  # the patient split's default test share: stage_1_test is 1,372 of 12,047 images (11.4 %)
