@@ -16,9 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from helpers.evaluate import PostProcess, evaluate_run, load_model, predict_split, resolve_run
+from helpers.evaluate import evaluate_run
+from helpers.modeling.inference import load_model, predict_split, resolve_run
+from helpers.paths import DEMO_CONFIG
+from helpers.postprocess import PostProcess
 
-DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"
 
 
 def train_demo_run(root: Path, n_test: int, img_size: int, iters: int) -> Path:
@@ -29,7 +31,7 @@ def train_demo_run(root: Path, n_test: int, img_size: int, iters: int) -> Path:
 
     raw = generate_demo_dataset(root / "raw", DemoSpec(n_train=80, n_test=n_test, size=img_size, seed=0), workers=1)
     prepared = prepare_dataset(raw, root / "prepared", img_size=img_size, workers=1)
-    result = run_training(TrainParams(config=DEMO_CONFIG, data_root=str(prepared.out_dir), img_size=img_size,
+    result = run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(prepared.out_dir), img_size=img_size,
                                       max_iters=iters, val_interval=iters, work_dir=str(root / "run")))
     return result.work_dir
 
@@ -78,11 +80,10 @@ def our_side(run_dir: Path, split: str, data_root: str | None, batch_size: int, 
     """Times of ``evaluate_run`` (load, inference, every metric, bootstrap, files) and of load_model +
     predict_split alone, and the metrics."""
     clock = Clock()
-    result = evaluate_run(run_dir, split=split, data_root=data_root, batch_size=batch_size, postprocess=PostProcess(),
+    result = evaluate_run(run_dir, split=split, prepared_root=data_root, batch_size=batch_size, postprocess=PostProcess(),
                           n_boot=n_boot, device=device, out_dir=out_dir)
     full = clock.lap()
-    model, cfg, _ = load_model(run_dir, device)
-    predict_split(model, cfg, result.data_root, split, batch_size)
+    predict_split(load_model(run_dir, device), result.data_root, split, batch_size)
     inference = clock.lap()
     return {"ours: evaluate_run": full, "ours: load+predict_split": inference}, result.metrics
 

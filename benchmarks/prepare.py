@@ -24,7 +24,8 @@ import pandas as pd
 
 from helpers.demo_data import DemoSpec, generate_demo_dataset
 from helpers.parallel import default_workers
-from helpers.prepare import IMAGE_PNG_PARAMS, MASK_PNG_PARAMS, prepare_dataset
+from helpers.images import IMAGE_PNG_PARAMS, MASK_PNG_PARAMS
+from helpers.prepare import prepare_dataset
 from helpers.rawdata import read_index
 
 RAW_SIZE = 1024

@@ -41,13 +41,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.paths import DEMO_CONFIG, SEED_CONFIG
+
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 warnings.filterwarnings("ignore", message="Multi-processing start method", category=UserWarning)  # spawn -> fork
 warnings.filterwarnings("ignore", category=UserWarning, module=r"(mmseg|mmengine|mmcv)(\.|$)")
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED_CONFIG = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"
-DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"
 H200_CEILING = 680.0  # images/s at 512x512, FACTS.md ("Compute")
 LOADER_GOAL = 3.0
 LOADER_WINDOWS = 3  # the loader's rate is the best of this many windows (a shared machine's noise only slows)
@@ -114,7 +114,7 @@ def make_raw_view(raw_root: Path, prepared: Path, dest: Path) -> Path:
     import pandas as pd
 
     from helpers import paths
-    from helpers.prepare import MASK_PNG_PARAMS
+    from helpers.images import MASK_PNG_PARAMS
 
     labels = pd.read_csv(prepared / "labels.csv", dtype={"name": str})
     raw = raw_root / paths.KAGGLE_FOLDER
@@ -176,7 +176,7 @@ def loader_images_per_s(config: str, data_root: Path, size: int, batch: int, wor
     from helpers.transforms import seed_training_pipeline
 
     _register()
-    cfg = build_config(TrainParams(config=config, data_root=str(data_root), img_size=size, batch_size=batch,
+    cfg = build_config(TrainParams(config=config, prepared_root=str(data_root), img_size=size, batch_size=batch,
                                    workers=workers, work_dir=str(scratch)))
     set_multi_processing(**cfg.env_cfg.mp_cfg)  # as the Runner does: fork, OpenCV single-threaded
     configured = cfg.train_dataloader.dataset.pipeline
@@ -206,7 +206,7 @@ def train_images_per_s(config: str, data_root: Path, size: int, batch: int, amp:
     from helpers.modeling.train import TrainParams, build_config, read_scalars
 
     _register()
-    cfg = build_config(TrainParams(config=config, data_root=str(data_root), img_size=size, batch_size=batch,
+    cfg = build_config(TrainParams(config=config, prepared_root=str(data_root), img_size=size, batch_size=batch,
                                    amp=amp, channels_last=channels_last, max_iters=warmup + iters, workers=workers,
                                    work_dir=str(work_dir)))
     cfg.log_level = "WARNING"  # the scalars are still written every iteration

@@ -28,7 +28,9 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from train import H200_CEILING, ROOT, SEED_CONFIG  # benchmarks/train.py, beside this script
+from train import H200_CEILING, ROOT  # benchmarks/train.py, beside this script
+
+from helpers.paths import SEED_CONFIG
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -61,7 +63,7 @@ def make_batch(scratch: Path, size: int, batch: int):
     spec = DemoSpec(n_train=max(batch, 8), n_test=2, size=size, seed=0)
     generate_demo_dataset(scratch / "raw", spec, workers=1)
     prepared = prepare_dataset(scratch / "raw", scratch / "prepared", img_size=size, workers=1, val_fraction=0.25)
-    params = TrainParams(config=SEED_CONFIG, data_root=str(prepared.out_dir), img_size=size, batch_size=batch,
+    params = TrainParams(config=SEED_CONFIG, prepared_root=str(prepared.out_dir), img_size=size, batch_size=batch,
                          work_dir=str(scratch / "run"))
     dataset = DATASETS.build(build_config(params).train_dataloader.dataset)
     return pseudo_collate([dataset[i % len(dataset)] for i in range(batch)]), params

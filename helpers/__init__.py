@@ -1,9 +1,11 @@
 """Pneumothorax segmentation on chest X-rays with MMSegmentation: the project's package.
 
-One module per concern: ``paths`` (every default path), ``rawdata`` (the Kaggle layout), ``demo_data``
-(the generated dataset), ``explore``, ``prepare``, ``dataset`` (the mmseg dataset class),
-``modeling`` (training, checkpoints, inference), ``metrics``, ``evaluate``, ``plots``, ``reports`` and
-``pipeline`` (papermill and HTML), ``predict``. ``python -m helpers --help`` lists the commands.
+One module per concern: ``paths`` (every default path and config name), ``rawdata`` (the Kaggle layout),
+``demo_data`` (the generated dataset), ``images`` (image I/O), ``explore``, ``prepare`` and ``prepared``
+(writing and reading a prepared folder), ``dataset`` (the mmseg dataset class), ``runs`` (a run's and an
+evaluation's folder), ``modeling`` (training, checkpoints, ``modeling.inference``), ``metrics``,
+``postprocess``, ``evaluate``, ``plots``, ``pipeline`` (papermill and HTML), ``predict``.
+``python -m helpers --help`` lists the commands.
 """
 
 __version__ = "0.1.0"

@@ -47,9 +47,9 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from helpers.pipeline import SEED_LRS, SWEEP_KEY, load_stage_parameters, sweep, write_sbatch
+    from helpers.pipeline import SEED_LRS, SWEEP_KEY, stage_parameters, sweep, write_sbatch
 
-    parameters = load_stage_parameters("03_train", Path(args.params_dir))
+    parameters = stage_parameters("03_train", Path(args.params_dir))
     lrs = args.lrs or parameters.pop(SWEEP_KEY, None) or list(SEED_LRS)
     parameters.pop(SWEEP_KEY, None)
     parameters.update(_key_values(args.param))
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="generate the demo dataset and run the whole pipeline on it (CPU)")
-    demo.add_argument("--outputs", default=str(paths.OUTPUTS_DIR / "demo"))
+    demo.add_argument("--outputs", default=str(paths.DEMO_OUTPUTS_DIR))
     demo.set_defaults(func=cmd_demo)
 
     pipeline = sub.add_parser("pipeline", help="run the five notebooks with pipeline/*.yaml (full data, GPU)")

@@ -12,9 +12,10 @@ import pandas as pd
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
+from helpers.prepared import LABELS_FILE
+
 CLASSES = ("background", "pneumothorax")
 PALETTE = [[0, 0, 0], [255, 64, 64]]
-LABELS_FILE = "labels.csv"
 
 
 @DATASETS.register_module()

@@ -5,40 +5,33 @@ Conventions (written into each ``metrics.json`` under ``definitions``):
 - **mmseg decision**: the segmentor's own output, exactly what ``Runner.test()`` scores: argmax of the
   softmax classes, or sigmoid > ``decode_head.threshold`` for one-channel models, computed from the logits
   resized to the image's original shape. Its pooled aAcc / mIoU / mDice equal mmseg's ``IoUMetric``.
-- **probability**: the pneumothorax probability (softmax class 1, or the sigmoid), stored as
-  ``uint8 = round(255 p)`` in ``probs.npy``; a post-processing threshold ``t`` keeps ``p > t``.
-- **TTA** (``tta=True``): the probability is the mean of the plain and the horizontally flipped pass
-  (flipped back). TTA changes the probabilities, hence the post-processed metrics and ``max_prob``, but
-  never the mmseg decision, which stays the plain pass so that the mmseg metrics always match
-  ``Runner.test()``.
-- **post-processing** (the SIIM-ACR 1st place's "triplet"): threshold the probability, drop connected
-  components (8-connected) smaller than ``min_component_area`` pixels, and empty the mask when the area
-  left is below ``min_total_area``. Tuned to maximize the mean per-image Dice on the val split only.
+- **probability**: the pneumothorax probability (``helpers.modeling.inference``, with or without TTA), stored
+  as ``uint8 = round(255 p)`` in ``probs.npy``. TTA never changes the mmseg decision.
+- **post-processing**: the triplet of ``helpers.postprocess``, tuned on the val split only.
+
+The folder's file names are ``helpers.runs``'s.
 """
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
-import torch
 from mmengine.config import Config
-from tqdm.auto import tqdm
+from pandas.io.formats.style import Styler
 
-from helpers import patients, paths
+from helpers import paths, patients, runs
 from helpers.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from helpers.metrics import cluster_bootstrap_ci, per_image_dice, pixel_counts, summary_metrics
-from helpers.modeling.train import DUMPED_CONFIG, MANIFEST_FILE, find_checkpoints
-from helpers.prepare import prepared_pairs, split_mode_of
+from helpers.metrics import HEADLINE, cluster_bootstrap_ci, per_image_dice, summary_metrics
+from helpers.modeling.inference import LoadedModel, Predictions, default_device, load_model, predict_split
+from helpers.postprocess import PostProcess, apply_postprocess, postprocess_counts, tune_postprocess
+from helpers.prepared import check_prepared, prepared_pairs
 from helpers.provenance import code_version
 
 SEED_RESULTS: dict[float, dict[str, float]] = {
@@ -46,18 +39,6 @@ SEED_RESULTS: dict[float, dict[str, float]] = {
     0.001: {"mIoU": 61.06, "mDice": 63.69},
     0.0001: {"mIoU": 58.87, "mDice": 62.42},
 }
-
-METRICS_FILE = "metrics.json"
-PER_IMAGE_FILE = "per_image.csv"
-PROBS_FILE = "probs.npy"
-MMSEG_PRED_FILE = "mmseg_pred.npy"
-GRID_FILE = "postprocess_grid.csv"
-EVAL_FILE = "eval.json"
-
-DEFAULT_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-# Fractions of the image's pixels (H * W): 0.001 is 262 pixels at 512x512, 1049 at 1024x1024.
-DEFAULT_COMPONENT_AREAS = (0.0, 0.0001, 0.0005, 0.001, 0.002)
-DEFAULT_TOTAL_AREAS = (0.0, 0.0005, 0.001, 0.002, 0.004)
 
 DEFINITIONS = {
     "aAcc": "mmseg's pixel accuracy: correctly classified pixels over all pixels of the split, in %.",
@@ -81,231 +62,6 @@ DEFINITIONS = {
 
 
 @dataclass
-class PostProcess:
-    """The post-processing "triplet": probability threshold, minimum component area, minimum total area."""
-
-    threshold: float = 0.5
-    min_component_area: int = 0
-    min_total_area: int = 0
-
-    def as_dict(self) -> dict[str, float]:
-        """The three fields as a plain dict (for JSON)."""
-        return asdict(self)
-
-
-def _binarize(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """``p > threshold``, with uint8 input read as ``p = value / 255``."""
-    prob = np.asarray(prob)
-    return prob > threshold * 255 if prob.dtype == np.uint8 else prob > threshold
-
-
-def apply_postprocess(prob: np.ndarray, pp: PostProcess) -> np.ndarray:
-    """The post-processed boolean mask of one probability map (uint8 0..255 or float 0..1, H x W)."""
-    mask = _binarize(prob, pp.threshold)
-    if pp.min_component_area > 0 and mask.any():
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-        keep = np.zeros(count, dtype=bool)
-        keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= pp.min_component_area
-        mask = keep[labels]
-    if pp.min_total_area > 0 and np.count_nonzero(mask) < pp.min_total_area:
-        mask = np.zeros_like(mask)
-    return mask
-
-
-@dataclass
-class Predictions:
-    """One split's model output: quantized probabilities, truth, and mmseg's own decision (from the logits,
-    not from ``probs``, so that its pooled metrics are exactly ``IoUMetric``'s)."""
-
-    names: list[str]
-    probs: np.ndarray  # (N, H, W) uint8, round(255 * p_pneumothorax)
-    truth: np.ndarray  # (N, H, W) bool
-    default_counts: np.ndarray  # (N, 4) [tp, fp, fn, tn] of mmseg's decision
-    max_prob: np.ndarray  # (N,) float
-    default_pred: np.ndarray  # (N, H, W) bool, mmseg's decision
-
-
-def resolve_run(run_or_checkpoint: str | Path, config: str | Path | None = None) -> tuple[Path, Path, Path]:
-    """(run folder, checkpoint, config) of a run folder (best, else last) or of a ``.pth`` file; the config is
-    the run's dumped ``config.py`` unless given."""
-    path = Path(run_or_checkpoint)
-    if path.is_dir():
-        best, last = find_checkpoints(path)
-        checkpoint = best or last
-        if checkpoint is None:
-            raise FileNotFoundError(f"{path}: no best_*.pth or last_checkpoint in this run folder")
-        run_dir = path
-    elif path.suffix == ".pth" and path.is_file():
-        checkpoint, run_dir = path, path.parent
-    else:
-        raise FileNotFoundError(f"{path}: neither a run folder nor a .pth checkpoint")
-    config = Path(config) if config is not None else run_dir / DUMPED_CONFIG
-    if not config.is_file():
-        raise FileNotFoundError(f"{config}: no config for this checkpoint (pass config=, the run's {DUMPED_CONFIG})")
-    return run_dir, checkpoint, config
-
-
-def default_device() -> str:
-    """'cuda' when a GPU is visible, else 'cpu'."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_model(run_or_checkpoint: str | Path, device: str | None = None, config: str | Path | None = None) -> tuple[torch.nn.Module, Config, Path]:
-    """(segmentor in eval mode, its config, checkpoint) from a run folder or a checkpoint (see resolve_run)."""
-    from mmseg.apis import init_model
-
-    _, checkpoint, config = resolve_run(run_or_checkpoint, config)
-    cfg = Config.fromfile(str(config))
-    model = init_model(cfg, str(checkpoint), device=device or default_device())
-    return model, cfg, checkpoint
-
-
-def foreground_probability(seg_logits: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) resized logits (or, for C == 1, mmseg's sigmoid) -> (B, H, W) pneumothorax probability."""
-    if seg_logits.shape[1] == 1:
-        return seg_logits[:, 0]
-    return seg_logits.softmax(dim=1)[:, 1]
-
-
-def _batch_counts(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """(B, 4) [tp, fp, fn, tn] of boolean (B, H, W) tensors."""
-    tp = (pred & truth).flatten(1).sum(1)
-    pred_area = pred.flatten(1).sum(1)
-    true_area = truth.flatten(1).sum(1)
-    total = pred[0].numel()
-    return torch.stack([tp, pred_area - tp, true_area - tp, total - pred_area - true_area + tp], dim=1)
-
-
-def build_split_loader(cfg: Config, data_root: Path | str, split: str, batch_size: int) -> torch.utils.data.DataLoader:
-    """The config's test dataloader pointed at ``{split}.txt`` under ``data_root``."""
-    from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner
-    from mmengine.utils.dl_utils import set_multi_processing
-
-    init_default_scope(cfg.get("default_scope", "mmseg"))
-    set_multi_processing(**cfg.env_cfg.get("mp_cfg", {}))  # as the Runner does: clean worker start and shutdown
-    loader_cfg = copy.deepcopy(cfg.test_dataloader)
-    loader_cfg.batch_size = int(batch_size)
-    loader_cfg.dataset.data_root = str(data_root)
-    loader_cfg.dataset.ann_file = f"{split}.txt"
-    return Runner.build_dataloader(loader_cfg)
-
-
-@torch.no_grad()
-def predict_split(model: torch.nn.Module, cfg: Config, data_root: Path | str, split: str, batch_size: int = 8,
-                  tta: bool = False) -> Predictions:
-    """Run the model on one split with the config's test pipeline; see the module doc for TTA."""
-    from mmseg.structures import SegDataSample
-
-    if not (Path(data_root) / f"{split}.txt").is_file():
-        raise FileNotFoundError(f"{Path(data_root) / f'{split}.txt'}: no such split file")
-    loader = build_split_loader(cfg, data_root, split, batch_size)
-    total = len(loader.dataset)
-    if total == 0:
-        raise ValueError(f"{split}: the split is empty")
-    names: list[str] = []
-    counts = np.zeros((total, 4), dtype=np.int64)
-    max_prob = np.zeros(total, dtype=np.float64)
-    probs = truth = default_pred = None  # allocated once the first batch gives the image shape
-    for batch in tqdm(loader, desc=f"predict {split}", unit="batch"):
-        data = model.data_preprocessor(batch, False)
-        inputs, samples = data["inputs"], data["data_samples"]
-        metas = [sample.metainfo for sample in samples]
-        samples = model.postprocess_result(model.inference(inputs, metas), samples)
-        shapes = {tuple(s.gt_sem_seg.data.shape[1:]) for s in samples}
-        if probs is None:
-            shape = (total, *next(iter(shapes)))
-            probs, truth, default_pred = np.empty(shape, np.uint8), np.empty(shape, bool), np.empty(shape, bool)
-        if shapes != {probs.shape[1:]}:
-            raise ValueError(f"{split}: images of different sizes ({shapes}, {probs.shape[1:]}); re-run 02_prepare")
-        pred = torch.stack([s.pred_sem_seg.data[0] for s in samples]).bool()
-        label = torch.stack([s.gt_sem_seg.data[0] for s in samples])
-        if (label > 1).any():
-            raise ValueError(f"{split}: masks must hold {{0, 1}} (found {label.max().item()}); re-run 02_prepare")
-        prob = foreground_probability(torch.stack([s.seg_logits.data for s in samples]))
-        if tta:
-            flipped = model.inference(inputs.flip(-1), metas).flip(-1)
-            flipped_samples = model.postprocess_result(flipped, [SegDataSample(metainfo=m) for m in metas])
-            prob = (prob + foreground_probability(torch.stack([s.seg_logits.data for s in flipped_samples]))) / 2
-        rows = slice(len(names), len(names) + len(samples))
-        counts[rows] = _batch_counts(pred, label.bool()).cpu().numpy()
-        probs[rows] = (prob * 255).round().to(torch.uint8).cpu().numpy()
-        max_prob[rows] = prob.flatten(1).amax(1).double().cpu().numpy()
-        truth[rows] = label.bool().cpu().numpy()
-        default_pred[rows] = pred.cpu().numpy()
-        names.extend(Path(m["img_path"]).stem for m in metas)
-    return Predictions(names=names, probs=probs, truth=truth, default_counts=counts, max_prob=max_prob,
-                       default_pred=default_pred)
-
-
-def _area_grid(fractions: Sequence[float], pixels: int) -> np.ndarray:
-    return np.array(sorted({int(round(f * pixels)) for f in fractions}), dtype=np.int64)
-
-
-def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                     component_areas: Sequence[float] = DEFAULT_COMPONENT_AREAS,
-                     total_areas: Sequence[float] = DEFAULT_TOTAL_AREAS) -> tuple[PostProcess, pd.DataFrame]:
-    """Grid-search the triplet for the best mean per-image Dice on ``val``.
-
-    ``component_areas`` and ``total_areas`` are fractions of the image's pixels. Ties go to the threshold
-    nearest 0.5, then to the smaller areas (the least post-processing).
-    """
-    thresholds = np.array(sorted(set(float(t) for t in thresholds)))
-    pixels = int(val.probs.shape[1] * val.probs.shape[2])
-    comp = _area_grid(component_areas, pixels)
-    total = _area_grid(total_areas, pixels)
-    true_area = val.truth.reshape(len(val.names), -1).sum(1)
-    positive = true_area > 0
-    dice_sum = np.zeros((len(thresholds), len(comp), len(total)))
-    dice_sum_pos = np.zeros_like(dice_sum)
-    empty_neg = np.zeros_like(dice_sum)
-    for i in tqdm(range(len(val.names)), desc="tune post-processing", unit="image"):
-        prob, truth = val.probs[i], val.truth[i]
-        top = prob.max()
-        for t_index, threshold in enumerate(thresholds):
-            if not _binarize(top, threshold):
-                pred_area = np.zeros((len(comp), len(total)), dtype=np.int64)
-                tp = pred_area
-            else:
-                count, labels, stats, _ = cv2.connectedComponentsWithStats(_binarize(prob, threshold).astype(np.uint8), connectivity=8)
-                areas = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
-                comp_tp = np.bincount(labels[truth], minlength=count)[1:]
-                kept = areas[None, :] >= comp[:, None]
-                area_c = (kept * areas).sum(1)
-                tp_c = (kept * comp_tp).sum(1)
-                keep_total = area_c[:, None] >= total[None, :]
-                pred_area = np.where(keep_total, area_c[:, None], 0)
-                tp = np.where(keep_total, tp_c[:, None], 0)
-            denominator = pred_area + true_area[i]
-            dice = np.where(denominator == 0, 1.0, 2 * tp / np.maximum(denominator, 1))
-            dice_sum[t_index] += dice
-            if positive[i]:
-                dice_sum_pos[t_index] += dice
-            else:
-                empty_neg[t_index] += pred_area == 0
-    t_grid, c_grid, m_grid = np.meshgrid(thresholds, comp, total, indexing="ij")
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    grid = pd.DataFrame({
-        "threshold": t_grid.ravel(), "min_component_area": c_grid.ravel(), "min_total_area": m_grid.ravel(),
-        "component_fraction": c_grid.ravel() / pixels, "total_fraction": m_grid.ravel() / pixels,
-        "image_dice": dice_sum.ravel() / len(val.names),
-        "image_dice_positive": dice_sum_pos.ravel() / n_pos if n_pos else np.nan,
-        "negatives_empty": empty_neg.ravel() / n_neg if n_neg else np.nan,
-    })
-    ranked = grid.assign(distance=(grid["threshold"] - 0.5).abs()).sort_values(
-        ["image_dice", "distance", "min_component_area", "min_total_area"], ascending=[False, True, True, True], kind="stable")
-    best = ranked.iloc[0]
-    pp = PostProcess(float(best["threshold"]), int(best["min_component_area"]), int(best["min_total_area"]))
-    return pp, grid
-
-
-def postprocess_counts(preds: Predictions, pp: PostProcess) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 4) pixel counts and (N,) areas of the post-processed masks."""
-    counts = np.array([pixel_counts(apply_postprocess(p, pp), t) for p, t in zip(preds.probs, preds.truth)])
-    return counts.reshape(-1, 4), counts[:, 0] + counts[:, 1]
-
-
-@dataclass
 class EvalResult:
     """One run evaluated on one split: where, per-image rows, metrics, and the post-processing used."""
 
@@ -321,14 +77,7 @@ class EvalResult:
 
 
 def _config_data_root(cfg: Config) -> Path:
-    root = Path(cfg.test_dataloader.dataset.data_root)
-    return root if root.is_absolute() else paths.REPO_ROOT / root
-
-
-def _decision(model: torch.nn.Module) -> dict:
-    if model.out_channels == 1:
-        return {"type": "sigmoid", "threshold": float(model.decode_head.threshold)}
-    return {"type": "argmax"}
+    return paths.resolve(cfg.test_dataloader.dataset.data_root)
 
 
 def _ci(counts: np.ndarray, n_boot: int, groups: pd.DataFrame) -> dict:
@@ -341,34 +90,39 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getbuffer())
 
 
-def _tune_on_val(model: torch.nn.Module, cfg: Config, data_root: Path, batch_size: int, tta: bool,
+def _tune_on_val(model: LoadedModel, data_root: Path, batch_size: int, tta: bool,
                  val: Predictions | None) -> tuple[PostProcess, pd.DataFrame, int]:
     """Tune on the val split (predicted here unless given); its predictions are freed on return."""
-    val = val if val is not None else predict_split(model, cfg, data_root, "val", batch_size, tta)
+    val = val if val is not None else predict_split(model, data_root, "val", batch_size, tta)
     pp, grid = tune_postprocess(val)
     return pp, grid, len(val.names)
 
 
-def evaluate_run(run: str | Path, *, split: str = "test", data_root: str | Path | None = None, batch_size: int = 8,
+def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | Path | None = None, batch_size: int = 8,
                  tta: bool = False, postprocess: str | dict | PostProcess = "tune", out_dir: str | Path | None = None,
                  n_boot: int = 1000, device: str | None = None) -> EvalResult:
     """Predict ``split``, score it (mmseg decision and post-processed), write the results to ``out_dir``.
 
     ``postprocess``: 'tune' tunes on the val split only (never the evaluated one), 'none' is
-    ``PostProcess(0.5, 0, 0)``, a dict or :class:`PostProcess` is used as given.
+    ``PostProcess(0.5, 0, 0)``, a dict or :class:`PostProcess` is used as given. ``prepared_root``: the
+    prepared folder (default: the run's config's); its size must be the model's. Relative paths are from
+    the repository root.
     """
-    run_dir, checkpoint, _ = resolve_run(run)
-    run_dir, checkpoint = run_dir.resolve(), checkpoint.resolve()
-    model, cfg, _ = load_model(checkpoint, device)
-    data_root = Path(data_root).resolve() if data_root is not None else _config_data_root(cfg)
-    out_dir = Path(out_dir) if out_dir is not None else paths.eval_dir(run_dir, split)
-    preds = predict_split(model, cfg, data_root, split, batch_size, tta)
+    model = load_model(run, device)
+    run_dir, checkpoint = model.run_dir.resolve(), model.checkpoint.resolve()
+    data_root = paths.resolve(prepared_root) if prepared_root is not None else _config_data_root(model.cfg)
+    width, height = model.size
+    if width != height:
+        raise ValueError(f"{model.checkpoint}: a {width}x{height} model; 02_prepare writes square images only")
+    prepared = check_prepared(data_root, width)
+    out_dir = paths.resolve(out_dir) if out_dir is not None else runs.eval_dir(run_dir, split)
+    preds = predict_split(model, data_root, split, batch_size, tta)
     groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
 
     grid = pd.DataFrame()
     pp_info: dict[str, Any]
     if isinstance(postprocess, str) and postprocess == "tune":
-        pp, grid, val_images = _tune_on_val(model, cfg, data_root, batch_size, tta, preds if split == "val" else None)
+        pp, grid, val_images = _tune_on_val(model, data_root, batch_size, tta, preds if split == "val" else None)
         pp_info = {"tuned_on": "val", "evaluated_on": split, "val_images": val_images}
         if split == "val":
             pp_info["warning"] = "tuned and evaluated on val: the post-processed metrics are optimistic"
@@ -389,13 +143,14 @@ def evaluate_run(run: str | Path, *, split: str = "test", data_root: str | Path 
         "ci": {"mmseg": _ci(counts, n_boot, groups), "postprocessed": _ci(pp_counts, n_boot, groups), "n_boot": n_boot},
         "by_patient_seen": {"mmseg": patients.seen_unseen_metrics(counts, preds.max_prob, groups, n_boot),
                             "postprocessed": patients.seen_unseen_metrics(pp_counts, preds.max_prob, groups, n_boot, min_area=min_area)},
-        "split_mode": split_mode_of(data_root),
+        "split_mode": prepared.split_mode,
         "postprocess": {**pp.as_dict(), **pp_info},
         "split": split,
         "checkpoint": str(checkpoint),
         "tta": bool(tta),
-        "decision": _decision(model),
+        "decision": model.decision,
         "image_shape": list(preds.probs.shape[1:]),
+        "library_warnings": model.library_warnings,
         "definitions": DEFINITIONS,
     }
     metrics = _json_safe(metrics)  # as load_eval reads it back: NaN -> None, tuples -> lists
@@ -412,21 +167,21 @@ def evaluate_run(run: str | Path, *, split: str = "test", data_root: str | Path 
         "max_prob": preds.max_prob,
     })
     out_dir.mkdir(parents=True, exist_ok=True)
-    _save_npy(out_dir / PROBS_FILE, preds.probs)
-    _save_npy(out_dir / MMSEG_PRED_FILE, np.packbits(preds.default_pred, axis=-1))
-    atomic_write_text(out_dir / PER_IMAGE_FILE, per_image.to_csv(index=False))
-    atomic_write_text(out_dir / GRID_FILE, grid.to_csv(index=False))
-    atomic_write_json(out_dir / METRICS_FILE, metrics)
-    atomic_write_json(out_dir / EVAL_FILE, {
+    _save_npy(out_dir / runs.PROBS_FILE, preds.probs)
+    _save_npy(out_dir / runs.MMSEG_PRED_FILE, np.packbits(preds.default_pred, axis=-1))
+    atomic_write_text(out_dir / runs.PER_IMAGE_FILE, per_image.to_csv(index=False))
+    atomic_write_text(out_dir / runs.GRID_FILE, grid.to_csv(index=False))
+    atomic_write_json(out_dir / runs.EVAL_METRICS_FILE, metrics)
+    atomic_write_json(out_dir / runs.EVAL_INFO_FILE, {
         "run_dir": str(run_dir), "checkpoint": str(checkpoint), "split": split,
         "data_root": str(data_root), "batch_size": batch_size, "tta": bool(tta), "n_boot": n_boot,
         "postprocess": pp.as_dict(), "device": device or default_device(), "code_version": code_version(),
-        "files": {"metrics": METRICS_FILE, "per_image": PER_IMAGE_FILE, "probs": PROBS_FILE,
-                  "mmseg_pred": MMSEG_PRED_FILE, "postprocess_grid": GRID_FILE},
+        "files": {"metrics": runs.EVAL_METRICS_FILE, "per_image": runs.PER_IMAGE_FILE, "probs": runs.PROBS_FILE,
+                  "mmseg_pred": runs.MMSEG_PRED_FILE, "postprocess_grid": runs.GRID_FILE},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
     return EvalResult(run_dir=run_dir, checkpoint=checkpoint, split=split, out_dir=out_dir, data_root=data_root,
-                      per_image=per_image, metrics=metrics, postprocess=pp, probs_path=out_dir / PROBS_FILE)
+                      per_image=per_image, metrics=metrics, postprocess=pp, probs_path=out_dir / runs.PROBS_FILE)
 
 
 def _json_safe(obj: Any) -> Any:
@@ -444,14 +199,14 @@ def _json_safe(obj: Any) -> Any:
 
 def load_eval(out_dir: str | Path) -> EvalResult:
     """An :class:`EvalResult` read back from the folder ``evaluate_run`` wrote."""
-    out_dir = Path(out_dir)
-    info = json.loads((out_dir / EVAL_FILE).read_text())
-    metrics = json.loads((out_dir / METRICS_FILE).read_text())
-    per_image = pd.read_csv(out_dir / PER_IMAGE_FILE, dtype={"name": str, "patient": str})
+    out_dir = paths.resolve(out_dir)
+    info = json.loads((out_dir / runs.EVAL_INFO_FILE).read_text())
+    metrics = json.loads((out_dir / runs.EVAL_METRICS_FILE).read_text())
+    per_image = pd.read_csv(out_dir / runs.PER_IMAGE_FILE, dtype={"name": str, "patient": str})
     pp = PostProcess(**info["postprocess"])
     return EvalResult(run_dir=Path(info["run_dir"]), checkpoint=Path(info["checkpoint"]), split=info["split"],
                       out_dir=out_dir, data_root=Path(info["data_root"]), per_image=per_image, metrics=metrics,
-                      postprocess=pp, probs_path=out_dir / PROBS_FILE)
+                      postprocess=pp, probs_path=out_dir / runs.PROBS_FILE)
 
 
 def predicted_mask(result: EvalResult, index: int, postprocessed: bool = True) -> np.ndarray:
@@ -459,20 +214,18 @@ def predicted_mask(result: EvalResult, index: int, postprocessed: bool = True) -
     if postprocessed:
         probs = np.load(result.probs_path, mmap_mode="r")
         return apply_postprocess(np.asarray(probs[index]), result.postprocess)
-    packed = np.load(result.out_dir / MMSEG_PRED_FILE, mmap_mode="r")
+    packed = np.load(result.out_dir / runs.MMSEG_PRED_FILE, mmap_mode="r")
     width = int(result.metrics["image_shape"][1])
     return np.unpackbits(np.asarray(packed[index]), axis=-1, count=width).astype(bool)
 
 
-TABLE_METRICS = ("mIoU", "mDice", "fg_dice", "fg_iou", "image_dice", "image_dice_positive")
-PERCENT_ALREADY = ("mIoU", "mDice")
-
-
-def _run_label(run_dir: Path) -> tuple[str, float]:
-    manifest_path = run_dir / MANIFEST_FILE
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    config = manifest.get("parameters", {}).get("config") or run_dir.parent.name
-    return paths.config_name(config), float(manifest.get("lr", np.nan))
+PERCENT_ALREADY = ("aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax")  # mmseg's, in %
+# 04's per-run table: counts as integers, every rate in % (fg_iou / fg_dice are IoU / Dice.pneumothorax as
+# fractions, so they are left out), the AUC as a fraction, as it is usually quoted.
+TABLE_COUNTS = ("images", "positive_images", "det_tp", "det_fp", "det_fn", "det_tn")
+TABLE_PERCENTS = ("aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax", "image_dice",
+                  "image_dice_positive", "empty_baseline_image_dice", "sensitivity", "specificity")
+TABLE_FRACTIONS = ("det_auc",)
 
 
 def _pct(key: str, value: float | None) -> float:
@@ -500,11 +253,11 @@ def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
     rows = []
     baselines: dict[tuple[str, str], dict] = {}
     for result in results:
-        config, lr = _run_label(result.run_dir)
+        config, lr = runs.run_label(result.run_dir)
         mmseg, ci = result.metrics["mmseg"], result.metrics["ci"]
         row = {"config": config, "lr": lr, "split": result.split, "split_mode": result.metrics.get("split_mode", "unknown"),
                "images": mmseg["images"]}
-        for key in TABLE_METRICS:
+        for key in HEADLINE:
             row[key] = _pct(key, mmseg[key])
             low, high = ci.get("mmseg", {}).get(key, (None, None))
             row[f"{key}_lo"], row[f"{key}_hi"] = _pct(key, low), _pct(key, high)
@@ -518,11 +271,45 @@ def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
         if key not in baselines:
             summary = _empty_baseline(result)
             baselines[key] = {"config": "all-empty baseline", "lr": np.nan, "split": result.split, "split_mode": row["split_mode"],
-                              "images": summary["images"], **{k: _pct(k, summary[k]) for k in TABLE_METRICS},
+                              "images": summary["images"], **{k: _pct(k, summary[k]) for k in HEADLINE},
                               "pp_image_dice": _pct("image_dice", summary["image_dice"])}
     seed_rows = [{"config": "seed (reported)", "lr": lr, "split": "seed's val (random 80/20)", "split_mode": "seed", **values}
                  for lr, values in SEED_RESULTS.items()]
     return pd.DataFrame(rows + list(baselines.values()) + seed_rows).reset_index(drop=True)
+
+
+def metrics_table(result: EvalResult) -> Styler:
+    """One run's metrics for reading: the mmseg decision beside the post-processed masks, counts as
+    integers, rates in % with 2 decimals, the AUC with 3."""
+    columns = {"mmseg decision": result.metrics["mmseg"], "post-processed": result.metrics["postprocessed"]}
+    rows = {}
+    for key in TABLE_COUNTS + TABLE_PERCENTS + TABLE_FRACTIONS:
+        label = f"{key} (%)" if key in TABLE_PERCENTS else key
+        rows[label] = {name: (_pct(key, values.get(key)) if key in TABLE_PERCENTS else values.get(key))
+                       for name, values in columns.items()}
+    table = pd.DataFrame(rows).T.astype(float)
+    percents = [f"{key} (%)" for key in TABLE_PERCENTS]
+    return (table.style.format("{:.0f}", subset=pd.IndexSlice[list(TABLE_COUNTS), :], na_rep="–")
+            .format("{:.2f}", subset=pd.IndexSlice[percents, :], na_rep="–")
+            .format("{:.3f}", subset=pd.IndexSlice[list(TABLE_FRACTIONS), :], na_rep="–"))
+
+
+def seen_unseen_style(result: EvalResult) -> Styler:
+    """One run's metrics of the images whose patient was seen in training and of the unseen ones
+    (:func:`helpers.patients.seen_unseen_table`) for reading: counts as integers, metrics in % with 2 decimals."""
+    table = patients.seen_unseen_table(result.metrics["by_patient_seen"])
+    metric_columns = [c for c in table.columns if c not in ("decision", "group", "images", "patients")]
+    for column in metric_columns:
+        key = column.removesuffix("_lo").removesuffix("_hi")
+        table[column] = [_pct(key, value) for value in table[column]]
+    return (table.style.format("{:.0f}", subset=["images", "patients"])
+            .format("{:.2f}", subset=metric_columns, na_rep="–").hide(axis="index"))
+
+
+def comparison_style(table: pd.DataFrame) -> Styler:
+    """:func:`comparison_table` for reading: image counts as integers, every metric in % with 2 decimals."""
+    counts = {column: "{:.0f}" for column in ("images", "images_seen") if column in table}
+    return table.style.format(precision=2, na_rep="–").format({**counts, "lr": "{:g}"}, na_rep="–").hide(axis="index")
 
 
 def write_comparison(table: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-COUNT_FIELDS = ("tp", "fp", "fn", "tn")
-
 
 def pixel_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """``[tp, fp, fn, tn]`` for one binary prediction against one binary truth (same shape)."""
@@ -141,6 +139,7 @@ def summary_metrics(counts: np.ndarray, scores: np.ndarray | None = None, min_ar
     return result
 
 
+# The headline metrics: bootstrapped here, and the columns of 04's comparison table.
 HEADLINE = ("mIoU", "mDice", "fg_dice", "fg_iou", "image_dice", "image_dice_positive")
 
 

@@ -17,6 +17,7 @@ RAW_DIR = DATA_DIR / "raw"
 DEMO_DIR = DATA_DIR / "demo"
 PREPARED_DIR = DATA_DIR / "prepared"
 DEMO_PREPARED_DIR = DEMO_DIR / "prepared"
+DEMO_OUTPUTS_DIR = OUTPUTS_DIR / "demo"  # where `make demo` writes its runs, evaluations and reports
 
 CONFIGS_DIR = REPO_ROOT / "configs"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -26,26 +27,18 @@ KAGGLE_DATASET = "vbookshelf/pneumothorax-chest-xray-images-and-masks"
 KAGGLE_FOLDER = "siim-acr-pneumothorax"
 KERNEL_NAME = "pneumothorax"
 
+SEED_CONFIG = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"  # the seed's run: 03_train's default
+DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"  # the CPU demo (make demo, the tests, the benchmarks)
 
-def explore_dir(outputs: Path = OUTPUTS_DIR) -> Path:
+
+def explore_dir(outputs: Path | str = OUTPUTS_DIR) -> Path:
     """Where 01_explore writes its statistics."""
-    return Path(outputs) / "explore"
+    return resolve(outputs) / "explore"
 
 
-def prepared_dir(split_mode: str, img_size: int, root: Path = PREPARED_DIR) -> Path:
-    """The folder 02_prepare writes for one split mode and image size."""
-    return Path(root) / f"{split_mode}-{img_size}"
-
-
-def run_dir(config: str, lr: float, outputs: Path = OUTPUTS_DIR) -> Path:
-    """The work_dir of one training run: ``outputs/runs/<config>/lr<lr>/``."""
-    return Path(outputs) / "runs" / config_name(config) / f"lr{lr:g}"
-
-
-def eval_dir(run: Path, split: str, outputs: Path = OUTPUTS_DIR) -> Path:
-    """Where 04_evaluate writes the results of one run on one split."""
-    run = Path(run)
-    return Path(outputs) / "eval" / f"{run.parent.name}_{run.name}" / split
+def prepared_dir(split_mode: str, img_size: int, root: Path | str = PREPARED_DIR) -> Path:
+    """The folder 02_prepare writes for one split mode and image size, by default."""
+    return resolve(root) / f"{split_mode}-{img_size}"
 
 
 def config_name(config: str | Path) -> str:
@@ -68,13 +61,3 @@ def resolve(path: str | Path) -> Path:
     """A path as given when absolute, else relative to the repository root (not the kernel's cwd)."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else REPO_ROOT / path
-
-
-def trained_runs(outputs: Path = OUTPUTS_DIR) -> list[Path]:
-    """Every finished run folder under ``outputs/runs/`` (one with a metrics.json)."""
-    return sorted(p.parent for p in (Path(outputs) / "runs").glob("*/lr*/metrics.json"))
-
-
-def evaluations(outputs: Path = OUTPUTS_DIR, split: str = "test") -> list[Path]:
-    """Every 04_evaluate folder of ``split`` under ``outputs/eval/``."""
-    return sorted(p.parent for p in (Path(outputs) / "eval").glob(f"*/{split}/eval.json"))

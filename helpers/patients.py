@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from helpers import paths
 from helpers.fileio import atomic_write_bytes
 from helpers.metrics import cluster_bootstrap_ci, summary_metrics
 
@@ -38,15 +39,17 @@ TABLE_COLUMNS = ["image_id", "patient", "follow_up"]
 UNKNOWN_PATIENT_PREFIX = "image:"  # an image the table does not know is the only image of patient image:<ImageId>
 TRAINING_SPLIT = "train"
 SEEN_GROUPS = ("seen", "unseen")
+SEEN_METRICS = ("image_dice", "image_dice_positive", "fg_dice")  # the seen / unseen table's metrics
 SEEN_DEFINITION = (f"seen: the image's patient also has images in the {TRAINING_SPLIT} split (the images the model "
                    "was trained on); unseen: the patient has none. Intervals resample patients (cluster bootstrap).")
 
 
 def table_path(dataset_root: Path | str | None = None, patient_table: Path | str | None = None) -> Path:
     """The patient table to use: ``patient_table`` when given, else ``patients.csv.gz`` beside the dataset's
-    CSVs when there (the demo data writes one), else the table shipped with the package."""
+    CSVs when there (the demo data writes one), else the table shipped with the package. A relative
+    ``patient_table`` is from the repository root."""
     if patient_table:
-        return Path(patient_table)
+        return paths.resolve(patient_table)
     if dataset_root is not None and (Path(dataset_root) / PATIENTS_FILE).is_file():
         return Path(dataset_root) / PATIENTS_FILE
     return SHIPPED_TABLE
@@ -190,7 +193,9 @@ def leakage_table(report: dict) -> pd.DataFrame:
             rows.append({"split": second, "against": first, "shared patients": entry["shared_patients"],
                          "images of shared patients": entry[f"images_{second}"],
                          "positive of shared patients": entry[f"positive_{second}"]})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    counts = [c for c in table.columns if c not in ("split", "against")]
+    return table.astype({c: "Int64" for c in counts})  # counts stay integers where a row has none
 
 
 def evaluation_patients(labels: pd.DataFrame, split: str, names: list[str]) -> pd.DataFrame:
@@ -225,15 +230,16 @@ def seen_unseen_metrics(counts: np.ndarray, scores: np.ndarray | None, groups: p
     return result
 
 
-def seen_unseen_table(breakdown: dict, keys: tuple[str, ...] = ("image_dice", "image_dice_positive", "fg_dice")) -> pd.DataFrame:
-    """One row per decision (``mmseg``, ``postprocessed``) and group: images, patients, metrics with intervals."""
+def seen_unseen_table(breakdown: dict, keys: tuple[str, ...] = SEEN_METRICS) -> pd.DataFrame:
+    """One row per decision (``mmseg``, ``postprocessed``) and group (seen / unseen): images, patients, and the
+    metrics (as in ``metrics.json``) with their intervals (``*_lo`` / ``*_hi``)."""
     rows = []
     for decision, groups in breakdown.items():
         if decision not in ("mmseg", "postprocessed"):
             continue
         for group in SEEN_GROUPS:
             entry = groups[group]
-            row = {"decision": decision, "patients": group, "images": entry["images"], "n_patients": entry["patients"]}
+            row = {"decision": decision, "group": group, "images": entry["images"], "patients": entry["patients"]}
             for key in keys:
                 row[key] = (entry["metrics"] or {}).get(key)
                 row[f"{key}_lo"], row[f"{key}_hi"] = entry["ci"].get(key, (None, None))

@@ -1,14 +1,15 @@
 """Run the notebooks headless: papermill per stage, nbconvert to HTML, the lr sweep, outputs/index.html.
 
 Each stage reads a YAML parameter file (``pipeline/NN_stage.yaml`` for the full data on a GPU node,
-``pipeline/demo/NN_stage.yaml`` for the demo) that the user can edit. Every run leaves an executed
+``pipeline/demo/NN_stage.yaml`` for the demo) that the user can edit; ``shared.yaml`` beside them names
+the profile's data folders once (``raw_root``, ``prepared_root``), for every stage whose parameters
+cell declares them. Every run leaves an executed
 ``.ipynb`` and a rendered ``.html`` (figures embedded, code hidden) under ``outputs/``.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import logging
 import shlex
 import sys
@@ -20,13 +21,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from helpers import paths
+from helpers import paths, runs
 from helpers.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 STAGES = ("01_explore", "02_prepare", "03_train", "04_evaluate", "05_visualize")
 STAGES_WITH_OUTPUTS_DIR = ("01_explore", "04_evaluate", "05_visualize")
+SHARED_FILE = "shared"  # shared.yaml: the data folders of a profile, named once, given to each stage that takes them
 SWEEP_KEY = "lrs"  # in 03_train.yaml: the learning rates of the sweep; everything else goes to each run
 SEED_LRS = (0.01, 0.001, 0.0001)
 
@@ -103,17 +105,16 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
     A failed run is reported in the table and the others go on.
     """
     parameters = dict(parameters or {})
-    config = parameters.get("config", "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512")
+    config = parameters.get("config", paths.SEED_CONFIG)
     rows = []
     for lr in lrs:
-        work_dir = paths.run_dir(config, lr, Path(outputs))
+        work_dir = runs.run_dir(config, lr, Path(outputs))
         run_parameters = {**parameters, "config": config, "lr": float(lr), "work_dir": str(work_dir)}
         report = run_notebook("03_train", run_parameters, work_dir)
         row = {"config": paths.config_name(config), "lr": lr, "ok": report.ok, "minutes": report.seconds / 60,
                "report": str(report.html), "error": report.error}
-        metrics_path = work_dir / "metrics.json"
-        if report.ok and metrics_path.exists():
-            metrics = json.loads(metrics_path.read_text())
+        if report.ok and (work_dir / runs.METRICS_FILE).exists():
+            metrics = runs.read_metrics(work_dir)
             best = metrics.get("best_val") or {}
             row.update({"best_mDice": best.get("mDice"), "best_fg_dice": best.get("Dice.pneumothorax"),
                         "best_iter": best.get("step"), "images_per_s": metrics.get("images_per_s")})
@@ -125,7 +126,7 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
 def write_sbatch(lrs: list[float] | tuple[float, ...], parameters: dict, path: Path | str, *, gpus: int = 1,
                  cpus_per_gpu: int = 8, hours: int = 4, outputs: Path | str = paths.OUTPUTS_DIR) -> Path:
     """A SLURM array script, one job per lr, each running 03_train through papermill on its own node share."""
-    config = parameters.get("config", "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512")
+    config = parameters.get("config", paths.SEED_CONFIG)
     extra = " ".join(f"-p {k} {shlex.quote(str(v))}" for k, v in parameters.items() if k not in ("config", "lr", "work_dir", "gpus"))
     lr_list = " ".join(f"{lr:g}" for lr in lrs)
     script = f"""#!/bin/bash
@@ -187,6 +188,20 @@ with pneumothorax. The 'seed (reported)' rows are the numbers in the seed projec
     return index
 
 
+def notebook_parameters(stage: str) -> set[str]:
+    """The names in a notebook's parameters cell."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(paths.NOTEBOOKS_DIR / f"{stage}.ipynb")))
+
+
+def stage_parameters(stage: str, params_dir: Path | str = paths.PIPELINE_PARAMS_DIR) -> dict:
+    """A stage's parameters: the profile's shared ones that its notebook declares, then its own YAML's."""
+    shared = load_stage_parameters(SHARED_FILE, params_dir)
+    declared = notebook_parameters(stage)
+    return {**{k: v for k, v in shared.items() if k in declared}, **load_stage_parameters(stage, params_dir)}
+
+
 def run_pipeline(params_dir: Path | str = paths.PIPELINE_PARAMS_DIR, outputs: Path | str = paths.OUTPUTS_DIR,
                  stages: tuple[str, ...] = STAGES, overrides: dict[str, dict] | None = None) -> list[Report]:
     """Run the stages in order with their YAML parameters (plus ``overrides``), then write index.html.
@@ -197,7 +212,7 @@ def run_pipeline(params_dir: Path | str = paths.PIPELINE_PARAMS_DIR, outputs: Pa
     outputs = Path(outputs)
     reports: list[Report] = []
     for stage in stages:
-        parameters = {**load_stage_parameters(stage, params_dir), **((overrides or {}).get(stage, {}))}
+        parameters = {**stage_parameters(stage, params_dir), **((overrides or {}).get(stage, {}))}
         if stage in STAGES_WITH_OUTPUTS_DIR:
             parameters.setdefault("outputs_dir", str(outputs))
         log.info("stage %s", stage)

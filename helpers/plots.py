@@ -7,54 +7,19 @@ no metric itself: the numbers come from ``helpers.explore``, ``helpers.evaluate`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from helpers.explore import components_table, positive_area_fractions
-from helpers.rawdata import read_gray8
+from helpers.images import OVERLAY_COLOURS, overlay, read_gray8
+from helpers.runs import read_scalars, run_label
 
-OVERLAY_COLOURS: dict[str, tuple[int, int, int]] = {
-    "true positive": (0, 255, 0),
-    "false positive": (255, 0, 0),
-    "false negative": (0, 128, 255),
-    "truth": (255, 255, 0),
-    "prediction": (255, 0, 255),
-}
-OVERLAY_ALPHA = 0.5
 EXAMPLE_KINDS = ("best", "worst", "median", "false_positive", "missed")
-
-
-def overlay(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | None = None,
-            alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """An RGB uint8 picture of a grayscale image with masks blended in at ``alpha``.
-
-    With truth and prediction: true positives, false positives and false negatives in the colours of
-    :data:`OVERLAY_COLOURS`; with one of them only: ``truth`` or ``prediction`` colour.
-    """
-    image = np.asarray(image)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    rgb = np.repeat(image.astype(np.float64)[:, :, None], 3, axis=2)
-    regions: dict[str, np.ndarray] = {}
-    if truth is not None and pred is not None:
-        truth, pred = np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool)
-        regions = {"true positive": truth & pred, "false positive": pred & ~truth, "false negative": truth & ~pred}
-    elif truth is not None:
-        regions = {"truth": np.asarray(truth, dtype=bool)}
-    elif pred is not None:
-        regions = {"prediction": np.asarray(pred, dtype=bool)}
-    for name, region in regions.items():
-        if region.shape != image.shape[:2]:
-            raise ValueError(f"{name} mask shape {region.shape} differs from the image's {image.shape[:2]}")
-        rgb[region] = (1 - alpha) * rgb[region] + alpha * np.array(OVERLAY_COLOURS[name], dtype=np.float64)
-    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
 def _legend_handles(names: Sequence[str]) -> list[Patch]:
@@ -179,17 +144,14 @@ def _run_labels(runs: Mapping[str, Path | str] | Sequence[Path | str]) -> dict[s
         return {str(label): Path(path) for label, path in runs.items()}
     labels = []
     for path in map(Path, runs):
-        manifest = path / "manifest.json"
-        lr = json.loads(manifest.read_text()).get("lr") if manifest.is_file() else None
-        labels.append((f"lr {lr:g}" if lr is not None else path.name, path))
+        lr = run_label(path)[1]
+        labels.append((f"lr {lr:g}" if not np.isnan(lr) else path.name, path))
     names = [label for label, _ in labels]
     return {(f"{path.parent.name} {label}" if names.count(label) > 1 else label): path for label, path in labels}
 
 
 def plot_learning_curves(runs: Mapping[str, Path | str] | Sequence[Path | str]) -> Figure:
     """Train loss and val mDice / Dice.pneumothorax against the iteration, one colour per run."""
-    from helpers.modeling.train import read_scalars
-
     labelled = _run_labels([runs] if isinstance(runs, (str, Path)) else runs)
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     loss_ax, val_ax = fig.subplots(1, 2)

@@ -9,74 +9,17 @@ size) and ``<stem>_overlay.png`` (the prediction in colour over the image) are w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
-import torch
-from mmengine.config import Config
 from tqdm.auto import tqdm
 
-from helpers import evaluate
-from helpers.fileio import atomic_write_bytes
-from helpers.plots import overlay
-from helpers.rawdata import read_gray8
+from helpers.images import overlay, read_gray8, write_png
+from helpers.modeling.inference import load_model, probability_maps
 
-PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 COLUMNS = ["input", "mask_path", "overlay_path", "width", "height", "predicted_area", "max_prob"]
-
-
-def model_input_size(cfg: Config) -> tuple[int, int]:
-    """(width, height) the model was trained on: the test pipeline's Resize scale, else the preprocessor's size."""
-    pipelines = [cfg.get("test_dataloader", {}).get("dataset", {}).get("pipeline"), cfg.get("test_pipeline")]
-    for pipeline in pipelines:
-        for transform in pipeline or []:
-            if transform.get("type") == "Resize" and transform.get("scale"):
-                width, height = transform["scale"]
-                return int(width), int(height)
-    size = cfg.model.get("data_preprocessor", {}).get("size")
-    if size:
-        height, width = size
-        return int(width), int(height)
-    raise ValueError("the config names no input size (no Resize in the test pipeline, no data_preprocessor.size)")
-
-
-@dataclass
-class LoadedModel:
-    """A segmentor in eval mode, its input size (width, height), and its own decision threshold."""
-
-    net: torch.nn.Module
-    size: tuple[int, int]
-    threshold: float  # on the pneumothorax probability: 0.5 (argmax of 2 classes) or decode_head.threshold
-    sigmoid: bool
-
-
-def load_model(checkpoint: str | Path, config: str | Path | None = None, device: str | None = None) -> LoadedModel:
-    """Build the model from its config (default: the ``config.py`` beside the checkpoint) and load the weights."""
-    net, cfg, _ = evaluate.load_model(checkpoint, device=device, config=config)
-    head = net.decode_head
-    sigmoid = head.out_channels == 1
-    if not sigmoid and head.out_channels != 2:
-        raise ValueError(f"{checkpoint}: expected a binary model (2 classes, or 1 sigmoid channel), not {head.out_channels} outputs")
-    return LoadedModel(net=net, size=model_input_size(cfg), threshold=float(head.threshold) if sigmoid else 0.5, sigmoid=sigmoid)
-
-
-def probability_maps(model: LoadedModel, images: list[np.ndarray]) -> list[np.ndarray]:
-    """Pneumothorax probability maps (float32, model size) for 8-bit grayscale images already at model size."""
-    inputs = [torch.from_numpy(np.ascontiguousarray(np.repeat(image[None], 3, axis=0))) for image in images]
-    with torch.no_grad():
-        samples = model.net.test_step(dict(inputs=inputs))
-    logits = torch.stack([sample.seg_logits.data.float() for sample in samples])
-    return list(evaluate.foreground_probability(logits).cpu().numpy().astype(np.float32))
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    ok, encoded = cv2.imencode(".png", image, PNG_PARAMS)
-    if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
-    atomic_write_bytes(path, encoded.tobytes())
 
 
 def predict_images(
@@ -101,7 +44,7 @@ def predict_images(
         raise ValueError(f"several inputs share a file stem, their outputs would collide: {repeated}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-    model = load_model(checkpoint, config, device)
+    model = load_model(checkpoint, device=device, config=config)
     cut = model.threshold if threshold is None else float(threshold)
     out_dir = Path(out_dir)
     rows = []
@@ -116,8 +59,8 @@ def predict_images(
                 mask = prob > cut
                 mask_path = out_dir / f"{path.stem}_mask.png"
                 overlay_path = out_dir / f"{path.stem}_overlay.png"
-                _write_png(mask_path, mask.astype(np.uint8) * 255)
-                _write_png(overlay_path, cv2.cvtColor(overlay(image, None, mask), cv2.COLOR_RGB2BGR))
+                write_png(mask_path, mask.astype(np.uint8) * 255)
+                write_png(overlay_path, cv2.cvtColor(overlay(image, None, mask), cv2.COLOR_RGB2BGR))
                 rows.append({"input": str(path), "mask_path": str(mask_path), "overlay_path": str(overlay_path),
                              "width": width, "height": height, "predicted_area": int(mask.sum()),
                              "max_prob": float(prob.max())})

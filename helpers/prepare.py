@@ -25,8 +25,10 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from helpers import paths, patients
-from helpers.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from helpers.fileio import atomic_write_json, atomic_write_text
+from helpers.images import IMAGE_PNG_PARAMS, write_png
 from helpers.parallel import parallel_map
+from helpers.prepared import DEFAULT_SPLIT_MODE, LABELS_FILE, MANIFEST_FILE
 from helpers.provenance import code_version
 from helpers.rawdata import RawDataError, decode_png, mask_problems, read_index
 
@@ -34,12 +36,6 @@ SPLIT_MODES = ("patient", "official", "seed")
 TEST_FRACTION = 0.11  # the patient split's default test share: stage_1_test is 1,372 of 12,047 images (11.4 %)
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 4  # bump when the conversion or the encoding changes: every file is rewritten
-# The cache is read at every training step, so it is encoded for decoding speed (benchmarks/train.py).
-# Images: uncompressed PNG without filters, decoded in 0.2 ms against 3.1 ms for level-1 Huffman-only
-# (a 512x512 image: 257 KB against 98 KB; about 3 GB for all 12,047). Masks: plain level 1, which
-# shrinks their long runs of zeros to about 2 KB and decodes in 0.2 ms (Huffman-only: 32 KB, 1.2 ms).
-IMAGE_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
-MASK_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 
 
 @dataclass
@@ -90,7 +86,7 @@ def grouped_holdout(has_pneumo: pd.Series, groups: pd.Series, fraction: float, s
     return per_group.index[per_group["group"].isin(set(held))]
 
 
-def assign_splits(pairs: pd.DataFrame, split_mode: str = "patient", val_fraction: float = 0.2, seed: int = 0, folds: int = 0,
+def assign_splits(pairs: pd.DataFrame, split_mode: str = DEFAULT_SPLIT_MODE, val_fraction: float = 0.2, seed: int = 0, folds: int = 0,
                   test_fraction: float = TEST_FRACTION) -> pd.DataFrame:
     """Add a ``split`` column (train / val / test) and a ``fold`` column (-1 without ``folds``).
 
@@ -156,8 +152,8 @@ def convert_pair(job: tuple[str, str, str, str, int, bool, tuple[int, str] | Non
         raise RawDataError(problems)
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     binary = cv2.resize((mask > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-    atomic_write_bytes(Path(mask_dst), cv2.imencode(".png", binary, MASK_PNG_PARAMS)[1].tobytes())
-    atomic_write_bytes(Path(image_dst), cv2.imencode(".png", resized, IMAGE_PNG_PARAMS)[1].tobytes())
+    write_png(mask_dst, binary)
+    write_png(image_dst, resized, IMAGE_PNG_PARAMS)
     return int(np.count_nonzero(binary)), pixel_hash, True
 
 
@@ -172,7 +168,7 @@ def find_duplicates(labels: pd.DataFrame) -> list[list[str]]:
 
 def _previous_statistics(out_dir: Path) -> dict[str, tuple[int, str]]:
     """``name -> (fg_pixels, pixel_hash)`` from an earlier run's labels.csv; a different format starts afresh."""
-    manifest_path, labels_path = out_dir / "manifest.json", out_dir / "labels.csv"
+    manifest_path, labels_path = out_dir / MANIFEST_FILE, out_dir / LABELS_FILE
     if not manifest_path.exists() or not labels_path.exists():
         return {}
     if json.loads(manifest_path.read_text()).get("format_version") != FORMAT_VERSION:
@@ -200,22 +196,24 @@ def prepare_dataset(
     img_size: int = 512,
     val_fraction: float = 0.2,
     seed: int = 0,
-    split_mode: str = "patient",
+    split_mode: str = DEFAULT_SPLIT_MODE,
     folds: int = 0,
     test_fraction: float = TEST_FRACTION,
     patient_table: Path | str | None = None,
     workers: int | None = None,
+    out_dir: Path | str | None = None,
 ) -> PrepareResult:
-    """Split the raw pairs and write them, resized and binarized, in mmseg's layout.
+    """Split the raw pairs and write them, resized and binarized, in mmseg's layout, into ``out_dir``
+    (default ``<out_root>/<split_mode>-<img_size>``; relative paths are from the repository root).
 
     Idempotent and resumable: finished files are skipped, every file is written atomically, the raw data is
     only read. Raises :class:`RawDataError` naming the first file that cannot be converted.
     ``patient_table``: None for the one beside the raw CSVs if there, else the shipped one.
     """
-    out_dir = paths.prepared_dir(split_mode, img_size, out_root)
-    manifest_path = out_dir / "manifest.json"
+    out_dir = paths.resolve(out_dir) if out_dir is not None else paths.prepared_dir(split_mode, img_size, paths.resolve(out_root))
+    manifest_path = out_dir / MANIFEST_FILE
     known = _previous_statistics(out_dir)
-    index = read_index(raw_root, patient_table=patient_table)
+    index = read_index(paths.resolve(raw_root), patient_table=patient_table)
     labels = assign_splits(index.pairs, split_mode, val_fraction, seed, folds, test_fraction)
     names = labels["name"].str.removesuffix(".png")
     image_dst = [out_dir / "images" / s / f"{n}.png" for s, n in zip(labels["split"], names)]
@@ -248,7 +246,7 @@ def prepare_dataset(
     for stale in out_dir.glob("fold*_*.txt"):  # an earlier run with more folds
         if stale.name not in fold_files:
             stale.unlink()
-    atomic_write_text(out_dir / "labels.csv", labels.to_csv(index=False), skip_if_same=True)
+    atomic_write_text(out_dir / LABELS_FILE, labels.to_csv(index=False), skip_if_same=True)
 
     duplicates = find_duplicates(labels)
     counts = {}
@@ -275,19 +273,3 @@ def prepare_dataset(
     return PrepareResult(out_dir=out_dir, labels=labels, manifest=manifest, written=written,
                          skipped=len(jobs) - written, removed=removed, duplicates=duplicates)
 
-
-def prepared_pairs(out_dir: Path | str) -> pd.DataFrame:
-    """The prepared pairs with their paths: ``labels.csv`` plus ``image_path`` and ``mask_path`` columns."""
-    out_dir = Path(out_dir)
-    labels = pd.read_csv(out_dir / "labels.csv", dtype={"name": str, "pixel_hash": str, "patient": str})
-    labels["image_path"] = [str(out_dir / "images" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
-    labels["mask_path"] = [str(out_dir / "masks" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
-    return labels
-
-
-def split_mode_of(out_dir: Path | str) -> str:
-    """The split mode a prepared folder was made with (its manifest), or ``"unknown"`` without one."""
-    manifest_path = Path(out_dir) / "manifest.json"
-    if not manifest_path.is_file():
-        return "unknown"
-    return str(json.loads(manifest_path.read_text()).get("parameters", {}).get("split_mode", "unknown"))

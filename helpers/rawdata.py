@@ -74,7 +74,7 @@ def find_dataset_root(root: Path | str = paths.RAW_DIR) -> Path:
 
     ``root`` may be that folder or its parent (``data/raw/`` holding ``siim-acr-pneumothorax/``).
     """
-    root = Path(root)
+    root = paths.resolve(root)
     for candidate in (root, root / paths.KAGGLE_FOLDER):
         if (candidate / IMAGES_FOLDER).is_dir() and (candidate / MASKS_FOLDER).is_dir():
             return candidate
@@ -82,6 +82,33 @@ def find_dataset_root(root: Path | str = paths.RAW_DIR) -> Path:
         f"{root}: no Kaggle pneumothorax layout here (expected {IMAGES_FOLDER}/ and {MASKS_FOLDER}/ in it "
         f"or in {root / paths.KAGGLE_FOLDER}).\n{download_instructions()}"
     )
+
+
+@dataclass(frozen=True)
+class RawChoice:
+    """The raw data a notebook reads, where 02_prepare writes from it by default, and why (``note``)."""
+
+    root: Path
+    prepared_parent: Path
+    note: str | None = None
+
+
+def choose_raw_root(raw_root: Path | str | None = None) -> RawChoice:
+    """``raw_root`` as given (relative to the repository root); None means ``data/raw``, or the demo data
+    (``data/demo``, which ``make demo`` writes) when ``data/raw`` holds no Kaggle download and the demo does."""
+    if raw_root is not None:
+        return RawChoice(paths.resolve(raw_root), paths.PREPARED_DIR)
+    for root, prepared in ((paths.RAW_DIR, paths.PREPARED_DIR), (paths.DEMO_DIR, paths.DEMO_PREPARED_DIR)):
+        try:
+            find_dataset_root(root)
+        except FileNotFoundError:
+            continue
+        if root == paths.RAW_DIR:
+            return RawChoice(root, prepared)
+        note = (f"Using the demo data in {root}: there is no Kaggle download in {paths.RAW_DIR / paths.KAGGLE_FOLDER}, "
+                f"where the real data goes (`python -m helpers download`, or see the README).")
+        return RawChoice(root, prepared, note)
+    return RawChoice(paths.RAW_DIR, paths.PREPARED_DIR)  # reading it raises with the download instructions
 
 
 def read_csvs(root: Path) -> pd.DataFrame:
@@ -218,30 +245,6 @@ def decode_png(path: Path | str) -> np.ndarray:
     if array is None:
         raise RawDataError([(path, "unreadable or truncated PNG")])
     return array
-
-
-def read_gray8(path: str | Path) -> np.ndarray:
-    """Decode an image file to 8-bit grayscale (H, W).
-
-    Colour is converted with the usual luma weights (as 02_prepare does); 16-bit and float images are
-    stretched linearly from their own minimum and maximum to 0..255. Raises ``ValueError`` naming the
-    file when it cannot be decoded.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
-    image = cv2.imdecode(np.frombuffer(path.read_bytes(), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise ValueError(f"{path}: not a readable image (expected a PNG or JPEG radiograph)")
-    if image.ndim == 3:
-        conversion = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, conversion) if image.shape[2] in (3, 4) else image[:, :, 0]
-    if image.dtype == np.uint8:
-        return image
-    image = image.astype(np.float64)
-    low, high = float(image.min()), float(image.max())
-    scaled = (image - low) * (255.0 / (high - low)) if high > low else np.zeros_like(image)
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
 def mask_problems(mask: np.ndarray, image_shape: tuple[int, ...], has_pneumo: int, mask_path: Path | str) -> list[tuple[str, str]]:

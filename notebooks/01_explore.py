@@ -23,8 +23,8 @@
 # from the CSVs and the patient table (ImageId -> NIH ChestX-ray14 patient).
 
 # %% tags=["parameters"]
-data_root = "data/raw"  # the Kaggle folder or its parent
-splits = ["train", "test"]  # the official stage_1 splits to include
+raw_root = None  # the Kaggle folder or its parent; None: data/raw, or the demo data when data/raw has none
+stages = ["train", "test"]  # the official stage_1 stages to include
 max_images = 0  # 0: every image; otherwise a random sample of this size (quick looks)
 seed = 0  # for the sample
 workers = 0  # 0: all CPU cores
@@ -37,12 +37,14 @@ from IPython.display import display
 
 import pandas as pd
 
-from helpers import explore, paths, patients, plots
+from helpers import explore, paths, patients, plots, rawdata
 
+raw = rawdata.choose_raw_root(raw_root)
+if raw.note:
+    print(raw.note)
 result = explore.explore_dataset(
-    paths.resolve(data_root), stages=splits, max_images=max_images or None, seed=seed,
-    workers=workers or None, out_dir=paths.explore_dir(paths.resolve(outputs_dir)),
-    patient_table=paths.resolve(patient_table) if patient_table else None,
+    raw.root, stages=stages, max_images=max_images or None, seed=seed, workers=workers or None,
+    out_dir=paths.explore_dir(outputs_dir), patient_table=patient_table,
 )
 print(result.index.describe())
 print(f"statistics written to {result.stats_path}")
@@ -94,5 +96,5 @@ display(pd.Series(result.patient_summary, name="value").to_frame())
 display(plots.plot_images_per_patient(result.images_per_patient))
 
 # %%
-display(patients.leakage_table(result.official_overlap).style.hide(axis="index"))
+display(patients.leakage_table(result.official_overlap).style.format(na_rep="–").hide(axis="index"))
 print("the same radiograph in both official stages:", result.official_overlap["same_image_across_splits"] or "none")

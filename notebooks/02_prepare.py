@@ -31,8 +31,8 @@
 # report below gives, for every split, the patients and images it shares with the others.
 
 # %% tags=["parameters"]
-raw_root = "data/raw"
-output_root = "data/prepared"
+raw_root = None  # the Kaggle folder or its parent; None: data/raw, or the demo data when data/raw has none
+prepared_root = None  # the folder to write; None: data/prepared/<split_mode>-<img_size> (data/demo/prepared/... for the demo)
 img_size = 512
 val_fraction = 0.2
 seed = 0
@@ -47,12 +47,15 @@ workers = 0  # 0: all CPU cores
 import pandas as pd
 from IPython.display import display
 
-from helpers import patients, paths, plots, prepare
+from helpers import patients, plots, prepare, prepared, rawdata
 
+raw = rawdata.choose_raw_root(raw_root)
+if raw.note:
+    print(raw.note)
 result = prepare.prepare_dataset(
-    paths.resolve(raw_root), paths.resolve(output_root), img_size=img_size, val_fraction=val_fraction,
-    seed=seed, split_mode=split_mode, folds=folds, test_fraction=test_fraction,
-    patient_table=paths.resolve(patient_table) if patient_table else None, workers=workers or None,
+    raw.root, raw.prepared_parent, out_dir=prepared_root, img_size=img_size, val_fraction=val_fraction,
+    seed=seed, split_mode=split_mode, folds=folds, test_fraction=test_fraction, patient_table=patient_table,
+    workers=workers or None,
 )
 print(f"{result.out_dir}: {result.written} pairs written, {result.skipped} already there, {result.removed} stale files removed")
 
@@ -60,7 +63,7 @@ print(f"{result.out_dir}: {result.written} pairs written, {result.skipped} alrea
 # ## Images and positive rate per split
 
 # %%
-counts = pd.DataFrame(result.manifest["counts"]).T.rename_axis("split").reset_index()
+counts = pd.DataFrame.from_dict(result.manifest["counts"], orient="index").rename_axis("split").reset_index()
 display(counts.style.format({"positive_rate": "{:.1%}"}).hide(axis="index"))
 
 # %% [markdown]
@@ -80,11 +83,11 @@ print(result.duplicates or "none")
 
 # %%
 leakage = result.manifest["leakage"]
-display(patients.leakage_table(leakage).style.hide(axis="index"))
+display(patients.leakage_table(leakage).style.format(na_rep="–").hide(axis="index"))
 print("the same radiograph (patient and follow-up) in two splits:", leakage["same_image_across_splits"] or "none")
 
 # %% [markdown]
 # ## Prepared examples (mask values {0, 1}, drawn in colour)
 
 # %%
-display(plots.plot_example_grid(prepare.prepared_pairs(result.out_dir), n=6, seed=seed))
+display(plots.plot_example_grid(prepared.prepared_pairs(result.out_dir), n=6, seed=seed))

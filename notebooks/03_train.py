@@ -22,14 +22,14 @@
 # Sweep all learning rates with `python -m helpers sweep`.
 
 # %% tags=["parameters"]
-config = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"  # a name in configs/ or a path
-lr = 0.01
+config = None  # a name in configs/ or a path; None: the seed's UNet at lr 0.01 (the demo's without real data)
+lr = None  # None: the config's
 max_iters = None  # None: the config's (20k for the seed's runs)
 batch_size = None  # None: the config's (16)
-img_size = None  # None: the config's (512); must match the prepared data's size
+img_size = None  # None: the config's (512); must be the prepared data's size (its manifest.json)
 seed = 0
 work_dir = None  # None: outputs/runs/<config>/lr<lr>/
-data_root = None  # None: the config's data_root (data/prepared/patient-512)
+prepared_root = None  # the prepared folder (02's output); None: the config's data_root (data/prepared/patient-512)
 resume = False  # continue from the last checkpoint in work_dir
 amp = "auto"  # "auto": bf16 AMP on a GPU, float32 on the CPU
 channels_last = "auto"  # channels-last weights and activations on a GPU (faster bf16 convolutions)
@@ -42,14 +42,15 @@ workers = None  # data loader workers; None: the config's on a CPU, from the CPU
 import pandas as pd
 from IPython.display import display
 
-from helpers import paths, plots
-from helpers.modeling.train import TrainParams, run_training
+from helpers import plots, runs
+from helpers.modeling.train import TrainParams, choose_config, describe_speed, run_training
 
+config, prepared_root, note = choose_config(config, prepared_root)
+if note:
+    print(note)
 params = TrainParams(
-    config=config, lr=lr, max_iters=max_iters, batch_size=batch_size, img_size=img_size, seed=seed,
-    work_dir=str(paths.resolve(work_dir)) if work_dir else None,
-    data_root=str(paths.resolve(data_root)) if data_root else None,
-    resume=resume, amp=amp, channels_last=channels_last, gpus=gpus, val_interval=val_interval, workers=workers,
+    config=config, lr=lr, max_iters=max_iters, batch_size=batch_size, img_size=img_size,
+    seed=seed, work_dir=work_dir, prepared_root=prepared_root, resume=resume, amp=amp, channels_last=channels_last, gpus=gpus, val_interval=val_interval, workers=workers,
 )
 result = run_training(params)
 metrics = result.metrics
@@ -60,7 +61,7 @@ print(f"best checkpoint: {result.best_checkpoint}\nlast checkpoint: {result.last
 # ## Learning curves (from mmengine's logs)
 
 # %%
-display(plots.plot_learning_curves({f"lr {lr:g}": result.work_dir}))
+display(plots.plot_learning_curves([result.work_dir]))
 
 # %% [markdown]
 # ## Validation: best and last
@@ -71,16 +72,11 @@ display(plots.plot_learning_curves({f"lr {lr:g}": result.work_dir}))
 # %%
 keys = ["step", "aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax"]
 rows = {name: {k: metrics[name].get(k) for k in keys} for name in ("best_val", "last_val") if metrics.get(name)}
-display(pd.DataFrame(rows).T)
+display(pd.DataFrame(rows).T.style.format(precision=2, na_rep="–").format({"step": "{:.0f}"}))
 
 # %% [markdown]
 # ## Speed and resources
 
 # %%
-display(pd.Series({
-    "iterations": metrics["iterations"],
-    "images / s (training)": metrics["images_per_s"],
-    "wall time (min)": metrics["wall_time_s"] / 60,
-    "peak memory (MB)": metrics["peak_memory_mb"],
-}).to_frame("value"))
-print(f"manifest: {result.work_dir / 'manifest.json'}\nmetrics: {result.work_dir / 'metrics.json'}")
+print(describe_speed(metrics))
+print(f"manifest: {result.work_dir / runs.MANIFEST_FILE}\nmetrics: {result.work_dir / runs.METRICS_FILE}")

@@ -42,24 +42,25 @@ batch_size = 8
 tta = False  # horizontal-flip test-time augmentation
 postprocess = "tune"  # "tune" (on val), "none", or a dict(threshold ..., min_component_area ..., min_total_area ...)
 n_boot = 1000
-data_root = None  # None: each run's own config
-outputs_dir = "outputs"
+prepared_root = None  # the prepared folder to evaluate on; None: each run's own (its config's data_root)
+outputs_dir = None  # None: outputs/, or the demo's outputs/demo/ when only it holds results
 
 # %%
 # %matplotlib inline
-import pandas as pd
 from IPython.display import display
 
-from helpers import evaluate, patients, paths, plots
+from helpers import evaluate, plots
+from helpers import runs as run_folders
 
-outputs = paths.resolve(outputs_dir)
-run_dirs = [paths.resolve(r) for r in runs] or paths.trained_runs(outputs)
+outputs, note = run_folders.choose_outputs(outputs_dir)
+if note:
+    print(note)
+run_dirs = list(runs) or run_folders.trained_runs(outputs)
 if not run_dirs:
     raise FileNotFoundError(f"no trained runs under {outputs / 'runs'} (run 03_train first)")
 results = [
-    evaluate.evaluate_run(run, split=split, data_root=paths.resolve(data_root) if data_root else None,
-                          batch_size=batch_size, tta=tta, postprocess=postprocess, n_boot=n_boot,
-                          out_dir=paths.eval_dir(run, split, outputs))
+    evaluate.evaluate_run(run, split=split, prepared_root=prepared_root, batch_size=batch_size, tta=tta,
+                          postprocess=postprocess, n_boot=n_boot, out_dir=run_folders.eval_dir(run, split, outputs))
     for run in run_dirs
 ]
 
@@ -69,9 +70,10 @@ results = [
 # %%
 for result in results:
     print(f"{result.run_dir}  ({result.split}, checkpoint {result.checkpoint.name})")
-    print(f"post-processing: {result.metrics['postprocess']}")
-    table = pd.DataFrame({name: result.metrics[name] for name in ("mmseg", "postprocessed")})
-    display(table)
+    pp = result.postprocess
+    print(f"post-processing: p > {pp.threshold:.2f}, components of at least {pp.min_component_area} px, "
+          f"masks of at least {pp.min_total_area} px (tuned on {result.metrics['postprocess']['tuned_on']})")
+    display(evaluate.metrics_table(result))
     display(plots.plot_confusion(result))
 
 # %% [markdown]
@@ -80,7 +82,7 @@ for result in results:
 # %%
 for result in results:
     print(f"{result.run_dir}  ({result.split}, split mode {result.metrics['split_mode']})")
-    display(patients.seen_unseen_table(result.metrics["by_patient_seen"]))
+    display(evaluate.seen_unseen_style(result))
 
 # %% [markdown]
 # ## Comparison: the lr sweep, the seed's reported numbers, the all-empty baseline
@@ -91,5 +93,5 @@ for result in results:
 # %%
 comparison = evaluate.comparison_table(results)
 json_path, csv_path = evaluate.write_comparison(comparison, outputs / "eval")
-display(comparison)
+display(evaluate.comparison_style(comparison))
 print(f"written: {csv_path}, {json_path}")

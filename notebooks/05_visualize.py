@@ -20,7 +20,7 @@
 # computed here). Overlays: true positive, false positive and false negative pixels in distinct colours.
 
 # %% tags=["parameters"]
-outputs_dir = "outputs"
+outputs_dir = None  # None: outputs/, or the demo's outputs/demo/ when only it holds results
 split = "test"
 n_examples = 4
 
@@ -29,10 +29,12 @@ n_examples = 4
 import pandas as pd
 from IPython.display import display
 
-from helpers import evaluate, paths, plots
+from helpers import evaluate, plots, runs
 
-outputs = paths.resolve(outputs_dir)
-eval_dirs = paths.evaluations(outputs, split)
+outputs, note = runs.choose_outputs(outputs_dir, split)
+if note:
+    print(note)
+eval_dirs = runs.evaluations(outputs, split)
 if not eval_dirs:
     raise FileNotFoundError(f"no evaluations under {outputs / 'eval'} (run 04_evaluate first)")
 results = [evaluate.load_eval(d) for d in eval_dirs]

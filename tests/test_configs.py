@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from mmengine.config import Config
 import torch.nn.functional as F
 from mmengine.dataset import pseudo_collate
 
 from helpers import paths
+from helpers.paths import DEMO_CONFIG, SEED_CONFIG
 from helpers.modeling.train import TrainParams, build_config
 
 CONFIGS = sorted(paths.CONFIGS_DIR.glob("*.py"))
-DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"
 LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 SIGMOID = "fcn-unet-s5-d16_unet-sigmoid_1xb16-0.01-20k_pneumothorax-512x512"
 OURS = "ours_unet-s5-d16_ce-dice_oversample_adamw-20k_pneumothorax-512x512"
@@ -37,7 +39,7 @@ def mmseg_scope():
 
 def small_config(config: Path, data_root: Path):
     """``config`` with 64x64 images on the prepared demo data, through the project's config surgery."""
-    return build_config(TrainParams(config=str(config), img_size=64, data_root=str(data_root), workers=0))
+    return build_config(TrainParams(config=str(config), img_size=64, prepared_root=str(data_root), workers=0))
 
 
 def batch(dataset, model, n_positive: int = 2, n_negative: int = 2, training: bool = True) -> dict:
@@ -53,10 +55,38 @@ def batch(dataset, model, n_positive: int = 2, n_negative: int = 2, training: bo
     return model.data_preprocessor(pseudo_collate(positive[:n_positive] + negative[:n_negative]), training=training)
 
 
-def test_configs_are_found():
-    names = {p.stem for p in CONFIGS}
-    assert DEMO_CONFIG in names and SIGMOID in names and OURS in names
-    assert len(CONFIGS) == 6
+def test_the_configs_the_project_names_are_found_by_name():
+    """Every config that code, pipeline files or the seed's lr sweep name resolves to its file in configs/."""
+    from helpers.pipeline import SEED_LRS
+
+    named = {DEMO_CONFIG, SEED_CONFIG, SIGMOID, OURS}
+    named |= {SEED_CONFIG.replace("-0.01-", f"-{lr:g}-") for lr in SEED_LRS}
+    for profile in (paths.PIPELINE_PARAMS_DIR, paths.PIPELINE_PARAMS_DIR / "demo"):
+        named.add(yaml.safe_load((profile / "03_train.yaml").read_text())["config"])
+    for name in named:
+        assert paths.config_path(name) == paths.CONFIGS_DIR / f"{name}.py"
+    assert named <= {p.stem for p in CONFIGS}
+
+
+def test_the_test_loader_is_the_val_loader_on_the_test_list():
+    for name in (SEED_CONFIG, DEMO_CONFIG):
+        cfg = Config.fromfile(str(paths.config_path(name)))
+        val, test = cfg.val_dataloader.to_dict(), cfg.test_dataloader.to_dict()
+        assert (val["dataset"].pop("ann_file"), test["dataset"].pop("ann_file")) == ("val.txt", "test.txt")
+        assert val == test, name
+
+
+def test_the_demo_config_is_the_base_pipelines_at_128_without_photometric_distortion():
+    base = Config.fromfile(str(paths.config_path(SEED_CONFIG)))
+    demo = Config.fromfile(str(paths.config_path(DEMO_CONFIG)))
+
+    def at_128(pipeline, drop=()):
+        return [dict(t, scale=(128, 128)) if t["type"] == "Resize" else dict(t) for t in pipeline if t["type"] not in drop]
+
+    assert [dict(t) for t in demo.train_dataloader.dataset.pipeline] == at_128(
+        base.train_dataloader.dataset.pipeline, drop=("GrayPhotoMetricDistortion",))
+    assert [dict(t) for t in demo.test_dataloader.dataset.pipeline] == at_128(base.test_dataloader.dataset.pipeline)
+    assert demo.train_dataloader.dataset.pipeline[0]["color_type"] == "grayscale"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)

@@ -17,15 +17,15 @@ from PIL import Image
 import helpers.dataset  # noqa: F401  (registers PneumothoraxDataset)
 import helpers.modeling  # noqa: F401  (registers the project's metric and loss)
 from helpers import paths
+from helpers.paths import DEMO_CONFIG
 
-DEMO_CONFIG = paths.CONFIGS_DIR / "demo_unet-s5-d16-c16_ce-dice_128x128.py"
 IGNORE_INDEX = 255  # mmseg's default ignore_index in its losses and IoUMetric
 
 
 @pytest.fixture(scope="module")
 def config() -> Config:
     init_default_scope("mmseg")
-    return Config.fromfile(DEMO_CONFIG)
+    return Config.fromfile(paths.config_path(DEMO_CONFIG))
 
 
 def build(config: Config, loader: str, data_root: Path, **overrides):

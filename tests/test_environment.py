@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from importlib import metadata
 
 import yaml
@@ -42,13 +44,25 @@ def test_installed_packages_match_the_pins():
         assert installed.split("+")[0] == version, f"{name}: installed {installed}, pinned {version}"
 
 
-def test_makefile_installs_from_the_pins_file():
-    makefile = (paths.REPO_ROOT / "Makefile").read_text()
-    assert "-r requirements.txt" in makefile
-    assert "$(call pin,torch)" in makefile and "$(call pin,mmcv)" in makefile
-    assert "ipykernel install" in makefile
+def test_makefile_installs_the_pinned_versions(tmp_path):
+    """What ``make venv`` would run (a dry run into a scratch venv): torch and mmcv at their pins first,
+    then requirements.txt, the package and the kernel."""
+    plan = subprocess.run(["make", "-n", "-B", "venv", f"VENV={tmp_path / 'venv'}"], cwd=paths.REPO_ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    pins = read_pins()
+    commands = plan.splitlines()
+    torch_at = next(i for i, c in enumerate(commands) if re.search(rf"install .*torch=={re.escape(pins['torch'])}\b", c))
+    mmcv_at = next(i for i, c in enumerate(commands) if f"mmcv=={pins['mmcv']}" in c)
+    requirements_at = next(i for i, c in enumerate(commands) if "install -r requirements.txt" in c)
+    assert torch_at < mmcv_at < requirements_at
+    assert any("ipykernel install" in c and paths.KERNEL_NAME in c for c in commands[requirements_at:])
 
 
-def test_ci_runs_exactly_make_test():
-    lines = [l for l in (paths.REPO_ROOT / ".ci" / "run").read_text().splitlines() if l.strip() and not l.startswith("#")]
-    assert lines[-1].strip() == "make test"
+def test_ci_runs_make_test_from_the_repository_root(tmp_path):
+    """.ci/run, started from elsewhere with a recording ``make`` first on PATH, runs ``make test`` in the repository."""
+    fake = tmp_path / "make"
+    fake.write_text('#!/bin/sh\necho "$PWD $*" >> "$RECORD"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", "RECORD": str(tmp_path / "calls")}
+    subprocess.run(["bash", str(paths.REPO_ROOT / ".ci" / "run")], cwd=tmp_path, env=env, check=True)
+    assert (tmp_path / "calls").read_text().splitlines() == [f"{paths.REPO_ROOT} test"]

@@ -1,8 +1,7 @@
-"""helpers.evaluate: post-processing by hand, tuning on val only, parity with mmseg's Runner.test(), reload."""
+"""helpers.evaluate: tuning on val only, parity with mmseg's Runner.test(), reload, tables, fail-fast data checks."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -12,70 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import evaluate
-from helpers.evaluate import (SEED_RESULTS, PostProcess, Predictions, apply_postprocess, comparison_table, evaluate_run,
-                              load_eval, predict_split, predicted_mask, tune_postprocess, write_comparison)
-from helpers.metrics import pixel_counts, pooled_metrics
-
-
-def test_apply_postprocess_threshold_components_and_total_area():
-    prob = np.zeros((8, 8))
-    prob[0, 0] = prob[1, 1] = 0.9  # one 2-pixel component: diagonal neighbours join under 8-connectivity
-    prob[4:6, 4:7] = 0.7  # a 6-pixel component
-    prob[7, 0] = 0.5  # not above the threshold 0.5
-    assert np.count_nonzero(apply_postprocess(prob, PostProcess())) == 8
-    kept = apply_postprocess(prob, PostProcess(min_component_area=3))
-    assert kept.dtype == bool and np.count_nonzero(kept) == 6 and kept[4:6, 4:7].all()
-    assert np.count_nonzero(apply_postprocess(prob, PostProcess(min_component_area=2))) == 8
-    assert not apply_postprocess(prob, PostProcess(min_component_area=3, min_total_area=7)).any()
-    assert np.count_nonzero(apply_postprocess(prob, PostProcess(min_component_area=3, min_total_area=6))) == 6
-    assert np.count_nonzero(apply_postprocess(prob, PostProcess(threshold=0.8))) == 2
-
-
-def test_apply_postprocess_reads_uint8_as_probability():
-    prob = np.array([[127, 128], [255, 0]], dtype=np.uint8)  # 127/255 < 0.5 < 128/255
-    assert apply_postprocess(prob, PostProcess(0.5)).tolist() == [[False, True], [True, False]]
-    assert apply_postprocess(prob.astype(np.float64) / 255, PostProcess(0.5)).tolist() == [[False, True], [True, False]]
-
-
-def _toy_predictions() -> Predictions:
-    """Two positives predicted well (prob 0.8 on the lesion), two negatives with a 2-pixel false blob at 0.8."""
-    size = 16
-    probs = np.zeros((4, size, size), dtype=np.uint8)
-    truth = np.zeros((4, size, size), dtype=bool)
-    for i in (0, 1):
-        truth[i, 4:8, 4:8] = True
-        probs[i, 4:8, 4:8] = 204  # 0.8
-        probs[i, 4:8, 8] = 110  # 0.43: a fringe that a threshold of 0.4 or less wrongly adds
-    for i in (2, 3):
-        probs[i, 10, 10:12] = 204
-    return Predictions(names=[f"img{i}" for i in range(4)], probs=probs, truth=truth,
-                       default_counts=np.array([pixel_counts(p > 127, t) for p, t in zip(probs, truth)]),
-                       max_prob=probs.reshape(4, -1).max(1) / 255, default_pred=probs > 127)
-
-
-def test_tune_postprocess_finds_the_triplet_and_its_grid_matches_apply_postprocess():
-    val = _toy_predictions()
-    pixels = 16 * 16
-    pp, grid = tune_postprocess(val, thresholds=(0.3, 0.5, 0.7), component_areas=(0, 3 / pixels),
-                                total_areas=(0, 20 / pixels))
-    # threshold > 0.43 drops the fringe, components >= 3 pixels drop the false blobs: every image scores 1
-    assert pp == PostProcess(threshold=0.5, min_component_area=3, min_total_area=0)
-    assert len(grid) == 3 * 2 * 2
-    best = grid[(grid.threshold == 0.5) & (grid.min_component_area == 3) & (grid.min_total_area == 0)]
-    assert best["image_dice"].item() == 1.0
-    for row in grid.itertuples():
-        triplet = PostProcess(row.threshold, int(row.min_component_area), int(row.min_total_area))
-        dice = [1.0 if not (m := apply_postprocess(p, triplet)).any() and not t.any()
-                else 2 * np.count_nonzero(m & t) / (np.count_nonzero(m) + np.count_nonzero(t))
-                for p, t in zip(val.probs, val.truth)]
-        assert row.image_dice == pytest.approx(np.mean(dice)), row
-        assert row.image_dice_positive == pytest.approx(np.mean(dice[:2])), row
-    # 0.3 keeps the fringe: 2 * 16 / (20 + 16) on each positive, negatives cleaned by the component filter
-    low = grid[(grid.threshold == 0.3) & (grid.min_component_area == 3) & (grid.min_total_area == 0)]
-    assert low["image_dice"].item() == pytest.approx((2 * 32 / 36 + 2) / 4)
-    # a 20-pixel total minimum also empties the true lesions (16 pixels)
-    assert grid[(grid.threshold == 0.5) & (grid.min_total_area == 20)]["image_dice_positive"].eq(0).all()
+from helpers import evaluate, runs
+from helpers.evaluate import (SEED_RESULTS, comparison_table, evaluate_run, load_eval, metrics_table, predicted_mask,
+                              write_comparison)
+from helpers.metrics import pooled_metrics
+from helpers.modeling.inference import LoadedModel, build_split_loader, load_model, predict_split
+from helpers.paths import DEMO_CONFIG
+from helpers.prepared import PreparedDataError
 
 
 # ----- with a trained model (slow) -----
@@ -90,9 +32,9 @@ def tuned_eval(trained_demo_run, tmp_path_factory):
     tuned_on: list[list[str]] = []
     real_predict, real_tune = evaluate.predict_split, evaluate.tune_postprocess
 
-    def spy_predict(model, cfg, data_root, split, *args, **kwargs):
+    def spy_predict(model, data_root, split, *args, **kwargs):
         calls.append(split)
-        return real_predict(model, cfg, data_root, split, *args, **kwargs)
+        return real_predict(model, data_root, split, *args, **kwargs)
 
     def spy_tune(val, *args, **kwargs):
         tuned_on.append(list(val.names))
@@ -152,10 +94,10 @@ def test_changing_test_masks_does_not_change_the_tuned_postprocess(tuned_eval, d
         mask = np.zeros_like(cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE))
         mask[:8, :8] = 1
         cv2.imwrite(str(mask_path), mask)
-    changed = evaluate_run(result.run_dir, split="test", data_root=root, n_boot=0, device="cpu", out_dir=tmp_path / "eval")
+    changed = evaluate_run(result.run_dir, split="test", prepared_root=root, n_boot=0, device="cpu", out_dir=tmp_path / "eval")
     assert changed.postprocess == result.postprocess
-    pd.testing.assert_frame_equal(pd.read_csv(changed.out_dir / "postprocess_grid.csv"),
-                                  pd.read_csv(result.out_dir / "postprocess_grid.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(changed.out_dir / runs.GRID_FILE),
+                                  pd.read_csv(result.out_dir / runs.GRID_FILE))
     assert changed.per_image["true_area"].eq(64).all()  # the edit did reach the evaluated split
     assert not changed.per_image["true_area"].equals(result.per_image["true_area"])
 
@@ -215,12 +157,15 @@ def test_comparison_table_has_seed_rows_and_the_empty_baseline(tuned_eval, tmp_p
     negative_fraction = (~result.per_image["positive"]).mean()
     assert baseline["image_dice"].item() == pytest.approx(100 * negative_fraction)
     assert baseline["fg_dice"].item() == 0.0
-    runs = table[table["config"] == "demo_unet-s5-d16-c16_ce-dice_128x128"]
-    assert len(runs) == 2 and runs["lr"].eq(0.003).all()
-    assert runs["mDice"].eq(result.metrics["mmseg"]["mDice"]).all()
-    assert (runs["image_dice_lo"] <= runs["image_dice"]).all() and (runs["image_dice"] <= runs["image_dice_hi"]).all()
-    assert runs["split_mode"].eq("official").all() and seed["split_mode"].eq("seed").all()
-    assert runs["images_seen"].eq(result.per_image["seen"].sum()).all()
+    ours = table[table["config"] == DEMO_CONFIG]
+    assert len(ours) == 2 and ours["lr"].eq(0.003).all()
+    assert ours["mDice"].eq(result.metrics["mmseg"]["mDice"]).all()
+    assert (ours["image_dice_lo"] <= ours["image_dice"]).all() and (ours["image_dice"] <= ours["image_dice_hi"]).all()
+    assert ours["split_mode"].eq("official").all() and seed["split_mode"].eq("seed").all()
+    assert ours["images_seen"].eq(result.per_image["seen"].sum()).all()
+    seen_images = int(result.per_image["seen"].sum())
+    html = evaluate.comparison_style(table).to_html()
+    assert f">{seen_images}<" in html and f">{seen_images}.00<" not in html  # images_seen: a count
     json_path, csv_path = write_comparison(table, tmp_path)
     assert pd.read_json(json_path)["config"].tolist() == table["config"].tolist()
     assert len(pd.read_csv(csv_path)) == len(table)
@@ -228,16 +173,16 @@ def test_comparison_table_has_seed_rows_and_the_empty_baseline(tuned_eval, tmp_p
 
 @slow
 def test_tta_is_flip_equivariant_and_keeps_the_mmseg_decision(trained_demo_run, demo_prepared, tmp_path):
-    model, cfg, _ = evaluate.load_model(trained_demo_run.work_dir, device="cpu")
-    plain = predict_split(model, cfg, demo_prepared.out_dir, "val", batch_size=4)
-    tta = predict_split(model, cfg, demo_prepared.out_dir, "val", batch_size=4, tta=True)
+    model = load_model(trained_demo_run.work_dir, device="cpu")
+    plain = predict_split(model, demo_prepared.out_dir, "val", batch_size=4)
+    tta = predict_split(model, demo_prepared.out_dir, "val", batch_size=4, tta=True)
     np.testing.assert_array_equal(tta.default_counts, plain.default_counts)
     assert np.any(tta.probs != plain.probs)
     root = Path(shutil.copytree(demo_prepared.out_dir, tmp_path / "flipped"))
     for folder in ("images", "masks"):
         for path in (root / folder / "val").glob("*.png"):
             cv2.imwrite(str(path), cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[:, ::-1])
-    mirrored = predict_split(model, cfg, root, "val", batch_size=4, tta=True)
+    mirrored = predict_split(model, root, "val", batch_size=4, tta=True)
     difference = np.abs(mirrored.probs.astype(int) - tta.probs[:, :, ::-1].astype(int))
     assert difference.max() <= 1  # the same average, up to float rounding
 
@@ -253,6 +198,8 @@ def test_sigmoid_model_uses_the_sigmoid_and_the_head_threshold(demo_prepared):
     from helpers.modeling.mmseg_metric import PneumothoraxMetric
 
     cfg = Config.fromfile(str(paths.config_path("fcn-unet-s5-d16_unet-sigmoid_1xb16-0.01-20k_pneumothorax-512x512")))
+    loaded = LoadedModel(net=None, cfg=cfg, checkpoint=Path("untrained"), run_dir=Path("untrained"), size=(64, 64),
+                         threshold=0.5, sigmoid=True)
     cfg.model.backbone.base_channels = 8
     cfg.model.decode_head.update(in_channels=8, channels=8)
     cfg.model.data_preprocessor.size = (64, 64)
@@ -261,14 +208,14 @@ def test_sigmoid_model_uses_the_sigmoid_and_the_head_threshold(demo_prepared):
         if transform["type"] == "Resize":
             transform["scale"] = (64, 64)
     torch.manual_seed(0)
-    model = init_model(cfg, None, device="cpu")
+    model = loaded.net = init_model(cfg, None, device="cpu")
     # an untrained head puts every probability near one value: move its threshold to their median
-    median = np.median(predict_split(model, cfg, demo_prepared.out_dir, "val", batch_size=4).probs)
+    median = np.median(predict_split(loaded, demo_prepared.out_dir, "val", batch_size=4).probs)
     model.decode_head.threshold = threshold = (median + 0.5) / 255
-    preds = predict_split(model, cfg, demo_prepared.out_dir, "val", batch_size=4)
+    preds = predict_split(loaded, demo_prepared.out_dir, "val", batch_size=4)
     metric = PneumothoraxMetric()
     metric.dataset_meta = {"classes": ("background", "pneumothorax")}
-    loader = evaluate.build_split_loader(cfg, demo_prepared.out_dir, "val", 4)
+    loader = build_split_loader(cfg, demo_prepared.out_dir, "val", 4)
     with torch.no_grad():
         for batch in loader:
             metric.process(batch, [sample.to_dict() for sample in model.test_step(batch)])
@@ -286,7 +233,7 @@ def test_parity_with_runner_test_holds_when_pneumothorax_is_predicted(demo_prepa
     """A model two iterations old predicts pneumothorax on many pixels: the parity is not 0 against 0."""
     from helpers.modeling.train import TrainParams, run_training
 
-    run = run_training(TrainParams(config="demo_unet-s5-d16-c16_ce-dice_128x128", data_root=str(demo_prepared.out_dir),
+    run = run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir),
                                    img_size=64, max_iters=2, val_interval=2, work_dir=str(tmp_path / "run")))
     result = evaluate_run(run.work_dir, split="test", postprocess="none", n_boot=0, device="cpu", out_dir=tmp_path / "eval")
     ours = result.metrics["mmseg"]
@@ -296,10 +243,53 @@ def test_parity_with_runner_test_holds_when_pneumothorax_is_predicted(demo_prepa
         assert np.float32(ours[key]) == np.float32(theirs[key]), (key, ours[key], theirs[key])
 
 
-def test_comparison_label_keeps_dotted_config_names(tmp_path):
-    """Config names hold dots (``...-0.01-20k...``): the label must not be cut at the first one."""
-    from helpers.evaluate import _run_label
+@slow
+def test_the_metrics_table_reads_counts_as_integers_and_rates_in_percent(tuned_eval):
+    result, _, _ = tuned_eval
+    styled = metrics_table(result)
+    table = styled.data
+    mmseg = result.metrics["mmseg"]
+    assert table.loc["images", "mmseg decision"] == mmseg["images"]
+    for key in ("aAcc", "mIoU", "mDice", "Dice.pneumothorax"):  # mmseg's own, already in %
+        assert table.loc[f"{key} (%)", "mmseg decision"] == mmseg[key]
+    assert table.loc["image_dice (%)", "post-processed"] == pytest.approx(100 * result.metrics["postprocessed"]["image_dice"])
+    assert "fg_dice" not in table.index and "fg_iou" not in table.index  # the pneumothorax Dice / IoU once, in %
+    html = styled.to_html()
+    assert f">{mmseg['images']}<" in html and f">{mmseg['images']}.000000<" not in html
+    assert f">{mmseg['Dice.pneumothorax']:.2f}<" in html
 
-    name = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"
-    (tmp_path / "manifest.json").write_text(json.dumps({"parameters": {"config": name}, "lr": 0.01}))
-    assert _run_label(tmp_path) == (name, 0.01)
+
+@slow
+def test_the_seen_unseen_table_reads_counts_as_integers_and_metrics_in_percent(tuned_eval):
+    result, _, _ = tuned_eval
+    styled = evaluate.seen_unseen_style(result)
+    table = styled.data.set_index(["decision", "group"])
+    html = styled.to_html()
+    for decision in ("mmseg", "postprocessed"):
+        for group in ("seen", "unseen"):
+            entry = result.metrics["by_patient_seen"][decision][group]
+            row = table.loc[(decision, group)]
+            assert (row["images"], row["patients"]) == (entry["images"], entry["patients"])
+            assert row["image_dice"] == pytest.approx(100 * entry["metrics"]["image_dice"])
+            low = entry["ci"]["fg_dice"][0]  # None (NaN) when the group has no pneumothorax pixel at all
+            assert pd.isna(row["fg_dice_lo"]) if low is None else row["fg_dice_lo"] == pytest.approx(100 * low)
+            assert f">{entry['images']}<" in html and f">{100 * entry['metrics']['image_dice']:.2f}<" in html
+    assert ".000000<" not in html
+
+
+@slow
+def test_known_mmseg_warnings_go_to_the_metrics_not_the_page(trained_demo_run, recwarn):
+    """The 2-class demo model makes mmseg advise out_channels=1: kept in library_warnings, not shown."""
+    model = load_model(trained_demo_run.work_dir, device="cpu")
+    assert any("out_channels = 1" in text for text in model.library_warnings)
+    assert not [w for w in recwarn if "out_channels = 1" in str(w.message)]
+
+
+@slow
+def test_evaluating_on_data_of_another_size_stops_naming_both(trained_demo_run, demo_raw_dir, tmp_path):
+    from helpers.prepare import prepare_dataset
+
+    other = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, workers=1)
+    with pytest.raises(PreparedDataError, match=r"64x64.*32x32"):
+        evaluate_run(trained_demo_run.work_dir, prepared_root=other.out_dir, n_boot=0, device="cpu", out_dir=tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()

@@ -11,6 +11,7 @@ from mmseg.evaluation.metrics import IoUMetric
 
 from helpers.metrics import (bootstrap_ci, detection, foreground_pooled, per_image_dice, per_image_iou, pixel_counts,
                              pooled_metrics, summary_metrics)
+from tests.conftest import random_pixel_counts
 
 
 def _mask(shape: tuple[int, int], *cells: tuple[int, int]) -> np.ndarray:
@@ -140,12 +141,8 @@ def test_vectorized_bootstrap_equals_resampling_with_summary_metrics():
     """bootstrap_ci computes all resamples at once; it must equal summary_metrics on each resample."""
     from helpers.metrics import HEADLINE, summary_metrics
 
-    rng = np.random.default_rng(1)
     n = 60
-    truth = rng.integers(0, 50, n) * (rng.random(n) < 0.3)
-    tp = np.minimum(truth, rng.integers(0, 50, n))
-    fp = rng.integers(0, 20, n) * (rng.random(n) < 0.4)
-    counts = np.stack([tp, fp, truth - tp, 4096 - truth - fp], axis=1)
+    counts = random_pixel_counts(np.random.default_rng(1), n)
     ci = bootstrap_ci(counts, n_boot=50, seed=3)
     chosen = np.random.default_rng(3).integers(0, n, (50, n))
     for key in HEADLINE:
@@ -178,10 +175,7 @@ def test_cluster_bootstrap_equals_resampling_patients_directly():
 
     rng = np.random.default_rng(2)
     n = 45
-    truth = rng.integers(0, 50, n) * (rng.random(n) < 0.3)
-    tp = np.minimum(truth, rng.integers(0, 50, n))
-    fp = rng.integers(0, 20, n) * (rng.random(n) < 0.4)
-    counts = np.stack([tp, fp, truth - tp, 4096 - truth - fp], axis=1)
+    counts = random_pixel_counts(rng, n)
     clusters = rng.integers(0, 12, n)  # 12 patients of varying size
     labels = np.unique(clusters)
     ci = cluster_bootstrap_ci(counts, clusters, n_boot=60, seed=5)

@@ -21,7 +21,7 @@ from helpers.demo_data import DemoSpec, generate_demo_dataset
 from helpers.metrics import summary_metrics
 from helpers.prepare import assign_splits, prepare_dataset
 from helpers.rawdata import CSV_FILES, read_index, read_listed
-from tests.conftest import REAL_SAMPLE
+from tests.conftest import REAL_SAMPLE, random_pixel_counts
 
 KAGGLE = "siim-acr-pneumothorax"
 SHARED_PATIENTS = REAL_SAMPLE.parent / "patients" / "siim_to_nih.csv"
@@ -246,12 +246,8 @@ def test_prepare_patient_mode_reruns_write_nothing_and_modes_write_elsewhere(dem
 
 
 def test_seen_unseen_breakdown_adds_up_to_the_whole():
-    rng = np.random.default_rng(0)
     n = 40
-    truth = rng.integers(0, 30, n) * (rng.random(n) < 0.4)
-    tp = np.minimum(truth, rng.integers(0, 30, n))
-    fp = rng.integers(0, 10, n) * (rng.random(n) < 0.5)
-    counts = np.stack([tp, fp, truth - tp, 1024 - truth - fp], axis=1)
+    counts = random_pixel_counts(np.random.default_rng(0), n)
     groups = pd.DataFrame({"patient": [f"p{i // 3}" for i in range(n)], "seen": [(i // 3) % 2 == 0 for i in range(n)]})
     breakdown = patients.seen_unseen_metrics(counts, None, groups, n_boot=50)
     seen, unseen = breakdown["seen"], breakdown["unseen"]
@@ -268,6 +264,24 @@ def test_seen_unseen_breakdown_adds_up_to_the_whole():
         assert low <= entry["metrics"]["image_dice"] <= high
     empty = patients.seen_unseen_metrics(counts, None, groups.assign(seen=False), n_boot=10)
     assert empty["seen"]["images"] == 0 and empty["seen"]["metrics"] is None and empty["unseen"]["images"] == n
+
+
+def test_leakage_table_keeps_counts_as_integers():
+    labels = pd.DataFrame({"name": list("abcdef"), "split": ["train", "train", "val", "test", "test", "test"],
+                           "patient": ["1", "2", "2", "1", "2", "3"], "has_pneumo": [1, 0, 0, 1, 1, 0]})
+    report = patients.leakage_report(labels)
+    table = patients.leakage_table(report)
+    counts = [c for c in table.columns if c not in ("split", "against")]
+    assert all(str(table[c].dtype) == "Int64" for c in counts)
+    test = table[(table["split"] == "test") & (table["against"] == "train + val")].iloc[0]
+    assert (test["shared patients"], test["images of shared patients"], test["positive of shared patients"]) == (2, 2, 2)
+    train_test = table[(table["split"] == "test") & (table["against"] == "train")].iloc[0]
+    assert train_test["shared patients"] == 2 and pd.isna(train_test["images"])
+    assert ".000000" not in table.style.format(na_rep="–").to_html()
+
+
+def test_a_relative_patient_table_is_read_from_the_repository_root():
+    assert patients.table_path(None, "helpers/resources/patients.csv.gz") == patients.SHIPPED_TABLE
 
 
 def test_evaluation_patients_marks_patients_of_the_train_split():

@@ -11,10 +11,12 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
+import yaml
 
-from helpers import paths
-from helpers.pipeline import STAGES, run_notebook, run_pipeline, sweep, write_index, write_sbatch
-from tests.conftest import DEMO_CONFIG
+from helpers import paths, runs
+from helpers.paths import DEMO_CONFIG
+from helpers.pipeline import STAGES, run_notebook, run_pipeline, stage_parameters, sweep, write_index, write_sbatch
+from helpers.prepared import read_prepared
 
 NOTEBOOKS = [paths.NOTEBOOKS_DIR / f"{stage}.ipynb" for stage in STAGES]
 EMBEDDED_PNG = 'src="data:image/png;base64,'  # a figure in an output cell (the template has its own PNG)
@@ -50,18 +52,19 @@ def _assert_report(report, html_min_figures: int = 1):
 @pytest.mark.slow
 def test_explore_and_prepare_run_under_papermill(demo_raw_dir, tmp_path):
     outputs = tmp_path / "outputs"
-    explore = run_notebook("01_explore", {"data_root": str(demo_raw_dir), "outputs_dir": str(outputs), "max_images": 50, "workers": 1}, outputs / "reports")
+    explore = run_notebook("01_explore", {"raw_root": str(demo_raw_dir), "outputs_dir": str(outputs), "max_images": 50, "workers": 1}, outputs / "reports")
     _assert_report(explore, html_min_figures=MIN_FIGURES['01_explore'])
     stats = json.loads((outputs / "explore" / "explore_stats.json").read_text())
     assert stats["images_scanned"] == 50
 
-    prepare = run_notebook("02_prepare", {"raw_root": str(demo_raw_dir), "output_root": str(tmp_path / "prepared"), "img_size": 32, "workers": 1}, outputs / "reports")
+    prepare = run_notebook("02_prepare", {"raw_root": str(demo_raw_dir), "prepared_root": str(tmp_path / "prepared" / "mine"), "img_size": 32, "workers": 1}, outputs / "reports")
     _assert_report(prepare)
-    assert (tmp_path / "prepared" / "patient-32" / "manifest.json").exists()  # the default split mode
+    written = read_prepared(tmp_path / "prepared" / "mine")
+    assert (written.img_size, written.split_mode) == (32, "patient")  # the default split mode
 
 
 def test_failing_notebook_still_leaves_its_report(tmp_path):
-    report = run_notebook("01_explore", {"data_root": str(tmp_path / "nothing-here"), "outputs_dir": str(tmp_path)}, tmp_path / "reports")
+    report = run_notebook("01_explore", {"raw_root": str(tmp_path / "nothing-here"), "outputs_dir": str(tmp_path)}, tmp_path / "reports")
     assert not report.ok and "nothing-here" in report.error
     assert report.notebook.exists() and "nothing-here" in report.html.read_text()
 
@@ -69,16 +72,16 @@ def test_failing_notebook_still_leaves_its_report(tmp_path):
 @pytest.mark.slow
 def test_sweep_goes_on_after_a_failed_run(demo_prepared, tmp_path):
     """lr -1 makes the optimizer refuse to start; the next lr still trains and gets its report."""
-    parameters = {"config": DEMO_CONFIG, "data_root": str(demo_prepared.out_dir), "img_size": 64, "max_iters": 6, "val_interval": 6}
+    parameters = {"config": DEMO_CONFIG, "prepared_root": str(demo_prepared.out_dir), "img_size": 64, "max_iters": 6, "val_interval": 6}
     table = sweep([-1.0, 0.003], parameters, tmp_path)
     assert list(table["ok"]) == [False, True]
     assert "learning rate" in table.loc[0, "error"].lower()
-    good = paths.run_dir(DEMO_CONFIG, 0.003, tmp_path)
-    for name in ("03_train.ipynb", "03_train.html", "manifest.json", "metrics.json", "config.py"):
+    good = runs.run_dir(DEMO_CONFIG, 0.003, tmp_path)
+    for name in ("03_train.ipynb", "03_train.html", runs.MANIFEST_FILE, runs.METRICS_FILE, runs.CONFIG_FILE):
         assert (good / name).exists(), name
-    assert json.loads((good / "manifest.json").read_text())["lr"] == 0.003
+    assert runs.read_manifest(good)["lr"] == 0.003
     assert list(good.glob("best_mDice_iter_*.pth"))
-    assert (paths.run_dir(DEMO_CONFIG, -1.0, tmp_path) / "03_train.html").exists()
+    assert (runs.run_dir(DEMO_CONFIG, -1.0, tmp_path) / "03_train.html").exists()
 
 
 def test_sbatch_script_has_one_job_per_lr(tmp_path):
@@ -99,13 +102,12 @@ def test_cli_help_lists_the_commands():
 def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
     """Generate -> 01 -> 02 -> 03 (two lrs) -> 04 -> 05 -> index.html, with test-sized parameters."""
     outputs = tmp_path / "outputs"
-    prepared_root = tmp_path / "prepared"
-    data_root = prepared_root / "patient-64"  # the demo's split mode
+    prepared = str(tmp_path / "prepared" / "patient-64")  # the demo's split mode
     overrides = {
-        "01_explore": {"data_root": str(demo_raw_dir), "workers": 1},
-        "02_prepare": {"raw_root": str(demo_raw_dir), "output_root": str(prepared_root), "img_size": 64, "workers": 1},
-        "03_train": {"lrs": [0.003, 0.001], "data_root": str(data_root), "img_size": 64, "max_iters": 30, "val_interval": 15},
-        "04_evaluate": {"n_boot": 50},
+        "01_explore": {"raw_root": str(demo_raw_dir), "workers": 1},
+        "02_prepare": {"raw_root": str(demo_raw_dir), "prepared_root": prepared, "img_size": 64, "workers": 1},
+        "03_train": {"lrs": [0.003, 0.001], "prepared_root": prepared, "img_size": 64, "max_iters": 30, "val_interval": 15},
+        "04_evaluate": {"prepared_root": prepared, "n_boot": 50},
     }
     reports = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
     assert all(r.ok for r in reports)
@@ -117,7 +119,9 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
         figures = (outputs / link).read_text().count(EMBEDDED_PNG)
         assert figures >= MIN_FIGURES[Path(link).stem], f"{link} embeds {figures} figures"
     assert "seed (reported)" in index and "mDice" in index
-    assert (outputs / "eval" / "comparison.csv").exists()
+    comparison = json.loads((outputs / "eval" / "comparison.json").read_text())
+    ours = [row for row in comparison if row["config"] == DEMO_CONFIG]
+    assert len(ours) == 2 and all(row["split_mode"] == "patient" and row["images_seen"] == 0 for row in ours)
 
 
 def test_index_without_evaluation_says_so(tmp_path):
@@ -125,3 +129,32 @@ def test_index_without_evaluation_says_so(tmp_path):
     (tmp_path / "reports" / "01_explore.html").write_text("<html></html>")
     text = write_index(tmp_path).read_text()
     assert 'href="reports/01_explore.html"' in text and "No evaluation yet" in text
+
+
+@pytest.mark.parametrize("profile", [paths.PIPELINE_PARAMS_DIR, paths.PIPELINE_PARAMS_DIR / "demo"], ids=["full", "demo"])
+def test_each_profile_names_its_data_folders_once(profile):
+    """shared.yaml names raw_root and prepared_root; each stage gets those its notebook declares, and no
+    stage file repeats them."""
+    shared = yaml.safe_load((profile / "shared.yaml").read_text())
+    assert set(shared) == {"raw_root", "prepared_root"}
+    for stage in STAGES:
+        own = yaml.safe_load((profile / f"{stage}.yaml").read_text()) or {}
+        assert not set(own) & set(shared), f"{profile / stage}.yaml repeats {set(own) & set(shared)}"
+    given = {stage: {k for k in ("raw_root", "prepared_root") if k in stage_parameters(stage, profile)} for stage in STAGES}
+    assert given == {"01_explore": {"raw_root"}, "02_prepare": {"raw_root", "prepared_root"},
+                     "03_train": {"prepared_root"}, "04_evaluate": {"prepared_root"}, "05_visualize": set()}
+    assert stage_parameters("03_train", profile)["prepared_root"] == shared["prepared_root"]
+
+
+def test_parameter_names_mean_one_thing_in_every_notebook():
+    """raw_root: raw data (01, 02); prepared_root: a prepared folder (02, 03, 04); stages: Kaggle stages (01);
+    split: train / val / test (04, 05); no notebook keeps the old data_root / splits / output_root."""
+    import papermill
+
+    declared = {nb.stem: set(papermill.inspect_notebook(str(nb))) for nb in NOTEBOOKS}
+    for names in declared.values():
+        assert not names & {"data_root", "splits", "output_root"}
+    assert {nb for nb, names in declared.items() if "raw_root" in names} == {"01_explore", "02_prepare"}
+    assert {nb for nb, names in declared.items() if "prepared_root" in names} == {"02_prepare", "03_train", "04_evaluate"}
+    assert {nb for nb, names in declared.items() if "stages" in names} == {"01_explore"}
+    assert {nb for nb, names in declared.items() if "split" in names} == {"04_evaluate", "05_visualize"}

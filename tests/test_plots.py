@@ -10,11 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.container import BarContainer
-from matplotlib.figure import Figure
 
-from helpers import plots
+from helpers import plots, runs
 from helpers.explore import class_pixel_table, components_table
-from helpers.plots import OVERLAY_ALPHA, OVERLAY_COLOURS, overlay
+from helpers.images import OVERLAY_ALPHA, OVERLAY_COLOURS, overlay, read_gray8
 
 SIZE = 16
 
@@ -73,7 +72,7 @@ def pairs(tmp_path) -> pd.DataFrame:
 
 def test_example_grid_mixes_positives_and_negatives(pairs):
     fig = plots.plot_example_grid(pairs, n=4, seed=0)
-    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    assert len(fig.axes) == 4
     titles = [ax.get_title() for ax in fig.axes]
     assert sum("positive" in t for t in titles) == 2 and sum("negative" in t for t in titles) == 2
     chosen = plots.sample_examples(pairs, n=4, seed=0)
@@ -158,7 +157,8 @@ def _square(mask: np.ndarray, row: int, col: int, value=True) -> np.ndarray:
 
 def _hand_result(root: Path, run_name: str = "lr0.003"):
     """An EvalResult of 6 images: Dice a=1, b=0.5, c=0 (missed), d=2/3, e=false positive, f=true negative."""
-    from helpers.evaluate import EvalResult, PostProcess, apply_postprocess
+    from helpers.evaluate import EvalResult
+    from helpers.postprocess import PostProcess, apply_postprocess
     from helpers.metrics import bootstrap_ci, per_image_dice, pixel_counts, summary_metrics
 
     zeros = lambda: np.zeros((SIZE, SIZE), bool)  # noqa: E731
@@ -171,7 +171,7 @@ def _hand_result(root: Path, run_name: str = "lr0.003"):
     probs[2, 3, 3] = 100  # c: some signal below the threshold
     run_dir = root / "runs" / "demo" / run_name
     run_dir.mkdir(parents=True)
-    (run_dir / "manifest.json").write_text(json.dumps({"lr": 0.003, "parameters": {"config": "demo"}}))
+    (run_dir / runs.MANIFEST_FILE).write_text(json.dumps({"lr": 0.003, "parameters": {"config": "demo"}}))
     data_root = root / "prepared"
     for i, (name, truth) in enumerate(zip(NAMES, truths)):
         _write(data_root / "images" / "test" / f"{name}.png", np.full((SIZE, SIZE), 40 * i, np.uint8))
@@ -274,15 +274,36 @@ def test_dice_vs_area_roc_and_confusion(result, tmp_path):
 
 @pytest.mark.slow
 def test_visualize_a_real_evaluation(trained_demo_run, demo_prepared, tmp_path):
-    from helpers.evaluate import comparison_table, evaluate_run, load_eval
+    """Every figure of 05 on a real evaluation shows what the evaluation wrote: the selected images with
+    their own overlays, the table's bar heights, the metrics' detection counts."""
+    from helpers.evaluate import comparison_table, evaluate_run, load_eval, predicted_mask
 
-    evaluate_run(trained_demo_run.work_dir, split="test", data_root=demo_prepared.out_dir, postprocess="none",
+    evaluate_run(trained_demo_run.work_dir, split="test", prepared_root=demo_prepared.out_dir, postprocess="none",
                  n_boot=10, out_dir=tmp_path / "eval", device="cpu")
     real = load_eval(tmp_path / "eval")
     for which in plots.EXAMPLE_KINDS:
-        assert isinstance(plots.plot_examples(real, which, n=2), Figure)
-    assert isinstance(plots.plot_examples(real, "worst", n=2, postprocessed=False), Figure)
-    assert len(plots.plot_dice_vs_area(real).axes[0].collections) == 2
-    assert len(plots.plot_roc(real).axes[0].lines) == 2
-    assert isinstance(plots.plot_lr_comparison(comparison_table([real])), Figure)
-    assert isinstance(plots.plot_confusion(real), Figure)
+        for postprocessed in (True, False):
+            chosen = plots.select_examples(real.per_image, which, 2, postprocessed)
+            fig = plots.plot_examples(real, which, n=2, postprocessed=postprocessed)
+            if not chosen:
+                assert len(fig.axes) == 1 and fig.axes[0].texts[0].get_text().startswith("none")
+                continue
+            assert len(fig.axes) == 3 * len(chosen)
+            for row, index in enumerate(chosen):
+                name = real.per_image["name"].iloc[index]
+                assert fig.axes[3 * row].get_title().startswith(name)
+                image = read_gray8(real.data_root / "images" / "test" / f"{name}.png")
+                truth = read_gray8(real.data_root / "masks" / "test" / f"{name}.png") > 0
+                expected = overlay(image, truth, predicted_mask(real, index, postprocessed))
+                np.testing.assert_array_equal(np.asarray(fig.axes[3 * row + 2].images[0].get_array()), expected)
+    positive = real.per_image[real.per_image["positive"]]
+    detected, missed = plots.plot_dice_vs_area(real).axes[0].collections
+    assert len(detected.get_offsets()) + len(missed.get_offsets()) == len(positive)
+    assert len(missed.get_offsets()) == int((positive["pp_area"] == 0).sum())
+    assert plots.plot_roc(real).axes[0].lines[0].get_label().endswith(f"AUC {real.metrics['mmseg']['det_auc']:.3f}")
+    table = comparison_table([real])
+    bars = [c for c in plots.plot_lr_comparison(table).axes[0].containers if isinstance(c, BarContainer)]
+    assert [p.get_height() for p in bars[0]] == pytest.approx([table.iloc[0][m] for m in plots.LR_COMPARISON_METRICS])
+    detection = real.metrics["postprocessed"]
+    texts = [t.get_text() for t in plots.plot_confusion(real).axes[0].texts]
+    assert texts == [str(detection[k]) for k in ("det_tn", "det_fp", "det_fn", "det_tp")]

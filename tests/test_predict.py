@@ -7,39 +7,19 @@ import numpy as np
 import pytest
 
 from helpers import paths
-from helpers.predict import model_input_size, predict_images, read_gray8
+from helpers.modeling.inference import load_model, model_input_size
+from helpers.paths import DEMO_CONFIG
+from helpers.predict import predict_images
 
 
 def _read(path) -> np.ndarray:
     return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
 
 
-def test_read_gray8_converts_colour_and_16_bit(tmp_path):
-    colour = np.zeros((5, 7, 3), np.uint8)
-    colour[..., 2] = 200  # BGR: pure red
-    cv2.imwrite(str(tmp_path / "colour.png"), colour)
-    gray = read_gray8(tmp_path / "colour.png")
-    assert gray.shape == (5, 7) and gray.dtype == np.uint8
-    assert int(gray[0, 0]) == int(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)[0, 0]) == 60
-
-    deep = np.array([[1000, 2000], [3000, 5000]], np.uint16)
-    cv2.imwrite(str(tmp_path / "deep.png"), deep)
-    assert read_gray8(tmp_path / "deep.png").tolist() == [[0, 64], [128, 255]]
-
-
-def test_unreadable_and_missing_files_are_named(tmp_path):
-    broken = tmp_path / "broken_xray.png"
-    broken.write_bytes(b"not a png at all")
-    with pytest.raises(ValueError, match="broken_xray.png"):
-        read_gray8(broken)
-    with pytest.raises(FileNotFoundError, match="absent.png"):
-        read_gray8(tmp_path / "absent.png")
-
-
 def test_model_input_size_follows_the_training_size():
     from helpers.modeling.train import TrainParams, build_config
 
-    params = TrainParams(config="demo_unet-s5-d16-c16_ce-dice_128x128", work_dir="unused")
+    params = TrainParams(config=DEMO_CONFIG, work_dir="unused")
     assert model_input_size(build_config(params)) == (128, 128)
     params.img_size = 64
     assert model_input_size(build_config(params)) == (64, 64)
@@ -48,8 +28,6 @@ def test_model_input_size_follows_the_training_size():
 @pytest.mark.slow
 def test_predict_matches_mmseg_inference(trained_demo_run, demo_prepared, tmp_path):
     from mmseg.apis import inference_model
-
-    from helpers.predict import load_model
 
     images = sorted((demo_prepared.out_dir / "images" / "test").glob("*.png"))[:4]
     table = predict_images(trained_demo_run.best_checkpoint, images, tmp_path, device="cpu")

@@ -17,6 +17,7 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 
 from helpers.prepare import assign_splits, prepare_dataset
+from helpers.prepared import prepared_pairs
 from helpers.rawdata import read_index, validate_dataset
 
 KAGGLE = "siim-acr-pneumothorax"
@@ -100,6 +101,16 @@ def test_prepared_files_are_exact(demo_prepared, demo_raw_dir):
             expected_mask = cv2.resize((raw_mask == 255).astype(np.uint8), (64, 64), interpolation=cv2.INTER_NEAREST)
             np.testing.assert_array_equal(cv2.imread(str(out_dir / "images" / split / f"{stem}.png"), cv2.IMREAD_UNCHANGED), expected_image)
             np.testing.assert_array_equal(cv2.imread(str(out_dir / "masks" / split / f"{stem}.png"), cv2.IMREAD_UNCHANGED), expected_mask)
+
+
+def test_prepared_pairs_name_the_written_files_and_their_patients(demo_prepared):
+    pairs = prepared_pairs(demo_prepared.out_dir)
+    labels = demo_prepared.labels
+    assert pairs["name"].tolist() == labels["name"].tolist()
+    assert pairs["patient"].tolist() == labels["patient"].astype(str).tolist()
+    for row in pairs.itertuples():
+        assert Path(row.image_path) == demo_prepared.out_dir / "images" / row.split / f"{row.name}.png"
+        assert Path(row.image_path).is_file() and Path(row.mask_path).is_file()
 
 
 def test_rerun_writes_nothing_and_resumes_a_missing_file(demo_raw_dir, tmp_path):

@@ -297,3 +297,22 @@ def test_download_unpacks_the_archive(demo_raw_dir, tmp_path, monkeypatch):
 def test_download_is_skipped_when_the_data_is_there(demo_raw_dir, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: pytest.fail("looked for the kaggle command"))
     assert download_dataset(demo_raw_dir) == demo_raw_dir / KAGGLE
+
+
+def test_no_kaggle_download_but_demo_data_reads_the_demo_and_says_where_real_data_goes(demo_raw_dir, tmp_path, monkeypatch):
+    """What 01 and 02 do when opened with their defaults (raw_root None) after `make demo`."""
+    from helpers import paths
+    from helpers.rawdata import choose_raw_root
+
+    empty_raw = tmp_path / "raw"
+    empty_raw.mkdir()
+    monkeypatch.setattr(paths, "RAW_DIR", empty_raw)
+    monkeypatch.setattr(paths, "DEMO_DIR", demo_raw_dir)
+    monkeypatch.setattr(paths, "DEMO_PREPARED_DIR", demo_raw_dir / "prepared")
+    chosen = choose_raw_root(None)
+    assert chosen.root == demo_raw_dir and chosen.prepared_parent == demo_raw_dir / "prepared"
+    assert str(demo_raw_dir) in chosen.note and str(empty_raw / paths.KAGGLE_FOLDER) in chosen.note
+    given = choose_raw_root(empty_raw)  # asked for explicitly (as the pipeline does): never replaced
+    assert given.root == empty_raw and given.note is None
+    monkeypatch.setattr(paths, "RAW_DIR", demo_raw_dir)  # a download present: used, nothing said
+    assert choose_raw_root(None).note is None and choose_raw_root(None).root == demo_raw_dir

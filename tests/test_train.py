@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import subprocess
 import sys
@@ -17,17 +18,17 @@ import torch
 from mmengine.config import Config
 
 from helpers import paths
-from helpers.modeling.train import (MANIFEST_FILE, METRICS_FILE, TrainParams, build_config, read_scalars,
-                                    run_training)
+from helpers.modeling.train import TrainParams, build_config, run_training
+from helpers.paths import DEMO_CONFIG, SEED_CONFIG
+from helpers.prepared import PreparedDataError, prepare_command
+from helpers.runs import CONFIG_FILE, MANIFEST_FILE, METRICS_FILE, read_scalars
 
-DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"
-SEED_CONFIG = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"
 CONFIGS = sorted(p.stem for p in paths.CONFIGS_DIR.glob("*.py"))
 
 
 def tiny_params(demo_prepared, work_dir: Path, **overrides) -> TrainParams:
     """The demo config at 64x64, batch 4, on the prepared demo data."""
-    settings = dict(config=DEMO_CONFIG, data_root=str(demo_prepared.out_dir), img_size=64, batch_size=4,
+    settings = dict(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=64, batch_size=4,
                     workers=0, work_dir=str(work_dir))
     settings.update(overrides)
     return TrainParams(**settings)
@@ -222,7 +223,7 @@ def test_the_demo_config_learns_on_the_demo_data(tmp_path):
 
     generate_demo_dataset(tmp_path / "demo", DemoSpec(), workers=1)
     prepared = prepare_dataset(tmp_path / "demo", tmp_path / "prepared", img_size=128, workers=1)
-    result = run_training(TrainParams(config=DEMO_CONFIG, data_root=str(prepared.out_dir),
+    result = run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(prepared.out_dir),
                                       work_dir=str(tmp_path / "run")))
 
     train_rows, val_rows = read_scalars(result.work_dir)
@@ -253,10 +254,10 @@ def test_several_gpus_launch_torchrun_in_a_subprocess(demo_prepared, tmp_path, m
     monkeypatch.setattr(train.subprocess, "run", record_torchrun)
     monkeypatch.setattr(train.shutil, "which", lambda name, path=None: f"/opt/bin/{name}")
     monkeypatch.setattr("mmengine.runner.Runner.from_cfg", lambda cfg: pytest.fail("trained inside the process"))
-    result = train.run_training(TrainParams(config=DEMO_CONFIG, data_root=str(demo_prepared.out_dir), img_size=64,
+    result = train.run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=64,
                                             max_iters=4, gpus=2, work_dir=str(tmp_path / "run")))
     (command, kwargs), = launched
-    dumped = tmp_path / "run" / train.DUMPED_CONFIG
+    dumped = tmp_path / "run" / CONFIG_FILE
     assert command[:2] == ["/opt/bin/torchrun", "--nproc_per_node=2"]
     assert command[-5:] == ["-m", "helpers.modeling.train", str(dumped), "--launcher", "pytorch"]
     assert kwargs["check"] is True
@@ -278,3 +279,56 @@ def test_the_torchrun_entry_trains_a_dumped_config(demo_prepared, tmp_path):
     assert [row["step"] for row in train_rows] == [1, 2, 3, 4]
     assert len(val_rows) == 1 and "mDice" in val_rows[0]
     assert (tmp_path / "run" / "iter_4.pth").is_file()
+
+
+def test_training_without_prepared_data_stops_at_once_naming_the_02_command(tmp_path, monkeypatch):
+    """No manifest.json in the prepared folder: one sentence with the folder and the exact papermill command."""
+    monkeypatch.setattr("mmengine.runner.Runner.from_cfg", lambda cfg: pytest.fail("training started"))
+    missing = tmp_path / "prepared" / "official-64"
+    with pytest.raises(PreparedDataError) as raised:
+        run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(missing), img_size=64, work_dir=str(tmp_path / "run")))
+    message = str(raised.value)
+    assert str(missing) in message and "02_prepare" in message
+    assert prepare_command(missing, 64, "official") in message
+    assert "-p img_size 64" in message and f"-p prepared_root {missing}" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_on_data_of_another_size_stops_naming_both_sizes(demo_prepared, tmp_path, monkeypatch):
+    """The demo data is prepared at 64x64 (its manifest says so); the config asks for 96x96."""
+    monkeypatch.setattr("mmengine.runner.Runner.from_cfg", lambda cfg: pytest.fail("training started"))
+    with pytest.raises(PreparedDataError) as raised:
+        run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=96,
+                                 work_dir=str(tmp_path / "run")))
+    message = str(raised.value)
+    assert "96x96" in message and "64x64" in message and "img_size=64" in message
+    assert "-p img_size 96" in message
+
+
+def test_relative_prepared_root_and_work_dir_are_from_the_repository_root(demo_prepared, tmp_path, monkeypatch):
+    """The notebooks pass paths as typed; the package resolves them against the repository, not the cwd."""
+    monkeypatch.chdir(tmp_path)
+    relative = os.path.relpath(demo_prepared.out_dir, paths.REPO_ROOT)
+    cfg = build_config(TrainParams(config=DEMO_CONFIG, prepared_root=relative, img_size=64, work_dir="outputs/x/lr1"))
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        assert Path(cfg[loader].dataset.data_root).resolve() == demo_prepared.out_dir.resolve()
+    assert cfg.work_dir == str(paths.REPO_ROOT / "outputs" / "x" / "lr1")
+
+
+def test_03_defaults_fall_back_on_the_demo_when_only_the_demo_is_prepared(tmp_path, monkeypatch):
+    """Opened in JupyterLab after `make demo` with no real data: the demo config on the demo data, said once."""
+    from helpers.modeling.train import choose_config
+
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)  # the configs' relative data_roots now point under tmp_path
+    seed_root = paths.resolve(Config.fromfile(str(paths.config_path(SEED_CONFIG))).train_dataloader.dataset.data_root)
+    demo_root = paths.resolve(Config.fromfile(str(paths.config_path(DEMO_CONFIG))).train_dataloader.dataset.data_root)
+    assert choose_config() == (SEED_CONFIG, None, None)  # nothing prepared: the seed's, whose check names the 02 command
+    demo_root.mkdir(parents=True)
+    (demo_root / "manifest.json").write_text(json.dumps({"parameters": {"img_size": 128}}))
+    config, prepared_root, note = choose_config()
+    assert (config, prepared_root) == (DEMO_CONFIG, None)
+    assert str(demo_root) in note and str(seed_root) in note
+    assert choose_config("mine", None) == ("mine", None, None)  # asked for explicitly: never replaced
+    seed_root.mkdir(parents=True)
+    (seed_root / "manifest.json").write_text(json.dumps({"parameters": {"img_size": 512}}))
+    assert choose_config() == (SEED_CONFIG, None, None)

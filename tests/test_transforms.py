@@ -15,9 +15,9 @@ from mmseg.registry import DATASETS, MODELS
 
 import helpers.modeling  # noqa: F401  (registers the dataset and the transform)
 from helpers.modeling.train import TrainParams, build_config
+from helpers.paths import SEED_CONFIG
 from helpers.transforms import GrayPhotoMetricDistortion, seed_training_pipeline
 
-SEED_CONFIG = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"
 
 
 def gray_image(seed: int, size: int = 96) -> np.ndarray:
@@ -65,7 +65,7 @@ def test_training_batches_equal_the_seed_pipeline(real_sample_dir, tmp_path):
 
     prepared = prepare_dataset(real_sample_dir, tmp_path / "prepared", img_size=128, workers=1)
     init_default_scope("mmseg")
-    cfg = build_config(TrainParams(config=SEED_CONFIG, data_root=str(prepared.out_dir), img_size=128,
+    cfg = build_config(TrainParams(config=SEED_CONFIG, prepared_root=str(prepared.out_dir), img_size=128,
                                    work_dir=str(tmp_path / "run")))
     ours_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
     assert [t["type"] for t in ours_cfg.pipeline] == [

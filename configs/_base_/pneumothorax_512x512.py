@@ -46,17 +46,7 @@ val_dataloader = dict(
         ann_file='val.txt',
         data_prefix=dict(img_path='images/', seg_map_path='masks/'),
         pipeline=test_pipeline))
-test_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='test.txt',
-        data_prefix=dict(img_path='images/', seg_map_path='masks/'),
-        pipeline=test_pipeline))
+test_dataloader = dict(val_dataloader, dataset=dict(val_dataloader['dataset'], ann_file='test.txt'))
 # mmseg's IoUMetric (mIoU, mDice, aAcc), with the pneumothorax class's IoU and Dice logged beside them.
 val_evaluator = dict(type='PneumothoraxMetric', iou_metrics=['mIoU', 'mDice'])
 test_evaluator = val_evaluator

@@ -15,8 +15,6 @@ the project writes therefore load with ``weights_only=True``; one written by pla
 from __future__ import annotations
 
 import copyreg
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -46,9 +44,3 @@ def allow_mmengine_checkpoints() -> None:
 
     copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
     torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
-
-
-def load_checkpoint_safely(path: Path | str, map_location: str = "cpu") -> dict:
-    """``torch.load`` with ``weights_only=True``: tensors and the allowlisted classes only."""
-    allow_mmengine_checkpoints()
-    return torch.load(path, map_location=map_location, weights_only=True)

@@ -8,8 +8,6 @@ inside a Jupyter kernel. ``python -m helpers.modeling.train CONFIG [--launcher p
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import logging
 import os
 import resource
@@ -24,31 +22,28 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
-from helpers import paths
+from helpers import paths, runs
 from helpers.fileio import atomic_write_json
+from helpers.modeling.inference import library_warnings_kept, model_input_size
 from helpers.parallel import default_workers
+from helpers.prepared import PreparedData, PreparedDataError, check_prepared, read_prepared
 from helpers.provenance import code_version, device_info, package_versions
 
 log = logging.getLogger(__name__)
-
-DUMPED_CONFIG = "config.py"
-MANIFEST_FILE = "manifest.json"
-METRICS_FILE = "metrics.json"
-BEST_METRIC = "mDice"
 
 
 @dataclass
 class TrainParams:
     """The parameters of one training run (03_train's parameters cell)."""
 
-    config: str = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"
+    config: str = paths.SEED_CONFIG
     lr: float | None = None
     max_iters: int | None = None
     batch_size: int | None = None
     img_size: int | None = None
     seed: int = 0
     work_dir: str | None = None
-    data_root: str | None = None
+    prepared_root: str | None = None  # the prepared folder; None: the config's data_root
     resume: bool = False
     amp: bool | str = "auto"
     channels_last: bool | str = "auto"
@@ -60,8 +55,29 @@ class TrainParams:
     def resolved_work_dir(self, cfg: Config) -> Path:
         """``work_dir`` as given, else ``outputs/runs/<config>/lr<lr>/``."""
         if self.work_dir:
-            return Path(self.work_dir)
-        return paths.run_dir(self.config, cfg.optim_wrapper.optimizer.lr)
+            return paths.resolve(self.work_dir)
+        return runs.run_dir(self.config, cfg.optim_wrapper.optimizer.lr)
+
+
+def choose_config(config: str | None = None, prepared_root: str | Path | None = None) -> tuple[str, str | Path | None, str | None]:
+    """(config, prepared_root, note) for 03's defaults: None and None mean the seed's config on its prepared
+    data, or, when that data is missing but the demo's is there (``make demo``), the demo config on the demo
+    data, which the note says."""
+    if config is not None or prepared_root is not None:
+        return config or paths.SEED_CONFIG, prepared_root, None
+    seed_root, demo_root = (paths.resolve(Config.fromfile(str(paths.config_path(name))).train_dataloader.dataset.data_root)
+                            for name in (paths.SEED_CONFIG, paths.DEMO_CONFIG))
+    try:
+        read_prepared(seed_root)
+        return paths.SEED_CONFIG, None, None
+    except PreparedDataError:
+        pass
+    try:
+        read_prepared(demo_root)
+    except PreparedDataError:
+        return paths.SEED_CONFIG, None, None  # training then stops with the 02 command for the seed's data
+    return paths.DEMO_CONFIG, None, (f"Using the demo config {paths.DEMO_CONFIG} on the demo data in {demo_root}: "
+                                     f"there is no prepared data in {seed_root}, where 02_prepare puts the real data.")
 
 
 def _scale(value: int, factor: float) -> int:
@@ -113,14 +129,9 @@ def build_config(params: TrainParams) -> Config:
         cfg.train_dataloader.batch_size = int(params.batch_size)
     if params.img_size is not None:
         _set_img_size(cfg, int(params.img_size))
-    if params.data_root is not None:
-        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            cfg[loader].dataset.data_root = str(Path(params.data_root).resolve())
-    else:
-        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            root = Path(cfg[loader].dataset.data_root)
-            if not root.is_absolute():
-                cfg[loader].dataset.data_root = str(paths.REPO_ROOT / root)
+    root = paths.resolve(params.prepared_root or cfg.train_dataloader.dataset.data_root)
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        cfg[loader].dataset.data_root = str(root)
     workers = params.workers
     if workers is None and torch.cuda.is_available():
         workers = min(16, max(1, default_workers() // max(1, params.gpus)))
@@ -155,29 +166,9 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-def read_scalars(work_dir: Path | str) -> tuple[list[dict], list[dict]]:
-    """mmengine's ``vis_data/scalars.json`` of every session of a run (resumed ones too), split into
-    train rows (loss, lr, time) and val rows (metrics), one per step, later sessions winning."""
-    train, val = {}, {}
-    for path in sorted(glob.glob(str(Path(work_dir) / "*" / "vis_data" / "scalars.json"))):
-        for line in Path(path).read_text().splitlines():
-            row = json.loads(line)
-            (val if "mIoU" in row else train)[row["step"]] = row
-    return [train[k] for k in sorted(train)], [val[k] for k in sorted(val)]
-
-
-def find_checkpoints(work_dir: Path | str) -> tuple[Path | None, Path | None]:
-    """(best by val mDice, last) checkpoints of a run folder."""
-    work_dir = Path(work_dir)
-    best = sorted(work_dir.glob(f"best_{BEST_METRIC}_iter_*.pth"), key=lambda p: p.stat().st_mtime)
-    last_file = work_dir / "last_checkpoint"
-    last = Path(last_file.read_text().strip()) if last_file.exists() else None
-    return (best[-1] if best else None), (last if last and last.exists() else None)
-
-
 def summarize_run(work_dir: Path | str, batch_size: int, world_size: int, wall_time_s: float | None, peak_memory_mb: float | None) -> dict:
     """metrics.json: best and last val metrics, throughput (images/s from mmengine's iteration times)."""
-    train_rows, val_rows = read_scalars(work_dir)
+    train_rows, val_rows = runs.read_scalars(work_dir)
     iter_times = [row["time"] for row in train_rows if "time" in row]
     summary = {
         "iterations": train_rows[-1]["step"] if train_rows else 0,
@@ -188,13 +179,24 @@ def summarize_run(work_dir: Path | str, batch_size: int, world_size: int, wall_t
         "val": val_rows,
     }
     if val_rows:
-        best = max(val_rows, key=lambda row: row.get(BEST_METRIC, -1))
+        best = max(val_rows, key=lambda row: row.get(runs.BEST_METRIC, -1))
         summary["best_val"] = best
         summary["last_val"] = val_rows[-1]
-    best_ckpt, last_ckpt = find_checkpoints(work_dir)
+    best_ckpt, last_ckpt = runs.find_checkpoints(work_dir)
     summary["best_checkpoint"] = str(best_ckpt) if best_ckpt else None
     summary["last_checkpoint"] = str(last_ckpt) if last_ckpt else None
     return summary
+
+
+def describe_speed(metrics: dict) -> str:
+    """metrics.json's speed and resources in four lines for reading ('–' where it was not measured)."""
+    def shown(value: float | None, pattern: str) -> str:
+        return "–" if value is None else pattern.format(value)
+
+    return (f"iterations: {metrics['iterations']}\n"
+            f"images / s (training): {shown(metrics.get('images_per_s'), '{:.1f}')}\n"
+            f"wall time: {shown(None if metrics.get('wall_time_s') is None else metrics['wall_time_s'] / 60, '{:.1f} min')}\n"
+            f"peak memory: {shown(metrics.get('peak_memory_mb'), '{:.0f} MB')}")
 
 
 def _peak_memory_mb() -> float:
@@ -203,17 +205,39 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def check_data(cfg: Config) -> PreparedData:
+    """The prepared folder the config trains on, which must hold data of the config's size (else one
+    sentence saying what is missing and the 02_prepare command that makes it)."""
+    width, height = model_input_size(cfg)
+    if width != height:
+        raise ValueError(f"the config trains at {width}x{height}; 02_prepare writes square images only")
+    return check_prepared(cfg.train_dataloader.dataset.data_root, width)
+
+
+def _to_log_file(logger: logging.Logger, lines: list[str]) -> None:
+    """Write ``lines`` to the logger's files only (the run's log), not to its console (the notebook)."""
+    for line in lines:
+        record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, None, None)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+
+
 def run_training(params: TrainParams) -> TrainResult:
-    """Train one run and write its manifest and metrics; ``gpus > 1`` goes through torchrun."""
+    """Train one run and write its manifest and metrics; ``gpus > 1`` goes through torchrun.
+
+    Stops before any work when the prepared data is missing or of another size than the config's.
+    """
     cfg = build_config(params)
+    check_data(cfg)
     work_dir = Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    cfg.dump(str(work_dir / DUMPED_CONFIG))
+    cfg.dump(str(work_dir / runs.CONFIG_FILE))
     manifest = {
         "parameters": asdict(params),
         "config_file": str(paths.config_path(params.config)),
-        "dumped_config": str(work_dir / DUMPED_CONFIG),
-        "config": (work_dir / DUMPED_CONFIG).read_text(),
+        "dumped_config": str(work_dir / runs.CONFIG_FILE),
+        "config": (work_dir / runs.CONFIG_FILE).read_text(),
         "lr": cfg.optim_wrapper.optimizer.lr,
         "amp": cfg.optim_wrapper.type == "AmpOptimWrapper",
         "code_version": code_version(),
@@ -222,23 +246,26 @@ def run_training(params: TrainParams) -> TrainResult:
         "seed": params.seed,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_json(work_dir / MANIFEST_FILE, manifest)
+    atomic_write_json(work_dir / runs.MANIFEST_FILE, manifest)
     start = time.perf_counter()
     if params.gpus > 1:
-        launch_torchrun(work_dir / DUMPED_CONFIG, params.gpus)
+        launch_torchrun(work_dir / runs.CONFIG_FILE, params.gpus)
         peak = None
     else:
         from mmengine.runner import Runner
 
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        runner = Runner.from_cfg(cfg)
+        kept: list[str] = []
+        with library_warnings_kept(kept):
+            runner = Runner.from_cfg(cfg)
+        _to_log_file(runner.logger, [f"library warning (known, harmless): {text}" for text in kept])
         runner.train()
         peak = _peak_memory_mb()
     wall = time.perf_counter() - start
     metrics = summarize_run(work_dir, cfg.train_dataloader.batch_size, max(1, params.gpus), wall, peak)
-    atomic_write_json(work_dir / METRICS_FILE, metrics)
-    best, last = find_checkpoints(work_dir)
+    atomic_write_json(work_dir / runs.METRICS_FILE, metrics)
+    best, last = runs.find_checkpoints(work_dir)
     return TrainResult(work_dir=work_dir, best_checkpoint=best, last_checkpoint=last, metrics=metrics)
 
 

@@ -1,0 +1,130 @@
+"""The layout of a training run's folder and of its evaluation folders: file names, readers, the run's label.
+
+A run folder (``outputs/runs/<config>/lr<lr>/``, 03_train's ``work_dir``)::
+
+    config.py                    the config the run trained with (dumped by 03_train)
+    manifest.json                parameters, lr, code version, packages, device
+    metrics.json                 best and last val metrics, throughput (written when training ends)
+    best_mDice_iter_*.pth, last_checkpoint, iter_*.pth
+    <timestamp>/vis_data/scalars.json    mmengine's logged scalars, one folder per session
+
+An evaluation folder (``outputs/eval/<config>_lr<lr>/<split>/``, 04_evaluate's output)::
+
+    eval.json                    what was evaluated, how, and the files below
+    metrics.json                 every metric of the split (EVAL_METRICS_FILE: not the run's METRICS_FILE)
+    per_image.csv, probs.npy, mmseg_pred.npy, postprocess_grid.csv
+
+Everyone else imports these names; no other module types them.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from pathlib import Path
+
+from helpers import paths
+
+CONFIG_FILE = "config.py"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+LAST_CHECKPOINT_FILE = "last_checkpoint"
+BEST_METRIC = "mDice"
+SCALARS_GLOB = "*/vis_data/scalars.json"
+
+EVAL_INFO_FILE = "eval.json"
+EVAL_METRICS_FILE = "metrics.json"
+PER_IMAGE_FILE = "per_image.csv"
+PROBS_FILE = "probs.npy"
+MMSEG_PRED_FILE = "mmseg_pred.npy"
+GRID_FILE = "postprocess_grid.csv"
+
+
+def run_dir(config: str, lr: float, outputs: Path | str = paths.OUTPUTS_DIR) -> Path:
+    """The work_dir of one training run: ``outputs/runs/<config>/lr<lr>/``."""
+    return paths.resolve(outputs) / "runs" / paths.config_name(config) / f"lr{lr:g}"
+
+
+def eval_dir(run: Path | str, split: str, outputs: Path | str = paths.OUTPUTS_DIR) -> Path:
+    """Where 04_evaluate writes the results of one run on one split."""
+    run = Path(run)
+    return paths.resolve(outputs) / "eval" / f"{run.parent.name}_{run.name}" / split
+
+
+def trained_runs(outputs: Path | str = paths.OUTPUTS_DIR) -> list[Path]:
+    """Every finished run folder under ``outputs/runs/`` (one with a metrics.json)."""
+    return sorted(p.parent for p in (paths.resolve(outputs) / "runs").glob(f"*/lr*/{METRICS_FILE}"))
+
+
+def evaluations(outputs: Path | str = paths.OUTPUTS_DIR, split: str = "test") -> list[Path]:
+    """Every 04_evaluate folder of ``split`` under ``outputs/eval/``."""
+    return sorted(p.parent for p in (paths.resolve(outputs) / "eval").glob(f"*/{split}/{EVAL_INFO_FILE}"))
+
+
+def read_scalars(work_dir: Path | str) -> tuple[list[dict], list[dict]]:
+    """mmengine's ``vis_data/scalars.json`` of every session of a run (resumed ones too), split into
+    train rows (loss, lr, time) and val rows (metrics), one per step, later sessions winning."""
+    train, val = {}, {}
+    for path in sorted(glob.glob(str(Path(work_dir) / SCALARS_GLOB))):
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line)
+            (val if "mIoU" in row else train)[row["step"]] = row
+    return [train[k] for k in sorted(train)], [val[k] for k in sorted(val)]
+
+
+def find_checkpoints(work_dir: Path | str) -> tuple[Path | None, Path | None]:
+    """(best by val mDice, last) checkpoints of a run folder."""
+    work_dir = Path(work_dir)
+    best = sorted(work_dir.glob(f"best_{BEST_METRIC}_iter_*.pth"), key=lambda p: p.stat().st_mtime)
+    last_file = work_dir / LAST_CHECKPOINT_FILE
+    last = Path(last_file.read_text().strip()) if last_file.exists() else None
+    return (best[-1] if best else None), (last if last and last.exists() else None)
+
+
+def read_manifest(work_dir: Path | str) -> dict:
+    """The run's ``manifest.json`` ({} when the run has none, e.g. a checkpoint copied on its own)."""
+    path = Path(work_dir) / MANIFEST_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_metrics(work_dir: Path | str) -> dict:
+    """The run's ``metrics.json`` (03_train's summary); raises naming the file when training has not finished."""
+    path = Path(work_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics yet (the run has not finished training)")
+    return json.loads(path.read_text())
+
+
+def run_label(work_dir: Path | str) -> tuple[str, float]:
+    """(config name, lr) of a run: from its manifest, else the folder names (``<config>/lr<lr>``);
+    the lr is NaN when neither says it."""
+    work_dir = Path(work_dir)
+    manifest = read_manifest(work_dir)
+    config = manifest.get("parameters", {}).get("config") or work_dir.parent.name
+    lr = manifest.get("lr")
+    if lr is None and work_dir.name.startswith("lr"):
+        try:
+            lr = float(work_dir.name[2:])
+        except ValueError:
+            lr = None
+    return paths.config_name(config), float(lr) if lr is not None else math.nan
+
+
+def choose_outputs(outputs_dir: Path | str | None = None, split: str | None = None) -> tuple[Path, str | None]:
+    """(outputs folder, note) for 04 (trained runs) or, with ``split``, 05 (evaluations of that split).
+
+    ``outputs_dir`` as given (relative to the repository root); None means ``outputs/``, or the demo's
+    ``outputs/demo/`` (``make demo``) when only that one holds what is looked for; the note says so.
+    """
+    if outputs_dir is not None:
+        return paths.resolve(outputs_dir), None
+
+    def found(outputs: Path) -> bool:
+        return bool(evaluations(outputs, split) if split else trained_runs(outputs))
+
+    if found(paths.OUTPUTS_DIR) or not found(paths.DEMO_OUTPUTS_DIR):
+        return paths.OUTPUTS_DIR, None
+    what = f"evaluations of {split}" if split else "trained runs"
+    return paths.DEMO_OUTPUTS_DIR, (f"Using the demo's {what} in {paths.DEMO_OUTPUTS_DIR}: there are none in "
+                                    f"{paths.OUTPUTS_DIR}, where the runs on the real data go.")
