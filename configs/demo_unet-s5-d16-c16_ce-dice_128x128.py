@@ -2,7 +2,7 @@
 # batch 8, a few hundred iterations. `make demo` and the tests train it; minutes on 2 CPU cores.
 _base_ = ['./ours_unet-s5-d16_ce-dice_oversample_adamw-20k_pneumothorax-512x512.py']
 img_scale = (128, 128)
-data_root = 'data/demo/prepared/official-128'
+data_root = 'data/demo/prepared/patient-128'
 data_preprocessor = dict(size=img_scale)
 model = dict(
     data_preprocessor=data_preprocessor,

@@ -4,6 +4,12 @@ Each image has two darker lung fields with vessel texture, the mediastinum and s
 About 22 % are positive: a pneumothorax drawn as a crescent along a lung's outer edge, darker than the
 lung and without its texture, and the mask is exactly that crescent. Everything is deterministic from the
 seed (each image from its own generator, so the worker count does not change the output).
+
+Patients: about two thirds of the images belong to a synthetic patient with several images (up to
+``max_images_per_patient``, in either stage), as 65 % of the real images do. A patient's images share
+their anatomy (body, lungs, their brightness) and the side of any pneumothorax; noise, texture, ribs and
+the lesion differ. The generator writes the patient table beside the CSVs (``patients.csv.gz``, in the
+format of the table shipped with the package), where :func:`helpers.patients.table_path` finds it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import pandas as pd
 
 from helpers import paths
 from helpers.parallel import parallel_map
+from helpers.patients import PATIENTS_FILE, write_patient_table
 from helpers.rawdata import CSV_FILES, IMAGES_FOLDER, MASKS_FOLDER
 
 PARAMS_FILE = "demo_params.json"
@@ -27,13 +34,14 @@ PARAMS_FILE = "demo_params.json"
 
 @dataclass(frozen=True)
 class DemoSpec:
-    """What to generate: image counts per stage, size, positive rate, seed."""
+    """What to generate: image counts per stage, size, positive rate, seed, largest patient."""
 
     n_train: int = 240
     n_test: int = 60
     size: int = 256
     positive_rate: float = 0.22
     seed: int = 0
+    max_images_per_patient: int = 6  # 1: every image its own patient
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
@@ -49,27 +57,34 @@ def _ellipse_mask(size: int, center: tuple[float, float], axes: tuple[float, flo
     return ((xx - center[0]) / axes[0]) ** 2 + ((yy - center[1]) / axes[1]) ** 2 <= 1.0
 
 
-def draw_radiograph(size: int, positive: bool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic frontal chest radiograph (uint8) and its pneumothorax mask ({0, 255})."""
+def draw_radiograph(size: int, positive: bool, rng: np.random.Generator,
+                    anatomy_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic frontal chest radiograph (uint8) and its pneumothorax mask ({0, 255}).
+
+    ``anatomy_rng`` draws the anatomy (body, lungs, lung brightness, the side of a pneumothorax): the same
+    seed gives a patient's images the same anatomy. Without it, ``rng`` draws everything.
+    """
+    anatomy_rng = anatomy_rng if anatomy_rng is not None else rng
     s = float(size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     # Body: a bright thorax on a dark background, brighter towards the bottom (abdomen).
-    body = _ellipse_mask(size, (s * 0.5, s * 0.58), (s * rng.uniform(0.44, 0.48), s * 0.62))
+    body = _ellipse_mask(size, (s * 0.5, s * 0.58), (s * anatomy_rng.uniform(0.44, 0.48), s * 0.62))
     image = np.where(body, 150.0 + 40.0 * yy / s, 25.0).astype(np.float32)
     # Lungs: two darker fields with branching vessel texture.
     lungs = []
     for side in (-1, 1):
-        center = (s * (0.5 + side * rng.uniform(0.19, 0.23)), s * rng.uniform(0.45, 0.5))
-        axes = (s * rng.uniform(0.13, 0.16), s * rng.uniform(0.28, 0.32))
+        center = (s * (0.5 + side * anatomy_rng.uniform(0.19, 0.23)), s * anatomy_rng.uniform(0.45, 0.5))
+        axes = (s * anatomy_rng.uniform(0.13, 0.16), s * anatomy_rng.uniform(0.28, 0.32))
         lungs.append((center, axes))
+    lung_level = anatomy_rng.uniform(78.0, 95.0)
+    lesion_side = int(anatomy_rng.integers(2))
     lung_mask = _ellipse_mask(size, *lungs[0]) | _ellipse_mask(size, *lungs[1])
     texture = 14.0 * np.abs(_smooth_noise(rng, size, s / 90.0)) + 6.0 * _smooth_noise(rng, size, s / 40.0)
-    lung_level = rng.uniform(78.0, 95.0)
     image = np.where(lung_mask, lung_level + texture, image)
     # Pneumothorax: a crescent between a lung's outer edge and the collapsed lung, no texture, darker.
     mask = np.zeros((size, size), dtype=bool)
     if positive:
-        side = int(rng.integers(2))
+        side = lesion_side
         (cx, cy), (ax, ay) = lungs[side]
         outward = -1.0 if side == 0 else 1.0
         shrink = rng.uniform(0.55, 0.8)
@@ -108,12 +123,30 @@ def _stage_plan(spec: DemoSpec) -> pd.DataFrame:
                 "index": i,
                 "stage_code": stage_code,
             })
-    return pd.DataFrame(rows)
+    return _assign_patients(pd.DataFrame(rows), spec)
 
 
-def _write_pair(job: tuple[str, int, int, int, int, int, str]) -> None:
-    name, size, positive, seed, stage_code, index, folder = job
-    image, mask = draw_radiograph(size, bool(positive), np.random.default_rng([seed, stage_code, index, 1]))
+def _assign_patients(plan: pd.DataFrame, spec: DemoSpec) -> pd.DataFrame:
+    """Group the images into patients: visited in a seeded random order across both stages, each patient
+    takes the next 2..max_images_per_patient images (30 % of patients) or 1; follow-up numbers in that order."""
+    rng = np.random.default_rng([spec.seed, 2])
+    order = rng.permutation(len(plan))
+    patient = np.zeros(len(plan), dtype=int)
+    follow_up = np.zeros(len(plan), dtype=int)
+    start, number = 0, 0
+    while start < len(order):
+        several = spec.max_images_per_patient > 1 and rng.random() < 0.3
+        count = int(rng.integers(2, spec.max_images_per_patient + 1)) if several else 1
+        visit = order[start:start + count]
+        patient[visit], follow_up[visit] = number, np.arange(len(visit))
+        start, number = start + count, number + 1
+    return plan.assign(patient_number=patient, patient=[f"{p + 1:08d}" for p in patient], follow_up=follow_up)
+
+
+def _write_pair(job: tuple[str, int, int, int, int, int, int, str]) -> None:
+    name, size, positive, seed, stage_code, index, patient_number, folder = job
+    image, mask = draw_radiograph(size, bool(positive), np.random.default_rng([seed, stage_code, index, 1]),
+                                  np.random.default_rng([seed, 3, patient_number]))
     cv2.imwrite(str(Path(folder) / IMAGES_FOLDER / name), image)
     cv2.imwrite(str(Path(folder) / MASKS_FOLDER / name), mask)
 
@@ -135,11 +168,14 @@ def generate_demo_dataset(dest: Path | str = paths.DEMO_DIR, spec: DemoSpec = De
         folder = Path(tmp) / paths.KAGGLE_FOLDER
         (folder / IMAGES_FOLDER).mkdir(parents=True)
         (folder / MASKS_FOLDER).mkdir()
-        jobs = [(r.new_filename, spec.size, r.has_pneumo, spec.seed, r.stage_code, r.index, str(folder)) for r in plan.itertuples()]
+        jobs = [(r.new_filename, spec.size, r.has_pneumo, spec.seed, r.stage_code, r.index, r.patient_number, str(folder))
+                for r in plan.itertuples()]
         parallel_map(_write_pair, jobs, workers=workers, desc="demo dataset")
         for stage, filename in CSV_FILES.items():
             rows = plan[plan["stage"] == stage]
             rows[["new_filename", "ImageId", "has_pneumo"]].to_csv(folder / filename, index=False)
+        patients = plan.rename(columns={"ImageId": "image_id"})
+        write_patient_table(patients, folder / PATIENTS_FILE, f"Synthetic patients of the demo dataset ({DemoSpec.__name__} {asdict(spec)}), written by helpers.demo_data.")
         if target.exists():
             shutil.rmtree(target)
         folder.rename(target)

@@ -25,13 +25,13 @@ import pandas as pd
 from mmengine.config import Config
 from pandas.io.formats.style import Styler
 
-from helpers import paths, runs
+from helpers import paths, patients, runs
 from helpers.dual_threshold import compare_schemes
 from helpers.fileio import atomic_write_json, atomic_write_npy, atomic_write_text, json_safe
-from helpers.metrics import HEADLINE, bootstrap_ci, per_image_dice, summary_metrics
+from helpers.metrics import HEADLINE, cluster_bootstrap_ci, per_image_dice, summary_metrics
 from helpers.modeling.inference import LoadedModel, Predictions, default_device, load_model, predict_split
 from helpers.postprocess import PostProcess, apply_postprocess, postprocess_counts, tune_postprocess
-from helpers.prepared import check_prepared
+from helpers.prepared import check_prepared, prepared_pairs
 from helpers.provenance import code_version
 
 SEED_RESULTS: dict[float, dict[str, float]] = {
@@ -54,7 +54,8 @@ DEFINITIONS = {
     "sensitivity": "Images with pneumothorax whose predicted area reaches min_area, over all images with pneumothorax.",
     "specificity": "Images without pneumothorax whose predicted area stays below min_area, over all such images.",
     "det_auc": "ROC AUC of the image's maximum pneumothorax probability for telling positive from negative images.",
-    "ci": "95 % percentile bootstrap intervals over images (resampled with replacement).",
+    "ci": "95 % percentile bootstrap intervals resampling patients with replacement (cluster bootstrap: all images of a drawn patient).",
+    "by_patient_seen": patients.SEEN_DEFINITION,
     "mmseg": "Metrics of the segmentor's own decision (argmax, or sigmoid > threshold), identical to Runner.test().",
     "postprocessed": "Metrics after the probability threshold and the minimum component and total areas.",
 }
@@ -107,9 +108,10 @@ def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | P
     width, height = model.size
     if width != height:
         raise ValueError(f"{model.checkpoint}: a {width}x{height} model; 02_prepare writes square images only")
-    check_prepared(data_root, width, larger_ok=True)
+    prepared = check_prepared(data_root, width, larger_ok=True)
     out_dir = paths.resolve(out_dir) if out_dir is not None else runs.eval_dir(run_dir, split)
     preds = predict_split(model, data_root, split, batch_size, tta)
+    groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
 
     grid = pd.DataFrame()
     dual = None  # the dual-threshold scheme, tuned beside the triplet when postprocess='tune'
@@ -129,6 +131,7 @@ def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | P
         raise ValueError(f"postprocess must be 'tune', 'none', a dict or a PostProcess, not {postprocess!r}")
 
     described = {
+        "split_mode": prepared.split_mode,
         "postprocess": {**pp.as_dict(), **pp_info},
         "tta": bool(tta),
         "decision": model.decision,
@@ -141,22 +144,29 @@ def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | P
     if dual is not None:
         described["dual_threshold"] = dual
     return write_evaluation(preds, pp, out_dir, run_dir=run_dir, checkpoint=checkpoint, split=split,
-                            data_root=data_root, n_boot=n_boot, described=described, grid=grid,
+                            data_root=data_root, n_boot=n_boot, described=described, grid=grid, groups=groups,
                             settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})
 
 
 def write_evaluation(preds: Predictions, pp: PostProcess, out_dir: Path, *, run_dir: Path, checkpoint: Path,
                      split: str, data_root: Path, n_boot: int, described: dict, settings: dict,
-                     grid: pd.DataFrame) -> EvalResult:
+                     grid: pd.DataFrame, groups: pd.DataFrame) -> EvalResult:
     """Score ``preds`` (the mmseg decision, and post-processed with ``pp``, with bootstrap intervals) and write
     an evaluation folder (helpers.runs' files) to ``out_dir``. ``described`` joins metrics.json (how the
-    predictions were made and post-processed), ``settings`` joins eval.json; ``grid`` is the tuning grid."""
+    predictions were made and post-processed), ``settings`` joins eval.json; ``grid`` is the tuning grid;
+    ``groups`` (helpers.patients.evaluation_patients) gives each image's patient, for the patient (cluster)
+    bootstrap, and whether that patient was seen in training, for the seen/unseen breakdown."""
     pp_counts, pp_area = postprocess_counts(preds, pp)
     counts = preds.default_counts
+    min_area = max(1, pp.min_total_area)
+    patient_of = groups["patient"].to_numpy()
     metrics = {
         "mmseg": summary_metrics(counts, preds.max_prob),
-        "postprocessed": summary_metrics(pp_counts, preds.max_prob, min_area=max(1, pp.min_total_area)),
-        "ci": {"mmseg": bootstrap_ci(counts, n_boot), "postprocessed": bootstrap_ci(pp_counts, n_boot), "n_boot": n_boot},
+        "postprocessed": summary_metrics(pp_counts, preds.max_prob, min_area=min_area),
+        "ci": {"mmseg": cluster_bootstrap_ci(counts, patient_of, n_boot=n_boot),
+               "postprocessed": cluster_bootstrap_ci(pp_counts, patient_of, n_boot=n_boot), "n_boot": n_boot},
+        "by_patient_seen": {"mmseg": patients.seen_unseen_metrics(counts, preds.max_prob, groups, n_boot),
+                            "postprocessed": patients.seen_unseen_metrics(pp_counts, preds.max_prob, groups, n_boot, min_area=min_area)},
         "split": split,
         "checkpoint": str(checkpoint),
         "image_shape": list(preds.probs.shape[1:]),
@@ -166,6 +176,8 @@ def write_evaluation(preds: Predictions, pp: PostProcess, out_dir: Path, *, run_
     metrics = json_safe(metrics)  # as load_eval reads it back: NaN -> None, tuples -> lists
     per_image = pd.DataFrame({
         "name": preds.names,
+        "patient": groups["patient"],
+        "seen": groups["seen"],
         "positive": (counts[:, 0] + counts[:, 2]) > 0,
         "true_area": counts[:, 0] + counts[:, 2],
         "pred_area": counts[:, 0] + counts[:, 1],
@@ -196,7 +208,7 @@ def load_eval(out_dir: str | Path) -> EvalResult:
     out_dir = paths.resolve(out_dir)
     info = json.loads((out_dir / runs.EVAL_INFO_FILE).read_text())
     metrics = json.loads((out_dir / runs.EVAL_METRICS_FILE).read_text())
-    per_image = pd.read_csv(out_dir / runs.PER_IMAGE_FILE, dtype={"name": str})
+    per_image = pd.read_csv(out_dir / runs.PER_IMAGE_FILE, dtype={"name": str, "patient": str})
     pp = PostProcess(**info["postprocess"])
     return EvalResult(run_dir=Path(info["run_dir"]), checkpoint=Path(info["checkpoint"]), split=info["split"],
                       out_dir=out_dir, data_root=Path(info["data_root"]), per_image=per_image, metrics=metrics,
@@ -241,13 +253,16 @@ def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
 
     Every value is in % (mmseg's mIoU and mDice as they are, the fractions times 100); ``*_lo`` / ``*_hi``
     are the bootstrap interval of the mmseg decision's metric, ``pp_image_dice`` is after post-processing.
+    ``split_mode`` is the prepared data's split (02_prepare); ``*_seen`` / ``*_unseen``: see
+    :func:`helpers.patients.seen_unseen_columns`.
     """
     rows = []
     baselines: dict[tuple[str, str], dict] = {}
     for result in results:
         config, lr = runs.run_label(result.run_dir)
         mmseg, ci = result.metrics["mmseg"], result.metrics["ci"]
-        row = {"config": config, "lr": lr, "split": result.split, "images": mmseg["images"]}
+        row = {"config": config, "lr": lr, "split": result.split, "split_mode": result.metrics.get("split_mode", "unknown"),
+               "images": mmseg["images"]}
         for key in HEADLINE:
             row[key] = _pct(key, mmseg[key])
             low, high = ci.get("mmseg", {}).get(key, (None, None))
@@ -255,15 +270,16 @@ def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
         row["pp_image_dice"] = _pct("image_dice", result.metrics["postprocessed"]["image_dice"])
         low, high = ci.get("postprocessed", {}).get("image_dice", (None, None))
         row["pp_image_dice_lo"], row["pp_image_dice_hi"] = _pct("image_dice", low), _pct("image_dice", high)
+        row.update(patients.seen_unseen_columns(result.metrics))
         row["checkpoint"] = str(result.checkpoint)
         rows.append(row)
         key = (result.split, str(result.data_root))
         if key not in baselines:
             summary = _empty_baseline(result)
-            baselines[key] = {"config": "all-empty baseline", "lr": np.nan, "split": result.split,
+            baselines[key] = {"config": "all-empty baseline", "lr": np.nan, "split": result.split, "split_mode": row["split_mode"],
                               "images": summary["images"], **{k: _pct(k, summary[k]) for k in HEADLINE},
                               "pp_image_dice": _pct("image_dice", summary["image_dice"])}
-    seed_rows = [{"config": "seed (reported)", "lr": lr, "split": "seed's val (random 80/20)", **values}
+    seed_rows = [{"config": "seed (reported)", "lr": lr, "split": "seed's val (random 80/20)", "split_mode": "seed", **values}
                  for lr, values in SEED_RESULTS.items()]
     return pd.DataFrame(rows + list(baselines.values()) + seed_rows).reset_index(drop=True)
 
@@ -284,9 +300,22 @@ def metrics_table(result: EvalResult) -> Styler:
             .format("{:.3f}", subset=pd.IndexSlice[list(TABLE_FRACTIONS), :], na_rep="–"))
 
 
+def seen_unseen_style(result: EvalResult) -> Styler:
+    """One run's metrics of the images whose patient was seen in training and of the unseen ones
+    (:func:`helpers.patients.seen_unseen_table`) for reading: counts as integers, metrics in % with 2 decimals."""
+    table = patients.seen_unseen_table(result.metrics["by_patient_seen"])
+    metric_columns = [c for c in table.columns if c not in ("decision", "group", "images", "patients")]
+    for column in metric_columns:
+        key = column.removesuffix("_lo").removesuffix("_hi")
+        table[column] = [_pct(key, value) for value in table[column]]
+    return (table.style.format("{:.0f}", subset=["images", "patients"])
+            .format("{:.2f}", subset=metric_columns, na_rep="–").hide(axis="index"))
+
+
 def comparison_style(table: pd.DataFrame) -> Styler:
     """:func:`comparison_table` for reading: image counts as integers, every metric in % with 2 decimals."""
-    return table.style.format(precision=2, na_rep="–").format({"images": "{:.0f}", "lr": "{:g}"}, na_rep="–").hide(axis="index")
+    counts = {column: "{:.0f}" for column in ("images", "images_seen") if column in table}
+    return table.style.format(precision=2, na_rep="–").format({**counts, "lr": "{:g}"}, na_rep="–").hide(axis="index")
 
 
 def write_comparison(table: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from helpers import paths
+from helpers import paths, patients
 from helpers.fileio import atomic_write_json
 from helpers.rawdata import RawDataError, RawIndex, read_index, scan_pairs
 
@@ -27,6 +27,9 @@ class ExploreResult:
     area_summary: pd.DataFrame
     components_table: pd.DataFrame
     sizes_table: pd.DataFrame
+    patient_summary: dict = field(default_factory=dict)
+    images_per_patient: pd.DataFrame = field(default_factory=pd.DataFrame)
+    official_overlap: dict = field(default_factory=dict)
     stats_path: Path | None = None
 
 
@@ -94,6 +97,11 @@ def sizes_table(scans: pd.DataFrame) -> pd.DataFrame:
     return grouped.rename("images").reset_index()
 
 
+def official_overlap(listed: pd.DataFrame) -> dict:
+    """The leakage report of the official split (stage_1_train against stage_1_test), from the CSV rows."""
+    return patients.leakage_report(listed.assign(split=listed["stage"]), splits=("train", "test"))
+
+
 def explore_dataset(
     root: Path | str = paths.RAW_DIR,
     *,
@@ -102,12 +110,17 @@ def explore_dataset(
     seed: int = 0,
     workers: int | None = None,
     out_dir: Path | str | None = None,
+    patient_table: Path | str | None = None,
 ) -> ExploreResult:
     """Scan the pairs (in parallel, validating each), build every table, write them as JSON to ``out_dir``.
 
+    The patient tables (images per patient, mixed labels, the official split's patient overlap) come from
+    every row of the CSVs, whatever the files present or the sample; ``patient_table`` as in
+    :func:`helpers.rawdata.read_listed`.
+
     Raises :class:`RawDataError` naming each file with a problem.
     """
-    index = read_index(root)
+    index = read_index(root, patient_table=patient_table)
     pairs = select_pairs(index.pairs, stages, max_images, seed)
     scans = scan_pairs(pairs, workers=workers, desc="explore")
     problems = [problem for found in scans["problems"] for problem in found]
@@ -121,6 +134,9 @@ def explore_dataset(
         area_summary=area_summary(scans),
         components_table=components_table(scans),
         sizes_table=sizes_table(scans),
+        patient_summary=patients.patient_summary(index.listed),
+        images_per_patient=patients.images_per_patient(index.listed),
+        official_overlap=official_overlap(index.listed),
     )
     if out_dir is not None:
         result.stats_path = Path(out_dir) / STATS_FILE
@@ -136,5 +152,7 @@ def explore_dataset(
             "positive_area_fraction": result.area_summary.to_dict(orient="records"),
             "components": result.components_table.to_dict(orient="records"),
             "sizes": result.sizes_table.to_dict(orient="records"),
+            "patients": {**result.patient_summary, "images_per_patient": result.images_per_patient.to_dict(orient="records"),
+                         "official_overlap": result.official_overlap},
         })
     return result

@@ -145,19 +145,35 @@ HEADLINE = ("mIoU", "mDice", "fg_dice", "fg_iou", "image_dice", "image_dice_posi
 
 def bootstrap_ci(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                  keys: tuple[str, ...] = HEADLINE) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap confidence intervals over images for the headline metrics.
+    """Percentile bootstrap confidence intervals over images for the headline metrics: the cluster bootstrap
+    of :func:`cluster_bootstrap_ci` with every image its own cluster."""
+    counts = np.atleast_2d(counts)
+    return cluster_bootstrap_ci(counts, np.arange(len(counts)), n_boot=n_boot, seed=seed, level=level, keys=keys)
 
-    All resamples at once: each metric is computed from the resampled images' summed counts with the same
-    formulas as :func:`summary_metrics` (mmseg's rounding for mIoU / mDice). ``n_boot <= 0``: no intervals, {}.
+
+def cluster_bootstrap_ci(counts: np.ndarray, clusters: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                         level: float = 0.95, keys: tuple[str, ...] = HEADLINE) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals that resample clusters (patients) instead of images.
+
+    Images of one patient are correlated, so resampling images gives intervals that are too narrow. Each
+    resample draws as many clusters as there are, with replacement, and takes every image of each drawn
+    cluster as often as the cluster was drawn; ``clusters`` gives each image's cluster. All resamples at
+    once: each metric is computed from the resampled images' summed counts with the same formulas as
+    :func:`summary_metrics` (mmseg's rounding for mIoU / mDice). ``n_boot <= 0``: no intervals, {}.
     """
     if n_boot <= 0:
         return {}
     counts = np.atleast_2d(counts).astype(np.int64)
+    _, cluster_of = np.unique(np.asarray(clusters), return_inverse=True)
+    n_clusters = int(cluster_of.max()) + 1
     rng = np.random.default_rng(seed)
-    chosen = rng.integers(0, len(counts), (n_boot, len(counts)))
-    tp, fp, fn, tn = counts[chosen].sum(axis=1).astype(np.float64).T
-    dice = per_image_dice(counts)[chosen]
-    positive = ((counts[:, 0] + counts[:, 2]) > 0)[chosen]
+    chosen = rng.integers(0, n_clusters, (n_boot, n_clusters))
+    offsets = (chosen + n_clusters * np.arange(n_boot)[:, None]).ravel()
+    drawn = np.bincount(offsets, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
+    weights = drawn[:, cluster_of]  # (n_boot, images): how often each image is in each resample
+    tp, fp, fn, tn = (weights @ counts).astype(np.float64).T
+    dice = per_image_dice(counts)
+    positive = ((counts[:, 0] + counts[:, 2]) > 0).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of classes absent from a resample
         iou = np.stack([tn / (tn + fp + fn), tp / (tp + fp + fn)])
@@ -167,8 +183,8 @@ def bootstrap_ci(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: f
             "mDice": np.round(np.nanmean(class_dice, axis=0) * 100, 2),
             "fg_iou": iou[1],
             "fg_dice": class_dice[1],
-            "image_dice": dice.mean(axis=1),
-            "image_dice_positive": (dice * positive).sum(axis=1) / positive.sum(axis=1),
+            "image_dice": (weights @ dice) / weights.sum(axis=1),
+            "image_dice_positive": (weights @ (dice * positive)) / (weights @ positive),
         }
         alpha = (1 - level) / 2
         return {k: (float(np.nanquantile(samples[k], alpha)), float(np.nanquantile(samples[k], 1 - alpha))) for k in keys}

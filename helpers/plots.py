@@ -101,6 +101,19 @@ def plot_components(scans: pd.DataFrame) -> Figure:
     return fig
 
 
+def plot_images_per_patient(images_per_patient: pd.DataFrame) -> Figure:
+    """Histogram: how many patients have 1, 2, ... images (``helpers.patients.images_per_patient``), log y."""
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(images_per_patient["images"], images_per_patient["patients"], width=0.8, color="tab:blue", label="patients")
+    ax.set_yscale("log")
+    ax.set_xlabel("images of the patient")
+    ax.set_ylabel("patients (log scale)")
+    ax.set_title(f"Images per patient ({int(images_per_patient['patients'].sum())} patients)")
+    ax.legend()
+    return fig
+
+
 def plot_class_balance(class_table: pd.DataFrame) -> Figure:
     """The class table as two bar charts: share of all pixels (log y) and images containing each class."""
     fig = Figure(figsize=(9, 4), layout="constrained")

@@ -5,9 +5,9 @@ Output (``data/prepared/<split_mode>-<size>/``)::
     images/{train,val,test}/NAME.png     resized with area interpolation, single channel
     masks/{train,val,test}/NAME.png      values {0, 1} (mmseg ignores 255: the seed's trap), nearest
     train.txt, val.txt, test.txt         entries like ``train/NAME`` (mmseg appends ``.png``)
-    fold{k}_train.txt, fold{k}_val.txt   with ``folds=K``: stratified K-fold over train + val
-    labels.csv                           name, split, fold, has_pneumo, fg_pixels, pixel_hash, ...
-    manifest.json                        parameters, counts, positive rates, duplicates, code version
+    fold{k}_train.txt, fold{k}_val.txt   with ``folds=K``: K-fold over train + val, stratified, grouped by patient
+    labels.csv                           name, split, fold, has_pneumo, patient, fg_pixels, pixel_hash, ...
+    manifest.json                        parameters, counts, positive rates, duplicates, leakage, code version
 
 A re-run with the same parameters writes nothing; changed split parameters move only what changed.
 """
@@ -16,26 +16,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from helpers import paths
+from helpers import paths, patients
 from helpers.fileio import atomic_write_json, atomic_write_text
 from helpers.images import IMAGE_PNG_PARAMS, write_png
 from helpers.parallel import parallel_map
-from helpers.prepared import FOLD_SPLIT_GLOB, LABELS_FILE, MANIFEST_FILE, fold_split_file
+from helpers.prepared import DEFAULT_SPLIT_MODE, FOLD_SPLIT_GLOB, LABELS_FILE, MANIFEST_FILE, fold_split_file
 from helpers.provenance import code_version
 from helpers.rawdata import RawDataError, decode_png, mask_problems, read_index
 
-log = logging.getLogger(__name__)
-
-SPLIT_MODES = ("official", "seed")
+SPLIT_MODES = ("patient", "official", "seed")
+TEST_FRACTION = 0.11  # the patient split's default test share: stage_1_test is 1,372 of 12,047 images (11.4 %)
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 4  # bump when the conversion or the encoding changes: every file is rewritten
 
@@ -53,37 +51,80 @@ class PrepareResult:
     duplicates: list[list[str]] = field(default_factory=list)
 
 
-def assign_splits(pairs: pd.DataFrame, split_mode: str = "official", val_fraction: float = 0.2, seed: int = 0, folds: int = 0) -> pd.DataFrame:
-    """Add a ``split`` column (train / val / test) and, with ``folds``, a ``fold`` column.
+def grouped_holdout(has_pneumo: pd.Series, groups: pd.Series, fraction: float, seed: int = 0) -> pd.Index:
+    """The rows of a held-out part of about ``fraction`` of the images that shares no group with the rest,
+    stratified by ``has_pneumo``.
 
-    ``official``: stage_1_test is test; stage_1_train is split into train / val, stratified by has_pneumo.
+    Groups (patients) are visited in a seeded random order, larger ones first, and each goes to the part
+    (held-out or rest) that keeps the two parts' fill levels closest, per class: positive and negative
+    images held out over ``fraction`` of the pool's, against those in the rest over ``1 - fraction`` of
+    them (the balancing of scikit-learn's ``StratifiedGroupKFold``, for two parts of unequal size). The
+    small groups visited last even out what the large ones left, so each class lands within a group or so
+    of its share. Deterministic for a seed.
+    """
+    per_group = pd.DataFrame({"positive": has_pneumo.astype(int), "group": groups.to_numpy()}, index=has_pneumo.index)
+    sizes = per_group.groupby("group", sort=True)["positive"].agg(["sum", "size"])
+    sizes["negative"] = sizes["size"] - sizes["sum"]
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    sizes = sizes.iloc[order].sort_values("size", ascending=False, kind="stable")
+    totals = np.maximum([sizes["sum"].sum(), sizes["negative"].sum()], 1)
+    held_counts, rest_counts, held = np.zeros(2), np.zeros(2), []
+
+    def imbalance(held_part: np.ndarray, rest_part: np.ndarray) -> float:
+        """How far the two parts are from holding the same share of their targets, per class."""
+        return float(np.abs(held_part / (fraction * totals) - rest_part / ((1 - fraction) * totals)).sum())
+
+    for group, positive, negative in zip(sizes.index, sizes["sum"], sizes["negative"]):
+        counts = np.array([positive, negative])
+        if imbalance(held_counts + counts, rest_counts) < imbalance(held_counts, rest_counts + counts):
+            held_counts += counts
+            held.append(group)
+        else:
+            rest_counts += counts
+    if not held and len(sizes) > 1:  # a tiny pool: hold out one group rather than nothing
+        held.append(sizes.index[-1])
+    return per_group.index[per_group["group"].isin(set(held))]
+
+
+def assign_splits(pairs: pd.DataFrame, split_mode: str = DEFAULT_SPLIT_MODE, val_fraction: float = 0.2, seed: int = 0, folds: int = 0,
+                  test_fraction: float = TEST_FRACTION) -> pd.DataFrame:
+    """Add a ``split`` column (train / val / test) and a ``fold`` column (-1 without ``folds``).
+
+    ``patient``: test, val and train share no patient (``pairs['patient']``): test is ``test_fraction`` of all
+    images, val ``val_fraction`` of the rest, each stratified by has_pneumo (:func:`grouped_holdout`).
+    ``official``: stage_1_test is test; val is ``val_fraction`` of stage_1_train drawn by patient, so train
+    and val share no patient (test does share patients with both: see the leakage report).
     ``seed``: the seed project's random 80/20 of all images (``train_test_split(random_state=seed)``) into
-    train / val, names in sorted order, no test split.
+    train / val, names in sorted order, no test split; image-level, exactly as the seed did it.
+    ``folds``: a k-fold over train + val, stratified and grouped by patient in every mode.
     """
     if split_mode not in SPLIT_MODES:
         raise ValueError(f"split_mode must be one of {SPLIT_MODES}, not {split_mode!r}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1, not {val_fraction}")
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, not {value}")
+    if (split_mode != "seed" or folds) and "patient" not in pairs:
+        raise ValueError("the pairs have no patient column: read them with helpers.rawdata.read_index")
     table = pairs.copy()
-    if split_mode == "official":
-        table["split"] = np.where(table["stage"] == "test", "test", "train")
-        pool = table.index[table["stage"] == "train"]
-        stratify = table.loc[pool, "has_pneumo"]
-        if stratify.value_counts().min() < 2 or stratify.nunique() < 2:
-            log.warning("too few images per class to stratify the val split; splitting at random")
-            stratify = None
-        _, val_rows = train_test_split(pool, test_size=val_fraction, random_state=seed, stratify=stratify)
-    else:
+    table["split"] = "train"
+    if split_mode == "patient":
+        test_rows = grouped_holdout(table["has_pneumo"], table["patient"], test_fraction, seed)
+        table.loc[test_rows, "split"] = "test"
+    elif split_mode == "official":
+        table.loc[table["stage"] == "test", "split"] = "test"
+    if split_mode == "seed":
         names = sorted(table["name"])
         _, val_names = train_test_split(names, test_size=val_fraction, random_state=seed)
-        table["split"] = "train"
         val_rows = table.index[table["name"].isin(set(val_names))]
+    else:
+        pool = table[table["split"] == "train"]
+        val_rows = grouped_holdout(pool["has_pneumo"], pool["patient"], val_fraction, seed)
     table.loc[val_rows, "split"] = "val"
     table["fold"] = -1
     if folds:
         pool = table.index[table["split"] != "test"]
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        for fold, (_, held_out) in enumerate(splitter.split(pool, table.loc[pool, "has_pneumo"])):
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        for fold, (_, held_out) in enumerate(splitter.split(pool, table.loc[pool, "has_pneumo"], table.loc[pool, "patient"])):
             table.loc[pool[held_out], "fold"] = fold
     return table
 
@@ -155,8 +196,10 @@ def prepare_dataset(
     img_size: int = 512,
     val_fraction: float = 0.2,
     seed: int = 0,
-    split_mode: str = "official",
+    split_mode: str = DEFAULT_SPLIT_MODE,
     folds: int = 0,
+    test_fraction: float = TEST_FRACTION,
+    patient_table: Path | str | None = None,
     workers: int | None = None,
     out_dir: Path | str | None = None,
 ) -> PrepareResult:
@@ -165,12 +208,13 @@ def prepare_dataset(
 
     Idempotent and resumable: finished files are skipped, every file is written atomically, the raw data is
     only read. Raises :class:`RawDataError` naming the first file that cannot be converted.
+    ``patient_table``: None for the one beside the raw CSVs if there, else the shipped one.
     """
     out_dir = paths.resolve(out_dir) if out_dir is not None else paths.prepared_dir(split_mode, img_size, paths.resolve(out_root))
     manifest_path = out_dir / MANIFEST_FILE
     known = _previous_statistics(out_dir)
-    index = read_index(paths.resolve(raw_root))
-    labels = assign_splits(index.pairs, split_mode, val_fraction, seed, folds)
+    index = read_index(paths.resolve(raw_root), patient_table=patient_table)
+    labels = assign_splits(index.pairs, split_mode, val_fraction, seed, folds, test_fraction)
     names = labels["name"].str.removesuffix(".png")
     image_dst = [out_dir / "images" / s / f"{n}.png" for s, n in zip(labels["split"], names)]
     mask_dst = [out_dir / "masks" / s / f"{n}.png" for s, n in zip(labels["split"], names)]
@@ -187,7 +231,7 @@ def prepare_dataset(
     labels["pixel_hash"] = [r[1] for r in results]
     written = sum(r[2] for r in results)
     labels["name"] = names
-    labels = labels[["name", "split", "fold", "stage", "image_id", "has_pneumo", "fg_pixels", "pixel_hash"]]
+    labels = labels[["name", "split", "fold", "stage", "image_id", "has_pneumo", "patient", "follow_up", "fg_pixels", "pixel_hash"]]
 
     for split in SPLITS:
         entries = sorted(f"{split}/{n}" for n in labels.loc[labels["split"] == split, "name"])
@@ -217,21 +261,15 @@ def prepare_dataset(
     manifest = {
         "format_version": FORMAT_VERSION,
         "parameters": {"raw_root": str(index.root), "img_size": img_size, "val_fraction": val_fraction,
-                       "seed": seed, "split_mode": split_mode, "folds": folds},
+                       "seed": seed, "split_mode": split_mode, "folds": folds, "test_fraction": test_fraction,
+                       "patient_table": str(patients.table_path(index.root, patient_table))},
         "counts": counts,
         "csv_rows_without_files": len(index.missing),
         "duplicates_across_splits": duplicates,
+        "leakage": patients.leakage_report(labels, SPLITS, duplicates),
         "code_version": code_version(),
     }
     atomic_write_json(manifest_path, manifest, skip_if_same=True)
     return PrepareResult(out_dir=out_dir, labels=labels, manifest=manifest, written=written,
                          skipped=len(jobs) - written, removed=removed, duplicates=duplicates)
 
-
-def prepared_pairs(out_dir: Path | str) -> pd.DataFrame:
-    """The prepared pairs with their paths: ``labels.csv`` plus ``image_path`` and ``mask_path`` columns."""
-    out_dir = Path(out_dir)
-    labels = pd.read_csv(out_dir / LABELS_FILE, dtype={"name": str, "pixel_hash": str})
-    labels["image_path"] = [str(out_dir / "images" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
-    labels["mask_path"] = [str(out_dir / "masks" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
-    return labels

@@ -1,5 +1,5 @@
-"""A prepared folder (02_prepare's output) as its readers see it: file names, and its manifest as the one
-source of the folder's image size.
+"""A prepared folder (02_prepare's output) as its readers see it: file names, its pairs with their patients,
+and its manifest as the one source of the folder's image size and split mode.
 
 03_train and 04_evaluate call :func:`check_prepared` before any work, so that a missing folder or one of
 another size stops at once with one sentence naming what is missing and the 02_prepare command that makes it.
@@ -13,12 +13,15 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from helpers import paths
 
 MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "labels.csv"
 NOTEBOOK = "notebooks/02_prepare.ipynb"
 FOLD_SPLIT_GLOB = "fold*_*.txt"  # every fold_split_file
+DEFAULT_SPLIT_MODE = "patient"  # 02_prepare's default: no patient on both sides of a split (see the README)
 FOLDER_NAME = re.compile(r"^(?P<mode>[a-z]+)-(?P<size>\d+)$")  # paths.prepared_dir's <split_mode>-<img_size>
 
 
@@ -51,7 +54,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def prepare_command(root: Path | str, img_size: int, split_mode: str = "official") -> str:
+def prepare_command(root: Path | str, img_size: int, split_mode: str = DEFAULT_SPLIT_MODE) -> str:
     """The papermill command that writes the prepared folder ``root`` at ``img_size``."""
     root = paths.resolve(root)
     raw = paths.DEMO_DIR if paths.DEMO_DIR in root.parents else paths.RAW_DIR
@@ -80,7 +83,7 @@ def check_prepared(root: Path | str, img_size: int, larger_ok: bool = False) -> 
     else one sentence saying what is wrong and the 02_prepare command that makes the right data."""
     root = paths.resolve(root)
     match = FOLDER_NAME.match(root.name)
-    split_mode = match["mode"] if match else "official"
+    split_mode = match["mode"] if match else DEFAULT_SPLIT_MODE
     try:
         data = read_prepared(root)
     except PreparedDataError:
@@ -93,3 +96,13 @@ def check_prepared(root: Path | str, img_size: int, larger_ok: bool = False) -> 
             f"(its {MANIFEST_FILE}): pass img_size={data.img_size}, or prepare {img_size}x{img_size} data with "
             f"`{prepare_command(root.with_name(f'{data.split_mode}-{img_size}'), img_size, data.split_mode)}`.")
     return data
+
+
+def prepared_pairs(root: Path | str) -> pd.DataFrame:
+    """The prepared pairs with their paths: ``labels.csv`` plus ``image_path`` and ``mask_path`` columns
+    (relative ``root`` from the repository root)."""
+    root = paths.resolve(root)
+    labels = pd.read_csv(root / LABELS_FILE, dtype={"name": str, "pixel_hash": str, "patient": str})
+    labels["image_path"] = [str(root / "images" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
+    labels["mask_path"] = [str(root / "masks" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
+    return labels

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from helpers import paths
+from helpers import paths, patients
 from helpers.parallel import parallel_map
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,17 @@ class RawDataError(ValueError):
 
 @dataclass
 class RawIndex:
-    """The pairs present under a dataset root, joined with the CSVs.
+    """The pairs present under a dataset root, joined with the CSVs and the patient table.
 
-    ``pairs`` has one row per present pair: ``name, image_id, has_pneumo, stage, image_path, mask_path``.
-    ``missing`` holds the CSV rows whose files are absent (a partial download).
+    ``pairs`` has one row per present pair: ``name, image_id, has_pneumo, stage, patient, follow_up,
+    image_path, mask_path``. ``missing`` holds the CSV rows whose files are absent (a partial download).
+    ``listed`` holds every CSV row with its patient, files present or not (see :func:`read_listed`).
     """
 
     root: Path
     pairs: pd.DataFrame
     missing: pd.DataFrame = field(default_factory=pd.DataFrame)
+    listed: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def describe(self) -> str:
         """One paragraph for a report."""
@@ -137,15 +139,39 @@ def read_csvs(root: Path) -> pd.DataFrame:
     return table
 
 
-def read_index(root: Path | str = paths.RAW_DIR, *, strict: bool = False) -> RawIndex:
-    """Join the CSVs with the files present.
+def find_csv_root(root: Path | str = paths.RAW_DIR) -> Path:
+    """The folder holding the two CSVs: ``root`` or ``root/siim-acr-pneumothorax`` (no images needed)."""
+    root = Path(root)
+    for candidate in (root, root / paths.KAGGLE_FOLDER):
+        if (candidate / CSV_FILES["train"]).is_file():
+            return candidate
+    raise FileNotFoundError(f"{root}: no {CSV_FILES['train']} here or in {root / paths.KAGGLE_FOLDER}")
+
+
+def read_listed(root: Path | str = paths.RAW_DIR, patient_table: Path | str | None = None) -> pd.DataFrame:
+    """Every row of both CSVs with its patient: ``name, image_id, has_pneumo, stage, patient, follow_up``.
+
+    Needs only the CSVs. ``patient_table``: None for the table beside the CSVs if there, else the shipped
+    one (:func:`helpers.patients.table_path`).
+    """
+    root = find_csv_root(root)
+    return _with_patients(read_csvs(root), root, patient_table)
+
+
+def _with_patients(table: pd.DataFrame, root: Path, patient_table: Path | str | None) -> pd.DataFrame:
+    table_file = patients.table_path(root, patient_table)
+    return patients.attach_patients(table, patients.read_patient_table(table_file), table_file)
+
+
+def read_index(root: Path | str = paths.RAW_DIR, *, strict: bool = False, patient_table: Path | str | None = None) -> RawIndex:
+    """Join the CSVs with the files present and with the patient table (see :func:`read_listed`).
 
     Raises :class:`RawDataError` for an image without its mask (or the reverse) and for a PNG that no CSV
     names. CSV rows with neither file are reported as missing (a partial download) or, with ``strict``,
     raised.
     """
     root = find_dataset_root(root)
-    table = read_csvs(root)
+    table = _with_patients(read_csvs(root), root, patient_table)
     images = {p.name for p in (root / IMAGES_FOLDER).glob("*.png")}
     masks = {p.name for p in (root / MASKS_FOLDER).glob("*.png")}
     listed = set(table["name"])
@@ -169,7 +195,7 @@ def read_index(root: Path | str = paths.RAW_DIR, *, strict: bool = False) -> Raw
     pairs["image_path"] = [str(root / IMAGES_FOLDER / n) for n in pairs["name"]]
     pairs["mask_path"] = [str(root / MASKS_FOLDER / n) for n in pairs["name"]]
     pairs = pairs.sort_values(["stage", "name"], key=_natural_key).reset_index(drop=True)
-    index = RawIndex(root=root, pairs=pairs, missing=missing)
+    index = RawIndex(root=root, pairs=pairs, missing=missing, listed=table)
     if len(missing):
         log.warning("%s", index.describe())
     return index

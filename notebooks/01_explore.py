@@ -19,7 +19,8 @@
 # Class pixel statistics, split counts, mask areas and connected components, computed from the images
 # themselves (in parallel, every pair validated on the way). The tables are written as JSON beside this
 # report (`explore_stats.json`). On the full Kaggle download the seed's table reads background 99.70 %
-# of pixels in 12,047 images and pneumothorax 0.30 % in 2,669 images.
+# of pixels in 12,047 images and pneumothorax 0.30 % in 2,669 images. The patient tables at the end come
+# from the CSVs and the patient table (ImageId -> NIH ChestX-ray14 patient).
 
 # %% tags=["parameters"]
 raw_root = None  # the Kaggle folder or its parent; None: data/raw, or the demo data when data/raw has none
@@ -28,19 +29,22 @@ max_images = 0  # 0: every image; otherwise a random sample of this size (quick 
 seed = 0  # for the sample
 workers = 0  # 0: all CPU cores
 outputs_dir = "outputs"
+patient_table = None  # None: patients.csv.gz beside the CSVs if there (the demo's), else the table shipped in helpers/resources
 
 # %%
 # %matplotlib inline
 from IPython.display import display
 
-from helpers import explore, paths, plots, rawdata
+import pandas as pd
+
+from helpers import explore, paths, patients, plots, rawdata
 
 raw = rawdata.choose_raw_root(raw_root)
 if raw.note:
     print(raw.note)
 result = explore.explore_dataset(
     raw.root, stages=stages, max_images=max_images or None, seed=seed, workers=workers or None,
-    out_dir=paths.explore_dir(outputs_dir),
+    out_dir=paths.explore_dir(outputs_dir), patient_table=patient_table,
 )
 print(result.index.describe())
 print(f"statistics written to {result.stats_path}")
@@ -79,3 +83,18 @@ display(result.sizes_table.style.hide(axis="index"))
 
 # %%
 display(plots.plot_example_grid(result.scans, n=8, seed=seed))
+
+# %% [markdown]
+# ## Patients: images per patient, mixed labels, the official split's overlap
+#
+# Many patients have several radiographs (often follow-ups of the same pneumothorax). A split that puts one
+# patient on both sides scores a model on patients it has seen. From every row of the CSVs (the full
+# Kaggle CSVs: 6,171 patients, 662 of them in both stage_1_train and stage_1_test).
+
+# %%
+display(pd.Series(result.patient_summary, name="value").to_frame())
+display(plots.plot_images_per_patient(result.images_per_patient))
+
+# %%
+display(patients.leakage_table(result.official_overlap).style.format(na_rep="–").hide(axis="index"))
+print("the same radiograph in both official stages:", result.official_overlap["same_image_across_splits"] or "none")

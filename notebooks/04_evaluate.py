@@ -26,7 +26,11 @@
 #   SIIM-ACR competition metric); **image_dice_positive**: over images with pneumothorax only.
 # - **detection**: an image is called positive when its predicted area reaches the minimum area; ROC AUC of
 #   the maximum pneumothorax probability; sensitivity, specificity, confusion matrix.
-# - 95 % bootstrap confidence intervals over images.
+# - 95 % bootstrap confidence intervals that resample **patients** (a cluster bootstrap: images of one
+#   patient are correlated, so resampling images gives intervals that are too narrow).
+# - **seen / unseen**: the metrics of the images whose patient also has images in the train split, and of
+#   the others, each with its interval. The gap shows how much patient leakage inflates a number (zero
+#   seen images with `split_mode: patient`).
 #
 # Post-processing (probability threshold, minimum component area, minimum total area) is tuned on **val
 # only**, then applied to the evaluated split.
@@ -95,7 +99,18 @@ for result in results:
 display(dual_threshold.schemes_table(results).style.format(precision=2, na_rep="–").format({"lr": "{:g}"}).hide(axis="index"))
 
 # %% [markdown]
+# ## Patients seen in training against unseen ones
+
+# %%
+for result in results:
+    print(f"{result.run_dir}  ({result.split}, split mode {result.metrics['split_mode']})")
+    display(evaluate.seen_unseen_style(result))
+
+# %% [markdown]
 # ## Comparison: the lr sweep, the seed's reported numbers, the all-empty baseline
+#
+# `split_mode` names how each run's data was split (02_prepare); `image_dice_seen` / `image_dice_unseen`
+# split its test images by whether their patient was in training.
 
 # %%
 comparison = evaluate.comparison_table(results)

@@ -115,8 +115,33 @@ def test_load_eval_round_trip_and_predicted_masks(tuned_eval):
     for index, row in loaded.per_image.iterrows():
         assert np.count_nonzero(predicted_mask(loaded, index, postprocessed=False)) == row.pred_area
         assert np.count_nonzero(predicted_mask(loaded, index)) == row.pp_area
-    assert set(result.per_image.columns) == {"name", "positive", "true_area", "pred_area", "dice", "pp_area",
-                                             "pp_dice", "max_prob"}
+    assert set(result.per_image.columns) == {"name", "patient", "seen", "positive", "true_area", "pred_area", "dice",
+                                             "pp_area", "pp_dice", "max_prob"}
+
+
+@slow
+def test_seen_unseen_breakdown_of_an_evaluation_adds_up(tuned_eval, demo_prepared):
+    """The demo's official split shares patients between train and test: both groups are there."""
+    result, _, _ = tuned_eval
+    labels = pd.read_csv(demo_prepared.out_dir / "labels.csv", dtype={"name": str, "patient": str})
+    train_patients = set(labels.loc[labels["split"] == "train", "patient"])
+    per_image = result.per_image
+    assert per_image["seen"].tolist() == [p in train_patients for p in per_image["patient"]]
+    assert 0 < per_image["seen"].sum() < len(per_image)
+    height, width = result.metrics["image_shape"]
+    for decision, pred_area in (("mmseg", "pred_area"), ("postprocessed", "pp_area")):
+        seen, unseen = (result.metrics["by_patient_seen"][decision][g] for g in ("seen", "unseen"))
+        assert (seen["images"], unseen["images"]) == (per_image["seen"].sum(), (~per_image["seen"]).sum())
+        tp, fp, fn, tn = np.add(seen["counts"], unseen["counts"])
+        assert tp + fn == per_image["true_area"].sum() and tp + fp == per_image[pred_area].sum()
+        assert tp + fp + fn + tn == len(per_image) * height * width
+        assert 2 * tp / (2 * tp + fp + fn) == pytest.approx(result.metrics[decision]["fg_dice"])
+        for group in (seen, unseen):
+            low, high = group["ci"]["image_dice"]
+            assert low <= group["metrics"]["image_dice"] <= high
+    seen_dice = per_image.loc[per_image["seen"], "dice"].mean()
+    assert result.metrics["by_patient_seen"]["mmseg"]["seen"]["metrics"]["image_dice"] == pytest.approx(seen_dice)
+    assert result.metrics["split_mode"] == "official"
 
 
 @slow
@@ -136,6 +161,11 @@ def test_comparison_table_has_seed_rows_and_the_empty_baseline(tuned_eval, tmp_p
     assert len(ours) == 2 and ours["lr"].eq(0.003).all()
     assert ours["mDice"].eq(result.metrics["mmseg"]["mDice"]).all()
     assert (ours["image_dice_lo"] <= ours["image_dice"]).all() and (ours["image_dice"] <= ours["image_dice_hi"]).all()
+    assert ours["split_mode"].eq("official").all() and seed["split_mode"].eq("seed").all()
+    assert ours["images_seen"].eq(result.per_image["seen"].sum()).all()
+    seen_images = int(result.per_image["seen"].sum())
+    html = evaluate.comparison_style(table).to_html()
+    assert f">{seen_images}<" in html and f">{seen_images}.00<" not in html  # images_seen: a count
     json_path, csv_path = write_comparison(table, tmp_path)
     assert pd.read_json(json_path)["config"].tolist() == table["config"].tolist()
     assert len(pd.read_csv(csv_path)) == len(table)
@@ -227,6 +257,24 @@ def test_the_metrics_table_reads_counts_as_integers_and_rates_in_percent(tuned_e
     html = styled.to_html()
     assert f">{mmseg['images']}<" in html and f">{mmseg['images']}.000000<" not in html
     assert f">{mmseg['Dice.pneumothorax']:.2f}<" in html
+
+
+@slow
+def test_the_seen_unseen_table_reads_counts_as_integers_and_metrics_in_percent(tuned_eval):
+    result, _, _ = tuned_eval
+    styled = evaluate.seen_unseen_style(result)
+    table = styled.data.set_index(["decision", "group"])
+    html = styled.to_html()
+    for decision in ("mmseg", "postprocessed"):
+        for group in ("seen", "unseen"):
+            entry = result.metrics["by_patient_seen"][decision][group]
+            row = table.loc[(decision, group)]
+            assert (row["images"], row["patients"]) == (entry["images"], entry["patients"])
+            assert row["image_dice"] == pytest.approx(100 * entry["metrics"]["image_dice"])
+            low = entry["ci"]["fg_dice"][0]  # None (NaN) when the group has no pneumothorax pixel at all
+            assert pd.isna(row["fg_dice_lo"]) if low is None else row["fg_dice_lo"] == pytest.approx(100 * low)
+            assert f">{entry['images']}<" in html and f">{100 * entry['metrics']['image_dice']:.2f}<" in html
+    assert ".000000<" not in html
 
 
 @slow

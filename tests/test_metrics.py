@@ -11,6 +11,7 @@ from mmseg.evaluation.metrics import IoUMetric
 
 from helpers.metrics import (bootstrap_ci, detection, foreground_pooled, per_image_dice, per_image_iou, pixel_counts,
                              pooled_metrics, summary_metrics)
+from tests.conftest import random_pixel_counts
 
 
 def _mask(shape: tuple[int, int], *cells: tuple[int, int]) -> np.ndarray:
@@ -140,14 +141,57 @@ def test_vectorized_bootstrap_equals_resampling_with_summary_metrics():
     """bootstrap_ci computes all resamples at once; it must equal summary_metrics on each resample."""
     from helpers.metrics import HEADLINE, summary_metrics
 
-    rng = np.random.default_rng(1)
     n = 60
-    truth = rng.integers(0, 50, n) * (rng.random(n) < 0.3)
-    tp = np.minimum(truth, rng.integers(0, 50, n))
-    fp = rng.integers(0, 20, n) * (rng.random(n) < 0.4)
-    counts = np.stack([tp, fp, truth - tp, 4096 - truth - fp], axis=1)
+    counts = random_pixel_counts(np.random.default_rng(1), n)
     ci = bootstrap_ci(counts, n_boot=50, seed=3)
     chosen = np.random.default_rng(3).integers(0, n, (50, n))
     for key in HEADLINE:
         values = [summary_metrics(counts[row])[key] for row in chosen]
         assert np.allclose(ci[key], (np.nanquantile(values, 0.025), np.nanquantile(values, 0.975))), key
+
+
+def test_cluster_bootstrap_of_two_patients_spans_them_and_is_wider_than_the_image_bootstrap():
+    """Patient A: ten identical images of Dice 0.4; patient B: one image of Dice 1 (empty on empty).
+
+    Resampling two patients gives AA (Dice 0.4), AB or BA (10 x 0.4 + 1) / 11, or BB (Dice 1), with
+    probabilities 1/4, 1/2, 1/4: the 2.5 % and 97.5 % quantiles are exactly 0.4 and 1. Resampling the eleven
+    images draws B four times or more in only 1.3 % of resamples (binomial, 11 draws, p = 1/11).
+    """
+    from helpers.metrics import cluster_bootstrap_ci
+
+    counts = np.vstack([np.tile(pixel_counts(PRED, TRUTH), (10, 1)), pixel_counts(np.zeros((4, 4)), np.zeros((4, 4)))])
+    clusters = np.array(["A"] * 10 + ["B"])
+    cluster_low, cluster_high = cluster_bootstrap_ci(counts, clusters, n_boot=1000, seed=0)["image_dice"]
+    assert (cluster_low, cluster_high) == (pytest.approx(0.4), pytest.approx(1.0))
+    image_low, image_high = bootstrap_ci(counts, n_boot=1000, seed=0)["image_dice"]
+    assert cluster_high - cluster_low > image_high - image_low
+    assert image_high < (0.4 * 7 + 4) / 11  # four or more of eleven draws on B: 1.3 % of resamples
+
+
+def test_cluster_bootstrap_equals_resampling_patients_directly():
+    """Each resample: draw as many patients as there are with replacement, take all their images, score with
+    summary_metrics; the interval is the quantiles of those scores (the same random draws)."""
+    from helpers.metrics import HEADLINE, cluster_bootstrap_ci
+
+    rng = np.random.default_rng(2)
+    n = 45
+    counts = random_pixel_counts(rng, n)
+    clusters = rng.integers(0, 12, n)  # 12 patients of varying size
+    labels = np.unique(clusters)
+    ci = cluster_bootstrap_ci(counts, clusters, n_boot=60, seed=5)
+    chosen = np.random.default_rng(5).integers(0, len(labels), (60, len(labels)))
+    for key in HEADLINE:
+        values = []
+        for row in chosen:
+            images = np.concatenate([np.flatnonzero(clusters == labels[c]) for c in row])
+            values.append(summary_metrics(counts[images])[key])
+        assert np.allclose(ci[key], (np.nanquantile(values, 0.025), np.nanquantile(values, 0.975))), key
+
+
+def test_cluster_bootstrap_with_one_image_per_patient_is_the_image_bootstrap():
+    from helpers.metrics import cluster_bootstrap_ci
+
+    rng = np.random.default_rng(4)
+    truth = rng.integers(0, 40, 30) * (rng.random(30) < 0.5)
+    counts = np.stack([truth // 2, truth // 3, truth - truth // 2, 900 - truth - truth // 3], axis=1)
+    assert cluster_bootstrap_ci(counts, 7 * np.arange(30), n_boot=40, seed=1) == bootstrap_ci(counts, n_boot=40, seed=1)

@@ -59,7 +59,8 @@ def test_explore_and_prepare_run_under_papermill(demo_raw_dir, tmp_path):
 
     prepare = run_notebook("02_prepare", {"raw_root": str(demo_raw_dir), "prepared_root": str(tmp_path / "prepared" / "mine"), "img_size": 32, "workers": 1}, outputs / "reports")
     _assert_report(prepare)
-    assert read_prepared(tmp_path / "prepared" / "mine").img_size == 32
+    written = read_prepared(tmp_path / "prepared" / "mine")
+    assert (written.img_size, written.split_mode) == (32, "patient")  # the default split mode
 
 
 def test_failing_notebook_still_leaves_its_report(tmp_path):
@@ -101,7 +102,7 @@ def test_cli_help_lists_the_commands():
 def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
     """Generate -> 01 -> 02 -> 03 (two lrs) -> 04 -> 05 -> index.html, with test-sized parameters."""
     outputs = tmp_path / "outputs"
-    prepared = str(tmp_path / "prepared" / "official-64")
+    prepared = str(tmp_path / "prepared" / "patient-64")  # the demo's split mode
     overrides = {
         "01_explore": {"raw_root": str(demo_raw_dir), "workers": 1},
         "02_prepare": {"raw_root": str(demo_raw_dir), "prepared_root": prepared, "img_size": 64, "workers": 1},
@@ -118,7 +119,9 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
         figures = (outputs / link).read_text().count(EMBEDDED_PNG)
         assert figures >= MIN_FIGURES[Path(link).stem], f"{link} embeds {figures} figures"
     assert "seed (reported)" in index and "mDice" in index
-    assert (outputs / "eval" / "comparison.csv").exists()
+    comparison = json.loads((outputs / "eval" / "comparison.json").read_text())
+    ours = [row for row in comparison if row["config"] == DEMO_CONFIG]
+    assert len(ours) == 2 and all(row["split_mode"] == "patient" and row["images_seen"] == 0 for row in ours)
 
 
 def test_index_without_evaluation_says_so(tmp_path):

@@ -17,6 +17,7 @@ from PIL import Image
 from sklearn.model_selection import train_test_split
 
 from helpers.prepare import assign_splits, prepare_dataset
+from helpers.prepared import prepared_pairs
 from helpers.rawdata import read_index, validate_dataset
 
 KAGGLE = "siim-acr-pneumothorax"
@@ -102,6 +103,16 @@ def test_prepared_files_are_exact(demo_prepared, demo_raw_dir):
             np.testing.assert_array_equal(cv2.imread(str(out_dir / "masks" / split / f"{stem}.png"), cv2.IMREAD_UNCHANGED), expected_mask)
 
 
+def test_prepared_pairs_name_the_written_files_and_their_patients(demo_prepared):
+    pairs = prepared_pairs(demo_prepared.out_dir)
+    labels = demo_prepared.labels
+    assert pairs["name"].tolist() == labels["name"].tolist()
+    assert pairs["patient"].tolist() == labels["patient"].astype(str).tolist()
+    for row in pairs.itertuples():
+        assert Path(row.image_path) == demo_prepared.out_dir / "images" / row.split / f"{row.name}.png"
+        assert Path(row.image_path).is_file() and Path(row.mask_path).is_file()
+
+
 def test_rerun_writes_nothing_and_resumes_a_missing_file(demo_raw_dir, tmp_path):
     first = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, workers=1)
     assert first.written == len(raw_rows(demo_raw_dir))
@@ -132,7 +143,7 @@ def test_seed_split_is_the_seed_projects_80_20(demo_raw_dir, tmp_path):
 
 def test_folds_are_a_stratified_k_fold_with_fold_files(demo_raw_dir, tmp_path):
     folds = 4
-    result = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, folds=folds, workers=1)
+    result = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, split_mode="official", folds=folds, workers=1)
     rows = raw_rows(demo_raw_dir)
     files = split_files(result.out_dir)
     pool = {f"{split}/{s}" for split in ("train", "val") for s in files[split]}
@@ -147,9 +158,11 @@ def test_folds_are_a_stratified_k_fold_with_fold_files(demo_raw_dir, tmp_path):
     assert sorted(e for fold in held_out for e in fold) == sorted(pool)
     sizes = [len(v) for v in held_out]
     positives = [sum(rows[e.split("/", 1)[1]][1] for e in v) for v in held_out]
-    assert max(sizes) - min(sizes) <= 1
-    assert max(positives) - min(positives) <= 1
+    largest_patient = result.labels.groupby("patient").size().max()  # folds are grouped by patient
+    assert max(sizes) - min(sizes) <= largest_patient
+    assert max(positives) - min(positives) <= 2
     labels = result.labels.set_index("name")
+    assert result.labels[result.labels["split"] != "test"].groupby("patient")["fold"].nunique().max() == 1
     for k, fold in enumerate(held_out):
         assert {labels.loc[e.split("/", 1)[1], "fold"] for e in fold} == {k}
     assert set(labels.loc[labels["split"] == "test", "fold"]) == {-1}
@@ -162,16 +175,17 @@ def test_dropping_folds_leaves_no_stale_fold_file(demo_raw_dir, tmp_path):
 
 
 def test_changing_val_fraction_moves_files_and_leaves_nothing_stale(demo_raw_dir, tmp_path):
-    first = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, val_fraction=0.2, workers=1)
+    first = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, split_mode="official", val_fraction=0.2, workers=1)
     before = dict(zip(first.labels["name"], first.labels["split"]))
-    second = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, val_fraction=0.3, workers=1)
+    second = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, split_mode="official", val_fraction=0.3, workers=1)
     after = dict(zip(second.labels["name"], second.labels["split"]))
     moved = [n for n in after if after[n] != before[n]]
     assert moved
     assert second.written == len(moved)
     assert second.removed == 2 * len(moved)
     n_train_stage = sum(stage == "train" for stage, _ in raw_rows(demo_raw_dir).values())
-    assert abs(len(split_files(second.out_dir)["val"]) - 0.3 * n_train_stage) <= 1
+    largest_patient = second.labels.groupby("patient").size().max()  # val is drawn by patient
+    assert abs(len(split_files(second.out_dir)["val"]) - 0.3 * n_train_stage) <= largest_patient
     expected = {f"{kind}/{split}/{name}.png" for name, split in after.items() for kind in ("images", "masks")}
     on_disk = {str(p.relative_to(second.out_dir)) for p in second.out_dir.rglob("*") if p.is_file()}
     assert {p for p in on_disk if "/" in p} == expected
@@ -187,14 +201,14 @@ def test_duplicate_images_across_splits_are_reported(demo_raw_dir, tmp_path):
     for folder in ("png_images", "png_masks"):
         shutil.copy(raw / KAGGLE / folder / f"{source}.png", raw / KAGGLE / folder / f"{target}.png")
     validate_dataset(raw, workers=1)  # still a consistent dataset: same pixels, same mask, same flag
-    result = prepare_dataset(raw, tmp_path / "prepared", img_size=32, workers=1)
+    result = prepare_dataset(raw, tmp_path / "prepared", img_size=32, split_mode="official", workers=1)
     source_split = next(split for split, stems in split_files(result.out_dir).items() if source in stems)
     assert result.duplicates == [sorted([f"{source_split}/{source}", f"test/{target}"])]
     assert result.manifest["duplicates_across_splits"] == result.duplicates
 
 
 def test_real_sample_prepares_into_the_official_split(real_sample_dir, tmp_path):
-    result = prepare_dataset(real_sample_dir, tmp_path, img_size=64, workers=1)
+    result = prepare_dataset(real_sample_dir, tmp_path, img_size=64, split_mode="official", workers=1)
     rows = raw_rows(real_sample_dir)
     files = split_files(result.out_dir)
     assert files["test"] == {s for s, (stage, _) in rows.items() if stage == "test"}

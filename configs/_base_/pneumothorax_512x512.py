@@ -1,4 +1,4 @@
-# Dataset config: the layout 02_prepare writes (data/prepared/official-512 by default), the seed's
+# Dataset config: the layout 02_prepare writes (data/prepared/patient-512 by default), the seed's
 # pipelines (Resize keep_ratio=False, RandomFlip 0.5, PhotoMetricDistortion) and batch 16.
 # Training loads the gray PNGs as one channel and applies GrayPhotoMetricDistortion (helpers/transforms.py),
 # the seed's PhotoMetricDistortion computed for one channel. The data preprocessor broadcasts that channel
@@ -7,7 +7,7 @@
 custom_imports = dict(imports=['helpers.dataset', 'helpers.modeling'], allow_failed_imports=False)
 
 dataset_type = 'PneumothoraxDataset'
-data_root = 'data/prepared/official-512'
+data_root = 'data/prepared/patient-512'
 img_scale = (512, 512)
 
 train_pipeline = [

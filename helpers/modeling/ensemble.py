@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers import paths, runs
+from helpers import paths, patients, runs
 from helpers.dual_threshold import compare_schemes
 from helpers.evaluate import EvalResult, write_evaluation
 from helpers.fileio import atomic_write_bytes, atomic_write_json, json_safe
@@ -37,7 +37,7 @@ from helpers.modeling.checkpoint import load_checkpoint_safely
 from helpers.modeling.inference import (LoadedModel, Predictions, default_device, foreground_probability, load_model,
                                         predict_split)
 from helpers.postprocess import tune_postprocess
-from helpers.prepared import check_prepared, fold_split_file
+from helpers.prepared import check_prepared, fold_split_file, prepared_pairs
 from helpers.provenance import code_version
 
 log = logging.getLogger(__name__)
@@ -216,17 +216,19 @@ def evaluate_ensemble(run_folders: Sequence[str | Path], name: str, *, split: st
     ensemble, members = load_ensemble(member_files, device or default_device(), folder)
     checkpoints = [m.checkpoint.resolve() for m in members]
     data_root = paths.resolve(prepared_root if prepared_root is not None else ensemble.cfg.test_dataloader.dataset.data_root)
-    check_prepared(data_root, ensemble.size[0], larger_ok=True)
+    prepared = check_prepared(data_root, ensemble.size[0], larger_ok=True)
     atomic_write_json(ensemble.checkpoint, json_safe({
         "parameters": {"config": name}, "lr": runs.run_label(run_dirs[0])[1], "members": [str(r) for r in run_dirs],
         "checkpoints": [str(c) for c in checkpoints], "tta": bool(tta), "top_k": int(top_k), "code_version": code_version()}))
 
     preds = predict_split(ensemble, data_root, split, batch_size, tta)
+    groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
     tuning, tuned_on = _tuning_predictions(ensemble, members, run_dirs, data_root, batch_size, tta)
     pp, grid = tune_postprocess(tuning)
     dual, _ = compare_schemes(tuning, grid, preds, n_boot)
     del tuning
     described = {
+        "split_mode": prepared.split_mode,
         "postprocess": {**pp.as_dict(), "tuned_on": tuned_on, "evaluated_on": split},
         "dual_threshold": dual,
         "checkpoint": [str(c) for c in checkpoints],
@@ -236,5 +238,5 @@ def evaluate_ensemble(run_folders: Sequence[str | Path], name: str, *, split: st
     }
     return write_evaluation(preds, pp, runs.eval_dir(folder, split, outputs), run_dir=folder,
                             checkpoint=ensemble.checkpoint, split=split, data_root=data_root, n_boot=n_boot,
-                            described=described, grid=grid,
+                            described=described, grid=grid, groups=groups,
                             settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})
