@@ -88,7 +88,7 @@ P=$SCRATCH/params
 mkdir -p "$P"
 cat >"$P/shared.yaml" <<EOF
 raw_root: $SCRATCH/demo
-prepared_root: $SCRATCH/prepared/official-$SIZE
+prepared_root: $SCRATCH/prepared/patient-$SIZE
 EOF
 cat >"$P/01_explore.yaml" <<EOF
 max_images: 0

@@ -1,11 +1,11 @@
 # Fine-tuning at 1024x1024 from a 512 run (the SIIM-ACR 1st place trained at 512, then fine-tuned at 1024).
 # 03_train: config=<this name>, load_from=<a 512 run folder (its best checkpoint) or a .pth>, on the data
-# 02_prepare writes with img_size=1024 (data/prepared/official-1024). The model is ours (UNet-S5-D16, fully
+# 02_prepare writes with img_size=1024 (data/prepared/patient-1024). The model is ours (UNet-S5-D16, fully
 # convolutional, so the 512 weights fit); the optimizer starts afresh: a short warm-up, a 10x lower lr,
 # 5k iterations at batch 8 (the same GPU memory as batch 16 at 512 needs twice over; lower it if short).
 _base_ = ['./ours_unet-s5-d16_ce-dice_oversample_adamw-20k_pneumothorax-512x512.py']
 img_scale = (1024, 1024)
-data_root = 'data/prepared/official-1024'
+data_root = 'data/prepared/patient-1024'
 load_from = None  # 03_train's load_from parameter sets it
 data_preprocessor = dict(size=img_scale)
 model = dict(data_preprocessor=data_preprocessor)

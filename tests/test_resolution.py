@@ -22,7 +22,8 @@ def prepared_128(demo_raw_dir, tmp_path_factory):
     """The demo data prepared at 128x128: twice the 64x64 of ``demo_prepared`` (as 1024 is twice 512)."""
     from helpers.prepare import prepare_dataset
 
-    return prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared128"), img_size=128, workers=1)
+    return prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared128"), img_size=128, split_mode="official",
+                           workers=1)
 
 
 def test_prepare_writes_the_larger_size(prepared_128, demo_prepared):
@@ -38,7 +39,7 @@ def test_finetune_config_defaults():
     cfg = build_config(TrainParams(config=FINETUNE, work_dir="unused"))
     assert cfg.model.data_preprocessor.size == (1024, 1024)
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        assert cfg[loader].dataset.data_root.endswith("data/prepared/official-1024")
+        assert cfg[loader].dataset.data_root.endswith("data/prepared/patient-1024")
         resize = [t for t in cfg[loader].dataset.pipeline if t["type"] == "Resize"]
         assert [tuple(t["scale"]) for t in resize] == [(1024, 1024)]
     assert cfg.load_from is None
