@@ -60,6 +60,9 @@ def _runner_test(run_dir: Path, checkpoint: Path, split: str, work_dir: Path) ->
     cfg.work_dir = str(work_dir)
     cfg.load_from = str(checkpoint)
     cfg.test_dataloader.dataset.ann_file = f"{split}.txt"
+    # as `mim test` in a fresh process: the dumped config names the training's visualizer, which mmengine keeps
+    # per name in this process, and reusing it would write the test's scalars into the training's event files
+    cfg.visualizer.name = f"test:{work_dir}"
     return Runner.from_cfg(cfg).test()
 
 
