@@ -1,4 +1,4 @@
-"""``python -m helpers {demo,pipeline,sweep,predict,export,demo-data,download,index}``: the command line."""
+"""``python -m helpers {demo,pipeline,sweep,predict,export,convert-siim,demo-data,download,index}``: the command line."""
 
 from __future__ import annotations
 
@@ -73,16 +73,37 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from helpers.predict import PREDICTIONS_FILE, predict_images
+    from helpers.predict import ERROR, NOT_DONE, PREDICTIONS_FILE, REFUSED, NoInputsError, predict_images
 
-    table = predict_images(args.checkpoint, args.images, args.out_dir, config=args.config, threshold=args.threshold,
-                           postprocess=not args.no_postprocess, device=args.device)
-    print(table.drop(columns=["mask_path", "overlay_path", "error"]).to_string(index=False))
+    try:
+        table = predict_images(args.checkpoint, args.images, args.out_dir, config=args.config, threshold=args.threshold,
+                               postprocess=not args.no_postprocess, device=args.device, strict=args.strict, rle=args.rle)
+    except NoInputsError as err:
+        raise SystemExit(f"predict: {err}") from None
+    shown = table.drop(columns=[c for c in ("mask_path", "overlay_path", "error", "rle") if c in table.columns])
+    print(shown.to_string(index=False))
     print(f"masks, overlays and {PREDICTIONS_FILE} in {Path(args.out_dir).resolve()}")
-    failed = table[table["error"] != ""]
+    failed = table[table["status"].isin([ERROR, REFUSED, NOT_DONE])]
     for row in failed.itertuples():
         print(f"FAILED {row.error}", file=sys.stderr)
     if len(failed):
+        raise SystemExit(1)
+
+
+def cmd_convert_siim(args: argparse.Namespace) -> None:
+    from helpers.siim import SiimError, convert_siim
+
+    try:
+        result = convert_siim(args.src, args.out, kaggle_csvs=args.kaggle_csvs, workers=args.workers)
+    except SiimError as err:
+        raise SystemExit(f"convert-siim: {err}") from None
+    print(result.summary())
+    for row in result.problems.head(20).itertuples():
+        print(f"SKIPPED {row.problem}" if row.problem.startswith(str(row.path)) else f"SKIPPED {row.path}: {row.problem}",
+              file=sys.stderr)
+    if len(result.problems) > 20:
+        print(f"... and {len(result.problems) - 20} more in {result.report_path}", file=sys.stderr)
+    if result.unreadable:
         raise SystemExit(1)
 
 
@@ -145,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--no-postprocess", action="store_true",
                          help="the model's own decision, not the run's post-processing tuned on val")
     predict.add_argument("--device")
+    predict.add_argument("--strict", action="store_true",
+                         help="refuse inputs the model was not made for (the warnings column) instead of predicting them")
+    predict.add_argument("--rle", action="store_true", help="add an rle column: each mask in the SIIM release's RLE form")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, DICOM) or folders of them")
     predict.set_defaults(func=cmd_predict)
 
@@ -154,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="the .onnx file to write (the .json goes beside it)")
     export.add_argument("--no-postprocess", action="store_true", help="leave the run's tuned post-processing out of the JSON")
     export.set_defaults(func=cmd_export)
+
+    convert = sub.add_parser("convert-siim", help="the original SIIM-ACR release (DICOM + RLE CSVs) -> the Kaggle PNG layout")
+    convert.add_argument("src", help="the release: the folder holding dicom-images-train/, dicom-images-test/ and the RLE CSVs (or its parent)")
+    convert.add_argument("out", help="the Kaggle layout to write (png_images/, png_masks/, the two stage_1 CSVs); raw_root for 01..05")
+    convert.add_argument("--kaggle-csvs", metavar="DIR",
+                         help="a folder with the Kaggle dataset's stage_1_train_images.csv and stage_1_test_images.csv: "
+                              "Kaggle names, stages and CSV rows")
+    convert.add_argument("--workers", type=int, help="worker processes (default: every core)")
+    convert.set_defaults(func=cmd_convert_siim)
 
     demo_data = sub.add_parser("demo-data", help="only generate the demo dataset")
     demo_data.add_argument("--dest", default=str(paths.DEMO_DIR))
