@@ -121,8 +121,7 @@ def test_convert_with_kaggle_csvs_gives_the_kaggle_files(release, real_sample_di
     problems = pd.read_csv(out / REPORT_FILE).set_index("image_id")["problem"]
     assert sorted(problems.index) == ["1.2.broken", "1.2.no.dicom", "1.2.no.row"]
     assert "no RLE row" in problems["1.2.no.row"] and "no DICOM image" in problems["1.2.no.dicom"]
-    assert "1.2.broken.dcm" in problems["1.2.broken"] and result.unreadable == 1
-    assert not list((out / "png_images").glob("*broken*"))
+    assert "not in the Kaggle CSVs" in problems["1.2.broken"] and result.unreadable == 0
 
     converted = explore_dataset(out, workers=1)
     original = explore_dataset(kaggle_root, workers=1)
@@ -144,7 +143,10 @@ def test_convert_without_kaggle_csvs_and_the_not_converted_message(release, tmp_
         find_dataset_root(src)
     out = tmp_path / "named"
     result = convert_siim(src, out, workers=1)
-    assert result.converted == 18
+    assert result.converted == 18 and result.unreadable == 1
+    problems = result.problems.set_index("image_id")["problem"]
+    assert "1.2.broken.dcm" in problems["1.2.broken"] and "cannot be decoded" in problems["1.2.broken"]
+    assert not list((out / "png_images").glob("*broken*"))
     index = read_index(out)
     expected = {f"{row.ImageId}_{row.stage}_{row.has_pneumo}_.png": (row.stage, row.has_pneumo) for row in sample.itertuples()}
     assert {row.name: (row.stage, row.has_pneumo) for row in index.pairs.itertuples()} == expected
