@@ -144,3 +144,20 @@ def test_a_full_disk_leaves_the_table_and_no_orphans(trained_demo_run, tmp_path,
     with pytest.raises(OSError):
         predict_images(trained_demo_run.best_checkpoint, [folder], tmp_path / "none", device="cpu", batch_size=1)
     assert not list((tmp_path / "none").glob("*.png"))  # nothing rather than orphans
+
+
+def test_read_input_names_the_file_whatever_fails(tmp_path):
+    """Zero bytes, a cut PNG, text named .png, a cut DICOM: each a ValueError naming its file (no model needed)."""
+    from helpers.predict import input_kind, read_input
+
+    folder = _folder(tmp_path)
+    cut = write(folder / "l_cut.dcm", dataset(generated_gray(), "MONOCHROME2", 8))
+    cut.write_bytes(cut.read_bytes()[:700])
+    for name in ("g_zero_bytes.png", "h_truncated.png", "i_text.png", "k_bad_syntax.dcm", "l_cut.dcm", "missing.png"):
+        path = folder / name
+        with pytest.raises(ValueError, match=str(path)):
+            read_input(path, input_kind(path))
+    assert input_kind(folder / "j_notes.txt") == "other" and input_kind(folder / "e_no_preamble") == "dicom"
+    png_named_oddly = folder / "m_png_without_suffix"
+    png_named_oddly.write_bytes((folder / "a_good.png").read_bytes())
+    assert input_kind(png_named_oddly) == "image"
