@@ -59,9 +59,10 @@ class ConversionResult:
 
     @property
     def unreadable(self) -> int:
-        """Files that could not be converted (decoder errors, bad RLE, not DICOM): the command then exits 1."""
+        """Files that could not be converted (decoder errors, bad RLE, not DICOM, not writable): the command
+        then exits 1."""
         kinds = self.problems["problem"].map(_problem_kind)
-        return int(kinds.isin(["unreadable", "not a DICOM file", "RLE CSVs disagree"]).sum())
+        return int(kinds.isin(["unreadable", "not a DICOM file", "RLE CSVs disagree", "cannot be written"]).sum())
 
     def summary(self) -> str:
         """One line: converted, written, and each kind of problem counted."""
@@ -75,7 +76,7 @@ class ConversionResult:
 
 def _problem_kind(problem: str) -> str:
     for kind in ("no RLE row", "no DICOM image", "RLE CSVs disagree", "not in the Kaggle CSVs", "has_pneumo",
-                 "not a DICOM file", "duplicate"):
+                 "not a DICOM file", "duplicate", "cannot be written"):
         if kind in problem:
             return kind
     return "unreadable"
@@ -170,14 +171,22 @@ def convert_image(job: tuple[str, str, str, str, list[tuple[str, ...]]]) -> tupl
     except Exception as err:  # a decoder plugin's own error: still this file's problem, named
         _remove(image_out, mask_out)
         return image_id, f"{dicom_path}: cannot be converted ({type(err).__name__}: {err})", False
-    written = atomic_write_bytes(Path(mask_out), mask_bytes, skip_if_same=True)
-    written = atomic_write_bytes(Path(image_out), image_bytes, skip_if_same=True) or written
+    try:
+        written = atomic_write_bytes(Path(image_out), image_bytes, skip_if_same=True)
+        written = atomic_write_bytes(Path(mask_out), mask_bytes, skip_if_same=True) or written
+    except OSError as err:  # a full disk, a read-only folder: the pair is written whole or not at all
+        _remove(image_out, mask_out)
+        return image_id, f"{image_out}: cannot be written ({err})", False
     return image_id, "", written
 
 
 def _remove(*paths: str) -> None:
+    """Delete an image's outputs where they exist (a folder that is not one holds none)."""
     for path in paths:
-        Path(path).unlink(missing_ok=True)
+        try:
+            Path(path).unlink(missing_ok=True)
+        except NotADirectoryError:
+            pass
 
 
 def _kaggle_lines(kaggle_csvs: Path) -> dict[str, tuple[str, list[str], dict[str, tuple[int, str, int]]]]:

@@ -181,3 +181,21 @@ def test_cli_on_a_tiny_release(tmp_path, capsys):
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / "png_masks" / "1.9.1_train_1_.png"), 0), mask)
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / "png_images" / "1.9.1_train_1_.png"), 0), gray)
     assert os.path.getsize(tmp_path / "out" / "stage_1_test_images.csv") > 0
+
+
+def test_a_pair_is_written_whole_or_not(tmp_path):
+    """The masks folder cannot be created (a file is in its place): the image is not left without its mask,
+    the problem names the file, and the CSVs list nothing."""
+    from helpers.rle import encode_siim
+    from helpers.siim import convert_siim
+
+    gray = generated_gray(48, 64)
+    write(tmp_path / "rel" / "dicom-images-test" / "a" / "b" / "1.9.2.dcm", dataset(gray, "MONOCHROME2", 8))
+    (tmp_path / "rel" / "train-rle.csv").write_text(f"ImageId, EncodedPixels\n1.9.2, {encode_siim(gray > 200)}\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "png_masks").write_text("in the way")
+    result = convert_siim(tmp_path / "rel", tmp_path / "out", workers=1)
+    assert result.converted == 0 and result.unreadable == 1
+    assert "cannot be written" in result.problems.loc[0, "problem"] and "1.9.2_test_1_.png" in result.problems.loc[0, "problem"]
+    assert not list((tmp_path / "out" / "png_images").glob("*.png"))
+    assert pd.read_csv(tmp_path / "out" / "stage_1_test_images.csv").empty
