@@ -1,7 +1,8 @@
 """Pneumothorax segmentation on chest X-rays with MMSegmentation: the project's package.
 
 One module per concern: ``paths`` (every default path and config name), ``rawdata`` (the Kaggle layout),
-``demo_data`` (the generated dataset), ``images`` (image I/O) and ``dicom`` (DICOM radiographs), ``explore``,
+``demo_data`` (the generated dataset), ``images`` (image I/O) and ``dicom`` (DICOM radiographs), ``rle``
+(run-length masks), ``siim`` and ``siim_release`` (the original SIIM-ACR release, ``convert-siim``), ``explore``,
 ``prepare`` and ``prepared`` (writing and reading a prepared folder), ``dataset`` (the mmseg dataset class)
 and ``samplers``, ``runs`` (a run's and an evaluation's folder), ``modeling`` (training, checkpoints,
 ``modeling.inference``, ``modeling.ensemble``, ``modeling.export`` to ONNX), ``metrics``, ``postprocess``

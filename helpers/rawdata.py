@@ -21,6 +21,7 @@ from PIL import Image
 
 from helpers import paths, patients
 from helpers.parallel import parallel_map
+from helpers.siim_release import not_converted_message
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,6 @@ def find_dataset_root(root: Path | str = paths.RAW_DIR) -> Path:
     for candidate in (root, root / paths.KAGGLE_FOLDER):
         if (candidate / IMAGES_FOLDER).is_dir() and (candidate / MASKS_FOLDER).is_dir():
             return candidate
-    from helpers.siim import not_converted_message
-
     release = not_converted_message(root) if root.is_dir() else None
     if release is not None:
         raise FileNotFoundError(release)

@@ -36,8 +36,8 @@ from helpers.images import encode_png
 from helpers.parallel import parallel_map
 from helpers.rawdata import CSV_COLUMNS, CSV_FILES, IMAGES_FOLDER, MASKS_FOLDER
 from helpers.rle import EMPTY, RleError, is_rle_csv, read_rle_csv, union_mask
+from helpers.siim_release import RELEASE_FOLDERS, find_release
 
-RELEASE_FOLDERS = {"train": "dicom-images-train", "test": "dicom-images-test"}
 REPORT_FILE = "siim_conversion_report.csv"
 REPORT_COLUMNS = ["path", "image_id", "problem"]
 
@@ -80,27 +80,6 @@ def _problem_kind(problem: str) -> str:
         if kind in problem:
             return kind
     return "unreadable"
-
-
-def find_release(src: str | Path) -> Path | None:
-    """The folder holding ``dicom-images-train/`` or ``dicom-images-test/``: ``src`` or one folder below it
-    (copies add ``siim/``); None when neither is there."""
-    src = Path(src)
-    candidates = [src] + (sorted(p for p in src.iterdir() if p.is_dir()) if src.is_dir() else [])
-    for candidate in candidates:
-        if any((candidate / folder).is_dir() for folder in RELEASE_FOLDERS.values()):
-            return candidate
-    return None
-
-
-def not_converted_message(root: str | Path) -> str | None:
-    """For a notebook given the release instead of the Kaggle layout: what to run, or None if not a release."""
-    release = find_release(root)
-    if release is None:
-        return None
-    return (f"{root} is the original SIIM-ACR release (DICOM files and RLE masks), which the notebooks read once "
-            f"it is converted to the Kaggle PNG layout:\n    python -m helpers convert-siim {release} OUT "
-            f"[--kaggle-csvs FOLDER_WITH_THE_KAGGLE_CSVS]\nthen set raw_root to OUT.")
 
 
 def find_rle_csvs(src: Path, release: Path) -> list[Path]:
