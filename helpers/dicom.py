@@ -35,6 +35,7 @@ PREAMBLE_BYTES = 128
 MAGIC = b"DICM"
 MAX_LUT_ENTRIES = 1 << 17
 DESCRIPTIVE_KEYWORDS = ("Modality", "ViewPosition", "BodyPartExamined", "PresentationIntentType", "SOPClassUID")
+ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian: the first item of encapsulated pixel data
 FIRST_GROUPS = (b"\x02\x00", b"\x08\x00")  # a dataset without preamble starts in group 0002 or 0008
 
 
@@ -216,12 +217,14 @@ def _sniff_encapsulated(ds):
         return None
     if fragment[:4] == b"\xff\x4f\xff\x51" or fragment[4:8] == b"jP  ":
         return uid.JPEG2000
-    if fragment[:2] == b"\xff\xd8":
-        markers = {fragment[i + 1] for i in range(2, min(len(fragment) - 1, 4096)) if fragment[i] == 0xFF}
-        for marker, syntax in ((0xC3, uid.JPEGLossless), (0xF7, uid.JPEGLSNearLossless), (0xC0, uid.JPEGBaseline8Bit),
-                               (0xC1, uid.JPEGExtended12Bit)):
-            if marker in markers:
-                return syntax
+    frames = {0xC0: uid.JPEGBaseline8Bit, 0xC1: uid.JPEGExtended12Bit, 0xC3: uid.JPEGLossless,
+              0xF7: uid.JPEGLSNearLossless}
+    position = 2 if fragment[:2] == b"\xff\xd8" else len(fragment)
+    while position + 4 <= len(fragment) and fragment[position] == 0xFF:  # marker segments up to the frame header
+        marker = fragment[position + 1]
+        if marker in frames:
+            return frames[marker]
+        position += 2 + int.from_bytes(fragment[position + 2:position + 4], "big")
     return None
 
 
@@ -235,7 +238,7 @@ def _infer_transfer_syntax(ds) -> None:
         ds.file_meta = FileMetaDataset()
     if "TransferSyntaxUID" in ds.file_meta:
         return
-    if "PixelData" in ds and ds["PixelData"].is_undefined_length:
+    if "PixelData" in ds and (ds["PixelData"].is_undefined_length or ds.PixelData[:4] == ITEM_TAG):
         syntax = _sniff_encapsulated(ds)
         if syntax is not None:
             ds.file_meta.TransferSyntaxUID = syntax

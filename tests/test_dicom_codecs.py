@@ -29,6 +29,7 @@ def _encapsulated(pixels: np.ndarray, bits: int, syntax: str, frame: bytes):
     ds.file_meta.TransferSyntaxUID = syntax
     ds.PixelData = encapsulate([frame])
     ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True  # as the standard has encapsulated pixel data
     return ds
 
 
@@ -103,3 +104,24 @@ def test_dataset_without_file_meta_and_compressed_pixels(tmp_path):
     path = tmp_path / "bare_jpeg_ls"
     ds.save_as(path, implicit_vr=False, little_endian=True, enforce_file_format=False)
     np.testing.assert_array_equal(stored_pixels(path, read_dataset(path)), pixels)
+
+
+@pytest.mark.parametrize("case", ["jpeg_baseline_8", "jpeg_lossless_sv1_12", "jpeg2000_lossless_16", "rle_8"])
+def test_compressed_files_without_file_meta(case, tmp_path):
+    """Encapsulated JPEG and JPEG 2000 without file meta: the syntax is read off the codestream's frame header
+    (a JPEG Lossless stream is read as Process 14, which covers SV1). RLE has no signature: a named error."""
+    from helpers.dicom import DicomError
+
+    syntax, bits, make, tolerance = CASES[case]
+    pixels = source(bits)
+    ds = make(pixels, bits)
+    del ds.file_meta
+    ds.preamble = None
+    path = tmp_path / f"bare_{case}"
+    ds.save_as(path, implicit_vr=False, little_endian=True, enforce_file_format=False)
+    if case == "rle_8":
+        with pytest.raises(DicomError, match=f"bare_{case}"):
+            stored_pixels(path, read_dataset(path))
+        return
+    difference = np.abs(stored_pixels(path, read_dataset(path)).astype(np.int64) - pixels.astype(np.int64))
+    assert difference.max() <= tolerance
