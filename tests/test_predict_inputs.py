@@ -99,16 +99,31 @@ def test_every_file_has_its_row(trained_demo_run, tmp_path, capsys):
     assert len(saved) == 11 and saved["status"].tolist() == table["status"].tolist()
     assert "11 files: 6 predicted (3 with warnings), 4 errors, 1 skipped: not an image" in capsys.readouterr().out
 
-    with pytest.raises(SystemExit) as caught:  # the command line: the same rows, exit code 1, errors named
+    strict = predict_images(trained_demo_run.best_checkpoint, [folder], tmp_path / "strict", device="cpu", strict=True)
+    strict = strict.set_index(strict["input"].str.split("/").str[-1])
+    assert set(strict.index[strict["status"] == REFUSED]) == {"c_ct.dcm", "d_lateral.dcm", "f_tiny.png"}
+    assert "refused" in strict.loc["c_ct.dcm", "error"] and str(folder / "c_ct.dcm") in strict.loc["c_ct.dcm", "error"]
+    assert not (tmp_path / "strict" / "c_ct_mask.png").exists() and (tmp_path / "strict" / "a_good_mask.png").exists()
+
+    # issue 19's batch through the command line: two good images, a zero-byte PNG, a truncated PNG and a
+    # text file named .png: two results, three named errors, exit code 1, the table complete
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for name in ("a_good.png", "b_good.jpg", "g_zero_bytes.png", "h_truncated.png", "i_text.png"):
+        (batch / name).write_bytes((folder / name).read_bytes())
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as caught:
         main(["predict", "--checkpoint", str(trained_demo_run.best_checkpoint), "--out-dir", str(tmp_path / "cli"),
-              "--device", "cpu", "--strict", str(folder)])
+              "--device", "cpu", str(batch)])
     assert caught.value.code == 1
-    err = capsys.readouterr().err
-    assert all(name in err for name in ("g_zero_bytes.png", "h_truncated.png", "i_text.png", "c_ct.dcm", "f_tiny.png"))
-    strict = pd.read_csv(tmp_path / "cli" / PREDICTIONS_FILE, keep_default_na=False).set_index("input")
-    assert strict.loc[str(folder / "c_ct.dcm"), "status"] == REFUSED
-    assert not (tmp_path / "cli" / "c_ct_mask.png").exists()
-    assert (tmp_path / "cli" / "a_good_mask.png").exists()
+    captured = capsys.readouterr()
+    assert [line.split(":")[0] for line in captured.err.splitlines() if line.startswith("FAILED")] == [
+        f"FAILED {batch / name}" for name in ("g_zero_bytes.png", "h_truncated.png", "i_text.png")]
+    assert "5 files: 2 predicted (0 with warnings), 3 errors" in captured.out
+    saved = pd.read_csv(tmp_path / "cli" / PREDICTIONS_FILE, keep_default_na=False)
+    assert saved["status"].tolist() == [PREDICTED, PREDICTED, ERROR, ERROR, ERROR]
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == sorted(
+        ["a_good_mask.png", "a_good_overlay.png", "b_good_mask.png", "b_good_overlay.png", PREDICTIONS_FILE])
 
 
 @pytest.mark.slow
