@@ -50,12 +50,15 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     import pandas as pd
 
+    from helpers.parameters import check_names
     from helpers.pipeline import SEED_LRS, SWEEP_KEY, stage_parameters, sweep, write_sbatch
 
     parameters = stage_parameters("03_train", Path(args.params_dir))
     lrs = args.lrs or parameters.pop(SWEEP_KEY, None) or list(SEED_LRS)
     parameters.pop(SWEEP_KEY, None)
-    parameters.update(_key_values(args.param))
+    given = _key_values(args.param)
+    check_names("03_train", given, "-p")
+    parameters.update(given)
     if args.config:
         parameters["config"] = args.config
     if args.sbatch:

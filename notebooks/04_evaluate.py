@@ -55,7 +55,9 @@ from helpers import evaluation, plots
 from helpers import runs as run_folders
 from helpers.evaluate_models import evaluate_ensemble, evaluate_run
 from helpers.modeling import ensemble as ensembles
+from helpers.parameters import check_notebook
 
+check_notebook("04_evaluate", globals())  # every value against its rule (helpers.parameters), before any work
 outputs, note = run_folders.choose_outputs(outputs_dir)
 if note:
     print(note)

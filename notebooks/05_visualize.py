@@ -30,7 +30,9 @@ import pandas as pd
 from IPython.display import display
 
 from helpers import evaluation, plots, runs
+from helpers.parameters import check_notebook
 
+check_notebook("05_visualize", globals())  # every value against its rule (helpers.parameters), before any work
 outputs, note = runs.choose_outputs(outputs_dir, split)
 if note:
     print(note)
