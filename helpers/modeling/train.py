@@ -113,7 +113,7 @@ def training_overrides(params: TrainParams, cfg: Config) -> dict:
     root = paths.resolve(params.prepared_root or cfg.train_dataloader.dataset.data_root)
     loaders = ("train_dataloader", "val_dataloader", "test_dataloader")
     overrides.update({f"{loader}.dataset.data_root": str(root) for loader in loaders})
-    from helpers.modeling.winners import winners_overrides
+    from helpers.modeling.winners import replacing, winners_overrides
 
     overrides.update(winners_overrides(cfg, data_root=root, batch_size=batch_size, max_iters=max_iters, fold=params.fold,
                                        positive_rate=params.positive_rate, load_from=params.load_from,
@@ -131,7 +131,7 @@ def training_overrides(params: TrainParams, cfg: Config) -> dict:
     if torch.cuda.is_available() and params.channels_last:
         overrides["custom_hooks"] = [*cfg.get("custom_hooks", []), dict(type="ChannelsLastHook")]
     overrides["env_cfg.cudnn_benchmark"] = torch.cuda.is_available()
-    overrides["randomness"] = {"_delete_": True, "seed": int(params.seed), "deterministic": bool(params.deterministic)}
+    overrides["randomness"] = replacing(cfg, "randomness", {"seed": int(params.seed), "deterministic": bool(params.deterministic)})
     overrides["launcher"] = "pytorch" if distributed.process_count(params.gpus, params.nproc) > 1 else "none"
     work_dir = overrides["work_dir"] = str((paths.resolve(params.work_dir) if params.work_dir
                                             else runs.run_dir(params.config, lr)).resolve())

@@ -41,6 +41,17 @@ def resolve_load_from(load_from: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: load_from must be a run folder or a .pth checkpoint")
 
 
+def replacing(cfg: Config, key: str, value: dict) -> dict:
+    """``value`` as an override that replaces the dict at the dotted ``key`` (mmengine's ``_delete_``) rather
+    than merging into it; a key the config lacks is simply set."""
+    node = cfg.to_dict()
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return dict(value)
+        node = node[part]
+    return {"_delete_": True, **value}
+
+
 def fold_overrides(data_root: str | Path, fold: int) -> dict:
     """The train and val loaders on one fold's split files (they must exist under ``data_root``)."""
     overrides = {}
@@ -67,7 +78,7 @@ def positive_rate_overrides(cfg: Config, positive_rate: list[float] | tuple[floa
     sampler["batch_size"] = int(batch_size)
     if sampler.get("iters") is None:
         sampler["iters"] = int(max_iters)
-    overrides: dict = {"train_dataloader.sampler": {"_delete_": True, **sampler}}
+    overrides: dict = {"train_dataloader.sampler": replacing(cfg, "train_dataloader.sampler", sampler)}
     repeats = cfg.train_dataloader.dataset.get("positive_repeats", 1)
     if repeats != 1:
         log.info("positive-rate schedule: positive_repeats %s -> 1 (the sampler sets the share)", repeats)
@@ -75,13 +86,14 @@ def positive_rate_overrides(cfg: Config, positive_rate: list[float] | tuple[floa
     return overrides
 
 
-def pretrained_overrides(pretrained: str | Path) -> dict:
+def pretrained_overrides(cfg: Config, pretrained: str | Path) -> dict:
     """The backbone initialized from a local checkpoint file instead of the config's published weights."""
     path = paths.resolve(pretrained)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such pretrained checkpoint file")
     return {"model.pretrained": None,
-            "model.backbone.init_cfg": {"_delete_": True, "type": "Pretrained", "checkpoint": str(path.resolve())}}
+            "model.backbone.init_cfg": replacing(cfg, "model.backbone.init_cfg",
+                                                 {"type": "Pretrained", "checkpoint": str(path.resolve())})}
 
 
 def winners_overrides(cfg: Config, *, data_root: str | Path, batch_size: int, max_iters: int, fold: int | None = None,
@@ -93,7 +105,7 @@ def winners_overrides(cfg: Config, *, data_root: str | Path, batch_size: int, ma
     if load_from is not None:
         overrides["load_from"] = str(resolve_load_from(load_from))
     if pretrained is not None:
-        overrides.update(pretrained_overrides(pretrained))
+        overrides.update(pretrained_overrides(cfg, pretrained))
     if keep_checkpoints is not None:
         overrides["default_hooks.checkpoint.max_keep_ckpts"] = int(keep_checkpoints)
     return overrides
