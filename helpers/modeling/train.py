@@ -30,6 +30,7 @@ from helpers.modeling.inference import library_warnings_kept, model_input_size
 from helpers.parallel import default_workers
 from helpers.parameters import TrainParams
 from helpers.prepared import PreparedData, PreparedDataError, check_prepared, read_prepared
+from helpers.profile import DEMO, choose_profile
 from helpers.provenance import code_version, device_info, package_versions
 
 log = logging.getLogger(__name__)
@@ -43,17 +44,17 @@ def choose_config(config: str | None = None, prepared_root: str | Path | None = 
         return config or paths.SEED_CONFIG, prepared_root, None
     seed_root, demo_root = (paths.resolve(Config.fromfile(str(paths.config_path(name))).train_dataloader.dataset.data_root)
                             for name in (paths.SEED_CONFIG, paths.DEMO_CONFIG))
-    try:
-        read_prepared(seed_root)
-        return paths.SEED_CONFIG, None, None
-    except PreparedDataError:
-        pass
-    try:
-        read_prepared(demo_root)
-    except PreparedDataError:
-        return paths.SEED_CONFIG, None, None  # training then stops with the 02 command for the seed's data
-    return paths.DEMO_CONFIG, None, (f"Using the demo config {paths.DEMO_CONFIG} on the demo data in {demo_root}: "
-                                     f"there is no prepared data in {seed_root}, where 02_prepare puts the real data.")
+    def has_prepared(root: Path) -> bool:
+        try:
+            read_prepared(root)
+        except PreparedDataError:
+            return False
+        return True
+
+    # without either, the seed's: training then stops with the 02 command for the seed's data
+    chosen, note = choose_profile("prepared data", seed_root, demo_root, lambda: has_prepared(seed_root),
+                                  lambda: has_prepared(demo_root))
+    return (paths.DEMO_CONFIG, None, note) if chosen == DEMO else (paths.SEED_CONFIG, None, None)
 
 
 def _scale(value: int, factor: float) -> int:
