@@ -131,7 +131,7 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
     runs); a run that fails is reported in the table and the others go on.
     """
     parameters = dict(parameters or {})
-    config = parameters.get("config") or paths.SEED_CONFIG
+    config = parameters.get("config") or paths.SWEEP_CONFIG
     jobs = []
     for lr, fold in [(lr, fold) for lr in lrs for fold in (range(folds) if folds else [None])]:
         check_value("03_train", "lr", lr, LR)
@@ -164,7 +164,7 @@ def write_sbatch(lrs: list[float] | tuple[float, ...], parameters: dict, path: P
     check_parameters("03_train", parameters, source="the sweep's parameters", paths_exist=False)
     for lr in lrs:
         check_value("03_train", "lr", lr, LR)
-    config = parameters.get("config") or paths.SEED_CONFIG
+    config = parameters.get("config") or paths.SWEEP_CONFIG
     extra = " ".join(_papermill_flag(k, parameters[k]) for k in declared_names("03_train")
                      if k in parameters and k not in SET_PER_JOB)
     lr_list = " ".join(f"{lr:g}" for lr in lrs)
