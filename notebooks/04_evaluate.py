@@ -85,6 +85,8 @@ for result in results:
     pp = result.postprocess
     print(f"post-processing: p > {pp.threshold:.2f}, components of at least {pp.min_component_area} px, "
           f"masks of at least {pp.min_total_area} px (tuned on {result.metrics['postprocess']['tuned_on']})")
+    if result.metrics["dual_threshold"]:
+        print(f"the scheme that won on val, which predict and export apply: {result.metrics['dual_threshold']['winner_on_val']}")
     size = result.metrics["resolution"]
     print(f"evaluated at {size['evaluated_at']} against the masks of {size['masks']} (model input {size['model_input']})")
     display(evaluation.metrics_table(result))
