@@ -58,9 +58,7 @@ from helpers.modeling import ensemble as ensembles
 from helpers.parameters import check_notebook
 
 check_notebook("04_evaluate", globals())  # every value against its rule (helpers.parameters), before any work
-outputs, note = run_folders.choose_outputs(outputs_dir)
-if note:
-    print(note)
+outputs, _ = run_folders.choose_outputs(outputs_dir)  # says so when it falls back on the demo's outputs
 run_dirs = list(runs) or run_folders.trained_runs(outputs)
 if not run_dirs:
     raise FileNotFoundError(f"no trained runs under {outputs / 'runs'} (run 03_train first)")
