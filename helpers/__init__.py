@@ -10,3 +10,7 @@ and ``dual_threshold``, ``evaluate``, ``plots``, ``pipeline`` (papermill and HTM
 """
 
 __version__ = "0.1.0"
+
+from helpers.progress import quiet_reports as _quiet_reports  # noqa: E402
+
+_quiet_reports()  # in a headless kernel (papermill): chatter to the terminal, never into the report

@@ -267,6 +267,7 @@ def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
             row[key] = _pct(key, mmseg[key])
             low, high = ci.get("mmseg", {}).get(key, (None, None))
             row[f"{key}_lo"], row[f"{key}_hi"] = _pct(key, low), _pct(key, high)
+        row["det_auc"] = mmseg.get("det_auc")  # a fraction, as it is usually quoted
         row["pp_image_dice"] = _pct("image_dice", result.metrics["postprocessed"]["image_dice"])
         low, high = ci.get("postprocessed", {}).get("image_dice", (None, None))
         row["pp_image_dice_lo"], row["pp_image_dice_hi"] = _pct("image_dice", low), _pct("image_dice", high)

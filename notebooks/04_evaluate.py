@@ -51,7 +51,7 @@ ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k 
 # %matplotlib inline
 from IPython.display import display
 
-from helpers import dual_threshold, evaluate, plots
+from helpers import dual_threshold, evaluate, paired, plots
 from helpers import runs as run_folders
 from helpers.modeling import ensemble as ensembles
 
@@ -117,3 +117,16 @@ comparison = evaluate.comparison_table(results)
 json_path, csv_path = evaluate.write_comparison(comparison, outputs / "eval")
 display(evaluate.comparison_style(comparison))
 print(f"written: {csv_path}, {json_path}")
+
+# %% [markdown]
+# ## Paired comparison: each run against the best run on the same split
+#
+# The difference in per-image Dice (run minus best, in %) on the same test images, with a 95 % interval
+# from a paired patient bootstrap: each resample draws patients with replacement and scores both runs on
+# the same drawn patients. `better` / `worse` when the interval excludes 0, else `no detectable difference`.
+
+# %%
+paired_table = paired.paired_comparison(results, n_boot=n_boot)
+paired_path = paired.write_paired(paired_table, outputs / "eval")
+display(paired.paired_style(paired_table))
+print(f"written: {paired_path}")

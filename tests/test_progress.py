@@ -63,22 +63,25 @@ def _probe_notebook(path: Path) -> Path:
     return path
 
 
-def test_progress_bars_are_text_under_papermill(tmp_path):
+@pytest.mark.parametrize("watched", [True, False], ids=["kernel-copies-fds", "plain-fds"])
+def test_progress_bars_are_text_on_the_terminal_and_not_in_the_notebook(tmp_path, capfd, monkeypatch, watched):
+    """Under papermill the bar is text, written to the kernel's own stderr (the terminal), never into the
+    notebook. ipykernel copies file descriptor 2 into the notebook except under pytest (PYTEST_CURRENT_TEST):
+    both ways are run."""
     import papermill
 
-    env_before = os.environ.pop("PNEUMO_PROGRESS", None)
-    try:
-        executed = papermill.execute_notebook(str(_probe_notebook(tmp_path / "probe.ipynb")), str(tmp_path / "out.ipynb"),
-                                              progress_bar=False, cwd=str(tmp_path))
-    finally:
-        if env_before is not None:
-            os.environ["PNEUMO_PROGRESS"] = env_before
+    monkeypatch.delenv("PNEUMO_PROGRESS", raising=False)
+    if watched:
+        monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    executed = papermill.execute_notebook(str(_probe_notebook(tmp_path / "probe.ipynb")), str(tmp_path / "out.ipynb"),
+                                          progress_bar=False, cwd=str(tmp_path))
     outputs = executed.cells[0].outputs
     stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
-    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
     assert "text progress: True" in stdout
-    assert "probe bar: 100%" in stderr and "3/3" in stderr
+    assert not [o for o in outputs if o.get("name") == "stderr"], "the bar went into the notebook"
     assert not [o for o in outputs if o.output_type == "display_data"], "a widget was drawn"
+    terminal = capfd.readouterr().err
+    assert "probe bar: 100%" in terminal and "3/3" in terminal
 
 
 def test_an_interactive_client_keeps_the_widget(tmp_path):
