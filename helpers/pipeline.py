@@ -55,7 +55,7 @@ class Report:
     skipped: bool = False  # up to date: its record matched, nothing ran
 
 
-NO_ALT = 'alt="No description has been provided for this image"'  # nbconvert's placeholder
+FIGURE_IMG = '<img src="data:image/png;base64,'  # a figure output in nbconvert's lab template
 
 
 def figure_descriptions(nb) -> list[str]:
@@ -84,8 +84,8 @@ def render_html(notebook: Path, html_path: Path) -> Path:
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     nb = nbformat.read(notebook, as_version=4)
     body, _ = exporter.from_notebook_node(nb)
-    for description in figure_descriptions(nb):
-        body = body.replace(NO_ALT, f'alt="{html.escape(description)}"', 1)
+    for description in figure_descriptions(nb):  # nbconvert's template writes no alt attribute
+        body = body.replace(FIGURE_IMG, f'<img alt="{html.escape(description)}" src="data:image/png;base64,', 1)
     atomic_write_text(html_path, body)
     return html_path
 
@@ -149,12 +149,19 @@ def prepared_manifest_hash(prepared_root: str | Path | None) -> str | None:
     return records.file_hash(paths.resolve(prepared_root) / PREPARED_MANIFEST_FILE) if prepared_root else None
 
 
+def _config_hash(config: str) -> str | None:
+    try:
+        return records.config_hash(config)
+    except FileNotFoundError:  # the run itself fails with the message naming it
+        return None
+
+
 def run_inputs(run_parameters: dict) -> dict:
     """What one training run is made from (helpers.records): 03's notebook, its parameters, the config's
     content, the code, the prepared data's manifest."""
     return {"notebook": records.notebook_hash("03_train"),
             "parameters": {k: v for k, v in run_parameters.items() if k not in NOT_INPUTS},
-            "config": records.config_hash(run_parameters["config"]), "code": records.code_hash(),
+            "config": _config_hash(run_parameters["config"]), "code": records.code_hash(),
             "prepared_manifest": prepared_manifest_hash(run_parameters.get("prepared_root"))}
 
 
@@ -193,7 +200,7 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
         state = records.status(record_path, inputs, expected)
         row = {"config": paths.config_name(config), "lr": lr, "fold": fold, "ok": True, "skipped": False, "minutes": 0.0,
                "report": str(work_dir / "03_train.html"), "error": None}
-        unrecorded = records.read_record(record_path) is None and all(p.exists() for p in expected)
+        unrecorded = records.read_record(record_path) is None and (work_dir / runs.METRICS_FILE).exists()
         if not force and (state.done or unrecorded):
             why = (f"its record {record_path} matches" if state.done
                    else "finished before records were kept; --force retrains it")
