@@ -5,7 +5,9 @@ One module per concern: ``paths`` (every default path and config name), ``rawdat
 ``prepare`` and ``prepared`` (writing and reading a prepared folder), ``dataset`` (the mmseg dataset class)
 and ``samplers``, ``runs`` (a run's and an evaluation's folder), ``modeling`` (training, checkpoints,
 ``modeling.inference``, ``modeling.ensemble``, ``modeling.export`` to ONNX), ``metrics``, ``postprocess``
-and ``dual_threshold``, ``evaluate``, ``plots``, ``pipeline`` (papermill and HTML), ``predict``.
+and ``dual_threshold``, ``evaluate``, ``paired`` (runs against the best one), ``plots``, ``pipeline``
+(papermill and HTML) and ``records`` (what each step was made from, so re-runs skip it), ``progress``,
+``predict``.
 ``python -m helpers --help`` lists the commands.
 """
 

@@ -9,14 +9,19 @@ cell declares them. Every run leaves an executed
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
+import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,14 +95,46 @@ def render_html(notebook: Path, html_path: Path) -> Path:
     return html_path
 
 
+@contextlib.contextmanager
+def _ctrl_c_reaches_the_kernel() -> Iterator[list[bool]]:
+    """While a notebook runs, Ctrl-C (SIGINT) is passed on to its kernel, which jupyter_client starts in a
+    session of its own that the terminal's Ctrl-C does not reach: the running cell stops with
+    KeyboardInterrupt and papermill ends normally (no half-closed kernel, no asyncio tracebacks). The
+    yielded list says whether it happened; a second Ctrl-C stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    import psutil
+
+    interrupted: list[bool] = []
+
+    def forward(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        for child in psutil.Process().children():
+            try:
+                if any("ipykernel" in part for part in child.cmdline()):
+                    os.killpg(os.getpgid(child.pid), signal.SIGINT)
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                pass
+
+    previous = signal.signal(signal.SIGINT, forward)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: str | None = None,
                  stream: bool = True) -> Report:
     """Execute ``notebooks/<stage>.ipynb`` with papermill into ``output_dir`` and render its HTML.
 
-    The kernel runs in the repository root. With ``stream``, the notebook's output (mmengine's iteration
-    lines, progress bars as text) goes to this process's stdout/stderr while it runs, and a failed cell's
-    traceback to stderr. A failing notebook still gets its executed copy and HTML (showing the error);
-    the returned Report says it failed.
+    The kernel runs in the repository root. With ``stream``, the notebook's output goes to this process's
+    stdout/stderr while it runs (progress bars and mmengine's log lines reach the terminal directly, never
+    the notebook: helpers.progress), and a failed cell's traceback to stderr. A failing notebook still gets
+    its executed copy and HTML (showing the error); the returned Report says it failed. Ctrl-C stops the
+    running cell and raises KeyboardInterrupt here, keeping no executed copy of the interrupted notebook.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -111,25 +148,28 @@ def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: 
     error = None
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=f".{name}-") as tmp:
         partial = Path(tmp) / executed.name
-        try:
-            papermill.execute_notebook(
-                str(paths.NOTEBOOKS_DIR / f"{stage}.ipynb"), str(partial), parameters=parameters,
-                cwd=str(paths.REPO_ROOT), progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGUMENTS,
-                stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None,
-            )
-        except Exception as err:  # papermill's execution error, or a kernel that died
-            if isinstance(err, PapermillExecutionError) and err.ename == "KeyboardInterrupt":
-                raise KeyboardInterrupt from None  # Ctrl-C reached the kernel first: nothing is kept
-            error = f"{type(err).__name__}: {err}"
-            if stream and isinstance(err, PapermillExecutionError):
-                print(f"{name} failed:{err}", file=sys.stderr, flush=True)  # the cell's traceback
-                log.error("%s failed: %s: %s (traceback above)", name, err.ename, err.evalue)
-            else:
-                log.error("%s failed: %s", name, error)
+        with _ctrl_c_reaches_the_kernel() as interrupted:
+            try:
+                papermill.execute_notebook(
+                    str(paths.NOTEBOOKS_DIR / f"{stage}.ipynb"), str(partial), parameters=parameters,
+                    cwd=str(paths.REPO_ROOT), progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGUMENTS,
+                    stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None,
+                )
+            except Exception as err:  # papermill's execution error, or a kernel that died
+                if interrupted or (isinstance(err, PapermillExecutionError) and err.ename == "KeyboardInterrupt"):
+                    raise KeyboardInterrupt from None  # the partial notebook goes with the temporary folder
+                error = f"{type(err).__name__}: {err}"
+                if stream and isinstance(err, PapermillExecutionError):
+                    print(f"{name} failed:{err}", file=sys.stderr, flush=True)  # the cell's traceback
+                    log.error("%s failed: %s: %s (traceback above)", name, err.ename, err.evalue)
+                else:
+                    log.error("%s failed: %s", name, error)
         if partial.exists():
             partial.replace(executed)
     if executed.exists():
         render_html(executed, html_path)
+    if interrupted:  # Ctrl-C came between cells: the notebook ran to its end, and the caller stops now
+        raise KeyboardInterrupt
     return Report(notebook=executed, html=html_path, ok=error is None, error=error, seconds=time.perf_counter() - start)
 
 

@@ -64,9 +64,11 @@ KNOWN_NOTICES = (
     "pkg_resources is deprecated as an API",
     "Deprecated call to `pkg_resources.declare_namespace",
 )
-# ipykernel's notice at each kernel start ("Kernel is running over TCP without encryption"): the kernel
-# listens on 127.0.0.1 only. Its app logger is set to errors only; the notebook's own warnings are unaffected.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# The kernel application's own log: its notice at each start ("Kernel is running over TCP without
+# encryption": it listens on 127.0.0.1 only) and, after a Ctrl-C has closed its sockets, the errors of
+# replies it can no longer send. Critical messages only; the notebook's own warnings and errors are unaffected
+# (a failing cell reaches the terminal through papermill, a dead kernel as papermill's error).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 _terminal: IO[str] | None = None
 

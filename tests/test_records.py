@@ -116,7 +116,7 @@ def test_runs_scored_on_different_images_are_not_paired(tmp_path):
 
 # --- the sweep: skip, resume after Ctrl-C, force --------------------------------------------------------
 
-MAX_ITERS, INTERVAL = 30, 10
+MAX_ITERS, INTERVAL = 12, 4
 
 
 def _sweep_command(prepared: Path, outputs: Path, lrs: list[float], *extra: str) -> list[str]:
