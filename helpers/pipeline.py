@@ -341,7 +341,7 @@ def headline_table(comparison: pd.DataFrame, paired: pd.DataFrame | None = None)
     verdicts = {}
     if paired is not None:
         for row in paired.itertuples():
-            verdicts[(row.config, f"{row.lr:g}", row.split)] = (
+            verdicts[(row.config, "" if pd.isna(row.lr) else f"{row.lr:g}", row.split)] = (
                 row.verdict if row.verdict == "best run (reference)"
                 else f"{row.verdict} ({row.diff:+.2f}, {row.diff_lo:+.2f} to {row.diff_hi:+.2f})")
     rows = []

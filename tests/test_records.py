@@ -179,3 +179,37 @@ def test_the_slurm_job_is_the_sweep_s_own_command(tmp_path):
     assert '-m helpers sweep --no-yaml --lrs "$LR" --folds 3 --fold "$FOLD"' in text
     assert "-p max_iters=100" in text and "-p 'prepared_root=\"data/x y\"'" in text and "-p gpus=1" in text
     subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_the_index_has_a_headline_table_of_at_most_8_columns_a_figure_and_reports_by_stage(tmp_path):
+    from helpers.pipeline import write_index
+
+    nan = float("nan")
+    comparison = pd.DataFrame([
+        {"config": DEMO_CONFIG, "lr": 0.003, "split": "test", "images": 20, "mIoU": 60.0, "mDice": 70.0, "fg_dice": 41.0,
+         "image_dice": 80.0, "image_dice_lo": 75.0, "image_dice_hi": 85.0, "det_auc": 0.7, "pp_image_dice": 82.0},
+        {"config": DEMO_CONFIG, "lr": 0.001, "split": "test", "images": 20, "mIoU": 55.0, "mDice": 65.0, "fg_dice": 30.0,
+         "image_dice": 70.0, "image_dice_lo": 64.0, "image_dice_hi": 77.0, "det_auc": 0.6, "pp_image_dice": 71.0},
+        {"config": "all-empty baseline", "lr": nan, "split": "test", "images": 20, "mIoU": 49.0, "mDice": 50.0,
+         "fg_dice": 0.0, "image_dice": 65.0, "image_dice_lo": nan, "image_dice_hi": nan, "det_auc": nan, "pp_image_dice": 65.0},
+    ])
+    paired = pd.DataFrame([
+        {"config": DEMO_CONFIG, "lr": 0.003, "split": "test", "reference": f"{DEMO_CONFIG} lr 0.003", "diff": 0.0,
+         "diff_lo": 0.0, "diff_hi": 0.0, "verdict": REFERENCE},
+        {"config": DEMO_CONFIG, "lr": 0.001, "split": "test", "reference": f"{DEMO_CONFIG} lr 0.003", "diff": -10.0,
+         "diff_lo": -15.0, "diff_hi": -4.0, "verdict": WORSE},
+    ])
+    (tmp_path / "eval").mkdir()
+    comparison.to_csv(tmp_path / "eval" / "comparison.csv", index=False)
+    paired.to_csv(tmp_path / "eval" / "paired.csv", index=False)
+    for report in ("reports/01_explore.html", "reports/04_evaluate.html", f"runs/{DEMO_CONFIG}/lr0.003/03_train.html"):
+        (tmp_path / report).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / report).write_text("<html></html>")
+    index = write_index(tmp_path).read_text()
+    header = index[index.index("<thead>"):index.index("</thead>")]
+    assert 0 < header.count("<th>") <= 8
+    assert "80.00 (75.00–85.00)" in index and "worse (-10.00, -15.00 to -4.00)" in index and REFERENCE in index
+    assert 'href="eval/comparison.csv"' in index and 'href="eval/paired.csv"' in index
+    assert '<img src="data:image/png;base64,' in index and 'alt="Per-image Dice' in index
+    assert index.index("<h3>01_explore</h3>") < index.index("<h3>03_train</h3>") < index.index("<h3>04_evaluate</h3>")
+    assert f'href="runs/{DEMO_CONFIG}/lr0.003/03_train.html"' in index
