@@ -60,7 +60,8 @@ class Report:
     skipped: bool = False  # up to date: its record matched, nothing ran
 
 
-FIGURE_IMG = '<img src="data:image/png;base64,'  # a figure output in nbconvert's lab template
+NO_ALT = 'alt="No description has been provided for this image"'  # nbconvert's placeholder for a figure
+FIGURE_IMG = '<img src="data:image/png;base64,'  # a figure in the lab template, where no placeholder is added
 
 
 def figure_descriptions(nb) -> list[str]:
@@ -89,8 +90,9 @@ def render_html(notebook: Path, html_path: Path) -> Path:
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     nb = nbformat.read(notebook, as_version=4)
     body, _ = exporter.from_notebook_node(nb)
-    for description in figure_descriptions(nb):  # nbconvert's template writes no alt attribute
-        body = body.replace(FIGURE_IMG, f'<img alt="{html.escape(description)}" src="data:image/png;base64,', 1)
+    for description in figure_descriptions(nb):  # in place of nbconvert's placeholder, or of no alt at all
+        alt = f'alt="{html.escape(description)}"'
+        body = body.replace(NO_ALT, alt, 1) if NO_ALT in body else body.replace(FIGURE_IMG, f"<img {alt} {FIGURE_IMG[5:]}", 1)
     atomic_write_text(html_path, body)
     return html_path
 
