@@ -4,10 +4,11 @@ One module per concern: ``paths`` (every default path and config name), ``rawdat
 ``demo_data`` (the generated dataset), ``images`` (image I/O) and ``dicom`` (DICOM radiographs), ``explore``,
 ``prepare`` and ``prepared`` (writing and reading a prepared folder), ``dataset`` (the mmseg dataset class)
 and ``samplers``, ``runs`` (a run's and an evaluation's folder), ``modeling`` (training, checkpoints,
-``modeling.inference``, ``modeling.ensemble``, ``modeling.export`` to ONNX), ``metrics``, ``postprocess``
-and ``dual_threshold``, ``evaluate``, ``paired`` (runs against the best one), ``plots``, ``pipeline``
-(papermill and HTML) and ``records`` (what each step was made from, so re-runs skip it), ``progress``,
-``predict``.
+``modeling.inference``, ``modeling.ensemble``, ``modeling.export`` to ONNX), ``metrics``, ``postprocessing``
+(the schemes: triplet, dual threshold), ``evaluation`` (scores predictions, never loads a model; its ``paired``
+compares runs with the best one), ``evaluate_models`` (a model's predictions, then their evaluation), ``plots``,
+``pipeline`` (papermill and HTML) and ``records`` (what each step was made from, so re-runs skip it),
+``parameters``, ``progress``, ``predict``.
 ``python -m helpers --help`` lists the commands.
 """
 

@@ -30,8 +30,10 @@ import yaml
 
 from helpers import paths, records, runs
 from helpers.fileio import atomic_write_text
-from helpers.progress import KERNEL_ARGUMENTS
+from helpers.parameters import (LR, NOTEBOOK_PARAMETERS, ParameterError, check_names, check_parameters, check_value,
+                                declared_names)
 from helpers.prepared import MANIFEST_FILE as PREPARED_MANIFEST_FILE
+from helpers.progress import KERNEL_ARGUMENTS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ DEPENDS_ON = {"01_explore": (), "02_prepare": (), "03_train": ("02_prepare",), "
               "05_visualize": ("04_evaluate",)}
 # Parameters that change where or how fast a step runs, not what it produces: not part of its record.
 NOT_INPUTS = ("work_dir", "resume", "workers", "outputs_dir")
+SET_PER_JOB = ("config", "lr", "work_dir", "gpus", "fold")  # write_sbatch's script sets these itself, per job
 
 
 @dataclass
@@ -137,10 +140,13 @@ def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: 
     the notebook: helpers.progress), and a failed cell's traceback to stderr. A failing notebook still gets
     its executed copy and HTML (showing the error); the returned Report says it failed. Ctrl-C stops the
     running cell and raises KeyboardInterrupt here, keeping no executed copy of the interrupted notebook.
+    Parameters the notebook does not declare, or values its declaration (helpers.parameters) does not allow,
+    raise ParameterError before anything is created.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    check_parameters(stage, parameters, source=f"{stage}'s parameters")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     name = name or stage
@@ -176,13 +182,23 @@ def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: 
 
 
 def load_stage_parameters(stage: str, params_dir: Path | str = paths.PIPELINE_PARAMS_DIR) -> dict:
-    """The YAML parameter file of one stage (empty when the file does not exist)."""
+    """The YAML parameter file of one stage (empty when the file does not exist); a key its notebook does not
+    declare (``lrs`` besides, for 03_train) raises ParameterError naming the file, the key and the known ones.
+    ``shared.yaml`` may hold any key that some notebook declares."""
     path = Path(params_dir) / f"{stage}.yaml"
     if not path.exists():
         return {}
     loaded = yaml.safe_load(path.read_text()) or {}
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping of parameter names to values")
+    if stage == SHARED_FILE:
+        known = {name for notebook in NOTEBOOK_PARAMETERS for name in declared_names(notebook)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise ParameterError(f"{path}: {', '.join(map(repr, unknown))} is no notebook's parameter; "
+                                 f"known: {', '.join(sorted(known))}")
+    else:
+        check_names(stage, [k for k in loaded if not (stage == "03_train" and k == SWEEP_KEY)], str(path))
     return loaded
 
 
@@ -221,20 +237,25 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
     02_prepare; ``only_fold``: that fold alone), each into its own run folder with its executed notebook
     and HTML report.
 
-    A run whose record (``record.json`` in its folder) matches its inputs and that finished is skipped; one
-    that was interrupted resumes from its last checkpoint; a finished run without a record (trained before
+    Every run's parameters are checked before the first starts (a bad one raises ParameterError and nothing
+    runs). A run whose record (``record.json`` in its folder) matches its inputs and that finished is skipped;
+    one that was interrupted resumes from its last checkpoint; a finished run without a record (trained before
     records, or by hand) is kept. ``force`` retrains every run from scratch. A failed run is reported in the
     table and the others go on.
     """
     parameters = dict(parameters or {})
-    config = parameters.get("config", paths.SEED_CONFIG)
-    rows = []
+    config = parameters.get("config") or paths.SWEEP_CONFIG
+    jobs = []
     fold_list = [only_fold] if only_fold is not None else (range(folds) if folds else [None])
     for lr, fold in [(lr, fold) for lr in lrs for fold in fold_list]:
+        check_value("03_train", "lr", lr, LR)
         work_dir = runs.run_dir(config, lr, Path(outputs)) if fold is None else runs.fold_run_dir(config, lr, fold, Path(outputs))
         run_parameters = {**parameters, "config": config, "lr": float(lr), "work_dir": str(work_dir)}
         if fold is not None:
             run_parameters["fold"] = fold
+        jobs.append((lr, fold, work_dir, check_parameters("03_train", run_parameters, source="the sweep's parameters")))
+    rows = []
+    for lr, fold, work_dir, run_parameters in jobs:
         label = f"lr {lr:g}" + ("" if fold is None else f" fold {fold}")
         inputs = run_inputs(run_parameters)
         record_path = work_dir / runs.RECORD_FILE
@@ -275,10 +296,15 @@ def write_sbatch(lrs: list[float] | tuple[float, ...], parameters: dict, path: P
                  cpus_per_gpu: int = 8, hours: int = 4, outputs: Path | str = paths.OUTPUTS_DIR, folds: int = 0) -> Path:
     """A SLURM array script, one job per lr (per lr and fold with ``folds=K``), each running the sweep for its
     own lr (and fold) on its own node share (``gpus=0``: CPU jobs, no GPU requested). Each job is the sweep's
-    command, so a re-submitted or requeued job skips a finished run and resumes an interrupted one."""
-    config = parameters.get("config", paths.SEED_CONFIG)
-    given = {k: v for k, v in parameters.items() if k not in ("config", "lr", "work_dir", "gpus", "fold", SWEEP_KEY)}
-    extra = " ".join(f"-p {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in given.items())
+    command, so a re-submitted or requeued job skips a finished run and resumes an interrupted one. The ``-p``
+    flags are the 03_train parameters (helpers.parameters.TrainParams) given, checked, in their declared order
+    (values as YAML, lists included); the script sets :data:`SET_PER_JOB` itself."""
+    check_parameters("03_train", parameters, source="the sweep's parameters", paths_exist=False)
+    for lr in lrs:
+        check_value("03_train", "lr", lr, LR)
+    config = parameters.get("config") or paths.SWEEP_CONFIG
+    extra = " ".join(f"-p {shlex.quote(f'{k}={json.dumps(parameters[k])}')}" for k in declared_names("03_train")
+                     if k in parameters and k not in SET_PER_JOB)
     lr_list = " ".join(f"{lr:g}" for lr in lrs)
     if folds:  # job i: lr i // K, fold i % K
         select = f"""LR=${{LRS[$((SLURM_ARRAY_TASK_ID / {folds}))]}}
@@ -361,7 +387,7 @@ def headline_table(comparison: pd.DataFrame, paired: pd.DataFrame | None = None)
 def write_index(outputs: Path | str = paths.OUTPUTS_DIR, title: str = "Pneumothorax segmentation: reports") -> Path:
     """``outputs/index.html``: a headline table (at most 8 columns; every other number in the linked CSVs), a
     figure of per-image Dice with intervals for every run and baseline, and the reports grouped by stage."""
-    from helpers.paired import PAIRED_FILE
+    from helpers.evaluation.paired import PAIRED_FILE
     from helpers.plots import plot_image_dice_intervals
 
     outputs = Path(outputs)
@@ -420,17 +446,10 @@ seed project's README.</p>
     return index
 
 
-def notebook_parameters(stage: str) -> set[str]:
-    """The names in a notebook's parameters cell."""
-    import papermill
-
-    return set(papermill.inspect_notebook(str(paths.NOTEBOOKS_DIR / f"{stage}.ipynb")))
-
-
 def stage_parameters(stage: str, params_dir: Path | str = paths.PIPELINE_PARAMS_DIR) -> dict:
     """A stage's parameters: the profile's shared ones that its notebook declares, then its own YAML's."""
     shared = load_stage_parameters(SHARED_FILE, params_dir)
-    declared = notebook_parameters(stage)
+    declared = declared_names(stage)
     return {**{k: v for k, v in shared.items() if k in declared}, **load_stage_parameters(stage, params_dir)}
 
 
@@ -501,11 +520,18 @@ def run_pipeline(params_dir: Path | str = paths.PIPELINE_PARAMS_DIR, outputs: Pa
     """
     outputs = Path(outputs)
     forced = _forced(force)
-    reports: list[Report] = []
-    for stage in stages:
+    every = {}
+    for stage in stages:  # every stage's names and values, before the first starts (its inputs may not exist yet)
         parameters = {**stage_parameters(stage, params_dir), **((overrides or {}).get(stage, {}))}
         if stage in STAGES_WITH_OUTPUTS_DIR:
             parameters.setdefault("outputs_dir", str(outputs))
+        for lr in parameters.get(SWEEP_KEY, []) if stage == "03_train" else []:
+            check_value(stage, "lr", lr, LR)
+        check_parameters(stage, {k: v for k, v in parameters.items() if k != SWEEP_KEY}, source=f"{stage}'s parameters",
+                         paths_exist=False)
+        every[stage] = parameters
+    reports: list[Report] = []
+    for stage, parameters in every.items():
         if stage == "03_train":
             print(f"{stage}: the sweep", flush=True)
             _train_stage(parameters, outputs, stage in forced, reports)

@@ -46,10 +46,12 @@ def test_the_sweep_streams_iteration_lines_while_the_run_is_under_way(demo_prepa
 
 
 def test_a_failed_cell_s_traceback_reaches_the_terminal(tmp_path, capfd):
-    report = run_notebook("03_train", {"config": "no_such_config", "work_dir": str(tmp_path / "run")}, tmp_path)
+    (tmp_path / "nothing-here").mkdir()  # passes the parameter check; the notebook's own check of the layout fails
+    report = run_notebook("01_explore", {"raw_root": str(tmp_path / "nothing-here"), "outputs_dir": str(tmp_path)},
+                          tmp_path / "reports")
     assert not report.ok and report.notebook.exists()
     err = capfd.readouterr().err
-    assert "03_train failed" in err and "FileNotFoundError" in err and "no_such_config: no such config" in err
+    assert "01_explore failed" in err and "nothing-here" in err
     assert "Traceback (most recent call last)" in err
 
 

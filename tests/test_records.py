@@ -18,7 +18,7 @@ import pytest
 
 from helpers import paths, records, runs
 from helpers.metrics import paired_bootstrap_difference
-from helpers.paired import BETTER, REFERENCE, SAME, WORSE, paired_comparison, verdict
+from helpers.evaluation.paired import BETTER, REFERENCE, SAME, WORSE, paired_comparison, verdict
 from helpers.paths import DEMO_CONFIG
 from helpers.pipeline import write_sbatch
 
