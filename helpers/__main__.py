@@ -13,6 +13,8 @@ from helpers import paths
 from helpers.demo_data import DemoSpec
 from helpers.postprocessing.tuned import CHOICES as POSTPROCESS_CHOICES
 
+INTERRUPTED = 130  # the shell's exit status after Ctrl-C
+
 
 def _parse_value(text: str):
     """``-p key=value`` values are YAML (numbers, booleans, lists, null), like papermill's ``-y``."""
@@ -29,13 +31,20 @@ def _key_values(pairs: list[str]) -> dict:
     return result
 
 
+def _force(given: list[str] | None) -> bool | list[str]:
+    """``--force`` alone: every stage; ``--force 03_train 04_evaluate``: those; absent: none."""
+    if given is None:
+        return []
+    return given or True
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from helpers.demo_data import generate_demo_dataset
     from helpers.pipeline import run_pipeline
 
     generate_demo_dataset(paths.DEMO_DIR)
     outputs = Path(args.outputs)
-    run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs)
+    run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, force=_force(args.force))
     print(f"\nDemo finished. Open {(outputs / 'index.html').resolve()}")
 
 
@@ -43,7 +52,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     from helpers.pipeline import STAGES, run_pipeline
 
     stages = tuple(args.stages) if args.stages else STAGES
-    run_pipeline(Path(args.params_dir), Path(args.outputs), stages=stages)
+    run_pipeline(Path(args.params_dir), Path(args.outputs), stages=stages, force=_force(args.force))
     print(f"\nPipeline finished. Open {(Path(args.outputs) / 'index.html').resolve()}")
 
 
@@ -53,7 +62,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from helpers.parameters import check_names
     from helpers.pipeline import SEED_LRS, SWEEP_KEY, stage_parameters, sweep, write_sbatch
 
-    parameters = stage_parameters("03_train", Path(args.params_dir))
+    parameters = {} if args.no_yaml else stage_parameters("03_train", Path(args.params_dir))
     lrs = args.lrs or parameters.pop(SWEEP_KEY, None) or list(SEED_LRS)
     parameters.pop(SWEEP_KEY, None)
     given = _key_values(args.param)
@@ -66,8 +75,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                               folds=args.folds)
         print(f"wrote {script}; submit with: sbatch {script}")
         return
-    table = sweep(lrs, parameters, Path(args.outputs), folds=args.folds)
-    print(table.drop(columns=["report", "error"]).to_string(index=False))
+    table = sweep(lrs, parameters, Path(args.outputs), folds=args.folds, force=args.force, only_fold=args.fold)
+    print(table.drop(columns=["report", "error", "result_id"]).to_string(index=False))
     failed = table[~table["ok"]]
     for row in failed.itertuples():
         fold = "" if pd.isna(row.fold) else f" fold {row.fold:g}"
@@ -138,17 +147,23 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from helpers.pipeline import STAGES
+
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="generate the demo dataset and run the whole pipeline on it (CPU)")
     demo.add_argument("--outputs", default=str(paths.DEMO_OUTPUTS_DIR))
+    demo.add_argument("--force", nargs="*", metavar="STAGE", choices=STAGES,
+                      help="rerun even what is up to date: every stage, or the stages named (e.g. --force 03_train)")
     demo.set_defaults(func=cmd_demo)
 
     pipeline = sub.add_parser("pipeline", help="run the five notebooks with pipeline/*.yaml (full data, GPU)")
     pipeline.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR))
     pipeline.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
     pipeline.add_argument("--stages", nargs="*", help="a subset of the stages, e.g. 04_evaluate 05_visualize")
+    pipeline.add_argument("--force", nargs="*", metavar="STAGE", choices=STAGES,
+                          help="rerun even what is up to date: every stage, or the stages named (e.g. --force 03_train)")
     pipeline.set_defaults(func=cmd_pipeline)
 
     sweep = sub.add_parser("sweep", help="03_train through papermill once per learning rate")
@@ -160,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sbatch", metavar="PATH", help="write a SLURM array script (one job per lr) instead of running")
     sweep.add_argument("--folds", type=int, default=0, metavar="K",
                        help="one run per fold and lr on fold<k>_train/val.txt (02_prepare with folds=K)")
+    sweep.add_argument("--fold", type=int, metavar="k", help="with --folds K: fold k alone (one SLURM job's share)")
+    sweep.add_argument("--force", action="store_true", help="retrain runs that are already trained, from scratch")
+    sweep.add_argument("--no-yaml", action="store_true", help="only the parameters given here, not 03_train.yaml's")
     sweep.set_defaults(func=cmd_sweep)
 
     predict = sub.add_parser("predict", help="masks, overlays and a CSV for new radiographs (PNG/JPEG/DICOM files or folders)")
@@ -216,7 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Nothing half-written is kept; run `python -m helpers {args.command}` again to go on "
+              "(finished steps are skipped, an interrupted training run resumes from its last checkpoint).",
+              file=sys.stderr, flush=True)
+        raise SystemExit(INTERRUPTED) from None
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "helpers.demo_data", "helpers.patients", "helpers.prepared", "helpers.dataset", "helpers.samplers",
               "helpers.transforms", "helpers.runs", "helpers.rle", "helpers.siim", "helpers.siim_release")),
     ("foundation", ("helpers", "helpers.paths", "helpers.fileio", "helpers.metrics", "helpers.progress",
-                    "helpers.provenance", "helpers.parallel", "helpers.parameters", "helpers.profile")),
+                    "helpers.provenance", "helpers.parallel", "helpers.parameters", "helpers.profile",
+                    "helpers.records")),
 ]
 SIBLINGS = ("helpers.evaluation", "helpers.modeling")  # the same layer, and neither imports the other
 
