@@ -122,11 +122,16 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
         run_parameters = {**parameters, "config": config, "lr": float(lr), "work_dir": str(work_dir)}
         if fold is not None:
             run_parameters["fold"] = fold
+        started = time.time()
         report = run_notebook("03_train", run_parameters, work_dir)
         row = {"config": paths.config_name(config), "lr": lr, "fold": fold, "ok": report.ok,
                "minutes": report.seconds / 60, "report": str(report.html), "error": report.error}
-        if report.ok and (work_dir / runs.METRICS_FILE).exists():
-            metrics = runs.read_metrics(work_dir)
+        metrics_file = work_dir / runs.METRICS_FILE
+        recorded = runs.read_metrics(work_dir) if metrics_file.exists() else {}
+        if not report.ok and recorded.get("status") == "failed" and metrics_file.stat().st_mtime >= started:
+            row["error"] = recorded["error"]  # e.g. the divergence, said once instead of papermill's traceback
+        if report.ok and recorded:
+            metrics = recorded
             best = metrics.get("best_val") or {}
             row.update({"best_mDice": best.get("mDice"), "best_fg_dice": best.get("Dice.pneumothorax"),
                         "best_iter": best.get("step"), "images_per_s": metrics.get("images_per_s")})

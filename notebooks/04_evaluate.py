@@ -51,9 +51,8 @@ ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k 
 # %matplotlib inline
 from IPython.display import display
 
-from helpers import dual_threshold, evaluate, plots
+from helpers import dual_threshold, evaluate, evaluate_all, plots
 from helpers import runs as run_folders
-from helpers.modeling import ensemble as ensembles
 
 outputs, note = run_folders.choose_outputs(outputs_dir)
 if note:
@@ -61,17 +60,16 @@ if note:
 run_dirs = list(runs) or run_folders.trained_runs(outputs)
 if not run_dirs:
     raise FileNotFoundError(f"no trained runs under {outputs / 'runs'} (run 03_train first)")
-results = [
-    evaluate.evaluate_run(run, split=split, prepared_root=prepared_root, batch_size=batch_size, tta=tta,
-                          postprocess=postprocess, n_boot=n_boot, out_dir=run_folders.eval_dir(run, split, outputs))
-    for run in run_dirs
-]
+# each run on its own: one that fails (diverged training, unusable checkpoint) is reported, the others go on
+results, failed = evaluate_all.evaluate_runs(run_dirs, split=split, outputs=outputs, prepared_root=prepared_root,
+                                             batch_size=batch_size, tta=tta, postprocess=postprocess, n_boot=n_boot)
 if ensemble:
-    for name, members in ensembles.fold_groups(run_dirs).items():
-        results.append(ensembles.evaluate_ensemble(
-            members, f"{name}{'_tta' if tta else ''}{f'_top{ensemble_top_k}' if ensemble_top_k else ''}", split=split,
-            prepared_root=prepared_root, batch_size=batch_size, tta=tta, top_k=ensemble_top_k, n_boot=n_boot,
-            outputs=outputs))
+    more, more_failed = evaluate_all.evaluate_fold_ensembles(
+        run_dirs, split=split, tta=tta, top_k=ensemble_top_k, outputs=outputs, skip=failed,
+        prepared_root=prepared_root, batch_size=batch_size, n_boot=n_boot)
+    results, failed = results + more, failed + more_failed
+if failed:
+    print(evaluate_all.describe_failures(failed))
 
 # %% [markdown]
 # ## Every run: before and after post-processing
@@ -113,7 +111,9 @@ for result in results:
 # split its test images by whether their patient was in training.
 
 # %%
-comparison = evaluate.comparison_table(results)
+comparison = evaluate_all.comparison_with_failures(results, failed)
 json_path, csv_path = evaluate.write_comparison(comparison, outputs / "eval")
 display(evaluate.comparison_style(comparison))
 print(f"written: {csv_path}, {json_path}")
+if not results:
+    raise RuntimeError(f"no run could be evaluated:\n{evaluate_all.describe_failures(failed)}")
