@@ -83,7 +83,7 @@ def read_checkpoint(path: Path | str) -> dict:
     state = loaded.get("state_dict", loaded)
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{path}: not a model checkpoint: no state_dict of tensors in it")
-    return loaded if "state_dict" in loaded else {"state_dict": state, "meta": {}}
+    return {"meta": {}, **loaded} if "state_dict" in loaded else {"state_dict": state, "meta": {}}
 
 
 def _first_line(err: BaseException) -> str:
