@@ -5,7 +5,8 @@ One module per concern: ``paths`` (every default path and config name), ``rawdat
 ``prepare`` and ``prepared`` (writing and reading a prepared folder), ``dataset`` (the mmseg dataset class)
 and ``samplers``, ``runs`` (a run's and an evaluation's folder), ``modeling`` (training, checkpoints,
 ``modeling.inference``, ``modeling.ensemble``, ``modeling.export`` to ONNX), ``metrics``, ``postprocess``
-and ``dual_threshold``, ``evaluate``, ``plots``, ``pipeline`` (papermill and HTML), ``predict``.
+and ``dual_threshold``, ``evaluate`` and ``evaluate_all`` (04's runs, a failed one reported), ``plots``,
+``pipeline`` (papermill and HTML), ``predict``, ``locks`` (one writer per folder), ``fileio`` (atomic writes).
 ``python -m helpers --help`` lists the commands.
 """
 

@@ -10,10 +10,10 @@ failed in its ``metrics.json`` (helpers.modeling.train) and the notebook exits n
 - the weights before each validation and before each checkpoint is written: no checkpoint (interval,
   last or "best") is ever saved from a non-finite model, and a NaN model is never validated into "best".
 
-Why not mmengine's own: ``CheckInvalidLossHook`` looks at the loss every 50 iterations by default, and
-fails with a bare ``AssertionError`` (its message is logged, not raised); ``clip_grad``'s
-``error_if_nonfinite`` needs gradient clipping on, and would stop an fp16 AMP run at the first overflow
-its loss scaler exists to skip.
+Why not mmengine's own: mmengine 0.10.7 has no loss check (mmdet's ``CheckInvalidLossHook`` looks every 50
+iterations and fails with a bare ``AssertionError``); ``clip_grad=dict(..., error_if_nonfinite=True)`` needs
+gradient clipping on and would stop an fp16 AMP run at the first overflow its loss scaler exists to skip;
+``EarlyStoppingHook(check_finite=True)`` looks at a validation metric only, and ends the run as a success.
 """
 
 from __future__ import annotations
