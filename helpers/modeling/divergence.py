@@ -52,8 +52,9 @@ class DivergenceHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         loss = (outputs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise self._diverged(runner, f"the loss is {float(loss)}")
+        loss = float(loss.detach()) if hasattr(loss, "detach") else loss
+        if loss is not None and not math.isfinite(loss):
+            raise self._diverged(runner, f"the loss is {loss}")
         from mmengine.optim import AmpOptimWrapper
 
         grad_norm = runner.message_hub.log_scalars.get("train/grad_norm")
