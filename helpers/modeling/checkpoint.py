@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copyreg
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,12 +73,15 @@ def read_checkpoint(path: Path | str) -> dict:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         loaded = load_checkpoint_safely(path)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: not a checkpoint this project can load: it holds objects other than weights "
-                              f"(written by another program?): {_first_line(err)}") from err
-    except Exception as err:  # torch's zip reader, EOFError, ...: it names no file
+    except Exception as err:  # torch's zip reader, EOFError, the safe unpickler, ...: they name no file
+        foreign = re.search(r"Unsupported global: GLOBAL (\S+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
+        if foreign:
+            raise CheckpointError(f"{path}: not a checkpoint this project can load: it refers to {foreign[1]}, which "
+                                  "a file of weights does not hold (written by another program?)") from err
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path}: unreadable checkpoint, truncated or corrupted: the file is empty") from err
         raise CheckpointError(f"{path}: unreadable checkpoint, truncated or corrupted "
-                              f"({type(err).__name__}: {_first_line(err)})") from err
+                              f"({type(err).__name__}: {_error_line(err)})") from err
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path}: not a checkpoint: it holds a {type(loaded).__name__}, not a dict of weights")
     state = loaded.get("state_dict", loaded)
@@ -86,9 +90,14 @@ def read_checkpoint(path: Path | str) -> dict:
     return {"meta": {}, **loaded} if "state_dict" in loaded else {"state_dict": state, "meta": {}}
 
 
-def _first_line(err: BaseException) -> str:
+def _error_line(err: BaseException) -> str:
+    """What a loader's error says is wrong, in one sentence (torch's safe unpickler says it after its advice)."""
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    said = re.search(r"WeightsUnpickler error:\s*(.*)", text)
+    if said:
+        return said[1].strip()
+    first = text.splitlines()[0] if text else "the file ended early"
+    return first.split(". ")[0]
 
 
 def non_finite_tensors(state_dict: dict) -> list[str]:
