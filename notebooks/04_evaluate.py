@@ -68,6 +68,8 @@ if ensemble:
         run_dirs, split=split, tta=tta, top_k=ensemble_top_k, outputs=outputs, skip=failed,
         prepared_root=prepared_root, batch_size=batch_size, n_boot=n_boot)
     results, failed = results + more, failed + more_failed
+if not results:
+    raise RuntimeError(f"no run could be evaluated:\n{evaluate_all.describe_failures(failed)}")
 if failed:
     print(evaluate_all.describe_failures(failed))
 
@@ -108,12 +110,12 @@ for result in results:
 # ## Comparison: the lr sweep, the seed's reported numbers, the all-empty baseline
 #
 # `split_mode` names how each run's data was split (02_prepare); `image_dice_seen` / `image_dice_unseen`
-# split its test images by whether their patient was in training.
+# split its test images by whether their patient was in training. `status` is `failed` for a run that could
+# not be evaluated (a diverged training, an unusable checkpoint: its `error` says which), `reference` for the
+# seed's numbers and the baseline.
 
 # %%
 comparison = evaluate_all.comparison_with_failures(results, failed)
 json_path, csv_path = evaluate.write_comparison(comparison, outputs / "eval")
 display(evaluate.comparison_style(comparison))
 print(f"written: {csv_path}, {json_path}")
-if not results:
-    raise RuntimeError(f"no run could be evaluated:\n{evaluate_all.describe_failures(failed)}")
