@@ -123,3 +123,19 @@ def test_the_sweep_marks_the_diverged_run_failed_and_its_notebook_fails(demo_pre
     work_dir = runs.run_dir(paths.DEMO_CONFIG, HUGE_LR, tmp_path)
     assert json.loads((work_dir / runs.METRICS_FILE).read_text())["status"] == "failed"
     assert "TrainingDiverged" in (work_dir / "03_train.html").read_text()
+
+
+def test_the_04_notebook_reports_the_diverged_run_failed_beside_the_healthy_one(diverged_run, trained_demo_run,
+                                                                                  demo_prepared, tmp_path):
+    from helpers.pipeline import run_notebook
+
+    work_dir, error = diverged_run
+    outputs = tmp_path / "outputs"
+    report = run_notebook("04_evaluate", {"runs": [str(work_dir), str(trained_demo_run.work_dir)], "outputs_dir": str(outputs),
+                                          "prepared_root": str(demo_prepared.out_dir), "n_boot": 10}, outputs / "reports")
+    assert report.ok, report.error
+    comparison = json.loads((outputs / "eval" / "comparison.json").read_text())
+    statuses = {row["lr"]: (row["status"], row["error"]) for row in comparison if row["status"] != "reference"}
+    assert statuses[0.003] == ("ok", "")
+    assert statuses[HUGE_LR][0] == "failed" and str(error) in statuses[HUGE_LR][1]
+    assert "failed" in report.html.read_text()
