@@ -1,12 +1,15 @@
 """Pneumothorax segmentation on chest X-rays with MMSegmentation: the project's package.
 
 One module per concern: ``paths`` (every default path and config name), ``rawdata`` (the Kaggle layout),
-``demo_data`` (the generated dataset), ``images`` (image I/O) and ``dicom`` (DICOM radiographs), ``explore``,
+``demo_data`` (the generated dataset), ``images`` (image I/O) and ``dicom`` (DICOM radiographs), ``rle``
+(run-length masks), ``siim`` and ``siim_release`` (the original SIIM-ACR release, ``convert-siim``), ``explore``,
 ``prepare`` and ``prepared`` (writing and reading a prepared folder), ``dataset`` (the mmseg dataset class)
 and ``samplers``, ``runs`` (a run's and an evaluation's folder), ``modeling`` (training, checkpoints,
-``modeling.inference``, ``modeling.ensemble``, ``modeling.export`` to ONNX), ``metrics``, ``postprocess``
-and ``dual_threshold``, ``evaluate`` and ``evaluate_all`` (04's runs, a failed one reported), ``plots``,
-``pipeline`` (papermill and HTML), ``predict``, ``locks`` (one writer per folder), ``fileio`` (atomic writes).
+``modeling.inference``, ``modeling.ensemble``, ``modeling.export`` to ONNX), ``metrics``, ``postprocessing``
+(the schemes: triplet, dual threshold), ``evaluation`` (scores predictions, never loads a model),
+``evaluate_models`` (a model's predictions, then their evaluation; 04's runs one by one, a failed one
+reported), ``plots``, ``pipeline`` (papermill and HTML), ``predict``, ``locks`` (one writer per folder),
+``fileio`` (atomic writes).
 ``python -m helpers --help`` lists the commands.
 """
 

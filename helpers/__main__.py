@@ -1,4 +1,4 @@
-"""``python -m helpers {demo,pipeline,sweep,predict,export,demo-data,download,index}``: the command line."""
+"""``python -m helpers {demo,pipeline,sweep,predict,export,convert-siim,demo-data,download,index}``: the command line."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import yaml
 
 from helpers import paths
 from helpers.demo_data import DemoSpec
+from helpers.postprocessing.tuned import CHOICES as POSTPROCESS_CHOICES
 
 
 def _parse_value(text: str):
@@ -49,12 +50,15 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     import pandas as pd
 
+    from helpers.parameters import check_names
     from helpers.pipeline import SEED_LRS, SWEEP_KEY, stage_parameters, sweep, write_sbatch
 
     parameters = stage_parameters("03_train", Path(args.params_dir))
     lrs = args.lrs or parameters.pop(SWEEP_KEY, None) or list(SEED_LRS)
     parameters.pop(SWEEP_KEY, None)
-    parameters.update(_key_values(args.param))
+    given = _key_values(args.param)
+    check_names("03_train", given, "-p")
+    parameters.update(given)
     if args.config:
         parameters["config"] = args.config
     if args.sbatch:
@@ -73,23 +77,44 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from helpers.predict import PREDICTIONS_FILE, predict_images
+    from helpers.predict import ERROR, NOT_DONE, PREDICTIONS_FILE, REFUSED, NoInputsError, predict_images
 
-    table = predict_images(args.checkpoint, args.images, args.out_dir, config=args.config, threshold=args.threshold,
-                           postprocess=not args.no_postprocess, device=args.device)
-    print(table.drop(columns=["mask_path", "overlay_path", "error"]).to_string(index=False))
+    try:
+        table = predict_images(args.checkpoint, args.images, args.out_dir, config=args.config, threshold=args.threshold,
+                               postprocess=args.postprocess, device=args.device, strict=args.strict, rle=args.rle)
+    except NoInputsError as err:
+        raise SystemExit(f"predict: {err}") from None
+    shown = table.drop(columns=[c for c in ("mask_path", "overlay_path", "error", "rle") if c in table.columns])
+    print(shown.to_string(index=False))
     print(f"masks, overlays and {PREDICTIONS_FILE} in {Path(args.out_dir).resolve()}")
-    failed = table[table["error"] != ""]
+    failed = table[table["status"].isin([ERROR, REFUSED, NOT_DONE])]
     for row in failed.itertuples():
         print(f"FAILED {row.error}", file=sys.stderr)
     if len(failed):
         raise SystemExit(1)
 
 
+def cmd_convert_siim(args: argparse.Namespace) -> None:
+    from helpers.siim import SiimError, convert_siim
+
+    try:
+        result = convert_siim(args.src, args.out, kaggle_csvs=args.kaggle_csvs, workers=args.workers)
+    except SiimError as err:
+        raise SystemExit(f"convert-siim: {err}") from None
+    print(result.summary())
+    for row in result.problems.head(20).itertuples():
+        print(f"SKIPPED {row.problem}" if row.problem.startswith(str(row.path)) else f"SKIPPED {row.path}: {row.problem}",
+              file=sys.stderr)
+    if len(result.problems) > 20:
+        print(f"... and {len(result.problems) - 20} more in {result.report_path}", file=sys.stderr)
+    if result.unreadable:
+        raise SystemExit(1)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from helpers.modeling.export import export_onnx, sidecar_path
 
-    out = export_onnx(args.checkpoint, args.out, config=args.config, postprocess=not args.no_postprocess)
+    out = export_onnx(args.checkpoint, args.out, config=args.config, postprocess=args.postprocess)
     print(f"wrote {out} and {sidecar_path(out)}")
 
 
@@ -142,9 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--config", help="default: config.py beside the checkpoint")
     predict.add_argument("--out-dir", default=str(paths.OUTPUTS_DIR / "predictions"))
     predict.add_argument("--threshold", type=float, help="probability threshold alone, instead of the post-processing")
-    predict.add_argument("--no-postprocess", action="store_true",
-                         help="the model's own decision, not the run's post-processing tuned on val")
+    predict.add_argument("--postprocess", choices=POSTPROCESS_CHOICES, default="winner",
+                         help="the run's scheme tuned on val: the val winner (default), triplet, dual; none: the "
+                              "model's own decision")
     predict.add_argument("--device")
+    predict.add_argument("--strict", action="store_true",
+                         help="refuse inputs the model was not made for (the warnings column) instead of predicting them")
+    predict.add_argument("--rle", action="store_true", help="add an rle column: each mask in the SIIM release's RLE form")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, DICOM) or folders of them")
     predict.set_defaults(func=cmd_predict)
 
@@ -152,8 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, help="a .pth or a run folder")
     export.add_argument("--config", help="default: config.py beside the checkpoint")
     export.add_argument("--out", required=True, help="the .onnx file to write (the .json goes beside it)")
-    export.add_argument("--no-postprocess", action="store_true", help="leave the run's tuned post-processing out of the JSON")
+    export.add_argument("--postprocess", choices=POSTPROCESS_CHOICES, default="winner",
+                        help="the run's scheme tuned on val to put into the JSON: the val winner (default), triplet, "
+                             "dual; none leaves it out")
     export.set_defaults(func=cmd_export)
+
+    convert = sub.add_parser("convert-siim", help="the original SIIM-ACR release (DICOM + RLE CSVs) -> the Kaggle PNG layout")
+    convert.add_argument("src", help="the release: the folder holding dicom-images-train/, dicom-images-test/ and the RLE CSVs (or its parent)")
+    convert.add_argument("out", help="the Kaggle layout to write (png_images/, png_masks/, the two stage_1 CSVs); raw_root for 01..05")
+    convert.add_argument("--kaggle-csvs", metavar="DIR",
+                         help="a folder with the Kaggle dataset's stage_1_train_images.csv and stage_1_test_images.csv: "
+                              "Kaggle names, stages and CSV rows")
+    convert.add_argument("--workers", type=int, help="worker processes (default: every core)")
+    convert.set_defaults(func=cmd_convert_siim)
 
     demo_data = sub.add_parser("demo-data", help="only generate the demo dataset")
     demo_data.add_argument("--dest", default=str(paths.DEMO_DIR))

@@ -41,7 +41,13 @@ def read_gray8(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
-    image = cv2.imdecode(np.frombuffer(path.read_bytes(), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    data = path.read_bytes()
+    if not data:
+        raise ValueError(f"{path}: empty file (0 bytes), not an image")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        raise ValueError(f"{path}: not a readable image ({err.err or err})") from err
     if image is None or image.size == 0:
         raise ValueError(f"{path}: not a readable image (expected a PNG or JPEG radiograph)")
     if image.ndim == 3:

@@ -21,6 +21,8 @@ from PIL import Image
 
 from helpers import paths, patients
 from helpers.parallel import parallel_map
+from helpers.profile import DEMO, choose_profile
+from helpers.siim_release import not_converted_message
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ def find_dataset_root(root: Path | str = paths.RAW_DIR) -> Path:
     for candidate in (root, root / paths.KAGGLE_FOLDER):
         if (candidate / IMAGES_FOLDER).is_dir() and (candidate / MASKS_FOLDER).is_dir():
             return candidate
+    release = not_converted_message(root) if root.is_dir() else None
+    if release is not None:
+        raise FileNotFoundError(release)
     raise FileNotFoundError(
         f"{root}: no Kaggle pneumothorax layout here (expected {IMAGES_FOLDER}/ and {MASKS_FOLDER}/ in it "
         f"or in {root / paths.KAGGLE_FOLDER}).\n{download_instructions()}"
@@ -98,17 +103,19 @@ def choose_raw_root(raw_root: Path | str | None = None) -> RawChoice:
     (``data/demo``, which ``make demo`` writes) when ``data/raw`` holds no Kaggle download and the demo does."""
     if raw_root is not None:
         return RawChoice(paths.resolve(raw_root), paths.PREPARED_DIR)
-    for root, prepared in ((paths.RAW_DIR, paths.PREPARED_DIR), (paths.DEMO_DIR, paths.DEMO_PREPARED_DIR)):
+
+    def has_dataset(root: Path) -> bool:
         try:
             find_dataset_root(root)
         except FileNotFoundError:
-            continue
-        if root == paths.RAW_DIR:
-            return RawChoice(root, prepared)
-        note = (f"Using the demo data in {root}: there is no Kaggle download in {paths.RAW_DIR / paths.KAGGLE_FOLDER}, "
-                f"where the real data goes (`python -m helpers download`, or see the README).")
-        return RawChoice(root, prepared, note)
-    return RawChoice(paths.RAW_DIR, paths.PREPARED_DIR)  # reading it raises with the download instructions
+            return False
+        return True
+
+    chosen, note = choose_profile("raw data", paths.RAW_DIR / paths.KAGGLE_FOLDER, paths.DEMO_DIR,
+                                  lambda: has_dataset(paths.RAW_DIR), lambda: has_dataset(paths.DEMO_DIR))
+    if chosen == DEMO:
+        return RawChoice(paths.DEMO_DIR, paths.DEMO_PREPARED_DIR, note)
+    return RawChoice(paths.RAW_DIR, paths.PREPARED_DIR)  # reading it raises with the download instructions when missing
 
 
 def read_csvs(root: Path) -> pd.DataFrame:

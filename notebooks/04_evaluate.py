@@ -51,9 +51,12 @@ ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k 
 # %matplotlib inline
 from IPython.display import display
 
-from helpers import dual_threshold, evaluate, evaluate_all, plots
+from helpers import evaluation, plots
 from helpers import runs as run_folders
+from helpers.evaluate_models import describe_failures, evaluate_fold_ensembles, evaluate_runs
+from helpers.parameters import check_notebook
 
+check_notebook("04_evaluate", globals())  # every value against its rule (helpers.parameters), before any work
 outputs, note = run_folders.choose_outputs(outputs_dir)
 if note:
     print(note)
@@ -61,17 +64,17 @@ run_dirs = list(runs) or run_folders.trained_runs(outputs)
 if not run_dirs:
     raise FileNotFoundError(f"no trained runs under {outputs / 'runs'} (run 03_train first)")
 # each run on its own: one that fails (diverged training, unusable checkpoint) is reported, the others go on
-results, failed = evaluate_all.evaluate_runs(run_dirs, split=split, outputs=outputs, prepared_root=prepared_root,
-                                             batch_size=batch_size, tta=tta, postprocess=postprocess, n_boot=n_boot)
+results, failed = evaluate_runs(run_dirs, split=split, outputs=outputs, prepared_root=prepared_root,
+                                batch_size=batch_size, tta=tta, postprocess=postprocess, n_boot=n_boot)
 if ensemble:
-    more, more_failed = evaluate_all.evaluate_fold_ensembles(
-        run_dirs, split=split, tta=tta, top_k=ensemble_top_k, outputs=outputs, skip=failed,
-        prepared_root=prepared_root, batch_size=batch_size, n_boot=n_boot)
+    more, more_failed = evaluate_fold_ensembles(run_dirs, split=split, tta=tta, top_k=ensemble_top_k, outputs=outputs,
+                                                skip=failed, prepared_root=prepared_root, batch_size=batch_size,
+                                                n_boot=n_boot)
     results, failed = results + more, failed + more_failed
 if not results:
-    raise RuntimeError(f"no run could be evaluated:\n{evaluate_all.describe_failures(failed)}")
+    raise RuntimeError(f"no run could be evaluated:\n{describe_failures(failed)}")
 if failed:
-    print(evaluate_all.describe_failures(failed))
+    print(describe_failures(failed))
 
 # %% [markdown]
 # ## Every run: before and after post-processing
@@ -82,10 +85,11 @@ for result in results:
     pp = result.postprocess
     print(f"post-processing: p > {pp.threshold:.2f}, components of at least {pp.min_component_area} px, "
           f"masks of at least {pp.min_total_area} px (tuned on {result.metrics['postprocess']['tuned_on']})")
-    if "resolution" in result.metrics:
-        size = result.metrics["resolution"]
-        print(f"evaluated at {size['evaluated_at']} against the masks of {size['masks']} (model input {size['model_input']})")
-    display(evaluate.metrics_table(result))
+    if result.metrics["dual_threshold"]:
+        print(f"the scheme that won on val, which predict and export apply: {result.metrics['dual_threshold']['winner_on_val']}")
+    size = result.metrics["resolution"]
+    print(f"evaluated at {size['evaluated_at']} against the masks of {size['masks']} (model input {size['model_input']})")
+    display(evaluation.metrics_table(result))
     display(plots.plot_confusion(result))
 
 # %% [markdown]
@@ -96,7 +100,7 @@ for result in results:
 # Triplet: (threshold, min component area, min total area); dual threshold: (top, min area, bottom).
 
 # %%
-display(dual_threshold.schemes_table(results).style.format(precision=2, na_rep="–").format({"lr": "{:g}"}).hide(axis="index"))
+display(evaluation.schemes_table(results).style.format(precision=2, na_rep="–").format({"lr": "{:g}"}).hide(axis="index"))
 
 # %% [markdown]
 # ## Patients seen in training against unseen ones
@@ -104,7 +108,7 @@ display(dual_threshold.schemes_table(results).style.format(precision=2, na_rep="
 # %%
 for result in results:
     print(f"{result.run_dir}  ({result.split}, split mode {result.metrics['split_mode']})")
-    display(evaluate.seen_unseen_style(result))
+    display(evaluation.seen_unseen_style(result))
 
 # %% [markdown]
 # ## Comparison: the lr sweep, the seed's reported numbers, the all-empty baseline
@@ -115,7 +119,7 @@ for result in results:
 # seed's numbers and the baseline.
 
 # %%
-comparison = evaluate_all.comparison_with_failures(results, failed)
-json_path, csv_path = evaluate.write_comparison(comparison, outputs / "eval")
-display(evaluate.comparison_style(comparison))
+comparison = evaluation.comparison_table(results, failed)
+json_path, csv_path = evaluation.write_comparison(comparison, outputs / "eval")
+display(evaluation.comparison_style(comparison))
 print(f"written: {csv_path}, {json_path}")

@@ -63,7 +63,7 @@ def test_a_pickle_of_other_objects_is_foreign(tmp_path):
 
 
 def test_predict_export_and_evaluation_name_the_truncated_file(bad_checkpoints, demo_prepared, tmp_path):
-    from helpers.evaluate_all import evaluate_runs
+    from helpers.evaluate_models import evaluate_runs
     from helpers.modeling.export import export_onnx
     from helpers.predict import predict_images
 

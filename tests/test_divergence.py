@@ -71,7 +71,8 @@ def test_the_hook_refuses_to_save_or_validate_a_nonfinite_model():
 
 
 def test_evaluation_goes_on_past_the_diverged_run_and_reports_it_failed(diverged_run, trained_demo_run, tmp_path):
-    from helpers.evaluate_all import STATUS_FAILED, STATUS_OK, comparison_with_failures, evaluate_runs
+    from helpers.evaluate_models import evaluate_runs
+    from helpers.evaluation import STATUS_FAILED, STATUS_OK, comparison_table
 
     work_dir, error = diverged_run
     results, failures = evaluate_runs([work_dir, trained_demo_run.work_dir], split="test", outputs=tmp_path,
@@ -79,7 +80,7 @@ def test_evaluation_goes_on_past_the_diverged_run_and_reports_it_failed(diverged
     assert [r.run_dir for r in results] == [trained_demo_run.work_dir.resolve()]
     assert [f.run_dir for f in failures] == [work_dir.resolve()]
     assert "its training failed" in failures[0].error and str(error) in failures[0].error
-    table = comparison_with_failures(results, failures)
+    table = comparison_table(results, failures)
     ours = table[table["status"].isin([STATUS_OK, STATUS_FAILED])]
     assert list(ours["status"]) == [STATUS_OK, STATUS_FAILED]
     failed = ours.iloc[1]
@@ -89,7 +90,7 @@ def test_evaluation_goes_on_past_the_diverged_run_and_reports_it_failed(diverged
 
 
 def test_a_nonfinite_checkpoint_is_refused_by_evaluation_predict_and_export(trained_demo_run, demo_prepared, tmp_path):
-    from helpers.evaluate_all import evaluate_runs
+    from helpers.evaluate_models import evaluate_runs
     from helpers.modeling.export import export_onnx
     from helpers.predict import predict_images
 

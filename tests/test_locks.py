@@ -122,7 +122,7 @@ def test_preparing_into_a_held_folder_refuses(demo_raw_dir, tmp_path):
 
 def test_evaluating_into_a_held_evaluation_folder_refuses(trained_demo_run, tmp_path):
     from helpers import runs
-    from helpers.evaluate_all import evaluate_runs
+    from helpers.evaluate_models import evaluate_runs
 
     outputs = tmp_path / "outputs"
     eval_dir = runs.eval_dir(trained_demo_run.work_dir, "test", outputs)

@@ -50,8 +50,8 @@ def test_atomic_writes_take_the_umask_mode(tmp_path, mask, file_mode):
 def test_a_small_pipeline_under_umask_022_writes_0644_files_and_0755_folders(demo_raw_dir, tmp_path):
     """02 (prepare), 03 (train, with checkpoints and logs), 04 (evaluate, comparison), predict and the index,
     on the demo data at 64x64 for two iterations: walk data/ and outputs/."""
-    from helpers import evaluate
-    from helpers.evaluate_all import comparison_with_failures, evaluate_runs
+    from helpers.evaluate_models import evaluate_runs
+    from helpers.evaluation import comparison_table, write_comparison
     from helpers.modeling.train import TrainParams, run_training
     from helpers.pipeline import write_index
     from helpers.predict import predict_images
@@ -64,7 +64,7 @@ def test_a_small_pipeline_under_umask_022_writes_0644_files_and_0755_folders(dem
                                        max_iters=2, val_interval=2, work_dir=str(outputs / "runs" / "demo" / "lr0.003")))
         results, failures = evaluate_runs([run.work_dir], split="test", outputs=outputs, postprocess="none", n_boot=10)
         assert results and not failures
-        evaluate.write_comparison(comparison_with_failures(results, failures), outputs / "eval")
+        write_comparison(comparison_table(results, failures), outputs / "eval")
         images = sorted((prepared.out_dir / "images" / "test").glob("*.png"))[:2]
         predict_images(run.work_dir, images, outputs / "predictions")
         write_index(outputs)

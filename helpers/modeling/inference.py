@@ -25,6 +25,7 @@ import torch
 from mmengine.config import Config
 
 from helpers import paths, runs
+from helpers.postprocessing.predictions import Predictions
 from helpers.progress import tqdm
 
 # mmseg's advice and deprecation notes when it builds these models: true, known, and nothing a reader of a
@@ -54,19 +55,6 @@ class LoadedModel:
     def decision(self) -> dict:
         """The segmentor's own decision rule, as 04 records it."""
         return {"type": "sigmoid", "threshold": self.threshold} if self.sigmoid else {"type": "argmax"}
-
-
-@dataclass
-class Predictions:
-    """One split's model output: quantized probabilities, truth, and mmseg's own decision (from the logits,
-    not from ``probs``, so that its pooled metrics are exactly ``IoUMetric``'s)."""
-
-    names: list[str]
-    probs: np.ndarray  # (N, H, W) uint8, round(255 * p_pneumothorax)
-    truth: np.ndarray  # (N, H, W) bool
-    default_counts: np.ndarray  # (N, 4) [tp, fp, fn, tn] of mmseg's decision
-    max_prob: np.ndarray  # (N,) float
-    default_pred: np.ndarray  # (N, H, W) bool, mmseg's decision
 
 
 def resolve_run(run_or_checkpoint: str | Path, config: str | Path | None = None) -> tuple[Path, Path, Path]:
