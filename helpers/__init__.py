@@ -7,9 +7,10 @@ One module per concern: ``paths`` (every default path and config name), ``rawdat
 and ``samplers``, ``runs`` (a run's and an evaluation's folder), ``modeling`` (training, checkpoints,
 ``modeling.inference``, ``modeling.ensemble``, ``modeling.export`` to ONNX), ``metrics``, ``postprocessing``
 (the schemes: triplet, dual threshold), ``evaluation`` (scores predictions, never loads a model; its ``paired``
-compares runs with the best one), ``evaluate_models`` (a model's predictions, then their evaluation), ``plots``,
-``pipeline`` (papermill and HTML) and ``records`` (what each step was made from, so re-runs skip it),
-``parameters``, ``progress``, ``predict``.
+compares runs with the best one), ``evaluate_models`` (a model's predictions, then their evaluation; 04's runs one
+by one, a failed one reported), ``plots``, ``pipeline`` (papermill and HTML) and ``records`` (what each step was
+made from, so re-runs skip it), ``parameters``, ``progress``, ``predict``, ``locks`` (one writer per folder),
+``fileio`` (atomic writes).
 ``python -m helpers --help`` lists the commands.
 """
 

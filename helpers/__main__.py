@@ -231,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Failures whose message says all (the file or folder, the problem, what to do): one line, no traceback.
+SELF_EXPLAINING = (("helpers.locks", "FolderLocked"), ("helpers.modeling.checkpoint", "CheckpointError"),
+                   ("helpers.modeling.divergence", "TrainingDiverged"))
+
+
+def _self_explaining(err: BaseException) -> bool:
+    classes = [getattr(sys.modules[module], name) for module, name in SELF_EXPLAINING if module in sys.modules]
+    return isinstance(err, tuple(classes))
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
@@ -241,6 +251,10 @@ def main(argv: list[str] | None = None) -> None:
               "(finished steps are skipped, an interrupted training run resumes from its last checkpoint).",
               file=sys.stderr, flush=True)
         raise SystemExit(INTERRUPTED) from None
+    except Exception as err:
+        if _self_explaining(err):
+            raise SystemExit(f"error: {err}") from err
+        raise
 
 
 if __name__ == "__main__":

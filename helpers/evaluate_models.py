@@ -1,17 +1,35 @@
 """04_evaluate's steps for one model: its predictions (helpers.modeling), then their evaluation
-(helpers.evaluation). The thin layer above both, so that neither imports the other."""
+(helpers.evaluation). The thin layer above both, so that neither imports the other.
+
+04's loop over runs (and fold ensembles) is here too (:func:`evaluate_runs`, :func:`evaluate_fold_ensembles`):
+each is evaluated on its own in its locked evaluation folder; one that cannot be evaluated (its training
+failed, its checkpoint is unreadable or non-finite, anything else it raises) becomes a
+:class:`~helpers.evaluation.FailedEvaluation`, a failed row of the comparison, and the others are still
+evaluated. Only another writer of the same evaluation folder (helpers.locks.FolderLocked) stops the whole
+call: two 04s would otherwise race on every folder.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from helpers import paths, patients, runs
-from helpers.evaluation import EvalResult, PredictionSource, evaluate_predictions
-from helpers.modeling.ensemble import ENSEMBLE_DECISION, build_ensemble, tuning_predictions
+from helpers.evaluation import EvalResult, FailedEvaluation, PredictionSource, evaluate_predictions
+from helpers.locks import FolderLocked, folder_lock
+from helpers.modeling.ensemble import ENSEMBLE_DECISION, build_ensemble, fold_groups, tuning_predictions
 from helpers.modeling.inference import LoadedModel, default_device, load_model, predict_split
 from helpers.postprocessing import PostProcess
 from helpers.prepared import check_prepared, prepared_pairs
+
+log = logging.getLogger(__name__)
+
+EVAL_FOLDER = "evaluation folder"
+
+
+class TrainingFailed(RuntimeError):
+    """A run whose training did not finish well (its metrics.json says ``status: failed``)."""
 
 
 def _evaluate_model(model: LoadedModel, source: PredictionSource, tuning, *, split: str, data_root: Path,
@@ -76,3 +94,68 @@ def evaluate_ensemble(run_folders: Sequence[str | Path], name: str, *, split: st
     return _evaluate_model(ensemble, source, tuning, split=split, data_root=data_root, batch_size=batch_size, tta=tta,
                            postprocess="tune", n_boot=n_boot, out_dir=runs.eval_dir(ensemble.run_dir, split, outputs),
                            device=device)
+
+
+def training_failure(run: Path | str) -> str | None:
+    """The error a run folder's metrics.json records when its training failed (diverged), else None."""
+    run = paths.resolve(run)
+    if not (run.is_dir() and (run / runs.METRICS_FILE).is_file()):
+        return None
+    metrics = runs.read_metrics(run)
+    return metrics.get("error", "failed") if metrics.get("status") == "failed" else None
+
+
+def _attempt(run_dir: Path, split: str, out_dir: Path, evaluate_one: Callable[[], EvalResult],
+             results: list[EvalResult], failures: list[FailedEvaluation]) -> None:
+    try:
+        with folder_lock(out_dir, EVAL_FOLDER):
+            results.append(evaluate_one())
+    except FolderLocked:
+        raise
+    except Exception as err:  # noqa: BLE001: reported as this run's failure, the others go on
+        log.error("%s: not evaluated: %s: %s", run_dir, type(err).__name__, err, exc_info=True)
+        failures.append(FailedEvaluation(run_dir=run_dir, split=split, error=f"{type(err).__name__}: {err}"))
+
+
+def evaluate_runs(run_dirs: Sequence[str | Path], *, split: str = "test", outputs: str | Path = paths.OUTPUTS_DIR,
+                  **evaluate_kwargs) -> tuple[list[EvalResult], list[FailedEvaluation]]:
+    """:func:`evaluate_run` for each run into ``runs.eval_dir(run, split, outputs)``: the results, and the
+    runs that failed (a run whose training failed is not evaluated)."""
+    results: list[EvalResult] = []
+    failures: list[FailedEvaluation] = []
+    for run in run_dirs:
+        run_dir = paths.resolve(run)
+        out_dir = runs.eval_dir(run, split, outputs)
+
+        def evaluate_one(run=run, run_dir=run_dir, out_dir=out_dir) -> EvalResult:
+            failure = training_failure(run_dir)
+            if failure:
+                raise TrainingFailed(f"{run_dir}: its training failed: {failure}")
+            return evaluate_run(run, split=split, out_dir=out_dir, **evaluate_kwargs)
+
+        _attempt(run_dir, split, out_dir, evaluate_one, results, failures)
+    return results, failures
+
+
+def evaluate_fold_ensembles(run_dirs: Sequence[str | Path], *, split: str = "test", tta: bool = False, top_k: int = 0,
+                            outputs: str | Path = paths.OUTPUTS_DIR, skip: Sequence[FailedEvaluation] = (),
+                            **evaluate_kwargs) -> tuple[list[EvalResult], list[FailedEvaluation]]:
+    """Each k-fold sweep among ``run_dirs`` (less the failed runs in ``skip``) evaluated as one ensemble
+    (:func:`evaluate_ensemble`), named as 04 names it; failures as for :func:`evaluate_runs`."""
+    skipped = {failure.run_dir for failure in skip}
+    healthy = [run for run in run_dirs if paths.resolve(run) not in skipped]
+    results: list[EvalResult] = []
+    failures: list[FailedEvaluation] = []
+    for name, members in fold_groups(healthy).items():
+        name = f"{name}{'_tta' if tta else ''}{f'_top{top_k}' if top_k else ''}"
+        folder = runs.ensemble_dir(name, outputs)
+        _attempt(folder, split, runs.eval_dir(folder, split, outputs),
+                 lambda members=members, name=name: evaluate_ensemble(
+                     members, name, split=split, tta=tta, top_k=top_k, outputs=outputs, **evaluate_kwargs),
+                 results, failures)
+    return results, failures
+
+
+def describe_failures(failures: Sequence[FailedEvaluation]) -> str:
+    """One line per failed run, for 04's output."""
+    return "\n".join(f"FAILED {f.run_dir} ({f.split}): {f.error}" for f in failures)

@@ -1,4 +1,8 @@
-"""Atomic file writes: write to a temporary name in the same folder, then rename."""
+"""Atomic file writes: write to a temporary name in the same folder, then rename.
+
+The temporary file is created as ``open()`` creates a file (mode 0666 less the umask: 0644 under umask 022),
+not with ``mkstemp``'s 0600, so that what the project writes is as readable as any other file of its user.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, skip_if_same: bool = False) -
     if skip_if_same and path.exists() and path.read_bytes() == data:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -28,6 +32,16 @@ def atomic_write_bytes(path: Path, data: bytes, *, skip_if_same: bool = False) -
         Path(tmp).unlink(missing_ok=True)
         raise
     return True
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new file ``.<name>.<random>.tmp`` beside ``path``, opened for writing, with the umask's mode."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write_text(path: Path, text: str, *, skip_if_same: bool = False) -> bool:

@@ -30,6 +30,7 @@ import yaml
 
 from helpers import paths, records, runs
 from helpers.fileio import atomic_write_text
+from helpers.locks import LOCK_FILE, FolderLocked, folder_lock
 from helpers.parameters import (LR, NOTEBOOK_PARAMETERS, ParameterError, check_names, check_parameters, check_value,
                                 declared_names)
 from helpers.prepared import MANIFEST_FILE as PREPARED_MANIFEST_FILE
@@ -224,9 +225,16 @@ def run_inputs(run_parameters: dict) -> dict:
 
 
 def _start_afresh(work_dir: Path) -> None:
-    """Empty a run folder before training from scratch (its old checkpoints would be taken for this run's)."""
-    if work_dir.exists() and any(work_dir.iterdir()):
-        shutil.rmtree(work_dir)
+    """Empty a run folder before training from scratch (its old checkpoints would be taken for this run's);
+    raises :class:`helpers.locks.FolderLocked` when another process is training into it."""
+    with folder_lock(work_dir, "run folder"):
+        for entry in work_dir.iterdir():
+            if entry.name == LOCK_FILE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     work_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -263,26 +271,40 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
         state = records.status(record_path, inputs, expected)
         row = {"config": paths.config_name(config), "lr": lr, "fold": fold, "ok": True, "skipped": False, "minutes": 0.0,
                "report": str(work_dir / "03_train.html"), "error": None}
-        unrecorded = records.read_record(record_path) is None and (work_dir / runs.METRICS_FILE).exists()
+        metrics_file = work_dir / runs.METRICS_FILE
+        unrecorded = (records.read_record(record_path) is None and metrics_file.exists()
+                      and runs.read_metrics(work_dir).get("status") != "failed")
         if not force and (state.done or unrecorded):
             why = (f"its record {record_path} matches" if state.done
                    else "finished before records were kept; --force retrains it")
             print(f"{label}: already trained, skipped ({why})", flush=True)
             row["skipped"] = True
         else:
-            resume = not force and state.resumable and runs.find_checkpoints(work_dir)[1] is not None
+            failed = metrics_file.exists() and runs.read_metrics(work_dir).get("status") == "failed"  # diverged
+            resume = not force and not failed and state.resumable and runs.find_checkpoints(work_dir)[1] is not None
             if resume:
                 print(f"{label}: resuming the interrupted run from {runs.find_checkpoints(work_dir)[1]}", flush=True)
             else:
                 print(f"{label}: training ({'--force' if force else state.reason})", flush=True)
-                _start_afresh(work_dir)
+            try:
+                if not resume:
+                    _start_afresh(work_dir)
+            except FolderLocked as err:
+                row.update({"ok": False, "error": str(err)})
+                rows.append(row)
+                log.info("%s: FAILED (%s)", label, err)
+                continue
             records.write_record(record_path, inputs, records.STARTED)
+            started = time.time()
             report = run_notebook("03_train", {**run_parameters, "resume": resume}, work_dir)
             row.update({"ok": report.ok, "minutes": report.seconds / 60, "error": report.error})
+            recorded = runs.read_metrics(work_dir) if metrics_file.exists() else {}
+            if not report.ok and recorded.get("status") == "failed" and metrics_file.stat().st_mtime >= started:
+                row["error"] = recorded["error"]  # e.g. the divergence, said once instead of papermill's traceback
             if report.ok:
                 records.write_record(record_path, inputs, records.FINISHED, expected)
         row["result_id"] = records.result_id(record_path) if row["ok"] else None
-        if row["ok"] and (work_dir / runs.METRICS_FILE).exists():
+        if row["ok"] and metrics_file.exists():
             metrics = runs.read_metrics(work_dir)
             best = metrics.get("best_val") or {}
             row.update({"best_mDice": best.get("mDice"), "best_fg_dice": best.get("Dice.pneumothorax"),

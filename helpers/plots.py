@@ -265,7 +265,8 @@ def _comparison_labels(table: pd.DataFrame) -> list[str]:
         else:
             label = f"lr {row.lr:g}" if not pd.isna(row.lr) else "lr ?"
             label = f"{row.config}, {label}" if several_configs else label
-        labels.append(f"{label} [{row.split}]" if several_splits and row.config != "seed (reported)" else label)
+        label = f"{label} [{row.split}]" if several_splits and row.config != "seed (reported)" else label
+        labels.append(f"{label} (failed)" if getattr(row, "status", None) == "failed" else label)
     return labels
 
 

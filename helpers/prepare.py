@@ -27,6 +27,7 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from helpers import paths, patients
 from helpers.fileio import atomic_write_json, atomic_write_text
 from helpers.images import IMAGE_PNG_PARAMS, write_png
+from helpers.locks import folder_lock
 from helpers.parallel import parallel_map
 from helpers.prepared import DEFAULT_SPLIT_MODE, FOLD_SPLIT_GLOB, LABELS_FILE, MANIFEST_FILE, fold_split_file, read_labels
 from helpers.provenance import code_version
@@ -209,8 +210,18 @@ def prepare_dataset(
     Idempotent and resumable: finished files are skipped, every file is written atomically, the raw data is
     only read. Raises :class:`RawDataError` naming the first file that cannot be converted.
     ``patient_table``: None for the one beside the raw CSVs if there, else the shipped one.
+    One writer per prepared folder: another process writing it makes this one stop (helpers.locks).
     """
     out_dir = paths.resolve(out_dir) if out_dir is not None else paths.prepared_dir(split_mode, img_size, paths.resolve(out_root))
+    with folder_lock(out_dir, "prepared folder"):
+        return _prepare_into(out_dir, raw_root, img_size=img_size, val_fraction=val_fraction, seed=seed,
+                             split_mode=split_mode, folds=folds, test_fraction=test_fraction,
+                             patient_table=patient_table, workers=workers)
+
+
+def _prepare_into(out_dir: Path, raw_root: Path | str, *, img_size: int, val_fraction: float, seed: int, split_mode: str,
+                  folds: int, test_fraction: float, patient_table: Path | str | None, workers: int | None) -> PrepareResult:
+    """:func:`prepare_dataset`'s work, its folder locked."""
     manifest_path = out_dir / MANIFEST_FILE
     known = _previous_statistics(out_dir)
     index = read_index(paths.resolve(raw_root), patient_table=patient_table)

@@ -53,8 +53,7 @@ from IPython.display import display
 
 from helpers import evaluation, plots
 from helpers import runs as run_folders
-from helpers.evaluate_models import evaluate_ensemble, evaluate_run
-from helpers.modeling import ensemble as ensembles
+from helpers.evaluate_models import describe_failures, evaluate_fold_ensembles, evaluate_runs
 from helpers.parameters import check_notebook
 
 check_notebook("04_evaluate", globals())  # every value against its rule (helpers.parameters), before any work
@@ -62,17 +61,18 @@ outputs, _ = run_folders.choose_outputs(outputs_dir)  # says so when it falls ba
 run_dirs = list(runs) or run_folders.trained_runs(outputs)
 if not run_dirs:
     raise FileNotFoundError(f"no trained runs under {outputs / 'runs'} (run 03_train first)")
-results = [
-    evaluate_run(run, split=split, prepared_root=prepared_root, batch_size=batch_size, tta=tta,
-                 postprocess=postprocess, n_boot=n_boot, out_dir=run_folders.eval_dir(run, split, outputs))
-    for run in run_dirs
-]
+# each run on its own: one that fails (diverged training, unusable checkpoint) is reported, the others go on
+results, failed = evaluate_runs(run_dirs, split=split, outputs=outputs, prepared_root=prepared_root,
+                                batch_size=batch_size, tta=tta, postprocess=postprocess, n_boot=n_boot)
 if ensemble:
-    for name, members in ensembles.fold_groups(run_dirs).items():
-        results.append(evaluate_ensemble(
-            members, f"{name}{'_tta' if tta else ''}{f'_top{ensemble_top_k}' if ensemble_top_k else ''}", split=split,
-            prepared_root=prepared_root, batch_size=batch_size, tta=tta, top_k=ensemble_top_k, n_boot=n_boot,
-            outputs=outputs))
+    more, more_failed = evaluate_fold_ensembles(run_dirs, split=split, tta=tta, top_k=ensemble_top_k, outputs=outputs,
+                                                skip=failed, prepared_root=prepared_root, batch_size=batch_size,
+                                                n_boot=n_boot)
+    results, failed = results + more, failed + more_failed
+if not results:
+    raise RuntimeError(f"no run could be evaluated:\n{describe_failures(failed)}")
+if failed:
+    print(describe_failures(failed))
 
 # %% [markdown]
 # ## Every run: before and after post-processing
@@ -112,10 +112,12 @@ for result in results:
 # ## Comparison: the lr sweep, the seed's reported numbers, the all-empty baseline
 #
 # `split_mode` names how each run's data was split (02_prepare); `image_dice_seen` / `image_dice_unseen`
-# split its test images by whether their patient was in training.
+# split its test images by whether their patient was in training. `status` is `failed` for a run that could
+# not be evaluated (a diverged training, an unusable checkpoint: its `error` says which), `reference` for the
+# seed's numbers and the baseline.
 
 # %%
-comparison = evaluation.comparison_table(results)
+comparison = evaluation.comparison_table(results, failed)
 json_path, csv_path = evaluation.write_comparison(comparison, outputs / "eval")
 display(evaluation.comparison_style(comparison))
 print(f"written: {csv_path}, {json_path}")

@@ -12,10 +12,11 @@ from helpers.evaluation.paired import PAIRED_FILE, paired_comparison, paired_sty
 from helpers.evaluation.report import (DEFINITIONS, EvalResult, PredictionSource, evaluate_predictions, load_eval,
                                        predicted_mask)
 from helpers.evaluation.schemes import compare_schemes, schemes_table
-from helpers.evaluation.tables import (SEED_RESULTS, comparison_style, comparison_table, metrics_table,
-                                       seen_unseen_style, write_comparison)
+from helpers.evaluation.tables import (SEED_RESULTS, STATUS_FAILED, STATUS_OK, STATUS_REFERENCE, FailedEvaluation,
+                                       comparison_style, comparison_table, metrics_table, seen_unseen_style,
+                                       write_comparison)
 
-__all__ = ["DEFINITIONS", "PAIRED_FILE", "SEED_RESULTS", "EvalResult", "PredictionSource", "compare_schemes",
-           "comparison_style", "comparison_table", "evaluate_predictions", "load_eval", "metrics_table",
-           "paired_comparison", "paired_style", "predicted_mask", "schemes_table", "seen_unseen_style",
-           "write_comparison", "write_paired"]
+__all__ = ["DEFINITIONS", "PAIRED_FILE", "SEED_RESULTS", "STATUS_FAILED", "STATUS_OK", "STATUS_REFERENCE",
+           "EvalResult", "FailedEvaluation", "PredictionSource", "compare_schemes", "comparison_style",
+           "comparison_table", "evaluate_predictions", "load_eval", "metrics_table", "paired_comparison",
+           "paired_style", "predicted_mask", "schemes_table", "seen_unseen_style", "write_comparison", "write_paired"]

@@ -1,8 +1,11 @@
 """The tables 04_evaluate shows and writes: one run's metrics, its seen / unseen breakdown, and the comparison
-of every evaluated run with the seed's reported numbers and the all-empty baseline (``comparison.csv``)."""
+of every evaluated run (and every run that could not be evaluated, as a failed row) with the seed's reported
+numbers and the all-empty baseline (``comparison.csv``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,16 @@ TABLE_COUNTS = ("images", "positive_images", "det_tp", "det_fp", "det_fn", "det_
 TABLE_PERCENTS = ("aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax", "image_dice",
                   "image_dice_positive", "empty_baseline_image_dice", "sensitivity", "specificity")
 TABLE_FRACTIONS = ("det_auc",)
+STATUS_OK, STATUS_FAILED, STATUS_REFERENCE = "ok", "failed", "reference"  # the comparison's ``status`` column
+
+
+@dataclass
+class FailedEvaluation:
+    """A run (or ensemble) that could not be evaluated, and why."""
+
+    run_dir: Path
+    split: str
+    error: str
 
 
 def _pct(key: str, value: float | None) -> float:
@@ -44,8 +57,9 @@ def _empty_baseline(result: EvalResult) -> dict[str, float]:
     return summary_metrics(counts)
 
 
-def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
-    """One row per evaluated run, the seed's reported numbers, and the all-empty baseline per split.
+def comparison_table(results: list[EvalResult], failures: Sequence[FailedEvaluation] = ()) -> pd.DataFrame:
+    """One row per evaluated run, one per run in ``failures`` (no metrics, its ``error`` said), the seed's
+    reported numbers, and the all-empty baseline per split; ``status`` says which (ok, failed, reference).
 
     Every value is in % (mmseg's mIoU and mDice as they are, the fractions times 100); ``*_lo`` / ``*_hi``
     are the bootstrap interval of the mmseg decision's metric, ``pp_image_dice`` is after post-processing.
@@ -57,8 +71,8 @@ def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
     for result in results:
         config, lr = runs.run_label(result.run_dir)
         mmseg, ci = result.metrics["mmseg"], result.metrics["ci"]
-        row = {"config": config, "lr": lr, "split": result.split, "split_mode": result.metrics.get("split_mode", "unknown"),
-               "images": mmseg["images"]}
+        row = {"config": config, "lr": lr, "status": STATUS_OK, "split": result.split,
+               "split_mode": result.metrics.get("split_mode", "unknown"), "images": mmseg["images"]}
         for key in HEADLINE:
             row[key] = _pct(key, mmseg[key])
             low, high = ci.get("mmseg", {}).get(key, (None, None))
@@ -69,16 +83,25 @@ def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
         row["pp_image_dice_lo"], row["pp_image_dice_hi"] = _pct("image_dice", low), _pct("image_dice", high)
         row.update(seen_unseen.seen_unseen_columns(result.metrics))
         row["checkpoint"] = str(result.checkpoint)
+        row["error"] = ""
         rows.append(row)
         key = (result.split, str(result.data_root))
         if key not in baselines:
             summary = _empty_baseline(result)
-            baselines[key] = {"config": "all-empty baseline", "lr": np.nan, "split": result.split, "split_mode": row["split_mode"],
+            baselines[key] = {"config": "all-empty baseline", "lr": np.nan, "status": STATUS_REFERENCE, "split": result.split,
+                              "split_mode": row["split_mode"],
                               "images": summary["images"], **{k: _pct(k, summary[k]) for k in HEADLINE},
                               "pp_image_dice": _pct("image_dice", summary["image_dice"])}
-    seed_rows = [{"config": "seed (reported)", "lr": lr, "split": "seed's val (random 80/20)", "split_mode": "seed", **values}
-                 for lr, values in SEED_RESULTS.items()]
-    return pd.DataFrame(rows + list(baselines.values()) + seed_rows).reset_index(drop=True)
+    failed_rows = []
+    for failure in failures:
+        config, lr = runs.run_label(failure.run_dir)
+        failed_rows.append({"config": config, "lr": lr, "status": STATUS_FAILED, "split": failure.split,
+                            "checkpoint": "", "error": failure.error})
+    seed_rows = [{"config": "seed (reported)", "lr": lr, "status": STATUS_REFERENCE, "split": "seed's val (random 80/20)",
+                  "split_mode": "seed", **values} for lr, values in SEED_RESULTS.items()]
+    table = pd.DataFrame(rows + failed_rows + list(baselines.values()) + seed_rows).reset_index(drop=True)
+    table["error"] = table["error"].fillna("") if "error" in table else ""
+    return table
 
 
 def metrics_table(result: EvalResult) -> Styler:

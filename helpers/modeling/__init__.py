@@ -6,7 +6,7 @@ sampler, transform, metric, loss, hook) and allowlists the globals that mmengine
 """
 
 from helpers import dataset, samplers, transforms  # noqa: F401  (registration)
-from helpers.modeling import hooks, losses, mmseg_metric  # noqa: F401  (registration)
+from helpers.modeling import divergence, hooks, losses, mmseg_metric  # noqa: F401  (registration)
 from helpers.modeling.checkpoint import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()

@@ -31,7 +31,7 @@ import torch
 
 from helpers import paths, runs
 from helpers.fileio import atomic_write_bytes, atomic_write_json, json_safe
-from helpers.modeling.checkpoint import load_checkpoint_safely
+from helpers.modeling.checkpoint import check_finite, read_checkpoint
 from helpers.modeling.inference import LoadedModel, default_device, foreground_probability, load_model, predict_split
 from helpers.postprocessing import Predictions
 from helpers.prepared import fold_split_file
@@ -157,9 +157,11 @@ def write_averaged_checkpoint(run_dir: str | Path, k: int) -> Path:
     sources = top_k_checkpoints(run_dir, k)
     target = run_dir / runs.AVERAGED_CHECKPOINT.format(k=k)
     source_names = [p.name for p in sources]
-    if target.is_file() and load_checkpoint_safely(target)["meta"].get("averaged_from") == source_names:
+    if target.is_file() and read_checkpoint(target)["meta"].get("averaged_from") == source_names:
         return target
-    checkpoints = [load_checkpoint_safely(p) for p in sources]
+    checkpoints = [read_checkpoint(p) for p in sources]  # errors name the file
+    for path, checkpoint in zip(sources, checkpoints):
+        check_finite(checkpoint["state_dict"], path)
     meta = {key: value for key, value in checkpoints[0].get("meta", {}).items() if key == "dataset_meta"}
     meta.update(averaged_from=source_names, top_k=k)
     buffer = io.BytesIO()

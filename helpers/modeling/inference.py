@@ -117,14 +117,21 @@ def load_model(run_or_checkpoint: str | Path, device: str | None = None, config:
     """The segmentor of a run folder (best checkpoint, else last) or of a ``.pth`` file, in eval mode.
 
     mmseg's known warnings while building it are kept in ``library_warnings`` instead of being shown.
+    A checkpoint that is unreadable, of another model, or holds NaN or infinite weights (a diverged
+    training) is refused with a :class:`~helpers.modeling.checkpoint.CheckpointError` naming the file.
     """
     from mmseg.apis import init_model
 
+    from helpers.modeling.checkpoint import check_matches, verified_state_dict
+
     run_dir, checkpoint, config = resolve_run(run_or_checkpoint, config)
+    state = verified_state_dict(checkpoint)
     cfg = Config.fromfile(str(config))
     kept: list[str] = []
     with library_warnings_kept(kept):
         net = init_model(cfg, str(checkpoint), device=device or default_device())
+    check_matches(net, state, checkpoint, config)
+    del state
     head = net.decode_head
     sigmoid = head.out_channels == 1
     if not sigmoid and head.out_channels != 2:

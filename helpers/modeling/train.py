@@ -9,6 +9,7 @@ pytorch]`` is that entry; it joins the process group itself (helpers.modeling.di
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import resource
@@ -24,8 +25,11 @@ import torch
 from mmengine.config import Config
 
 from helpers import paths, runs
-from helpers.fileio import atomic_write_json
+from helpers.fileio import atomic_write_json, json_safe
+from helpers.locks import folder_lock
 from helpers.modeling import distributed, tracking
+from helpers.modeling.checkpoint import verified_state_dict
+from helpers.modeling.divergence import TrainingDiverged
 from helpers.modeling.inference import library_warnings_kept, model_input_size
 from helpers.parallel import default_workers
 from helpers.parameters import TrainParams
@@ -35,6 +39,8 @@ from helpers.progress import console_to_terminal, headless_kernel, terminal_stre
 from helpers.provenance import code_version, device_info, package_versions
 
 log = logging.getLogger(__name__)
+
+LOCK_HELD_ENV = "PNEUMO_RUN_LOCK_HELD"  # set for torchrun's processes: the launching process holds the run's lock
 
 
 def choose_config(config: str | None = None, prepared_root: str | Path | None = None) -> tuple[str, str | Path | None, str | None]:
@@ -130,8 +136,9 @@ def training_overrides(params: TrainParams, cfg: Config) -> dict:
     if amp_enabled(params.amp):
         overrides["optim_wrapper.type"] = "AmpOptimWrapper"
         overrides["optim_wrapper.dtype"] = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if torch.cuda.is_available() and params.channels_last:
-        overrides["custom_hooks"] = [*cfg.get("custom_hooks", []), dict(type="ChannelsLastHook")]
+    hooks = [dict(type="ChannelsLastHook")] if torch.cuda.is_available() and params.channels_last else []
+    # every run stops at its first non-finite loss, gradient norm or weight (helpers.modeling.divergence)
+    overrides["custom_hooks"] = [*cfg.get("custom_hooks", []), *hooks, dict(type="DivergenceHook")]
     overrides["env_cfg.cudnn_benchmark"] = torch.cuda.is_available()
     overrides["randomness"] = replacing(cfg, "randomness", {"seed": int(params.seed), "deterministic": bool(params.deterministic)})
     overrides["launcher"] = "pytorch" if distributed.process_count(params.gpus, params.nproc) > 1 else "none"
@@ -169,6 +176,7 @@ def summarize_run(work_dir: Path | str, batch_size: int, world_size: int, wall_t
     train_rows, val_rows = runs.read_scalars(work_dir)
     iter_times = [row["time"] for row in train_rows if "time" in row]
     summary = {
+        "status": "ok",
         "iterations": train_rows[-1]["step"] if train_rows else 0,
         "final_loss": train_rows[-1].get("loss") if train_rows else None,
         "wall_time_s": wall_time_s,
@@ -221,13 +229,42 @@ def _to_log_file(logger: logging.Logger, lines: list[str]) -> None:
                 handler.handle(record)
 
 
+def write_failed_metrics(work_dir: Path | str, error: str, batch_size: int, world_size: int,
+                         wall_time_s: float | None) -> dict:
+    """metrics.json of a run that failed (``status: failed`` and the error), with what it logged until then."""
+    metrics = json_safe({**summarize_run(work_dir, batch_size, world_size, wall_time_s, None),
+                         "status": "failed", "error": error})
+    atomic_write_json(Path(work_dir) / runs.METRICS_FILE, metrics)
+    return metrics
+
+
+def check_start_checkpoints(cfg: Config, resume: bool) -> None:
+    """The checkpoint a resumed run continues from (its last) and a ``load_from`` one must be readable and
+    finite; else one CheckpointError naming the file, before anything is written."""
+    if resume:
+        _, last = runs.find_checkpoints(cfg.work_dir)
+        if last is not None:
+            verified_state_dict(last)
+    if cfg.get("load_from"):
+        verified_state_dict(cfg.load_from)
+
+
 def run_training(params: TrainParams) -> TrainResult:
     """Train one run and write its manifest and metrics; ``gpus > 1`` goes through torchrun.
 
-    Stops before any work when the prepared data is missing or of another size than the config's.
+    Stops before any work when the prepared data is missing or of another size than the config's, when
+    the checkpoint it resumes or starts from is unusable, or when another process is writing the run folder
+    (helpers.locks, naming it). A training that diverges raises TrainingDiverged and leaves a metrics.json
+    with ``status: failed``.
     """
     cfg = build_config(params)
     check_data(cfg)
+    check_start_checkpoints(cfg, bool(params.resume))
+    with folder_lock(cfg.work_dir, "run folder"):
+        return _train_locked(params, cfg)
+
+
+def _train_locked(params: TrainParams, cfg: Config) -> TrainResult:
     work_dir = Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg.dump(str(work_dir / runs.CONFIG_FILE))
@@ -246,26 +283,47 @@ def run_training(params: TrainParams) -> TrainResult:
     }
     atomic_write_json(work_dir / runs.MANIFEST_FILE, manifest)
     start = time.perf_counter()
+    started = time.time()
     processes = distributed.process_count(params.gpus, params.nproc)
-    if processes > 1:
-        launch_torchrun(work_dir / runs.CONFIG_FILE, processes)
-        peak = None
-    else:
-        from mmengine.runner import Runner
+    batch_size = cfg.train_dataloader.batch_size
+    try:
+        if processes > 1:
+            try:
+                launch_torchrun(work_dir / runs.CONFIG_FILE, processes)
+            except subprocess.CalledProcessError:
+                error = _failure_written_since(work_dir, started)  # by the rank that saw the divergence
+                if error:
+                    raise TrainingDiverged(error) from None
+                raise
+            peak = None
+        else:
+            from mmengine.runner import Runner
 
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        kept: list[str] = []
-        with library_warnings_kept(kept), console_to_terminal():  # mmengine's logger: the terminal, not the report
-            runner = Runner.from_cfg(cfg)
-        _to_log_file(runner.logger, [f"library warning (known, harmless): {text}" for text in kept])
-        runner.train()
-        peak = _peak_memory_mb()
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            kept: list[str] = []
+            with library_warnings_kept(kept), console_to_terminal():  # mmengine's logger: the terminal, not the report
+                runner = Runner.from_cfg(cfg)
+            _to_log_file(runner.logger, [f"library warning (known, harmless): {text}" for text in kept])
+            runner.train()
+            peak = _peak_memory_mb()
+    except TrainingDiverged as err:
+        write_failed_metrics(work_dir, str(err), batch_size, processes, time.perf_counter() - start)
+        raise
     wall = time.perf_counter() - start
     metrics = summarize_run(work_dir, cfg.train_dataloader.batch_size, processes, wall, peak)
     atomic_write_json(work_dir / runs.METRICS_FILE, metrics)
     best, last = runs.find_checkpoints(work_dir)
     return TrainResult(work_dir=work_dir, best_checkpoint=best, last_checkpoint=last, metrics=metrics)
+
+
+def _failure_written_since(work_dir: Path, since: float) -> str | None:
+    """The error of a failed metrics.json written after ``since`` (by a torchrun process), else None."""
+    path = work_dir / runs.METRICS_FILE
+    if not path.is_file() or path.stat().st_mtime < since:
+        return None
+    metrics = runs.read_metrics(work_dir)
+    return metrics.get("error") if metrics.get("status") == "failed" else None
 
 
 def launch_torchrun(config_file: Path, gpus: int) -> None:
@@ -278,7 +336,8 @@ def launch_torchrun(config_file: Path, gpus: int) -> None:
                "-m", "helpers.modeling.train", str(config_file), "--launcher", "pytorch"]
     log.info("launching %s", " ".join(command))
     output = terminal_stream() if headless_kernel() else None  # the processes' logs: the terminal, not the report
-    subprocess.run(command, check=True, cwd=paths.REPO_ROOT, stdout=output, stderr=output)
+    subprocess.run(command, check=True, cwd=paths.REPO_ROOT, stdout=output, stderr=output,
+                   env={**os.environ, LOCK_HELD_ENV: str(os.getpid())})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -295,7 +354,15 @@ def main(argv: list[str] | None = None) -> None:
     cfg.resume = args.resume or cfg.get("resume", False)
     if args.launcher == "pytorch":
         distributed.init_process_group(cfg)
-    Runner.from_cfg(cfg).train()
+    # one writer per run folder: the launching process holds the lock (03_train), else rank 0 takes it
+    lead = int(os.environ.get("RANK", "0")) == 0 and not os.environ.get(LOCK_HELD_ENV)
+    with folder_lock(cfg.work_dir, "run folder") if lead else contextlib.nullcontext():
+        try:
+            Runner.from_cfg(cfg).train()
+        except TrainingDiverged as err:  # recorded for the launching process (its run_training reads it)
+            write_failed_metrics(cfg.work_dir, str(err), cfg.train_dataloader.batch_size,
+                                 int(os.environ.get("WORLD_SIZE", "1")), None)
+            raise
 
 
 if __name__ == "__main__":
