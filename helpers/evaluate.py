@@ -15,6 +15,7 @@ The folder's file names are ``helpers.runs``'s.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,13 @@ from pandas.io.formats.style import Styler
 
 from helpers import paths, patients, runs
 from helpers.dual_threshold import compare_schemes
-from helpers.fileio import atomic_write_json, atomic_write_npy, atomic_write_text, json_safe
+from helpers.fileio import atomic_write_json, atomic_write_text, json_safe
 from helpers.metrics import HEADLINE, cluster_bootstrap_ci, per_image_dice, summary_metrics
 from helpers.modeling.inference import LoadedModel, Predictions, default_device, load_model, predict_split
 from helpers.postprocess import PostProcess, apply_postprocess, postprocess_counts, tune_postprocess
 from helpers.prepared import check_prepared, prepared_pairs
 from helpers.provenance import code_version
+from helpers.stacks import save_stack
 
 SEED_RESULTS: dict[float, dict[str, float]] = {
     0.01: {"mIoU": 76.48, "mDice": 84.68},
@@ -81,10 +83,10 @@ def _config_data_root(cfg: Config) -> Path:
 
 
 def _tune_on_val(model: LoadedModel, data_root: Path, batch_size: int, tta: bool, val: Predictions | None,
-                 preds: Predictions, n_boot: int) -> tuple[PostProcess, pd.DataFrame, int, dict]:
-    """Tune on the val split (predicted here unless given); its predictions are freed on return. The
-    dual threshold is tuned on the same val predictions and scored on ``preds`` (helpers.dual_threshold)."""
-    val = val if val is not None else predict_split(model, data_root, "val", batch_size, tta)
+                 preds: Predictions, n_boot: int, store: Path | None = None) -> tuple[PostProcess, pd.DataFrame, int, dict]:
+    """Tune on the val split (predicted here unless given, into ``store`` when given); its predictions are freed
+    on return. The dual threshold is tuned on the same val predictions and scored on ``preds`` (helpers.dual_threshold)."""
+    val = val if val is not None else predict_split(model, data_root, "val", batch_size, tta, store=store)
     pp, grid = tune_postprocess(val)
     dual, _ = compare_schemes(val, grid, preds, n_boot)
     return pp, grid, len(val.names), dual
@@ -110,42 +112,47 @@ def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | P
         raise ValueError(f"{model.checkpoint}: a {width}x{height} model; 02_prepare writes square images only")
     prepared = check_prepared(data_root, width, larger_ok=True)
     out_dir = paths.resolve(out_dir) if out_dir is not None else runs.eval_dir(run_dir, split)
-    preds = predict_split(model, data_root, split, batch_size, tta)
-    groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
+    # the per-pixel predictions go to disk batch by batch (helpers.stacks), in a scratch folder beside the results:
+    # write_evaluation moves the evaluated split's probs.npy and mmseg_pred.npy out of it, the rest is removed
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".predicting-", dir=out_dir) as scratch_name:
+        scratch = Path(scratch_name)
+        preds = predict_split(model, data_root, split, batch_size, tta, store=scratch / split)
+        groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
 
-    grid = pd.DataFrame()
-    dual = None  # the dual-threshold scheme, tuned beside the triplet when postprocess='tune'
-    pp_info: dict[str, Any]
-    if isinstance(postprocess, str) and postprocess == "tune":
-        pp, grid, val_images, dual = _tune_on_val(model, data_root, batch_size, tta, preds if split == "val" else None,
-                                                  preds, n_boot)
-        pp_info = {"tuned_on": "val", "evaluated_on": split, "val_images": val_images}
-        if split == "val":
-            pp_info["warning"] = "tuned and evaluated on val: the post-processed metrics are optimistic"
-    elif isinstance(postprocess, str) and postprocess == "none":
-        pp, pp_info = PostProcess(), {"tuned_on": "given", "evaluated_on": split}
-    elif isinstance(postprocess, (dict, PostProcess)):
-        pp = postprocess if isinstance(postprocess, PostProcess) else PostProcess(**postprocess)
-        pp_info = {"tuned_on": "given", "evaluated_on": split}
-    else:
-        raise ValueError(f"postprocess must be 'tune', 'none', a dict or a PostProcess, not {postprocess!r}")
+        grid = pd.DataFrame()
+        dual = None  # the dual-threshold scheme, tuned beside the triplet when postprocess='tune'
+        pp_info: dict[str, Any]
+        if isinstance(postprocess, str) and postprocess == "tune":
+            pp, grid, val_images, dual = _tune_on_val(model, data_root, batch_size, tta, preds if split == "val" else None,
+                                                      preds, n_boot, store=scratch / "val")
+            pp_info = {"tuned_on": "val", "evaluated_on": split, "val_images": val_images}
+            if split == "val":
+                pp_info["warning"] = "tuned and evaluated on val: the post-processed metrics are optimistic"
+        elif isinstance(postprocess, str) and postprocess == "none":
+            pp, pp_info = PostProcess(), {"tuned_on": "given", "evaluated_on": split}
+        elif isinstance(postprocess, (dict, PostProcess)):
+            pp = postprocess if isinstance(postprocess, PostProcess) else PostProcess(**postprocess)
+            pp_info = {"tuned_on": "given", "evaluated_on": split}
+        else:
+            raise ValueError(f"postprocess must be 'tune', 'none', a dict or a PostProcess, not {postprocess!r}")
 
-    described = {
-        "split_mode": prepared.split_mode,
-        "postprocess": {**pp.as_dict(), **pp_info},
-        "tta": bool(tta),
-        "decision": model.decision,
-        # the model sees its training size; its probabilities are resized to the masks' size and scored there
-        # (the prepared size of data_root: the model's own, or 1024 for the original masks, as the seed did)
-        "resolution": {"model_input": [height, width], "evaluated_at": list(preds.probs.shape[1:]),
-                       "masks": str(data_root)},
-        "library_warnings": model.library_warnings,
-    }
-    if dual is not None:
-        described["dual_threshold"] = dual
-    return write_evaluation(preds, pp, out_dir, run_dir=run_dir, checkpoint=checkpoint, split=split,
-                            data_root=data_root, n_boot=n_boot, described=described, grid=grid, groups=groups,
-                            settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})
+        described = {
+            "split_mode": prepared.split_mode,
+            "postprocess": {**pp.as_dict(), **pp_info},
+            "tta": bool(tta),
+            "decision": model.decision,
+            # the model sees its training size; its probabilities are resized to the masks' size and scored there
+            # (the prepared size of data_root: the model's own, or 1024 for the original masks, as the seed did)
+            "resolution": {"model_input": [height, width], "evaluated_at": list(preds.probs.shape[1:]),
+                           "masks": str(data_root)},
+            "library_warnings": model.library_warnings,
+        }
+        if dual is not None:
+            described["dual_threshold"] = dual
+        return write_evaluation(preds, pp, out_dir, run_dir=run_dir, checkpoint=checkpoint, split=split,
+                                data_root=data_root, n_boot=n_boot, described=described, grid=grid, groups=groups,
+                                settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})
 
 
 def write_evaluation(preds: Predictions, pp: PostProcess, out_dir: Path, *, run_dir: Path, checkpoint: Path,
@@ -187,8 +194,8 @@ def write_evaluation(preds: Predictions, pp: PostProcess, out_dir: Path, *, run_
         "max_prob": preds.max_prob,
     })
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_npy(out_dir / runs.PROBS_FILE, preds.probs)
-    atomic_write_npy(out_dir / runs.MMSEG_PRED_FILE, np.packbits(preds.default_pred, axis=-1))
+    save_stack(out_dir / runs.PROBS_FILE, preds.probs)  # moved there when already on disk, else written image by image
+    save_stack(out_dir / runs.MMSEG_PRED_FILE, preds.default_pred, packed=True)
     atomic_write_text(out_dir / runs.PER_IMAGE_FILE, per_image.to_csv(index=False))
     atomic_write_text(out_dir / runs.GRID_FILE, grid.to_csv(index=False))
     atomic_write_json(out_dir / runs.EVAL_METRICS_FILE, metrics)

@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ from helpers.modeling.inference import (LoadedModel, Predictions, default_device
 from helpers.postprocess import tune_postprocess
 from helpers.prepared import check_prepared, fold_split_file, prepared_pairs
 from helpers.provenance import code_version
+from helpers.stacks import ChainedStack
 
 log = logging.getLogger(__name__)
 
@@ -185,23 +187,27 @@ def fold_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
 
 
 def _concat(predictions: Sequence[Predictions]) -> Predictions:
-    return Predictions(names=[n for p in predictions for n in p.names],
-                       probs=np.concatenate([p.probs for p in predictions]),
-                       truth=np.concatenate([p.truth for p in predictions]),
+    """One Predictions of several, in order; stacks on disk are chained, not read (helpers.stacks)."""
+    def joined(key: str):
+        parts = [getattr(p, key) for p in predictions]
+        return np.concatenate(parts) if all(isinstance(a, np.ndarray) for a in parts) else ChainedStack(parts)
+
+    return Predictions(names=[n for p in predictions for n in p.names], probs=joined("probs"), truth=joined("truth"),
                        default_counts=np.concatenate([p.default_counts for p in predictions]),
-                       max_prob=np.concatenate([p.max_prob for p in predictions]),
-                       default_pred=np.concatenate([p.default_pred for p in predictions]))
+                       max_prob=np.concatenate([p.max_prob for p in predictions]), default_pred=joined("default_pred"))
 
 
 def _tuning_predictions(ensemble: LoadedModel, members: Sequence[LoadedModel], run_dirs: Sequence[Path],
-                        data_root: Path, batch_size: int, tta: bool) -> tuple[Predictions, str]:
-    """Out-of-fold predictions when every member is a distinct fold of one sweep, else the ensemble on val."""
+                        data_root: Path, batch_size: int, tta: bool, store: Path | None = None) -> tuple[Predictions, str]:
+    """Out-of-fold predictions when every member is a distinct fold of one sweep, else the ensemble on val
+    (written to the folder ``store`` when given, as helpers.modeling.inference.predict_split does)."""
     folds = [runs.read_manifest(d).get("parameters", {}).get("fold") for d in run_dirs]
     if None not in folds and len(set(folds)) == len(folds):
-        parts = [predict_split(member, data_root, fold_split_file(fold, "val").removesuffix(".txt"), batch_size, tta)
+        parts = [predict_split(member, data_root, fold_split_file(fold, "val").removesuffix(".txt"), batch_size, tta,
+                               store=None if store is None else store / f"fold{fold}")
                  for member, fold in zip(members, folds)]
         return _concat(parts), "out-of-fold (each fold's val part, predicted by the model that did not train on it)"
-    return predict_split(ensemble, data_root, "val", batch_size, tta), "val"
+    return predict_split(ensemble, data_root, "val", batch_size, tta, store=store), "val"
 
 
 def evaluate_ensemble(run_folders: Sequence[str | Path], name: str, *, split: str = "test",
@@ -221,22 +227,29 @@ def evaluate_ensemble(run_folders: Sequence[str | Path], name: str, *, split: st
         "parameters": {"config": name}, "lr": runs.run_label(run_dirs[0])[1], "members": [str(r) for r in run_dirs],
         "checkpoints": [str(c) for c in checkpoints], "tta": bool(tta), "top_k": int(top_k), "code_version": code_version()}))
 
-    preds = predict_split(ensemble, data_root, split, batch_size, tta)
-    groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
-    tuning, tuned_on = _tuning_predictions(ensemble, members, run_dirs, data_root, batch_size, tta)
-    pp, grid = tune_postprocess(tuning)
-    dual, _ = compare_schemes(tuning, grid, preds, n_boot)
-    del tuning
-    described = {
-        "split_mode": prepared.split_mode,
-        "postprocess": {**pp.as_dict(), "tuned_on": tuned_on, "evaluated_on": split},
-        "dual_threshold": dual,
-        "checkpoint": [str(c) for c in checkpoints],
-        "tta": bool(tta),
-        "decision": {"type": "mean probability > 0.5", "members": len(checkpoints)},
-        "library_warnings": ensemble.library_warnings,
-    }
-    return write_evaluation(preds, pp, runs.eval_dir(folder, split, outputs), run_dir=folder,
-                            checkpoint=ensemble.checkpoint, split=split, data_root=data_root, n_boot=n_boot,
-                            described=described, grid=grid, groups=groups,
-                            settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})
+    # per-pixel predictions on disk, batch by batch (as helpers.evaluate.evaluate_run): the members' probabilities
+    # are averaged per batch (EnsembleSegmentor), so memory is one batch's whatever the number of members or images
+    out_dir = runs.eval_dir(folder, split, outputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".predicting-", dir=out_dir) as scratch_name:
+        scratch = Path(scratch_name)
+        preds = predict_split(ensemble, data_root, split, batch_size, tta, store=scratch / split)
+        groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
+        tuning, tuned_on = _tuning_predictions(ensemble, members, run_dirs, data_root, batch_size, tta,
+                                               store=scratch / "tuning")
+        pp, grid = tune_postprocess(tuning)
+        dual, _ = compare_schemes(tuning, grid, preds, n_boot)
+        del tuning
+        described = {
+            "split_mode": prepared.split_mode,
+            "postprocess": {**pp.as_dict(), "tuned_on": tuned_on, "evaluated_on": split},
+            "dual_threshold": dual,
+            "checkpoint": [str(c) for c in checkpoints],
+            "tta": bool(tta),
+            "decision": {"type": "mean probability > 0.5", "members": len(checkpoints)},
+            "library_warnings": ensemble.library_warnings,
+        }
+        return write_evaluation(preds, pp, out_dir, run_dir=folder,
+                                checkpoint=ensemble.checkpoint, split=split, data_root=data_root, n_boot=n_boot,
+                                described=described, grid=grid, groups=groups,
+                                settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})
