@@ -244,6 +244,7 @@ def predict_split(model: LoadedModel, data_root: Path | str, split: str, batch_s
                 flipped = net.inference(inputs.flip(-1), metas).flip(-1)
                 flipped_samples = net.postprocess_result(flipped, [SegDataSample(metainfo=m) for m in metas])
                 prob = (prob + foreground_probability(torch.stack([s.seg_logits.data for s in flipped_samples]))) / 2
+                del flipped, flipped_samples
             rows = slice(len(names), len(names) + len(samples))
             counts[rows] = _batch_counts(pred, label.bool()).cpu().numpy()
             writers["probs"].append((prob * 255).round().to(torch.uint8).cpu().numpy())
@@ -251,6 +252,7 @@ def predict_split(model: LoadedModel, data_root: Path | str, split: str, batch_s
             writers["truth"].append(label.bool().cpu().numpy())
             writers["default_pred"].append(pred.cpu().numpy())
             names.extend(Path(m["img_path"]).stem for m in metas)
+            del batch, data, inputs, samples, pred, label, prob  # before the next batch is loaded: one batch alive at a time
         arrays = {key: writer.close() for key, writer in writers.items()}
     except BaseException:
         for writer in (writers or {}).values():
