@@ -11,7 +11,8 @@ prepared data, as shipped) and at 1024 (``prepared_root`` a second preparation a
 models on the 1024 masks), and a mean-probability ensemble of 5 members (the trained run 5 times, tuned on val)
 is evaluated at 1024 (``helpers.modeling.ensemble.evaluate_ensemble``, with 04's batch size, TTA and bootstrap).
 
-Per stage and size: wall and CPU seconds (the process and every child it waited for: papermill's kernel), peak
+Per stage and size: wall and CPU seconds (the process and every child it waited for, such as papermill's kernel,
+or the sum sampled over its process tree when larger: a pool's workers started by a fork server are not waited for), peak
 RSS (the sum over the process tree, sampled every 0.1 s, and the largest single process from ``wait4``), bytes
 written (the block writes ``wait4`` counts) and the disk the stage left behind. Then, per stage, the log-log
 slopes of time and memory between consecutive sizes, and the goals, each printed as met or NOT met; the exit
@@ -22,7 +23,7 @@ status is 1 when one is missed:
   sizes): what a stage keeps per image must be small. For 04 at 1024 and the 5-member ensemble this is the
   issue's bound for the patient split's val + test.
 
-    .venv/bin/python benchmarks/scale.py --quick            # sizes 60 and 120: under 10 minutes on 2 quiet cores
+    .venv/bin/python benchmarks/scale.py --quick            # sizes 30 and 60, 1 iteration: minutes on 2 quiet cores
     .venv/bin/python benchmarks/scale.py --sizes 500 2000 12047 --keep /big/disk/scale
 """
 
@@ -47,25 +48,35 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_IMAGES, REAL_TEST_STAGE = 12047, 1372  # the Kaggle dataset: 10,675 train-stage + 1,372 test-stage images
 MEMORY_BOUND = 4 * 1024**3
 TIME_SLOPE_BOUND = 1.1
-QUICK_SIZES = (60, 120)
+QUICK_SIZES = (30, 60)
 ENSEMBLE_MEMBERS = 5
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (0 when it is gone)."""
+def _tree(pid: int) -> list:
+    """The process ``pid`` and all its descendants (psutil), [] when it is gone."""
     import psutil
 
     try:
         root = psutil.Process(pid)
-        total = root.memory_info().rss
-        for child in root.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return []
+
+
+def _sample_tree(pid: int, cpu_seen: dict[int, float]) -> int:
+    """Resident bytes of the tree now; records each process's CPU seconds so far in ``cpu_seen`` (processes that
+    the stage does not wait for, e.g. a pool's workers started by a fork server, are missing from wait4's count)."""
+    import psutil
+
+    total = 0
+    for process in _tree(pid):
+        try:
+            total += process.memory_info().rss
+            times = process.cpu_times()
+            cpu_seen[process.pid] = times.user + times.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def _disk_bytes(folder: Path) -> int:
@@ -80,11 +91,12 @@ def measure(command: list[str], log_path: Path, disk_root: Path) -> dict:
         start = time.perf_counter()
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         peak = [0]
+        cpu_seen: dict[int, float] = {}
         done = threading.Event()
 
         def sample() -> None:
             while not done.is_set():
-                peak[0] = max(peak[0], _tree_rss(process.pid))
+                peak[0] = max(peak[0], _sample_tree(process.pid, cpu_seen))
                 done.wait(0.1)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -97,7 +109,9 @@ def measure(command: list[str], log_path: Path, disk_root: Path) -> dict:
     if process.returncode != 0:
         tail = log_path.read_text()[-3000:]
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}); {log_path}:\n{tail}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_tree_MB": peak[0] / 2**20,
+    # CPU: wait4's (the stage and every process it waited for) or, when larger, the sum sampled over the tree
+    cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu_seen.values()))
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_tree_MB": peak[0] / 2**20,
             "peak_rss_single_MB": usage.ru_maxrss / 1024, "written_MB": usage.ru_oublock * 512 / 2**20,
             "disk_added_MB": (_disk_bytes(disk_root) - disk_before) / 2**20}
 
@@ -138,6 +152,10 @@ def ensemble_worker(run_dir: str, prepared_root: str, outputs: str) -> None:
                       n_boot=params["n_boot"], device="cpu", outputs=outputs)
 
 
+def _show(row: dict) -> None:
+    print("    " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+
+
 def run_size(n_images: int, root: Path, args: argparse.Namespace) -> list[dict]:
     """Every stage at ``n_images`` images; one row per stage."""
     from helpers import runs
@@ -170,6 +188,7 @@ def run_size(n_images: int, root: Path, args: argparse.Namespace) -> list[dict]:
         print(f"  N={n_images}: {stage} at {resolution} ...", flush=True)
         rows.append({"stage": stage, "resolution": resolution, "images": n_images,
                      **measure(command, logs / f"{stage}-{resolution}.log", root)})
+        _show(rows[-1])
     train_params = yaml.safe_load((profile / "03_train.yaml").read_text())
     run_dir = runs.run_dir(train_params["config"], train_params["lrs"][0], outputs)
     print(f"  N={n_images}: ensemble of {ENSEMBLE_MEMBERS} at 1024 ...", flush=True)
@@ -177,6 +196,7 @@ def run_size(n_images: int, root: Path, args: argparse.Namespace) -> list[dict]:
                str(root / "prepared" / "patient-1024"), str(outputs)]
     rows.append({"stage": f"ensemble{ENSEMBLE_MEMBERS}", "resolution": "1024", "images": n_images,
                  **measure(command, logs / "ensemble.log", root)})
+    _show(rows[-1])
     # how many images 04 predicted (val for tuning + test), from its metrics.json at 1024
     evaluated = json.loads((runs.eval_dir(run_dir, "test", outputs) / runs.EVAL_METRICS_FILE).read_text())
     predicted = evaluated["mmseg"]["images"] + evaluated["postprocess"].get("val_images", 0)
@@ -231,8 +251,8 @@ def goals(slopes: pd.DataFrame) -> list[tuple[str, bool]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", type=int, help="numbers of images (default 500 2000 12047)")
-    parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES[0]} and {QUICK_SIZES[1]}")
-    parser.add_argument("--iters", type=int, default=4, help="training iterations (validated once, at the end)")
+    parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES[0]} and {QUICK_SIZES[1]}, 1 training iteration")
+    parser.add_argument("--iters", type=int, help="training iterations, validated once at the end (default 4; --quick 1)")
     parser.add_argument("--lrs", nargs="*", type=float, help="learning rates to train (default: the profile's first)")
     parser.add_argument("--workers", type=int, default=2, help="01/02's worker processes")
     parser.add_argument("--keep", metavar="DIR", help="work (and keep everything) in DIR instead of a temporary folder")
@@ -242,6 +262,7 @@ def main() -> None:
         ensemble_worker(*args.ensemble_worker)
         return
     sizes = sorted(set(args.sizes or (QUICK_SIZES if args.quick else (500, 2000, REAL_IMAGES))))
+    args.iters = args.iters or (1 if args.quick else 4)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="scale-"))
     print(f"working in {work} ({os.cpu_count()} CPUs)", flush=True)
     rows = []
