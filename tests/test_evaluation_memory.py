@@ -59,7 +59,8 @@ def _traced_peak(run: Path, prepared: Path, out_dir: Path):
 def test_evaluation_peak_memory_does_not_grow_per_pixel_with_the_images(trained_demo_run, prepared_256, tmp_path):
     small = _subset(prepared_256, tmp_path / "small", n_val=4, n_test=4)
     large = _subset(prepared_256, tmp_path / "large", n_val=8, n_test=32)
-    _traced_peak(trained_demo_run.work_dir, small, tmp_path / "warm-up")  # imports and caches, once
+    evaluate_run(trained_demo_run.work_dir, prepared_root=small, out_dir=tmp_path / "warm-up", batch_size=2, n_boot=10,
+                 device="cpu")  # imports and caches, once, untraced
     peak_small, result_small = _traced_peak(trained_demo_run.work_dir, small, tmp_path / "eval-small")
     peak_large, result_large = _traced_peak(trained_demo_run.work_dir, large, tmp_path / "eval-large")
 
