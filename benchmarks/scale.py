@@ -31,7 +31,7 @@ steadier than the sampled tree sum. So at ``--quick``'s sizes only a growth of a
 ``tests/test_evaluation_memory.py`` checks evaluation's memory exactly (tracemalloc), and the sizes 500 and 2,000
 resolve a quarter byte a pixel at 1024.
 
-    .venv/bin/python benchmarks/scale.py --quick            # sizes 30 and 60, 1 iteration: minutes on 2 quiet cores
+    .venv/bin/python benchmarks/scale.py --quick            # sizes 150 and 300, 1 training iteration
     .venv/bin/python benchmarks/scale.py --sizes 500 2000 12047 --keep /big/disk/scale
 """
 
@@ -58,7 +58,9 @@ MEMORY_BOUND = 4 * 1024**3
 RSS_NOISE_MB = 32  # a peak that changes less than this between two sizes counts as not growing (run-to-run noise)
 GROWTH_ALLOWANCE_MB = 1024  # what a stage may keep per image: 1 GB over 12,047 images is 87 KB an image (1/12 byte a pixel at 1024)
 TIME_SLOPE_BOUND = 1.1
-QUICK_SIZES = (30, 60)
+# every split of the smaller size holds at least one full batch of 04's 16 images (test is 11 %): below that the
+# per-batch memory grows with the batch's fill, which looks like growth with the images (seen at 30 and 60)
+QUICK_SIZES = (150, 300)
 ENSEMBLE_MEMBERS = 5
 
 
