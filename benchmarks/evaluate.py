@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from helpers.evaluate import evaluate_run
+from helpers.evaluate_models import evaluate_run
 from helpers.modeling.inference import load_model, predict_split, resolve_run
 from helpers.paths import DEMO_CONFIG
-from helpers.postprocess import PostProcess
+from helpers.postprocessing import PostProcess
 
 
 

@@ -9,7 +9,7 @@ this: the data folders (``shared.yaml``: generated data in a scratch folder); 03
 learning rate of the sweep only (``--lrs`` to change); 01 and 02 use ``--workers`` processes. 04 runs at 512 (the
 prepared data, as shipped) and at 1024 (``prepared_root`` a second preparation at 1024, as the seed scored 512
 models on the 1024 masks), and a mean-probability ensemble of 5 members (the trained run 5 times, tuned on val)
-is evaluated at 1024 (``helpers.modeling.ensemble.evaluate_ensemble``, with 04's batch size, TTA and bootstrap).
+is evaluated at 1024 (``helpers.evaluate_models.evaluate_ensemble``, with 04's batch size, TTA and bootstrap).
 
 Per stage and size: wall and CPU seconds (the process and every child it waited for, such as papermill's kernel,
 or the sum sampled over its process tree when larger: a pool's workers started by a fork server are not waited for), peak
@@ -156,7 +156,7 @@ def write_profile(folder: Path, root: Path, *, iters: int, lrs: list[float] | No
 def ensemble_worker(run_dir: str, prepared_root: str, outputs: str) -> None:
     """Evaluate the 5-member ensemble (in its own process, measured from outside)."""
     from helpers import paths
-    from helpers.modeling.ensemble import evaluate_ensemble
+    from helpers.evaluate_models import evaluate_ensemble
 
     params = yaml.safe_load((paths.PIPELINE_PARAMS_DIR / "04_evaluate.yaml").read_text())
     evaluate_ensemble([run_dir] * ENSEMBLE_MEMBERS, f"scale_{ENSEMBLE_MEMBERS}members", split=params["split"],

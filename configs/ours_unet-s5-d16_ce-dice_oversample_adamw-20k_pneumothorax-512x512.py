@@ -2,7 +2,7 @@
 # the SIIM-ACR winners used that fits it: cross-entropy weighted towards the rare class plus a
 # foreground soft-Dice loss, positives listed 3 times (oversampling), AdamW with warm-up and poly decay.
 # AMP (bf16) is switched on by 03_train on a GPU (amp='auto').
-_base_ = ['./_base_/seed_unet-s5-d16_20k.py']
+_base_ = ['./fcn_unet-s5-d16_1xb16-20k_pneumothorax-512x512.py']
 model = dict(
     decode_head=dict(
         num_classes=2,

@@ -11,6 +11,7 @@ import yaml
 
 from helpers import paths
 from helpers.demo_data import DemoSpec
+from helpers.postprocessing.tuned import CHOICES as POSTPROCESS_CHOICES
 
 
 def _parse_value(text: str):
@@ -49,12 +50,15 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     import pandas as pd
 
+    from helpers.parameters import check_names
     from helpers.pipeline import SEED_LRS, SWEEP_KEY, stage_parameters, sweep, write_sbatch
 
     parameters = stage_parameters("03_train", Path(args.params_dir))
     lrs = args.lrs or parameters.pop(SWEEP_KEY, None) or list(SEED_LRS)
     parameters.pop(SWEEP_KEY, None)
-    parameters.update(_key_values(args.param))
+    given = _key_values(args.param)
+    check_names("03_train", given, "-p")
+    parameters.update(given)
     if args.config:
         parameters["config"] = args.config
     if args.sbatch:
@@ -76,7 +80,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from helpers.predict import PREDICTIONS_FILE, predict_images
 
     table = predict_images(args.checkpoint, args.images, args.out_dir, config=args.config, threshold=args.threshold,
-                           postprocess=not args.no_postprocess, device=args.device)
+                           postprocess=args.postprocess, device=args.device)
     print(table.drop(columns=["mask_path", "overlay_path", "error"]).to_string(index=False))
     print(f"masks, overlays and {PREDICTIONS_FILE} in {Path(args.out_dir).resolve()}")
     failed = table[table["error"] != ""]
@@ -89,7 +93,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from helpers.modeling.export import export_onnx, sidecar_path
 
-    out = export_onnx(args.checkpoint, args.out, config=args.config, postprocess=not args.no_postprocess)
+    out = export_onnx(args.checkpoint, args.out, config=args.config, postprocess=args.postprocess)
     print(f"wrote {out} and {sidecar_path(out)}")
 
 
@@ -142,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--config", help="default: config.py beside the checkpoint")
     predict.add_argument("--out-dir", default=str(paths.OUTPUTS_DIR / "predictions"))
     predict.add_argument("--threshold", type=float, help="probability threshold alone, instead of the post-processing")
-    predict.add_argument("--no-postprocess", action="store_true",
-                         help="the model's own decision, not the run's post-processing tuned on val")
+    predict.add_argument("--postprocess", choices=POSTPROCESS_CHOICES, default="winner",
+                         help="the run's scheme tuned on val: the val winner (default), triplet, dual; none: the "
+                              "model's own decision")
     predict.add_argument("--device")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, DICOM) or folders of them")
     predict.set_defaults(func=cmd_predict)
@@ -152,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, help="a .pth or a run folder")
     export.add_argument("--config", help="default: config.py beside the checkpoint")
     export.add_argument("--out", required=True, help="the .onnx file to write (the .json goes beside it)")
-    export.add_argument("--no-postprocess", action="store_true", help="leave the run's tuned post-processing out of the JSON")
+    export.add_argument("--postprocess", choices=POSTPROCESS_CHOICES, default="winner",
+                        help="the run's scheme tuned on val to put into the JSON: the val winner (default), triplet, "
+                             "dual; none leaves it out")
     export.set_defaults(func=cmd_export)
 
     demo_data = sub.add_parser("demo-data", help="only generate the demo dataset")

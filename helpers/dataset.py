@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from helpers.prepared import LABELS_FILE
+from helpers.prepared import positive_names
 
 CLASSES = ("background", "pneumothorax")
 PALETTE = [[0, 0, 0], [255, 64, 64]]
@@ -39,11 +38,7 @@ class PneumothoraxDataset(BaseSegDataset):
         data_list = super().load_data_list()
         if self.positive_repeats == 1:
             return data_list
-        labels_path = Path(self.data_root) / LABELS_FILE
-        if not labels_path.is_file():
-            raise FileNotFoundError(f"{labels_path}: positive_repeats needs the labels.csv that 02_prepare writes")
-        labels = pd.read_csv(labels_path, dtype={"name": str})
-        positive = set(labels.loc[labels["fg_pixels"] > 0, "name"])
+        positive = positive_names(self.data_root, "positive_repeats")
         repeated = []
         for item in data_list:
             name = Path(item["img_path"]).name.removesuffix(self.img_suffix)

@@ -28,6 +28,7 @@ KAGGLE_FOLDER = "siim-acr-pneumothorax"
 KERNEL_NAME = "pneumothorax"
 
 SEED_CONFIG = "fcn-unet-s5-d16_unet_1xb16-0.01-20k_pneumothorax-512x512"  # the seed's run: 03_train's default
+SWEEP_CONFIG = "fcn_unet-s5-d16_1xb16-20k_pneumothorax-512x512"  # the seed's, without an lr in its name: the sweep's
 DEMO_CONFIG = "demo_unet-s5-d16-c16_ce-dice_128x128"  # the CPU demo (make demo, the tests, the benchmarks)
 
 

@@ -23,6 +23,8 @@ import yaml
 
 from helpers import paths, runs
 from helpers.fileio import atomic_write_text
+from helpers.parameters import (LR, NOTEBOOK_PARAMETERS, ParameterError, check_names, check_parameters, check_value,
+                                declared_names)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ STAGES_WITH_OUTPUTS_DIR = ("01_explore", "04_evaluate", "05_visualize")
 SHARED_FILE = "shared"  # shared.yaml: the data folders of a profile, named once, given to each stage that takes them
 SWEEP_KEY = "lrs"  # in 03_train.yaml: the learning rates of the sweep; everything else goes to each run
 SEED_LRS = (0.01, 0.001, 0.0001)
+SET_PER_JOB = ("config", "lr", "work_dir", "gpus", "fold")  # write_sbatch's script sets these itself, per job
 
 
 @dataclass
@@ -62,11 +65,13 @@ def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: 
     The kernel runs in the repository root. With ``stream``, the notebook's output (mmengine's iteration
     lines, progress bars as text) goes to this process's stdout/stderr while it runs, and a failed cell's
     traceback to stderr. A failing notebook still gets its executed copy and HTML (showing the error);
-    the returned Report says it failed.
+    the returned Report says it failed. Parameters the notebook does not declare, or values its declaration
+    (helpers.parameters) does not allow, raise ParameterError before anything is created.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    check_parameters(stage, parameters, source=f"{stage}'s parameters")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     name = name or stage
@@ -97,13 +102,23 @@ def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: 
 
 
 def load_stage_parameters(stage: str, params_dir: Path | str = paths.PIPELINE_PARAMS_DIR) -> dict:
-    """The YAML parameter file of one stage (empty when the file does not exist)."""
+    """The YAML parameter file of one stage (empty when the file does not exist); a key its notebook does not
+    declare (``lrs`` besides, for 03_train) raises ParameterError naming the file, the key and the known ones.
+    ``shared.yaml`` may hold any key that some notebook declares."""
     path = Path(params_dir) / f"{stage}.yaml"
     if not path.exists():
         return {}
     loaded = yaml.safe_load(path.read_text()) or {}
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping of parameter names to values")
+    if stage == SHARED_FILE:
+        known = {name for notebook in NOTEBOOK_PARAMETERS for name in declared_names(notebook)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise ParameterError(f"{path}: {', '.join(map(repr, unknown))} is no notebook's parameter; "
+                                 f"known: {', '.join(sorted(known))}")
+    else:
+        check_names(stage, [k for k in loaded if not (stage == "03_train" and k == SWEEP_KEY)], str(path))
     return loaded
 
 
@@ -112,16 +127,21 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
     """Run 03_train once per lr (and, with ``folds=K``, once per fold of each lr, on the fold files of
     02_prepare), each into its own run folder with its executed notebook and HTML report.
 
-    A failed run is reported in the table and the others go on.
+    Every run's parameters are checked before the first starts (a bad one raises ParameterError and nothing
+    runs); a run that fails is reported in the table and the others go on.
     """
     parameters = dict(parameters or {})
-    config = parameters.get("config", paths.SEED_CONFIG)
-    rows = []
+    config = parameters.get("config") or paths.SWEEP_CONFIG
+    jobs = []
     for lr, fold in [(lr, fold) for lr in lrs for fold in (range(folds) if folds else [None])]:
+        check_value("03_train", "lr", lr, LR)
         work_dir = runs.run_dir(config, lr, Path(outputs)) if fold is None else runs.fold_run_dir(config, lr, fold, Path(outputs))
         run_parameters = {**parameters, "config": config, "lr": float(lr), "work_dir": str(work_dir)}
         if fold is not None:
             run_parameters["fold"] = fold
+        jobs.append((lr, fold, work_dir, check_parameters("03_train", run_parameters, source="the sweep's parameters")))
+    rows = []
+    for lr, fold, work_dir, run_parameters in jobs:
         report = run_notebook("03_train", run_parameters, work_dir)
         row = {"config": paths.config_name(config), "lr": lr, "fold": fold, "ok": report.ok,
                "minutes": report.seconds / 60, "report": str(report.html), "error": report.error}
@@ -138,9 +158,15 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
 def write_sbatch(lrs: list[float] | tuple[float, ...], parameters: dict, path: Path | str, *, gpus: int = 1,
                  cpus_per_gpu: int = 8, hours: int = 4, outputs: Path | str = paths.OUTPUTS_DIR, folds: int = 0) -> Path:
     """A SLURM array script, one job per lr (per lr and fold with ``folds=K``), each running 03_train
-    through papermill on its own node share (``gpus=0``: CPU jobs, no GPU requested)."""
-    config = parameters.get("config", paths.SEED_CONFIG)
-    extra = " ".join(f"-p {k} {shlex.quote(str(v))}" for k, v in parameters.items() if k not in ("config", "lr", "work_dir", "gpus", "fold"))
+    through papermill on its own node share (``gpus=0``: CPU jobs, no GPU requested). The ``-p`` flags are
+    the 03_train parameters (helpers.parameters.TrainParams) given, checked, in their declared order; the
+    script sets :data:`SET_PER_JOB` itself."""
+    check_parameters("03_train", parameters, source="the sweep's parameters", paths_exist=False)
+    for lr in lrs:
+        check_value("03_train", "lr", lr, LR)
+    config = parameters.get("config") or paths.SWEEP_CONFIG
+    extra = " ".join(_papermill_flag(k, parameters[k]) for k in declared_names("03_train")
+                     if k in parameters and k not in SET_PER_JOB)
     lr_list = " ".join(f"{lr:g}" for lr in lrs)
     if folds:  # job i: lr i // K, fold i % K, in the folder runs.fold_run_dir names
         select = f"""LR=${{LRS[$((SLURM_ARRAY_TASK_ID / {folds}))]}}
@@ -172,6 +198,15 @@ mkdir -p "$WORK_DIR"
     atomic_write_text(path, script)
     path.chmod(0o755)
     return path
+
+
+def _papermill_flag(name: str, value) -> str:
+    """One parameter for papermill's command line: ``-p name value`` (which reads back numbers, True/False and
+    None), or ``-y`` with YAML for a list or mapping."""
+    if isinstance(value, (list, tuple, dict)):
+        text = yaml.safe_dump({name: list(value) if isinstance(value, tuple) else value}, default_flow_style=True)
+        return f"-y {shlex.quote(text.strip())}"
+    return f"-p {name} {shlex.quote('None' if value is None else str(value))}"
 
 
 def write_index(outputs: Path | str = paths.OUTPUTS_DIR, title: str = "Pneumothorax segmentation: reports") -> Path:
@@ -208,17 +243,10 @@ with pneumothorax. The 'seed (reported)' rows are the numbers in the seed projec
     return index
 
 
-def notebook_parameters(stage: str) -> set[str]:
-    """The names in a notebook's parameters cell."""
-    import papermill
-
-    return set(papermill.inspect_notebook(str(paths.NOTEBOOKS_DIR / f"{stage}.ipynb")))
-
-
 def stage_parameters(stage: str, params_dir: Path | str = paths.PIPELINE_PARAMS_DIR) -> dict:
     """A stage's parameters: the profile's shared ones that its notebook declares, then its own YAML's."""
     shared = load_stage_parameters(SHARED_FILE, params_dir)
-    declared = notebook_parameters(stage)
+    declared = declared_names(stage)
     return {**{k: v for k, v in shared.items() if k in declared}, **load_stage_parameters(stage, params_dir)}
 
 
@@ -230,11 +258,18 @@ def run_pipeline(params_dir: Path | str = paths.PIPELINE_PARAMS_DIR, outputs: Pa
     need its output); its executed notebook and HTML show the error.
     """
     outputs = Path(outputs)
-    reports: list[Report] = []
-    for stage in stages:
+    every = {}
+    for stage in stages:  # every stage's names and values, before the first starts (its inputs may not exist yet)
         parameters = {**stage_parameters(stage, params_dir), **((overrides or {}).get(stage, {}))}
         if stage in STAGES_WITH_OUTPUTS_DIR:
             parameters.setdefault("outputs_dir", str(outputs))
+        for lr in parameters.get(SWEEP_KEY, []) if stage == "03_train" else []:
+            check_value(stage, "lr", lr, LR)
+        check_parameters(stage, {k: v for k, v in parameters.items() if k != SWEEP_KEY}, source=f"{stage}'s parameters",
+                         paths_exist=False)
+        every[stage] = parameters
+    reports: list[Report] = []
+    for stage, parameters in every.items():
         log.info("stage %s", stage)
         if stage == "03_train":
             lrs = parameters.pop(SWEEP_KEY, list(SEED_LRS))

@@ -2,7 +2,7 @@
 
 Every ``plot_*`` function returns a matplotlib ``Figure`` built without pyplot (no global figure state:
 nothing to close; a notebook shows it with ``display(fig)`` or as a cell's last expression) and computes
-no metric itself: the numbers come from ``helpers.explore``, ``helpers.evaluate`` or a run's logs.
+no metric itself: the numbers come from ``helpers.explore``, ``helpers.evaluation`` or a run's logs.
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ EXAMPLE_TITLES = {
 
 def plot_examples(result, which: str = "worst", n: int = 4, postprocessed: bool = True) -> Figure:
     """Rows of image | truth | overlay (TP / FP / FN) for examples chosen by :func:`select_examples`."""
-    from helpers.evaluate import predicted_mask
+    from helpers.evaluation import predicted_mask
 
     chosen = select_examples(result.per_image, which, n, postprocessed)
     decision = "post-processed" if postprocessed else "mmseg decision"
@@ -270,7 +270,7 @@ def _comparison_labels(table: pd.DataFrame) -> list[str]:
 
 
 def plot_lr_comparison(table: pd.DataFrame, metrics: Sequence[str] = LR_COMPARISON_METRICS) -> Figure:
-    """Grouped bars of ``helpers.evaluate.comparison_table``: one bar per row and metric, in %.
+    """Grouped bars of ``helpers.evaluation.comparison_table``: one bar per row and metric, in %.
 
     Evaluated runs carry their bootstrap interval (``*_lo`` / ``*_hi``) as error bars; the seed's reported
     numbers (hatched, coloured like our run with the same lr) and the all-empty baseline (grey) sit beside them.
@@ -340,7 +340,7 @@ def plot_roc(results) -> Figure:
     """ROC of the image-level score ``max_prob`` (positive vs negative images), one line per result.
 
     ``results``: one EvalResult, a list of them, or a dict label -> EvalResult. The legend's AUC is the
-    ``det_auc`` that ``helpers.evaluate`` computed.
+    ``det_auc`` that ``helpers.evaluation`` computed.
     """
     from sklearn.metrics import roc_curve
 

@@ -5,8 +5,9 @@
 grayscale like the training data (DICOM through :mod:`helpers.dicom`), resized to the model's input size
 as 02_prepare does (area interpolation), and fed to the model as the 3-channel image mmseg makes of a
 grayscale PNG. The pneumothorax probability is resized back to the input's size (bilinear) and
-post-processed: by default with the run's post-processing tuned on val (04_evaluate), its areas scaled to
-the image's size; else with the model's own decision. ``<stem>_mask.png`` ({0, 255}, the input's size),
+post-processed: by default with the scheme that won on val for the run (04_evaluate; ``postprocess``
+chooses ``triplet``, ``dual`` or ``none``), its areas scaled to the image's size; else with the model's own
+decision. ``<stem>_mask.png`` ({0, 255}, the input's size),
 ``<stem>_overlay.png`` and ``predictions.csv`` are written to ``out_dir``; an input that cannot be read
 gets its error in the table and the others go on.
 """
@@ -24,7 +25,7 @@ from helpers.dicom import is_dicom
 from helpers.fileio import atomic_write_text
 from helpers.images import IMAGE_SUFFIXES, overlay, read_radiograph, write_png
 from helpers.modeling.inference import load_model, probability_maps
-from helpers.postprocess import PostProcess, apply_postprocess, find_tuned_postprocess
+from helpers.postprocessing import PostProcess, find_tuned_postprocess, scheme_name
 from helpers.progress import tqdm
 
 COLUMNS = ["input", "mask_path", "overlay_path", "width", "height", "predicted_area", "area_cm2", "pneumothorax",
@@ -52,7 +53,7 @@ def predict_images(
     *,
     config: str | Path | None = None,
     threshold: float | None = None,
-    postprocess: bool = True,
+    postprocess: str = "winner",
     device: str | None = None,
     batch_size: int = 4,
 ) -> pd.DataFrame:
@@ -61,7 +62,8 @@ def predict_images(
 
     ``checkpoint``: a ``.pth``, a run folder or an exported ``.onnx``. ``images``: files or folders.
     The mask is, in this order of precedence: ``p > threshold`` when ``threshold`` is given; the run's
-    post-processing tuned on val when ``postprocess`` and the run has one; the model's own decision
+    scheme tuned on val when the run has one: the val winner (``postprocess='winner'``), or ``'triplet'`` or
+    ``'dual'`` (``'none'``: no post-processing); the model's own decision
     (argmax, i.e. 0.5 for two classes, or ``decode_head.threshold`` for a sigmoid head). The line saying
     which is printed. ``area_cm2`` needs the DICOM's PixelSpacing (or ImagerPixelSpacing); a row whose
     input could not be read has its ``error`` and no prediction.
@@ -73,20 +75,24 @@ def predict_images(
     repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
     if repeated:
         raise ValueError(f"several inputs share a file stem, their outputs would collide: {repeated}")
+    choice = scheme_name(postprocess)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
     if Path(checkpoint).suffix == ONNX_SUFFIX:
         onnx_model = load_onnx(checkpoint)
         size, own_threshold, maps = onnx_model.size, onnx_model.threshold, onnx_model.probability_maps
-        tuned = onnx_model.postprocess
+        tuned = onnx_model.postprocess if choice != "none" else None
+        if tuned is not None and choice not in ("winner", tuned.scheme.name):
+            raise ValueError(f"{checkpoint}: its side-car holds the {tuned.scheme.name} post-processing, not {choice} "
+                             f"(export again with --postprocess {postprocess})")
     else:
         model = load_model(checkpoint, device=device, config=config)
         size, own_threshold = model.size, model.threshold
         maps = partial(probability_maps, model)
-        tuned = find_tuned_postprocess(model.run_dir, model.checkpoint) if postprocess and threshold is None else None
+        tuned = find_tuned_postprocess(model.run_dir, model.checkpoint, choice) if threshold is None else None
     if threshold is not None:
         tuned, fixed, message = None, PostProcess(float(threshold), 0, 0), f"post-processing: none, probability > {threshold:g} (given)"
-    elif postprocess and tuned is not None:
+    elif tuned is not None:
         fixed, message = None, tuned.describe()
     else:
         tuned, fixed = None, PostProcess(own_threshold, 0, 0)
@@ -109,7 +115,7 @@ def predict_images(
             for (path, image, spacing), prob in zip(read, maps(resized)):
                 height, width = image.shape
                 prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
-                mask = apply_postprocess(prob, tuned.for_shape(height, width) if tuned is not None else fixed)
+                mask = (tuned.for_shape(height, width) if tuned is not None else fixed).apply(prob)
                 area = int(mask.sum())
                 mask_path = out_dir / f"{path.stem}_mask.png"
                 overlay_path = out_dir / f"{path.stem}_overlay.png"

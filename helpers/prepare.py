@@ -28,7 +28,7 @@ from helpers import paths, patients
 from helpers.fileio import atomic_write_json, atomic_write_text
 from helpers.images import IMAGE_PNG_PARAMS, write_png
 from helpers.parallel import parallel_map
-from helpers.prepared import DEFAULT_SPLIT_MODE, FOLD_SPLIT_GLOB, LABELS_FILE, MANIFEST_FILE, fold_split_file
+from helpers.prepared import DEFAULT_SPLIT_MODE, FOLD_SPLIT_GLOB, LABELS_FILE, MANIFEST_FILE, fold_split_file, read_labels
 from helpers.provenance import code_version
 from helpers.rawdata import RawDataError, decode_png, mask_problems, read_index
 
@@ -174,7 +174,7 @@ def _previous_statistics(out_dir: Path) -> dict[str, tuple[int, str]]:
     if json.loads(manifest_path.read_text()).get("format_version") != FORMAT_VERSION:
         _remove_stale(out_dir, set())
         return {}
-    previous = pd.read_csv(labels_path, dtype={"name": str, "pixel_hash": str})
+    previous = read_labels(out_dir)
     return {n: (int(f), h) for n, f, h in zip(previous["name"], previous["fg_pixels"], previous["pixel_hash"])}
 
 

@@ -98,11 +98,26 @@ def check_prepared(root: Path | str, img_size: int, larger_ok: bool = False) -> 
     return data
 
 
+def read_labels(root: Path | str, needed_by: str = "this step") -> pd.DataFrame:
+    """A prepared folder's ``labels.csv`` (one row per pair: name, split, fold, has_pneumo, patient, fg_pixels,
+    pixel_hash, ...), the only reader of that file; a missing one names ``needed_by`` and 02_prepare."""
+    path = paths.resolve(root) / LABELS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {needed_by} needs the {LABELS_FILE} that 02_prepare writes")
+    return pd.read_csv(path, dtype={"name": str, "pixel_hash": str, "patient": str})
+
+
+def positive_names(root: Path | str, needed_by: str = "this step") -> set[str]:
+    """The names of the prepared pairs whose mask has pneumothorax pixels."""
+    labels = read_labels(root, needed_by)
+    return set(labels.loc[labels["fg_pixels"] > 0, "name"])
+
+
 def prepared_pairs(root: Path | str) -> pd.DataFrame:
     """The prepared pairs with their paths: ``labels.csv`` plus ``image_path`` and ``mask_path`` columns
     (relative ``root`` from the repository root)."""
     root = paths.resolve(root)
-    labels = pd.read_csv(root / LABELS_FILE, dtype={"name": str, "pixel_hash": str, "patient": str})
+    labels = read_labels(root, "reading the prepared pairs")
     labels["image_path"] = [str(root / "images" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
     labels["mask_path"] = [str(root / "masks" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
     return labels

@@ -21,6 +21,7 @@ from PIL import Image
 
 from helpers import paths, patients
 from helpers.parallel import parallel_map
+from helpers.profile import DEMO, choose_profile
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +99,19 @@ def choose_raw_root(raw_root: Path | str | None = None) -> RawChoice:
     (``data/demo``, which ``make demo`` writes) when ``data/raw`` holds no Kaggle download and the demo does."""
     if raw_root is not None:
         return RawChoice(paths.resolve(raw_root), paths.PREPARED_DIR)
-    for root, prepared in ((paths.RAW_DIR, paths.PREPARED_DIR), (paths.DEMO_DIR, paths.DEMO_PREPARED_DIR)):
+
+    def has_dataset(root: Path) -> bool:
         try:
             find_dataset_root(root)
         except FileNotFoundError:
-            continue
-        if root == paths.RAW_DIR:
-            return RawChoice(root, prepared)
-        note = (f"Using the demo data in {root}: there is no Kaggle download in {paths.RAW_DIR / paths.KAGGLE_FOLDER}, "
-                f"where the real data goes (`python -m helpers download`, or see the README).")
-        return RawChoice(root, prepared, note)
-    return RawChoice(paths.RAW_DIR, paths.PREPARED_DIR)  # reading it raises with the download instructions
+            return False
+        return True
+
+    chosen, note = choose_profile("raw data", paths.RAW_DIR / paths.KAGGLE_FOLDER, paths.DEMO_DIR,
+                                  lambda: has_dataset(paths.RAW_DIR), lambda: has_dataset(paths.DEMO_DIR))
+    if chosen == DEMO:
+        return RawChoice(paths.DEMO_DIR, paths.DEMO_PREPARED_DIR, note)
+    return RawChoice(paths.RAW_DIR, paths.PREPARED_DIR)  # reading it raises with the download instructions when missing
 
 
 def read_csvs(root: Path) -> pd.DataFrame:

@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 
 from helpers import paths
+from helpers.profile import DEMO, choose_profile
 
 CONFIG_FILE = "config.py"
 MANIFEST_FILE = "manifest.json"
@@ -159,8 +160,7 @@ def choose_outputs(outputs_dir: Path | str | None = None, split: str | None = No
     def found(outputs: Path) -> bool:
         return bool(evaluations(outputs, split) if split else trained_runs(outputs))
 
-    if found(paths.OUTPUTS_DIR) or not found(paths.DEMO_OUTPUTS_DIR):
-        return paths.OUTPUTS_DIR, None
     what = f"evaluations of {split}" if split else "trained runs"
-    return paths.DEMO_OUTPUTS_DIR, (f"Using the demo's {what} in {paths.DEMO_OUTPUTS_DIR}: there are none in "
-                                    f"{paths.OUTPUTS_DIR}, where the runs on the real data go.")
+    chosen, note = choose_profile(what, paths.OUTPUTS_DIR, paths.DEMO_OUTPUTS_DIR, lambda: found(paths.OUTPUTS_DIR),
+                                  lambda: found(paths.DEMO_OUTPUTS_DIR))
+    return (paths.DEMO_OUTPUTS_DIR, note) if chosen == DEMO else (paths.OUTPUTS_DIR, None)

@@ -19,21 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from mmengine.dist import get_dist_info, sync_random_seed
 from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
-from helpers.prepared import LABELS_FILE
+from helpers.prepared import LABELS_FILE, positive_names
 
 
 def positive_flags(dataset) -> np.ndarray:
     """(len(dataset),) bool: which entries of a PneumothoraxDataset have pneumothorax, from its labels.csv."""
-    labels_path = Path(dataset.data_root) / LABELS_FILE
-    if not labels_path.is_file():
-        raise FileNotFoundError(f"{labels_path}: the positive-rate sampler needs the labels.csv that 02_prepare writes")
-    labels = pd.read_csv(labels_path, dtype={"name": str})
-    positive = set(labels.loc[labels["fg_pixels"] > 0, "name"])
+    positive = positive_names(dataset.data_root, "the positive-rate sampler")
     suffix = getattr(dataset, "img_suffix", ".png")
     names = [Path(dataset.get_data_info(i)["img_path"]).name.removesuffix(suffix) for i in range(len(dataset))]
     return np.array([name in positive for name in names], dtype=bool)

@@ -38,7 +38,9 @@ from IPython.display import display
 import pandas as pd
 
 from helpers import explore, paths, patients, plots, rawdata
+from helpers.parameters import check_notebook
 
+check_notebook("01_explore", globals())  # every value against its rule (helpers.parameters), before any work
 raw = rawdata.choose_raw_root(raw_root)
 if raw.note:
     print(raw.note)

@@ -48,7 +48,9 @@ import pandas as pd
 from IPython.display import display
 
 from helpers import patients, plots, prepare, prepared, rawdata
+from helpers.parameters import check_notebook
 
+check_notebook("02_prepare", globals())  # every value against its rule (helpers.parameters), before any work
 raw = rawdata.choose_raw_root(raw_root)
 if raw.note:
     print(raw.note)

@@ -38,6 +38,7 @@ gpus = 1  # > 1: torchrun, one process per GPU (nccl)
 nproc = 1  # > 1 without GPUs: torchrun with this many CPU processes (gloo)
 val_interval = None  # None: the config's, scaled with max_iters
 workers = None  # data loader workers; None: the config's on a CPU, from the CPU count on a GPU
+deterministic = False  # mmengine's deterministic mode (deterministic cuDNN algorithms; slower)
 # The SIIM-ACR winners' options (README, "The winners' toolkit"); None leaves the config as it is.
 fold = None  # k: train on fold{k}_train.txt, validate on fold{k}_val.txt (02_prepare with folds > k)
 positive_rate = None  # [start, end] (or [start, end, iters]): positive share scheduled over training
@@ -52,17 +53,13 @@ import pandas as pd
 from IPython.display import display
 
 from helpers import plots, runs
-from helpers.modeling.train import TrainParams, choose_config, describe_speed, run_training
+from helpers.modeling.train import choose_config, describe_speed, run_training
+from helpers.parameters import check_notebook
 
 config, prepared_root, note = choose_config(config, prepared_root)
 if note:
     print(note)
-params = TrainParams(
-    config=config, lr=lr, max_iters=max_iters, batch_size=batch_size, img_size=img_size,
-    seed=seed, work_dir=work_dir, prepared_root=prepared_root, resume=resume, amp=amp, channels_last=channels_last, gpus=gpus, val_interval=val_interval, workers=workers,
-    fold=fold, positive_rate=positive_rate, load_from=load_from, pretrained=pretrained, keep_checkpoints=keep_checkpoints,
-    nproc=nproc, mlflow=mlflow,
-)
+params = check_notebook("03_train", globals())  # TrainParams, every value checked (helpers.parameters)
 result = run_training(params)
 metrics = result.metrics
 print(f"run folder: {result.work_dir}")

@@ -51,10 +51,13 @@ ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k 
 # %matplotlib inline
 from IPython.display import display
 
-from helpers import dual_threshold, evaluate, plots
+from helpers import evaluation, plots
 from helpers import runs as run_folders
+from helpers.evaluate_models import evaluate_ensemble, evaluate_run
 from helpers.modeling import ensemble as ensembles
+from helpers.parameters import check_notebook
 
+check_notebook("04_evaluate", globals())  # every value against its rule (helpers.parameters), before any work
 outputs, note = run_folders.choose_outputs(outputs_dir)
 if note:
     print(note)
@@ -62,13 +65,13 @@ run_dirs = list(runs) or run_folders.trained_runs(outputs)
 if not run_dirs:
     raise FileNotFoundError(f"no trained runs under {outputs / 'runs'} (run 03_train first)")
 results = [
-    evaluate.evaluate_run(run, split=split, prepared_root=prepared_root, batch_size=batch_size, tta=tta,
-                          postprocess=postprocess, n_boot=n_boot, out_dir=run_folders.eval_dir(run, split, outputs))
+    evaluate_run(run, split=split, prepared_root=prepared_root, batch_size=batch_size, tta=tta,
+                 postprocess=postprocess, n_boot=n_boot, out_dir=run_folders.eval_dir(run, split, outputs))
     for run in run_dirs
 ]
 if ensemble:
     for name, members in ensembles.fold_groups(run_dirs).items():
-        results.append(ensembles.evaluate_ensemble(
+        results.append(evaluate_ensemble(
             members, f"{name}{'_tta' if tta else ''}{f'_top{ensemble_top_k}' if ensemble_top_k else ''}", split=split,
             prepared_root=prepared_root, batch_size=batch_size, tta=tta, top_k=ensemble_top_k, n_boot=n_boot,
             outputs=outputs))
@@ -82,10 +85,11 @@ for result in results:
     pp = result.postprocess
     print(f"post-processing: p > {pp.threshold:.2f}, components of at least {pp.min_component_area} px, "
           f"masks of at least {pp.min_total_area} px (tuned on {result.metrics['postprocess']['tuned_on']})")
-    if "resolution" in result.metrics:
-        size = result.metrics["resolution"]
-        print(f"evaluated at {size['evaluated_at']} against the masks of {size['masks']} (model input {size['model_input']})")
-    display(evaluate.metrics_table(result))
+    if result.metrics["dual_threshold"]:
+        print(f"the scheme that won on val, which predict and export apply: {result.metrics['dual_threshold']['winner_on_val']}")
+    size = result.metrics["resolution"]
+    print(f"evaluated at {size['evaluated_at']} against the masks of {size['masks']} (model input {size['model_input']})")
+    display(evaluation.metrics_table(result))
     display(plots.plot_confusion(result))
 
 # %% [markdown]
@@ -96,7 +100,7 @@ for result in results:
 # Triplet: (threshold, min component area, min total area); dual threshold: (top, min area, bottom).
 
 # %%
-display(dual_threshold.schemes_table(results).style.format(precision=2, na_rep="–").format({"lr": "{:g}"}).hide(axis="index"))
+display(evaluation.schemes_table(results).style.format(precision=2, na_rep="–").format({"lr": "{:g}"}).hide(axis="index"))
 
 # %% [markdown]
 # ## Patients seen in training against unseen ones
@@ -104,7 +108,7 @@ display(dual_threshold.schemes_table(results).style.format(precision=2, na_rep="
 # %%
 for result in results:
     print(f"{result.run_dir}  ({result.split}, split mode {result.metrics['split_mode']})")
-    display(evaluate.seen_unseen_style(result))
+    display(evaluation.seen_unseen_style(result))
 
 # %% [markdown]
 # ## Comparison: the lr sweep, the seed's reported numbers, the all-empty baseline
@@ -113,7 +117,7 @@ for result in results:
 # split its test images by whether their patient was in training.
 
 # %%
-comparison = evaluate.comparison_table(results)
-json_path, csv_path = evaluate.write_comparison(comparison, outputs / "eval")
-display(evaluate.comparison_style(comparison))
+comparison = evaluation.comparison_table(results)
+json_path, csv_path = evaluation.write_comparison(comparison, outputs / "eval")
+display(evaluation.comparison_style(comparison))
 print(f"written: {csv_path}, {json_path}")

@@ -29,15 +29,17 @@ n_examples = 4
 import pandas as pd
 from IPython.display import display
 
-from helpers import evaluate, plots, runs
+from helpers import evaluation, plots, runs
+from helpers.parameters import check_notebook
 
+check_notebook("05_visualize", globals())  # every value against its rule (helpers.parameters), before any work
 outputs, note = runs.choose_outputs(outputs_dir, split)
 if note:
     print(note)
 eval_dirs = runs.evaluations(outputs, split)
 if not eval_dirs:
     raise FileNotFoundError(f"no evaluations under {outputs / 'eval'} (run 04_evaluate first)")
-results = [evaluate.load_eval(d) for d in eval_dirs]
+results = [evaluation.load_eval(d) for d in eval_dirs]
 best = max(results, key=lambda r: r.metrics["postprocessed"]["image_dice"])
 print(f"examples from the best run by per-image Dice: {best.run_dir}")
 

@@ -71,6 +71,26 @@ def test_the_configs_the_project_names_are_found_by_name():
     assert named <= {p.stem for p in CONFIGS}
 
 
+def test_the_seeds_per_lr_files_are_the_sweep_config_at_their_lr_and_reproduce_the_seeds_settings():
+    """``mim train mmseg configs/<seed file>`` loads the sweep config with the file's lr: mmseg's schedule_20k
+    (SGD, momentum 0.9, weight decay 0.0005, poly to 1e-4 over 20k iterations), batch 16, 512x512, whole-image
+    test, no auxiliary head; and the sweep config itself names no lr."""
+    from helpers.pipeline import SEED_LRS
+
+    assert not re.search(r"\d\.\d", paths.SWEEP_CONFIG)
+    sweep = Config.fromfile(str(paths.config_path(paths.SWEEP_CONFIG))).to_dict()
+    for lr in SEED_LRS:
+        name = SEED_CONFIG.replace("-0.01-", f"-{lr:g}-")
+        cfg = Config.fromfile(str(paths.CONFIGS_DIR / f"{name}.py"))
+        assert cfg._cfg_dict.to_dict() == {**sweep, "optim_wrapper": {**sweep["optim_wrapper"], "optimizer": {
+            **sweep["optim_wrapper"]["optimizer"], "lr": lr}}}, name
+        assert dict(cfg.optim_wrapper.optimizer) == {"type": "SGD", "lr": lr, "momentum": 0.9, "weight_decay": 0.0005}
+        assert [(s.type, s.eta_min, s.power, s.end) for s in cfg.param_scheduler] == [("PolyLR", 1e-4, 0.9, 20000)]
+        assert (cfg.train_cfg.max_iters, cfg.train_dataloader.batch_size, cfg.model.data_preprocessor.size) == (20000, 16, (512, 512))
+        assert cfg.model.test_cfg == {"mode": "whole"} and cfg.model.auxiliary_head is None
+        assert (paths.CONFIGS_DIR / f"{name}.py").read_text().count("\n") <= 3  # a thin child: comment, base, lr
+
+
 def test_the_test_loader_is_the_val_loader_on_the_test_list():
     for name in (SEED_CONFIG, DEMO_CONFIG):
         cfg = Config.fromfile(str(paths.config_path(name)))

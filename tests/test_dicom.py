@@ -196,7 +196,7 @@ def _predict_pair(checkpoint, gray, encoding, folder, out):
     folder.mkdir(parents=True)
     cv2.imwrite(str(folder / "as_png.png"), gray)
     write(folder / "as_dicom.dcm", encode(gray, encoding))
-    table = predict_images(checkpoint, [folder], out, device="cpu", postprocess=False)
+    table = predict_images(checkpoint, [folder], out, device="cpu", postprocess="none")
     assert (table["error"] == "").all()
     return [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) > 0 for p in table["mask_path"]], table
 

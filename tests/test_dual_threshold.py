@@ -1,4 +1,4 @@
-"""helpers.dual_threshold: the rule on a hand-built image, the tuning grid against the rule applied image by
+"""helpers.postprocessing.dual_threshold: the rule on a hand-built image, the tuning grid against the rule applied image by
 image, and tuning that reads the val split only (inside evaluate_run)."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import dual_threshold
-from helpers.dual_threshold import DualThreshold, apply_dual_threshold, tune_dual_threshold
-from helpers.evaluate import evaluate_run
-from helpers.modeling.inference import Predictions
+from helpers.evaluate_models import evaluate_run
+from helpers.evaluation import schemes_table
+from helpers.postprocessing import SCHEMES, DualThreshold, Predictions, apply_dual_threshold, tune_dual_threshold
 
 
 def _hand_built() -> tuple[np.ndarray, np.ndarray]:
@@ -86,20 +85,20 @@ def test_tuning_refuses_float_probabilities():
 @pytest.mark.slow
 def test_evaluate_run_tunes_the_dual_threshold_on_val_only(trained_demo_run, demo_prepared, tmp_path):
     seen: list[list[str]] = []
-    real_tune = dual_threshold.tune_dual_threshold
+    real_tune = DualThreshold.tune.__func__
 
     def spy_tune(val, *args, **kwargs):
         seen.append(list(val.names))
-        return real_tune(val, *args, **kwargs)
+        return real_tune(DualThreshold, val, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dual_threshold, "tune_dual_threshold", spy_tune)
+        patch.setattr(DualThreshold, "tune", classmethod(lambda cls, val: spy_tune(val)))
         result = evaluate_run(trained_demo_run.work_dir, split="test", n_boot=10, device="cpu", out_dir=tmp_path)
     val_names = [Path(line).name for line in (demo_prepared.out_dir / "val.txt").read_text().split()]
     assert seen == [val_names]
     report = result.metrics["dual_threshold"]
     assert report["tuned_on"] == "val" and report["val_images"] == len(val_names)
-    assert report["winner_on_val"] in dual_threshold.SCHEMES
+    assert report["winner_on_val"] in SCHEMES
     winner_dice = max(report["val_image_dice"].values())
     assert report["val_image_dice"][report["winner_on_val"]] == winner_dice
     assert report["metrics"]["images"] == len(result.per_image)
@@ -114,7 +113,7 @@ def test_evaluate_run_tunes_the_dual_threshold_on_val_only(trained_demo_run, dem
         dice.append(1.0 if total == 0 else 2 * np.count_nonzero(mask & truth) / total)
     assert report["metrics"]["image_dice"] == pytest.approx(np.mean(dice))
     # 04's side-by-side table: one row, both schemes, the winner on val
-    table = dual_threshold.schemes_table([result])
+    table = schemes_table([result])
     assert len(table) == 1
     row = table.iloc[0]
     assert row["winner_on_val"] == report["winner_on_val"]

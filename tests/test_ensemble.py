@@ -4,16 +4,19 @@ an ensemble is evaluated beside single models in the comparison table."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from helpers import runs as run_folders
-from helpers.evaluate import comparison_table
+from helpers.evaluate_models import evaluate_ensemble, evaluate_run
+from helpers.evaluation import comparison_table
 from helpers.modeling.checkpoint import load_checkpoint_safely
-from helpers.modeling.ensemble import (average_state_dicts, evaluate_ensemble, fold_groups, load_ensemble,
+from helpers.modeling.ensemble import (average_state_dicts, fold_groups, load_ensemble,
                                        top_k_checkpoints, write_averaged_checkpoint)
 from helpers.modeling.inference import build_split_loader, foreground_probability, load_model, predict_split
 from helpers.paths import DEMO_CONFIG
@@ -117,8 +120,6 @@ def test_checkpoint_averaging_of_the_top_k(fold_sweep):
 
 @pytest.mark.slow
 def test_evaluate_ensemble_joins_the_comparison_table(fold_sweep):
-    from helpers.evaluate import evaluate_run
-
     prepared, outputs, _ = fold_sweep
     runs = run_folders.trained_runs(outputs)
     singles = [evaluate_run(run, split="test", n_boot=20, device="cpu", out_dir=run_folders.eval_dir(run, "test", outputs))
@@ -128,7 +129,7 @@ def test_evaluate_ensemble_joins_the_comparison_table(fold_sweep):
     assert result.metrics["postprocess"]["tuned_on"].startswith("out-of-fold")
     assert result.metrics["dual_threshold"]["val_images"] == sum(
         len((prepared.out_dir / f"fold{k}_val.txt").read_text().split()) for k in (0, 1))
-    assert [c.endswith("averaged_top2.pth") for c in result.metrics["checkpoint"]] == [True, True]
+    assert [c.endswith("averaged_top2.pth") for c in result.metrics["members"]] == [True, True]
     assert result.metrics["tta"] is True
     table = comparison_table([*singles, result])
     rows = table[table["split"] == "test"].set_index("config")
@@ -137,6 +138,27 @@ def test_evaluate_ensemble_joins_the_comparison_table(fold_sweep):
         row = rows.loc[label]
         assert row["images"] == len(result.per_image)
         assert not math.isnan(row["image_dice_lo"]) and row["image_dice_lo"] <= row["image_dice"] <= row["image_dice_hi"]
+    # a single run's evaluation folder and the ensemble's: the same files, the same keys with the same types
+    single, ensemble = singles[0].out_dir, result.out_dir
+    assert sorted(p.name for p in single.iterdir()) == sorted(p.name for p in ensemble.iterdir())
+    for file in (run_folders.EVAL_METRICS_FILE, run_folders.EVAL_INFO_FILE):
+        assert _shape(json.loads((single / file).read_text())) == _shape(json.loads((ensemble / file).read_text())), file
+    single_rows, ensemble_rows = (pd.read_csv(d / run_folders.PER_IMAGE_FILE) for d in (single, ensemble))
+    assert dict(single_rows.dtypes) == dict(ensemble_rows.dtypes)
+
+
+def _shape(value, key: str = ""):
+    """A JSON value's keys and leaf types, recursively (a number is a number, null stands for a number that
+    was NaN); the model's own decision rule is compared as a mapping with a type."""
+    if key == "decision":
+        return ("decision", "type" in value)
+    if isinstance(value, dict):
+        return {k: _shape(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return ["list", *sorted({repr(_shape(v)) for v in value})]
+    if isinstance(value, bool) or isinstance(value, str):
+        return type(value).__name__
+    return "number"  # int, float, or None (NaN written as null)
 
 
 @pytest.mark.parametrize("task", range(6))

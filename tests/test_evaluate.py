@@ -1,4 +1,4 @@
-"""helpers.evaluate: tuning on val only, parity with mmseg's Runner.test(), reload, tables, fail-fast data checks."""
+"""helpers.evaluation (through helpers.evaluate_models): tuning on val only, parity with mmseg's Runner.test(), reload, tables, fail-fast data checks."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import evaluate, runs
-from helpers.evaluate import (SEED_RESULTS, comparison_table, evaluate_run, load_eval, metrics_table, predicted_mask,
-                              write_comparison)
+from helpers import evaluate_models, evaluation, runs
+from helpers.evaluate_models import evaluate_run
+from helpers.evaluation import SEED_RESULTS, comparison_table, load_eval, metrics_table, predicted_mask, write_comparison
+from helpers.postprocessing import PostProcess
 from helpers.metrics import pooled_metrics
 from helpers.modeling.inference import LoadedModel, build_split_loader, load_model, predict_split
 from helpers.paths import DEMO_CONFIG
@@ -30,7 +31,7 @@ def tuned_eval(trained_demo_run, tmp_path_factory):
     """evaluate_run on test with tuning, recording the splits predict_split and tune_postprocess saw."""
     calls: list[str] = []
     tuned_on: list[list[str]] = []
-    real_predict, real_tune = evaluate.predict_split, evaluate.tune_postprocess
+    real_predict, real_tune = evaluate_models.predict_split, PostProcess.tune.__func__
 
     def spy_predict(model, data_root, split, *args, **kwargs):
         calls.append(split)
@@ -38,11 +39,11 @@ def tuned_eval(trained_demo_run, tmp_path_factory):
 
     def spy_tune(val, *args, **kwargs):
         tuned_on.append(list(val.names))
-        return real_tune(val, *args, **kwargs)
+        return real_tune(PostProcess, val, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate, "predict_split", spy_predict)
-        patch.setattr(evaluate, "tune_postprocess", spy_tune)
+        patch.setattr(evaluate_models, "predict_split", spy_predict)
+        patch.setattr(PostProcess, "tune", classmethod(lambda cls, val: spy_tune(val)))
         result = evaluate_run(trained_demo_run.work_dir, split="test", n_boot=20, device="cpu",
                               out_dir=tmp_path_factory.mktemp("eval") / "test")
     return result, calls, tuned_on
@@ -167,7 +168,7 @@ def test_comparison_table_has_seed_rows_and_the_empty_baseline(tuned_eval, tmp_p
     assert ours["split_mode"].eq("official").all() and seed["split_mode"].eq("seed").all()
     assert ours["images_seen"].eq(result.per_image["seen"].sum()).all()
     seen_images = int(result.per_image["seen"].sum())
-    html = evaluate.comparison_style(table).to_html()
+    html = evaluation.comparison_style(table).to_html()
     assert f">{seen_images}<" in html and f">{seen_images}.00<" not in html  # images_seen: a count
     json_path, csv_path = write_comparison(table, tmp_path)
     assert pd.read_json(json_path)["config"].tolist() == table["config"].tolist()
@@ -265,7 +266,7 @@ def test_the_metrics_table_reads_counts_as_integers_and_rates_in_percent(tuned_e
 @slow
 def test_the_seen_unseen_table_reads_counts_as_integers_and_metrics_in_percent(tuned_eval):
     result, _, _ = tuned_eval
-    styled = evaluate.seen_unseen_style(result)
+    styled = evaluation.seen_unseen_style(result)
     table = styled.data.set_index(["decision", "group"])
     html = styled.to_html()
     for decision in ("mmseg", "postprocessed"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.evaluate import evaluate_run
+from helpers.evaluate_models import evaluate_run
 
 SIZE = 256
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,11 +12,11 @@ import pytest
 import torch
 
 from helpers import runs
-from helpers.evaluate import evaluate_run
+from helpers.evaluate_models import evaluate_run
 from helpers.modeling.export import export_onnx, load_onnx, sidecar_path
 from helpers.modeling.inference import load_model, probability_maps
 from helpers.paths import DEMO_CONFIG
-from helpers.postprocess import apply_postprocess, find_tuned_postprocess
+from helpers.postprocessing import DualThreshold, find_tuned_postprocess
 from helpers.predict import predict_images
 from tests.dicom_files import generated_gray
 
@@ -120,8 +121,9 @@ def test_predict_onnx_and_checkpoint_alike_with_the_tuned_postprocessing(trained
     assert find_tuned_postprocess(run_dir, checkpoint) is None
     result = evaluate_run(checkpoint, split="test", prepared_root=demo_prepared.out_dir, n_boot=0, device="cpu",
                           out_dir=runs.eval_dir(run_dir, "test", outputs=tmp_path / "outputs"))
-    tuned = find_tuned_postprocess(run_dir, checkpoint)
-    assert tuned is not None and tuned.postprocess == result.postprocess
+    tuned = find_tuned_postprocess(run_dir, checkpoint)  # the val winner
+    assert tuned is not None and tuned.scheme.name == result.metrics["dual_threshold"]["winner_on_val"]
+    assert find_tuned_postprocess(run_dir, checkpoint, "triplet").scheme == result.postprocess
     assert tuned.image_shape == (64, 64)
     onnx_path = export_onnx(checkpoint, tmp_path / "model.onnx")
     assert json.loads(sidecar_path(onnx_path).read_text())["postprocess"] == json.loads(json.dumps(tuned.as_dict()))
@@ -136,21 +138,74 @@ def test_predict_onnx_and_checkpoint_alike_with_the_tuned_postprocessing(trained
     assert "tuned on val" in capsys.readouterr().out
     by_onnx = predict_images(onnx_path, [inputs], tmp_path / "onnx")
     assert "tuned on val" in capsys.readouterr().out
-    raw = predict_images(checkpoint, [inputs], tmp_path / "raw", device="cpu", postprocess=False)
+    raw = predict_images(checkpoint, [inputs], tmp_path / "raw", device="cpu", postprocess="none")
     assert "model's own decision" in capsys.readouterr().out
     np.testing.assert_allclose(by_onnx["max_prob"], by_torch["max_prob"], atol=1e-4)
     for a, b in zip(by_torch["mask_path"], by_onnx["mask_path"]):
         np.testing.assert_array_equal(cv2.imread(a, 0), cv2.imread(b, 0))
     pp = tuned.for_shape(128, 128)
-    assert pp.min_component_area == round(tuned.postprocess.min_component_area * 4)
-    # The post-processed masks are the raw probability maps through the scaled triplet.
+    assert pp == tuned.scheme.scaled(4)
+    # The post-processed masks are the raw probability maps through the scaled scheme.
     torch_model = load_model(checkpoint, device="cpu")
     for path, row in zip(sorted(inputs.iterdir()), by_torch.itertuples()):
         image = cv2.imread(str(path), 0)
         prob = probability_maps(torch_model, [cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)])[0]
         prob = cv2.resize(prob, (128, 128), interpolation=cv2.INTER_LINEAR)
-        np.testing.assert_array_equal(cv2.imread(row.mask_path, 0) > 0, apply_postprocess(prob, pp))
+        np.testing.assert_array_equal(cv2.imread(row.mask_path, 0) > 0, pp.apply(prob))
     assert len(raw) == len(by_torch)
+
+
+def _masks_through(checkpoint, inputs: Path, scheme) -> list[np.ndarray]:
+    """Each input's probability map (model size, resized back as predict does) through ``scheme`` scaled to it."""
+    model = load_model(checkpoint, device="cpu")
+    masks = []
+    for path in sorted(inputs.iterdir()):
+        image = cv2.imread(str(path), 0)
+        prob = probability_maps(model, [cv2.resize(image, model.size, interpolation=cv2.INTER_AREA)])[0]
+        prob = cv2.resize(prob, image.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        masks.append(scheme.apply(prob))
+    return masks
+
+
+def test_predict_applies_the_val_winner_dual_threshold_and_the_triplet_on_request(trained_demo_run, demo_prepared,
+                                                                                  tmp_path, capsys):
+    """A run whose triplet is tuned on a grid of one bad threshold (p > 0.01: nearly every pixel) loses on val
+    to the dual threshold: predict then applies the dual threshold by default (and export writes it), and the
+    triplet with ``postprocess='triplet'``."""
+    from helpers.postprocessing import PostProcess, tune_postprocess
+
+    run_dir = tmp_path / "outputs" / "runs" / "demo" / "lr0.003"
+    run_dir.mkdir(parents=True)
+    checkpoint = shutil.copy(trained_demo_run.best_checkpoint, run_dir)
+    shutil.copy(trained_demo_run.work_dir / runs.CONFIG_FILE, run_dir)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PostProcess, "tune", classmethod(
+            lambda cls, val: tune_postprocess(val, thresholds=(0.01,), component_areas=(0.0,), total_areas=(0.0,))))
+        result = evaluate_run(checkpoint, split="test", prepared_root=demo_prepared.out_dir, n_boot=0, device="cpu",
+                              out_dir=runs.eval_dir(run_dir, "test", outputs=tmp_path / "outputs"))
+    report = result.metrics["dual_threshold"]
+    assert report["winner_on_val"] == "dual_threshold"
+    assert report["val_image_dice"]["dual_threshold"] > report["val_image_dice"]["triplet"]
+    info = json.loads((result.out_dir / runs.EVAL_INFO_FILE).read_text())
+    assert info["val_winner"] == "dual_threshold" and set(info["schemes"]) == {"triplet", "dual_threshold"}
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in sorted((demo_prepared.out_dir / "images" / "test").glob("*.png"))[:3]:
+        shutil.copy(path, inputs / path.name)
+    capsys.readouterr()
+    by_default = predict_images(checkpoint, [inputs], tmp_path / "default", device="cpu")
+    assert "(dual_threshold)" in capsys.readouterr().out
+    triplet = predict_images(checkpoint, [inputs], tmp_path / "triplet", device="cpu", postprocess="triplet")
+    assert "(triplet)" in capsys.readouterr().out
+    dual = DualThreshold.from_dict(info["schemes"]["dual_threshold"])
+    for row, expected in zip(by_default.itertuples(), _masks_through(checkpoint, inputs, dual)):
+        np.testing.assert_array_equal(cv2.imread(row.mask_path, 0) > 0, expected)
+    for row, expected in zip(triplet.itertuples(), _masks_through(checkpoint, inputs, result.postprocess)):
+        np.testing.assert_array_equal(cv2.imread(row.mask_path, 0) > 0, expected)
+    assert not np.array_equal(by_default["predicted_area"], triplet["predicted_area"])  # p > 0.01 marks far more
+    onnx_path = export_onnx(checkpoint, tmp_path / "model.onnx")
+    assert json.loads(sidecar_path(onnx_path).read_text())["postprocess"]["scheme"] == "dual_threshold"
 
 
 def test_cli_export_and_predict_report_failures(trained_demo_run, tmp_path, capsys):

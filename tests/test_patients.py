@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from helpers import patients
+from helpers.evaluation import seen_unseen
 from helpers.demo_data import DemoSpec, generate_demo_dataset
 from helpers.metrics import summary_metrics
 from helpers.prepare import assign_splits, prepare_dataset
@@ -249,7 +250,7 @@ def test_seen_unseen_breakdown_adds_up_to_the_whole():
     n = 40
     counts = random_pixel_counts(np.random.default_rng(0), n)
     groups = pd.DataFrame({"patient": [f"p{i // 3}" for i in range(n)], "seen": [(i // 3) % 2 == 0 for i in range(n)]})
-    breakdown = patients.seen_unseen_metrics(counts, None, groups, n_boot=50)
+    breakdown = seen_unseen.seen_unseen_metrics(counts, None, groups, n_boot=50)
     seen, unseen = breakdown["seen"], breakdown["unseen"]
     assert seen["images"] + unseen["images"] == n
     assert seen["patients"] + unseen["patients"] == groups["patient"].nunique()
@@ -262,7 +263,7 @@ def test_seen_unseen_breakdown_adds_up_to_the_whole():
     for entry in (seen, unseen):
         low, high = entry["ci"]["image_dice"]
         assert low <= entry["metrics"]["image_dice"] <= high
-    empty = patients.seen_unseen_metrics(counts, None, groups.assign(seen=False), n_boot=10)
+    empty = seen_unseen.seen_unseen_metrics(counts, None, groups.assign(seen=False), n_boot=10)
     assert empty["seen"]["images"] == 0 and empty["seen"]["metrics"] is None and empty["unseen"]["images"] == n
 
 

@@ -16,6 +16,7 @@ import yaml
 from helpers import paths, runs
 from helpers.paths import DEMO_CONFIG
 from helpers.pipeline import STAGES, run_notebook, run_pipeline, stage_parameters, sweep, write_index, write_sbatch
+from helpers.parameters import ParameterError
 from helpers.prepared import read_prepared
 
 NOTEBOOKS = [paths.NOTEBOOKS_DIR / f"{stage}.ipynb" for stage in STAGES]
@@ -64,24 +65,43 @@ def test_explore_and_prepare_run_under_papermill(demo_raw_dir, tmp_path):
 
 
 def test_failing_notebook_still_leaves_its_report(tmp_path):
+    (tmp_path / "nothing-here").mkdir()  # a folder without the Kaggle layout: the notebook's own check fails
     report = run_notebook("01_explore", {"raw_root": str(tmp_path / "nothing-here"), "outputs_dir": str(tmp_path)}, tmp_path / "reports")
     assert not report.ok and "nothing-here" in report.error
     assert report.notebook.exists() and "nothing-here" in report.html.read_text()
 
 
 @pytest.mark.slow
-def test_sweep_goes_on_after_a_failed_run(demo_prepared, tmp_path):
-    """lr -1 makes the optimizer refuse to start; the next lr still trains and gets its report."""
+def test_sweep_goes_on_after_a_failed_run(demo_prepared, tmp_path, monkeypatch):
+    """The first run fails inside its notebook (given a fold that 02 did not write); the next lr still trains
+    and gets its report."""
+    from helpers import pipeline
+
+    real_run = pipeline.run_notebook
+
+    def first_fails(stage, parameters, output_dir, **kwargs):
+        return real_run(stage, {**parameters, "fold": 7} if parameters["lr"] == 0.001 else parameters, output_dir, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_notebook", first_fails)
     parameters = {"config": DEMO_CONFIG, "prepared_root": str(demo_prepared.out_dir), "img_size": 64, "max_iters": 6, "val_interval": 6}
-    table = sweep([-1.0, 0.003], parameters, tmp_path)
+    table = sweep([0.001, 0.003], parameters, tmp_path)
     assert list(table["ok"]) == [False, True]
-    assert "learning rate" in table.loc[0, "error"].lower()
+    assert "fold7_train.txt" in table.loc[0, "error"]
     good = runs.run_dir(DEMO_CONFIG, 0.003, tmp_path)
     for name in ("03_train.ipynb", "03_train.html", runs.MANIFEST_FILE, runs.METRICS_FILE, runs.CONFIG_FILE):
         assert (good / name).exists(), name
     assert runs.read_manifest(good)["lr"] == 0.003
     assert list(good.glob("best_mDice_iter_*.pth"))
-    assert (runs.run_dir(DEMO_CONFIG, -1.0, tmp_path) / "03_train.html").exists()
+    assert (runs.run_dir(DEMO_CONFIG, 0.001, tmp_path) / "03_train.html").exists()
+
+
+def test_sweep_checks_every_run_before_the_first_starts(tmp_path, monkeypatch):
+    from helpers import pipeline
+
+    monkeypatch.setattr(pipeline, "run_notebook", lambda *args, **kwargs: pytest.fail("a run started"))
+    with pytest.raises(ParameterError, match=r"03_train parameter lr = -1\.0: allowed: a learning rate"):
+        sweep([0.003, -1.0], {"config": DEMO_CONFIG}, tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_sbatch_script_has_one_job_per_lr(tmp_path):

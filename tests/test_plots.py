@@ -157,8 +157,8 @@ def _square(mask: np.ndarray, row: int, col: int, value=True) -> np.ndarray:
 
 def _hand_result(root: Path, run_name: str = "lr0.003"):
     """An EvalResult of 6 images: Dice a=1, b=0.5, c=0 (missed), d=2/3, e=false positive, f=true negative."""
-    from helpers.evaluate import EvalResult
-    from helpers.postprocess import PostProcess, apply_postprocess
+    from helpers.evaluation import EvalResult
+    from helpers.postprocessing import PostProcess, apply_postprocess
     from helpers.metrics import bootstrap_ci, per_image_dice, pixel_counts, summary_metrics
 
     zeros = lambda: np.zeros((SIZE, SIZE), bool)  # noqa: E731
@@ -217,7 +217,7 @@ def test_select_examples(result):
 
 
 def test_plot_examples_worst_shows_the_minimum_dice(result):
-    from helpers.evaluate import predicted_mask
+    from helpers.evaluation import predicted_mask
 
     fig = plots.plot_examples(result, "worst", n=2)
     assert len(fig.axes) == 6  # 2 rows of image | truth | overlay
@@ -239,7 +239,7 @@ def test_plot_examples_empty_selection_says_none(result):
 
 
 def test_lr_comparison_bars_and_error_bars(result):
-    from helpers.evaluate import comparison_table
+    from helpers.evaluation import comparison_table
 
     table = comparison_table([result])
     fig = plots.plot_lr_comparison(table)
@@ -276,7 +276,8 @@ def test_dice_vs_area_roc_and_confusion(result, tmp_path):
 def test_visualize_a_real_evaluation(trained_demo_run, demo_prepared, tmp_path):
     """Every figure of 05 on a real evaluation shows what the evaluation wrote: the selected images with
     their own overlays, the table's bar heights, the metrics' detection counts."""
-    from helpers.evaluate import comparison_table, evaluate_run, load_eval, predicted_mask
+    from helpers.evaluate_models import evaluate_run
+    from helpers.evaluation import comparison_table, load_eval, predicted_mask
 
     evaluate_run(trained_demo_run.work_dir, split="test", prepared_root=demo_prepared.out_dir, postprocess="none",
                  n_boot=10, out_dir=tmp_path / "eval", device="cpu")

@@ -9,7 +9,7 @@ import torch
 from mmengine.hooks import Hook
 from PIL import Image
 
-from helpers.evaluate import evaluate_run
+from helpers.evaluate_models import evaluate_run
 from helpers.modeling.checkpoint import load_checkpoint_safely
 from helpers.modeling.train import TrainParams, build_config, run_training
 

@@ -1,4 +1,6 @@
-"""The package's shape: imports only go downward (no cycles), and predict loads no evaluation or plotting."""
+"""The package's shape: stated layers that imports only go down, evaluation and modeling as siblings that do
+not import each other, post-processing without model code, no cycles, and predict loads no evaluation or
+plotting."""
 
 from __future__ import annotations
 
@@ -31,6 +33,55 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
+# Top to bottom; a module imports modules of its own layer or below. A name ending in ".*" is a package with
+# everything in it. Every helpers module must be in one layer (a new module is placed here on purpose).
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("command line", ("helpers.__main__",)),
+    ("orchestration", ("helpers.pipeline", "helpers.plots", "helpers.predict", "helpers.evaluate_models")),
+    ("evaluation | modeling", ("helpers.evaluation.*", "helpers.modeling.*")),
+    ("post-processing", ("helpers.postprocessing.*",)),
+    ("data", ("helpers.prepare", "helpers.explore", "helpers.rawdata", "helpers.dicom", "helpers.images",
+              "helpers.demo_data", "helpers.patients", "helpers.prepared", "helpers.dataset", "helpers.samplers",
+              "helpers.transforms", "helpers.runs")),
+    ("foundation", ("helpers", "helpers.paths", "helpers.fileio", "helpers.metrics", "helpers.progress",
+                    "helpers.provenance", "helpers.parallel", "helpers.parameters", "helpers.profile", "helpers.stacks")),
+]
+SIBLINGS = ("helpers.evaluation", "helpers.modeling")  # the same layer, and neither imports the other
+
+
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def layer_of(module: str) -> int:
+    for index, (_, members) in enumerate(LAYERS):
+        if any(_in(module, m[:-2]) if m.endswith(".*") else module == m for m in members):
+            return index
+    raise AssertionError(f"{module} is in no layer of tests/test_structure.py: place it there")
+
+
+def test_every_import_points_to_the_same_layer_or_below():
+    wrong = [f"{module} ({LAYERS[layer_of(module)][0]}) -> {target} ({LAYERS[layer_of(target)][0]})"
+             for module, targets in import_graph().items() for target in targets if layer_of(target) < layer_of(module)]
+    assert not wrong, "imports that run up the layers:\n" + "\n".join(wrong)
+
+
+def test_evaluation_and_modeling_do_not_import_each_other():
+    graph = import_graph()
+    for package, other in (SIBLINGS, SIBLINGS[::-1]):
+        crossing = [f"{m} -> {t}" for m, targets in graph.items() if _in(m, package) for t in targets if _in(t, other)]
+        assert not crossing, crossing
+
+
+def test_postprocessing_imports_no_model_code():
+    """Nothing under helpers.postprocessing imports helpers.modeling, torch, mmengine or mmseg (at any depth:
+    importing it in a fresh process loads none of them)."""
+    code = ("import sys, helpers.postprocessing; print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'mmengine', 'mmseg', 'mmcv') or m.startswith('helpers.modeling'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []
+
+
 def test_helpers_imports_have_no_cycle():
     graph = import_graph()
     state: dict[str, int] = {}
@@ -54,4 +105,5 @@ def test_predict_loads_neither_the_evaluation_nor_the_plots():
     code = "import sys, helpers.predict; print(' '.join(sorted(m for m in sys.modules if m.startswith('helpers'))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "helpers.predict" in loaded and "helpers.modeling.inference" in loaded
-    assert "helpers.evaluate" not in loaded and "helpers.plots" not in loaded
+    assert not [m for m in loaded if _in(m, "helpers.evaluation") or m == "helpers.evaluate_models"]
+    assert "helpers.plots" not in loaded

@@ -9,11 +9,11 @@
 - **Checkpoint averaging**: :func:`write_averaged_checkpoint` averages the weights of a run's top-k
   checkpoints by val mDice (those the run kept: train with ``keep_checkpoints=-1`` to keep them all) into
   ``averaged_top<k>.pth`` beside them (helpers.runs.AVERAGED_CHECKPOINT); that file then stands for the run.
-- **Evaluation**: :func:`evaluate_ensemble` scores an ensemble like helpers.evaluate.evaluate_run, into
-  ``outputs/eval/ensembles_<name>/<split>/`` (its folder is helpers.runs.ensemble_dir), so that it joins the
-  comparison table. Post-processing is
-  tuned on out-of-fold predictions when the members are the folds of one k-fold sweep (each image of
-  ``fold<k>_val.txt`` predicted by the model that did not train on it), else on the val split.
+- **The ensemble as a model**: :func:`build_ensemble` makes one in its folder (helpers.runs.ensemble_dir);
+  :func:`tuning_predictions` gives the predictions post-processing is tuned on: out-of-fold when the members
+  are the folds of one k-fold sweep (each image of ``fold<k>_val.txt`` predicted by the model that did not
+  train on it), else the ensemble's on the val split. Scoring is helpers.evaluation's (never imported here;
+  helpers.evaluate_models calls one, then the other).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,15 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers import paths, patients, runs
-from helpers.dual_threshold import compare_schemes
-from helpers.evaluate import EvalResult, write_evaluation
+from helpers import paths, runs
 from helpers.fileio import atomic_write_bytes, atomic_write_json, json_safe
 from helpers.modeling.checkpoint import load_checkpoint_safely
-from helpers.modeling.inference import (LoadedModel, Predictions, default_device, foreground_probability, load_model,
-                                        predict_split)
-from helpers.postprocess import tune_postprocess
-from helpers.prepared import check_prepared, fold_split_file, prepared_pairs
+from helpers.modeling.inference import LoadedModel, default_device, foreground_probability, load_model, predict_split
+from helpers.postprocessing import Predictions
+from helpers.prepared import fold_split_file
 from helpers.provenance import code_version
 from helpers.stacks import ChainedStack
 
@@ -197,8 +193,8 @@ def _concat(predictions: Sequence[Predictions]) -> Predictions:
                        max_prob=np.concatenate([p.max_prob for p in predictions]), default_pred=joined("default_pred"))
 
 
-def _tuning_predictions(ensemble: LoadedModel, members: Sequence[LoadedModel], run_dirs: Sequence[Path],
-                        data_root: Path, batch_size: int, tta: bool, store: Path | None = None) -> tuple[Predictions, str]:
+def tuning_predictions(ensemble: LoadedModel, members: Sequence[LoadedModel], run_dirs: Sequence[Path],
+                       data_root: Path, batch_size: int, tta: bool, store: Path | None = None) -> tuple[Predictions, str]:
     """Out-of-fold predictions when every member is a distinct fold of one sweep, else the ensemble on val
     (written to the folder ``store`` when given, as helpers.modeling.inference.predict_split does)."""
     folds = [runs.read_manifest(d).get("parameters", {}).get("fold") for d in run_dirs]
@@ -210,46 +206,20 @@ def _tuning_predictions(ensemble: LoadedModel, members: Sequence[LoadedModel], r
     return predict_split(ensemble, data_root, "val", batch_size, tta, store=store), "val"
 
 
-def evaluate_ensemble(run_folders: Sequence[str | Path], name: str, *, split: str = "test",
-                      prepared_root: str | Path | None = None, batch_size: int = 8, tta: bool = False, top_k: int = 0,
-                      n_boot: int = 1000, device: str | None = None, outputs: str | Path = paths.OUTPUTS_DIR) -> EvalResult:
-    """Evaluate the mean-probability ensemble of ``run_folders`` (each its top-k averaged checkpoint when
-    ``top_k > 0``, else its best) on ``split``; post-processing tuned as the module doc says. ``prepared_root``:
-    as for helpers.evaluate.evaluate_run (default: the first member's config's)."""
+def build_ensemble(run_folders: Sequence[str | Path], name: str, *, top_k: int = 0, tta: bool = False,
+                   device: str | None = None, outputs: str | Path = paths.OUTPUTS_DIR) -> tuple[LoadedModel, list[LoadedModel], list[Path]]:
+    """(the ensemble as one model, its members, their run folders) for the mean-probability ensemble of
+    ``run_folders`` (each its top-k averaged checkpoint when ``top_k > 0``, else its best), in the folder
+    helpers.runs.ensemble_dir names, whose manifest (written here) stands for its checkpoint."""
     run_dirs = [paths.resolve(r).resolve() for r in run_folders]
     folder = runs.ensemble_dir(name, outputs)
     member_files = [write_averaged_checkpoint(r, top_k) if top_k > 0 else r for r in run_dirs]
     ensemble, members = load_ensemble(member_files, device or default_device(), folder)
-    checkpoints = [m.checkpoint.resolve() for m in members]
-    data_root = paths.resolve(prepared_root if prepared_root is not None else ensemble.cfg.test_dataloader.dataset.data_root)
-    prepared = check_prepared(data_root, ensemble.size[0], larger_ok=True)
     atomic_write_json(ensemble.checkpoint, json_safe({
         "parameters": {"config": name}, "lr": runs.run_label(run_dirs[0])[1], "members": [str(r) for r in run_dirs],
-        "checkpoints": [str(c) for c in checkpoints], "tta": bool(tta), "top_k": int(top_k), "code_version": code_version()}))
+        "checkpoints": [str(m.checkpoint.resolve()) for m in members], "tta": bool(tta), "top_k": int(top_k),
+        "code_version": code_version()}))
+    return ensemble, members, run_dirs
 
-    # per-pixel predictions on disk, batch by batch (as helpers.evaluate.evaluate_run): the members' probabilities
-    # are averaged per batch (EnsembleSegmentor), so memory is one batch's whatever the number of members or images
-    out_dir = runs.eval_dir(folder, split, outputs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".predicting-", dir=out_dir) as scratch_name:
-        scratch = Path(scratch_name)
-        preds = predict_split(ensemble, data_root, split, batch_size, tta, store=scratch / split)
-        groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
-        tuning, tuned_on = _tuning_predictions(ensemble, members, run_dirs, data_root, batch_size, tta,
-                                               store=scratch / "tuning")
-        pp, grid = tune_postprocess(tuning)
-        dual, _ = compare_schemes(tuning, grid, preds, n_boot)
-        del tuning
-        described = {
-            "split_mode": prepared.split_mode,
-            "postprocess": {**pp.as_dict(), "tuned_on": tuned_on, "evaluated_on": split},
-            "dual_threshold": dual,
-            "checkpoint": [str(c) for c in checkpoints],
-            "tta": bool(tta),
-            "decision": {"type": "mean probability > 0.5", "members": len(checkpoints)},
-            "library_warnings": ensemble.library_warnings,
-        }
-        return write_evaluation(preds, pp, out_dir, run_dir=folder,
-                                checkpoint=ensemble.checkpoint, split=split, data_root=data_root, n_boot=n_boot,
-                                described=described, grid=grid, groups=groups,
-                                settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})
+
+ENSEMBLE_DECISION = "mean probability > 0.5"  # the ensemble's own decision, as evaluations record it

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from helpers.fileio import atomic_write_bytes, atomic_write_json
 from helpers.modeling.inference import load_model
-from helpers.postprocess import TunedPostProcess, find_tuned_postprocess
+from helpers.postprocessing import TunedPostProcess, find_tuned_postprocess
 
 ONNX_SUFFIX = ".onnx"
 INPUT_NAME = "image"
@@ -95,10 +95,11 @@ def normalization(segmentor: torch.nn.Module) -> tuple[list[float], list[float]]
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, *, config: str | Path | None = None,
-                postprocess: bool = True) -> Path:
+                postprocess: str = "winner") -> Path:
     """Write ``out`` (ONNX) and its side-car JSON (see the module doc); returns the ONNX path.
 
-    ``postprocess``: put the run's post-processing tuned on val into the JSON when there is one.
+    ``postprocess``: the run's scheme tuned on val to put into the JSON when there is one: the val winner
+    (``'winner'``), ``'triplet'`` or ``'dual'``; ``'none'`` leaves it out.
     """
     from torch.export import Dim
 
@@ -119,7 +120,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, config: str | Path |
         program = torch.onnx.export(net, (example,), dynamo=True, dynamic_shapes=(axes,), input_names=[INPUT_NAME],
                                     output_names=[OUTPUT_NAME], opset_version=OPSET, verbose=False)
     atomic_write_bytes(out, program.model_proto.SerializeToString())
-    tuned = find_tuned_postprocess(model.run_dir, model.checkpoint) if postprocess else None
+    tuned = find_tuned_postprocess(model.run_dir, model.checkpoint, postprocess)
     mean, std = normalization(model.net)
     atomic_write_json(sidecar_path(out), {
         "format": SIDECAR_FORMAT,

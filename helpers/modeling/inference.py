@@ -25,8 +25,9 @@ import torch
 from mmengine.config import Config
 
 from helpers import paths, runs
+from helpers.postprocessing.predictions import Predictions
 from helpers.progress import tqdm
-from helpers.stacks import ArrayWriter, Stack, StackWriter
+from helpers.stacks import ArrayWriter, StackWriter
 
 # mmseg's advice and deprecation notes when it builds these models: true, known, and nothing a reader of a
 # report can act on. load_model keeps them in LoadedModel.library_warnings (04 writes them to its metrics.json),
@@ -55,20 +56,6 @@ class LoadedModel:
     def decision(self) -> dict:
         """The segmentor's own decision rule, as 04 records it."""
         return {"type": "sigmoid", "threshold": self.threshold} if self.sigmoid else {"type": "argmax"}
-
-
-@dataclass
-class Predictions:
-    """One split's model output: quantized probabilities, truth, and mmseg's own decision (from the logits,
-    not from ``probs``, so that its pooled metrics are exactly ``IoUMetric``'s)."""
-
-    names: list[str]
-    # the per-pixel stacks are arrays, or helpers.stacks.Stack (on disk, read image by image) when predicted with store=
-    probs: np.ndarray | Stack  # (N, H, W) uint8, round(255 * p_pneumothorax)
-    truth: np.ndarray | Stack  # (N, H, W) bool
-    default_counts: np.ndarray  # (N, 4) [tp, fp, fn, tn] of mmseg's decision
-    max_prob: np.ndarray  # (N,) float
-    default_pred: np.ndarray | Stack  # (N, H, W) bool, mmseg's decision
 
 
 def resolve_run(run_or_checkpoint: str | Path, config: str | Path | None = None) -> tuple[Path, Path, Path]:

@@ -28,45 +28,12 @@ from helpers.fileio import atomic_write_json
 from helpers.modeling import distributed, tracking
 from helpers.modeling.inference import library_warnings_kept, model_input_size
 from helpers.parallel import default_workers
+from helpers.parameters import TrainParams
 from helpers.prepared import PreparedData, PreparedDataError, check_prepared, read_prepared
+from helpers.profile import DEMO, choose_profile
 from helpers.provenance import code_version, device_info, package_versions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainParams:
-    """The parameters of one training run (03_train's parameters cell)."""
-
-    config: str = paths.SEED_CONFIG
-    lr: float | None = None
-    max_iters: int | None = None
-    batch_size: int | None = None
-    img_size: int | None = None
-    seed: int = 0
-    work_dir: str | None = None
-    prepared_root: str | None = None  # the prepared folder; None: the config's data_root
-    resume: bool = False
-    amp: bool | str = "auto"
-    channels_last: bool | str = "auto"
-    gpus: int = 1
-    nproc: int = 1
-    val_interval: int | None = None
-    workers: int | None = None
-    deterministic: bool = False
-    # the SIIM-ACR winners' options (helpers.modeling.winners); None leaves the config as it is
-    fold: int | None = None
-    positive_rate: list[float] | None = None
-    load_from: str | None = None
-    pretrained: str | None = None
-    keep_checkpoints: int | None = None
-    mlflow: bool = False
-
-    def resolved_work_dir(self, cfg: Config) -> Path:
-        """``work_dir`` as given, else ``outputs/runs/<config>/lr<lr>/``."""
-        if self.work_dir:
-            return paths.resolve(self.work_dir)
-        return runs.run_dir(self.config, cfg.optim_wrapper.optimizer.lr)
 
 
 def choose_config(config: str | None = None, prepared_root: str | Path | None = None) -> tuple[str, str | Path | None, str | None]:
@@ -77,34 +44,37 @@ def choose_config(config: str | None = None, prepared_root: str | Path | None = 
         return config or paths.SEED_CONFIG, prepared_root, None
     seed_root, demo_root = (paths.resolve(Config.fromfile(str(paths.config_path(name))).train_dataloader.dataset.data_root)
                             for name in (paths.SEED_CONFIG, paths.DEMO_CONFIG))
-    try:
-        read_prepared(seed_root)
-        return paths.SEED_CONFIG, None, None
-    except PreparedDataError:
-        pass
-    try:
-        read_prepared(demo_root)
-    except PreparedDataError:
-        return paths.SEED_CONFIG, None, None  # training then stops with the 02 command for the seed's data
-    return paths.DEMO_CONFIG, None, (f"Using the demo config {paths.DEMO_CONFIG} on the demo data in {demo_root}: "
-                                     f"there is no prepared data in {seed_root}, where 02_prepare puts the real data.")
+    def has_prepared(root: Path) -> bool:
+        try:
+            read_prepared(root)
+        except PreparedDataError:
+            return False
+        return True
+
+    # without either, the seed's: training then stops with the 02 command for the seed's data
+    chosen, note = choose_profile("prepared data", seed_root, demo_root, lambda: has_prepared(seed_root),
+                                  lambda: has_prepared(demo_root))
+    return (paths.DEMO_CONFIG, None, note) if chosen == DEMO else (paths.SEED_CONFIG, None, None)
 
 
 def _scale(value: int, factor: float) -> int:
     return max(1, int(round(value * factor)))
 
 
-def _set_img_size(cfg: Config, size: int) -> None:
-    """Point every Resize (in the loaders and the top-level pipelines that mmseg.apis reads) and the data
+def _img_size_overrides(cfg: Config, size: int) -> dict:
+    """Every Resize (in the loaders and the top-level pipelines that mmseg.apis reads) and the data
     preprocessor at ``size`` x ``size``."""
-    pipelines = [cfg[loader].dataset.pipeline for loader in ("train_dataloader", "val_dataloader", "test_dataloader")]
-    pipelines += [cfg[name] for name in ("train_pipeline", "test_pipeline") if cfg.get(name)]
-    for pipeline in pipelines:
-        for transform in pipeline:
+    pipelines = {f"{loader}.dataset.pipeline": cfg[loader].dataset.pipeline
+                 for loader in ("train_dataloader", "val_dataloader", "test_dataloader")}
+    pipelines.update({name: cfg[name] for name in ("train_pipeline", "test_pipeline") if cfg.get(name)})
+    overrides: dict = {}
+    for key, pipeline in pipelines.items():
+        for index, transform in enumerate(pipeline):
             if transform["type"] in ("Resize", "RandomResize"):
-                transform["scale"] = (size, size)
-    cfg.model.data_preprocessor.size = (size, size)
-    cfg.img_scale = (size, size)
+                overrides[f"{key}.{index}.scale"] = (size, size)
+    overrides["model.data_preprocessor.size"] = (size, size)
+    overrides["img_scale"] = (size, size)
+    return overrides
 
 
 def amp_enabled(amp: bool | str) -> bool:
@@ -117,56 +87,67 @@ def amp_enabled(amp: bool | str) -> bool:
     return bool(amp)
 
 
-def build_config(params: TrainParams) -> Config:
-    """Load the config file and apply the parameters; the result is the run's single source of settings."""
-    cfg = Config.fromfile(str(paths.config_path(params.config)))
+def training_overrides(params: TrainParams, cfg: Config) -> dict:
+    """The parameters as overrides of the loaded config: dotted keys, as mmseg's ``--cfg-options`` takes them."""
+    overrides: dict = {}
+    lr = float(params.lr) if params.lr is not None else cfg.optim_wrapper.optimizer.lr
     if params.lr is not None:
-        cfg.optim_wrapper.optimizer.lr = float(params.lr)
-    old_iters = cfg.train_cfg.max_iters
+        overrides["optim_wrapper.optimizer.lr"] = lr
+    max_iters, val_interval = cfg.train_cfg.max_iters, cfg.train_cfg.val_interval
     if params.max_iters is not None:
-        factor = params.max_iters / old_iters
-        cfg.train_cfg.max_iters = int(params.max_iters)
-        for scheduler in cfg.param_scheduler:
+        factor = params.max_iters / max_iters
+        for index, scheduler in enumerate(cfg.param_scheduler):
             begin = scheduler.get("begin", 0)
-            scheduler["begin"] = min(params.max_iters - 1, _scale(begin, factor)) if begin else 0
-            scheduler["end"] = min(params.max_iters, _scale(scheduler.get("end", old_iters), factor))
-        cfg.train_cfg.val_interval = _scale(cfg.train_cfg.val_interval, factor)
-        cfg.default_hooks.logger.interval = min(cfg.default_hooks.logger.interval, _scale(params.max_iters, 0.05))
+            overrides[f"param_scheduler.{index}.begin"] = min(params.max_iters - 1, _scale(begin, factor)) if begin else 0
+            overrides[f"param_scheduler.{index}.end"] = min(params.max_iters, _scale(scheduler.get("end", max_iters), factor))
+        max_iters = overrides["train_cfg.max_iters"] = int(params.max_iters)
+        val_interval = _scale(val_interval, factor)
+        overrides["default_hooks.logger.interval"] = min(cfg.default_hooks.logger.interval, _scale(max_iters, 0.05))
     if params.val_interval is not None:
-        cfg.train_cfg.val_interval = int(params.val_interval)
-    cfg.default_hooks.checkpoint.interval = cfg.train_cfg.val_interval
+        val_interval = int(params.val_interval)
+    overrides["train_cfg.val_interval"] = overrides["default_hooks.checkpoint.interval"] = val_interval
+    batch_size = int(params.batch_size) if params.batch_size is not None else cfg.train_dataloader.batch_size
     if params.batch_size is not None:
-        cfg.train_dataloader.batch_size = int(params.batch_size)
+        overrides["train_dataloader.batch_size"] = batch_size
     if params.img_size is not None:
-        _set_img_size(cfg, int(params.img_size))
+        overrides.update(_img_size_overrides(cfg, int(params.img_size)))
     root = paths.resolve(params.prepared_root or cfg.train_dataloader.dataset.data_root)
-    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        cfg[loader].dataset.data_root = str(root)
-    from helpers.modeling.winners import apply_winners_options
+    loaders = ("train_dataloader", "val_dataloader", "test_dataloader")
+    overrides.update({f"{loader}.dataset.data_root": str(root) for loader in loaders})
+    from helpers.modeling.winners import replacing, winners_overrides
 
-    apply_winners_options(cfg, fold=params.fold, positive_rate=params.positive_rate, load_from=params.load_from,
-                          pretrained=params.pretrained, keep_checkpoints=params.keep_checkpoints)
+    overrides.update(winners_overrides(cfg, data_root=root, batch_size=batch_size, max_iters=max_iters, fold=params.fold,
+                                       positive_rate=params.positive_rate, load_from=params.load_from,
+                                       pretrained=params.pretrained, keep_checkpoints=params.keep_checkpoints))
     workers = params.workers
     if workers is None and torch.cuda.is_available():
         workers = min(16, max(1, default_workers() // max(1, params.gpus)))
     if workers is not None:
-        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            cfg[loader].num_workers = int(workers)
-            cfg[loader].persistent_workers = int(workers) > 0
+        for loader in loaders:
+            overrides[f"{loader}.num_workers"] = int(workers)
+            overrides[f"{loader}.persistent_workers"] = int(workers) > 0
     if amp_enabled(params.amp):
-        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        cfg.optim_wrapper.type = "AmpOptimWrapper"
-        cfg.optim_wrapper.dtype = dtype
+        overrides["optim_wrapper.type"] = "AmpOptimWrapper"
+        overrides["optim_wrapper.dtype"] = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if torch.cuda.is_available() and params.channels_last:
-        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="ChannelsLastHook")]
-    cfg.env_cfg.cudnn_benchmark = torch.cuda.is_available()
-    cfg.randomness = dict(seed=int(params.seed), deterministic=bool(params.deterministic))
-    cfg.launcher = "pytorch" if distributed.process_count(params.gpus, params.nproc) > 1 else "none"
-    cfg.work_dir = str(params.resolved_work_dir(cfg).resolve())
-    cfg.resume = bool(params.resume)
+        overrides["custom_hooks"] = [*cfg.get("custom_hooks", []), dict(type="ChannelsLastHook")]
+    overrides["env_cfg.cudnn_benchmark"] = torch.cuda.is_available()
+    overrides["randomness"] = replacing(cfg, "randomness", {"seed": int(params.seed), "deterministic": bool(params.deterministic)})
+    overrides["launcher"] = "pytorch" if distributed.process_count(params.gpus, params.nproc) > 1 else "none"
+    work_dir = overrides["work_dir"] = str((paths.resolve(params.work_dir) if params.work_dir
+                                            else runs.run_dir(params.config, lr)).resolve())
+    overrides["resume"] = bool(params.resume)
     # mmengine keeps one visualizer per name in the process: a fixed name ('visualizer' in mmseg's runtime)
     # would send a second run's scalars in the same kernel or test session to the first run's folder.
-    cfg.visualizer.name = f"visualizer:{cfg.work_dir}:{time.time_ns()}"
+    overrides["visualizer.name"] = f"visualizer:{work_dir}:{time.time_ns()}"
+    return overrides
+
+
+def build_config(params: TrainParams) -> Config:
+    """Load the config file and apply the parameters in one ``merge_from_dict``; the result is the run's single
+    source of settings."""
+    cfg = Config.fromfile(str(paths.config_path(params.config)))
+    cfg.merge_from_dict(training_overrides(params, cfg), allow_list_keys=True)
     tracking.add_vis_backends(cfg, experiment=paths.config_name(params.config), run=Path(cfg.work_dir).name,
                               mlflow=params.mlflow)
     return cfg

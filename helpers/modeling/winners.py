@@ -1,4 +1,4 @@
-"""03_train options from the SIIM-ACR winners' toolkit, applied to a built config (helpers.modeling.train).
+"""03_train options from the SIIM-ACR winners' toolkit, as overrides of a loaded config (helpers.modeling.train).
 
 - ``fold=k``: train on ``fold<k>_train.txt`` and validate on ``fold<k>_val.txt`` (02_prepare with ``folds=K``).
 - ``positive_rate=[start, end]`` (or ``[start, end, iters]``): helpers.samplers.PositiveRateSampler; the
@@ -41,55 +41,71 @@ def resolve_load_from(load_from: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: load_from must be a run folder or a .pth checkpoint")
 
 
-def apply_fold(cfg: Config, fold: int) -> None:
-    """Point the train and val loaders at one fold's split files (they must exist under the data root)."""
+def replacing(cfg: Config, key: str, value: dict) -> dict:
+    """``value`` as an override that replaces the dict at the dotted ``key`` (mmengine's ``_delete_``) rather
+    than merging into it; a key the config lacks is simply set."""
+    node = cfg.to_dict()
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return dict(value)
+        node = node[part]
+    return {"_delete_": True, **value}
+
+
+def fold_overrides(data_root: str | Path, fold: int) -> dict:
+    """The train and val loaders on one fold's split files (they must exist under ``data_root``)."""
+    overrides = {}
     for loader, part in (("train_dataloader", "train"), ("val_dataloader", "val")):
-        dataset = cfg[loader].dataset
         split_file = fold_split_file(fold, part)
-        if not (Path(dataset.data_root) / split_file).is_file():
-            raise FileNotFoundError(f"{Path(dataset.data_root) / split_file}: no such fold file "
-                                    f"(run 02_prepare with folds > {fold})")
-        dataset.ann_file = split_file
+        if not (Path(data_root) / split_file).is_file():
+            raise FileNotFoundError(f"{Path(data_root) / split_file}: no such fold file (run 02_prepare with folds > {fold})")
+        overrides[f"{loader}.dataset.ann_file"] = split_file
+    return overrides
 
 
-def apply_positive_rate(cfg: Config, positive_rate: list[float] | tuple[float, ...] | None) -> None:
-    """Switch the train loader to the positive-rate schedule (when asked, or when the config names the
-    sampler) and give the sampler the run's batch size and schedule length."""
-    loader = cfg.train_dataloader
+def positive_rate_overrides(cfg: Config, positive_rate: list[float] | tuple[float, ...] | None, batch_size: int,
+                            max_iters: int) -> dict:
+    """The train loader on the positive-rate schedule (when asked, or when the config names the sampler), the
+    sampler given the run's batch size and schedule length."""
+    sampler = dict(cfg.train_dataloader.sampler)
     if positive_rate is not None:
         if len(positive_rate) not in (2, 3):
             raise ValueError(f"positive_rate is [start, end] or [start, end, iters], not {positive_rate!r}")
-        start, end = float(positive_rate[0]), float(positive_rate[1])
         iters = int(positive_rate[2]) if len(positive_rate) == 3 else None
-        loader.sampler = dict(type=SAMPLER_TYPE, start=start, end=end, iters=iters)
-    if loader.sampler.get("type") != SAMPLER_TYPE:
-        return
-    loader.sampler["batch_size"] = int(loader.batch_size)
-    if loader.sampler.get("iters") is None:
-        loader.sampler["iters"] = int(cfg.train_cfg.max_iters)
-    if loader.dataset.get("positive_repeats", 1) != 1:
-        log.info("positive-rate schedule: positive_repeats %s -> 1 (the sampler sets the share)", loader.dataset.positive_repeats)
-        loader.dataset.positive_repeats = 1
+        sampler = dict(type=SAMPLER_TYPE, start=float(positive_rate[0]), end=float(positive_rate[1]), iters=iters)
+    if sampler.get("type") != SAMPLER_TYPE:
+        return {}
+    sampler["batch_size"] = int(batch_size)
+    if sampler.get("iters") is None:
+        sampler["iters"] = int(max_iters)
+    overrides: dict = {"train_dataloader.sampler": replacing(cfg, "train_dataloader.sampler", sampler)}
+    repeats = cfg.train_dataloader.dataset.get("positive_repeats", 1)
+    if repeats != 1:
+        log.info("positive-rate schedule: positive_repeats %s -> 1 (the sampler sets the share)", repeats)
+        overrides["train_dataloader.dataset.positive_repeats"] = 1
+    return overrides
 
 
-def apply_pretrained(cfg: Config, pretrained: str | Path) -> None:
-    """Initialize the backbone from a local checkpoint file instead of the config's published weights."""
+def pretrained_overrides(cfg: Config, pretrained: str | Path) -> dict:
+    """The backbone initialized from a local checkpoint file instead of the config's published weights."""
     path = paths.resolve(pretrained)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such pretrained checkpoint file")
-    cfg.model.pretrained = None
-    cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=str(path.resolve()))
+    return {"model.pretrained": None,
+            "model.backbone.init_cfg": replacing(cfg, "model.backbone.init_cfg",
+                                                 {"type": "Pretrained", "checkpoint": str(path.resolve())})}
 
 
-def apply_winners_options(cfg: Config, *, fold: int | None = None, positive_rate=None, load_from=None,
-                          pretrained=None, keep_checkpoints: int | None = None) -> None:
-    """Apply the options above that are set (None leaves the config as it is)."""
-    if fold is not None:
-        apply_fold(cfg, int(fold))
-    apply_positive_rate(cfg, positive_rate)
+def winners_overrides(cfg: Config, *, data_root: str | Path, batch_size: int, max_iters: int, fold: int | None = None,
+                      positive_rate=None, load_from=None, pretrained=None, keep_checkpoints: int | None = None) -> dict:
+    """The options above that are set, as config overrides (dotted keys for ``cfg.merge_from_dict``); None
+    leaves the config as it is."""
+    overrides = fold_overrides(data_root, int(fold)) if fold is not None else {}
+    overrides.update(positive_rate_overrides(cfg, positive_rate, batch_size, max_iters))
     if load_from is not None:
-        cfg.load_from = str(resolve_load_from(load_from))
+        overrides["load_from"] = str(resolve_load_from(load_from))
     if pretrained is not None:
-        apply_pretrained(cfg, pretrained)
+        overrides.update(pretrained_overrides(cfg, pretrained))
     if keep_checkpoints is not None:
-        cfg.default_hooks.checkpoint.max_keep_ckpts = int(keep_checkpoints)
+        overrides["default_hooks.checkpoint.max_keep_ckpts"] = int(keep_checkpoints)
+    return overrides

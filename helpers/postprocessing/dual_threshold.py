@@ -3,7 +3,7 @@
 ``(top_threshold, min_area, bottom_threshold)``: an image is empty unless at least ``min_area`` pixels have
 a probability above ``top_threshold``; when it is not empty, the mask is every pixel above
 ``bottom_threshold`` (``min_area = 0`` keeps every image, as in the winners' code). Thresholds compare
-like the triplet's (helpers.postprocess.binarize): ``p > t``, with uint8 maps read as ``p = value / 255``.
+like the triplet's (helpers.postprocessing.base.binarize): ``p > t``, with uint8 maps read as ``p = value / 255``.
 The winners' values were (0.75, 2000, 0.3) on their validation at 1024x1024.
 
 Tuning is a grid search for the best mean per-image Dice on the val split. Because the rule only counts
@@ -14,38 +14,48 @@ pixels, and pixels inside the true mask): the whole grid is then scored at once,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+
+from helpers.postprocessing.base import SchemeValues, area_grid, binarize, scheme_counts
+from helpers.postprocessing.predictions import Predictions
 from helpers.progress import tqdm
-
-from helpers.metrics import bootstrap_ci, pixel_counts, summary_metrics
-from helpers.postprocess import area_grid, binarize
-from helpers.runs import run_label
-
-if TYPE_CHECKING:  # only for the type hints: importing the model side would load mmseg
-    from helpers.modeling.inference import Predictions
 
 DEFAULT_TOP_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
 DEFAULT_BOTTOM_THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
 # Fractions of the image's pixels: 0.002 is 2097 pixels at 1024x1024 (the winners' 2000), 524 at 512x512.
 DEFAULT_MIN_AREAS = (0.0, 0.0001, 0.0005, 0.001, 0.002, 0.004)
-SCHEMES = ("triplet", "dual_threshold")
 
 
 @dataclass
-class DualThreshold:
+class DualThreshold(SchemeValues):
     """The dual-threshold triplet: top probability, minimum pixel count above it, bottom probability."""
 
+    name: ClassVar[str] = "dual_threshold"
     top_threshold: float = 0.75
     min_area: int = 0
     bottom_threshold: float = 0.3
 
-    def as_dict(self) -> dict[str, float]:
-        """The three fields as a plain dict (for JSON)."""
-        return asdict(self)
+    def apply(self, prob: np.ndarray) -> np.ndarray:
+        """The mask of one probability map (:func:`apply_dual_threshold`)."""
+        return apply_dual_threshold(prob, self)
+
+    def scaled(self, ratio: float) -> DualThreshold:
+        """The same rule for an image with ``ratio`` times the pixels: ``min_area`` scaled."""
+        return DualThreshold(self.top_threshold, int(round(self.min_area * ratio)), self.bottom_threshold)
+
+    def describe(self) -> str:
+        """The rule in words."""
+        return (f"empty unless >= {self.min_area} px have probability > {self.top_threshold:g}, "
+                f"else probability > {self.bottom_threshold:g}")
+
+    @classmethod
+    def tune(cls, val: Predictions) -> tuple[DualThreshold, pd.DataFrame]:
+        """:func:`tune_dual_threshold` with its default grid."""
+        return tune_dual_threshold(val)
 
 
 def apply_dual_threshold(prob: np.ndarray, dt: DualThreshold) -> np.ndarray:
@@ -117,48 +127,4 @@ def tune_dual_threshold(val: Predictions, top_thresholds: Sequence[float] = DEFA
 
 def dual_threshold_counts(preds: Predictions, dt: DualThreshold) -> np.ndarray:
     """(N, 4) pixel counts of the dual-threshold masks."""
-    return np.array([pixel_counts(apply_dual_threshold(p, dt), t) for p, t in zip(preds.probs, preds.truth)]).reshape(-1, 4)
-
-
-def compare_schemes(val: Predictions, triplet_grid: pd.DataFrame, preds: Predictions, n_boot: int) -> tuple[dict, pd.DataFrame]:
-    """Tune the dual threshold on ``val`` and score it on ``preds`` (the evaluated split).
-
-    Returns the report for ``metrics.json`` (the tuned values, both schemes' best val image Dice, the
-    winner on val, and the evaluated split's metrics with bootstrap intervals) and the tuning grid.
-    """
-    dt, grid = tune_dual_threshold(val)
-    counts = dual_threshold_counts(preds, dt)
-    val_dice = {"triplet": float(triplet_grid["image_dice"].max()), "dual_threshold": float(grid["image_dice"].max())}
-    winner = "dual_threshold" if val_dice["dual_threshold"] > val_dice["triplet"] else "triplet"  # ties: ours
-    report = {
-        **dt.as_dict(), "tuned_on": "val", "val_images": len(val.names), "val_image_dice": val_dice,
-        "winner_on_val": winner,
-        "metrics": summary_metrics(counts, preds.max_prob, min_area=max(1, dt.min_area)),
-        "ci": bootstrap_ci(counts, n_boot=n_boot),
-    }
-    return report, grid
-
-
-def schemes_table(results: Sequence) -> pd.DataFrame:
-    """One row per evaluation (helpers.evaluate.EvalResult) with both post-processing schemes: their tuned
-    values, best val image Dice, the winner on val, and the evaluated split's image Dice (%) with its CI."""
-    rows = []
-    for result in results:
-        dual = result.metrics.get("dual_threshold")
-        if not dual:
-            continue
-        triplet = result.metrics["postprocess"]
-        config, lr = run_label(result.run_dir)
-        row = {"config": config, "lr": lr, "split": result.split, "winner_on_val": dual["winner_on_val"]}
-        for scheme, summary, ci, values in (
-                ("triplet", result.metrics["postprocessed"], result.metrics["ci"].get("postprocessed", {}),
-                 f"{triplet['threshold']:g}, {triplet['min_component_area']}, {triplet['min_total_area']}"),
-                ("dual_threshold", dual["metrics"], dual["ci"],
-                 f"{dual['top_threshold']:g}, {dual['min_area']}, {dual['bottom_threshold']:g}")):
-            low, high = ci.get("image_dice", (None, None))
-            row.update({f"{scheme}": values, f"{scheme}_val_image_dice": 100 * dual["val_image_dice"][scheme],
-                        f"{scheme}_image_dice": 100 * summary["image_dice"],
-                        f"{scheme}_image_dice_lo": np.nan if low is None else 100 * low,
-                        f"{scheme}_image_dice_hi": np.nan if high is None else 100 * high})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return scheme_counts(preds, dt)

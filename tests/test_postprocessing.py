@@ -1,4 +1,4 @@
-"""helpers.postprocess: the triplet by hand, and its tuning against apply_postprocess."""
+"""helpers.postprocessing.triplet: the triplet by hand, and its tuning against apply_postprocess."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from helpers.metrics import pixel_counts
 from helpers.modeling.inference import Predictions
-from helpers.postprocess import PostProcess, apply_postprocess, tune_postprocess
+from helpers.postprocessing import PostProcess, apply_postprocess, tune_postprocess
 
 
 def test_apply_postprocess_threshold_components_and_total_area():

@@ -3,28 +3,22 @@
 Threshold the pneumothorax probability (``p > t``), drop connected components (8-connected) smaller than
 ``min_component_area`` pixels, and empty the mask when the area left is below ``min_total_area``. Tuned
 to maximize the mean per-image Dice on the val split only (never the evaluated one). A run's tuned triplet
-is found in its evaluation folders (:func:`find_tuned_postprocess`) and applied to images of any size
-(:class:`TunedPostProcess`) by predict and the ONNX side-car.
+is stored in its evaluation folders (helpers.postprocessing.tuned).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from helpers import runs
-from helpers.metrics import pixel_counts
+from helpers.postprocessing.base import SchemeValues, area_grid, binarize, scheme_counts
+from helpers.postprocessing.predictions import Predictions
 from helpers.progress import tqdm
-
-if TYPE_CHECKING:  # only for the type hints: importing the model side would load mmseg
-    from helpers.modeling.inference import Predictions
 
 DEFAULT_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # Fractions of the image's pixels (H * W): 0.001 is 262 pixels at 512x512, 1049 at 1024x1024.
@@ -33,22 +27,31 @@ DEFAULT_TOTAL_AREAS = (0.0, 0.0005, 0.001, 0.002, 0.004)
 
 
 @dataclass
-class PostProcess:
+class PostProcess(SchemeValues):
     """The post-processing "triplet": probability threshold, minimum component area, minimum total area."""
 
+    name: ClassVar[str] = "triplet"
     threshold: float = 0.5
     min_component_area: int = 0
     min_total_area: int = 0
 
-    def as_dict(self) -> dict[str, float]:
-        """The three fields as a plain dict (for JSON)."""
-        return asdict(self)
+    def apply(self, prob: np.ndarray) -> np.ndarray:
+        """The post-processed mask of one probability map (:func:`apply_postprocess`)."""
+        return apply_postprocess(prob, self)
 
+    def scaled(self, ratio: float) -> PostProcess:
+        """The same triplet for an image with ``ratio`` times the pixels: the areas scaled."""
+        return PostProcess(self.threshold, int(round(self.min_component_area * ratio)), int(round(self.min_total_area * ratio)))
 
-def binarize(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """``p > threshold``, with uint8 input read as ``p = value / 255`` (the comparison every scheme uses)."""
-    prob = np.asarray(prob)
-    return prob > threshold * 255 if prob.dtype == np.uint8 else prob > threshold
+    def describe(self) -> str:
+        """The rule in words."""
+        return (f"probability > {self.threshold:g}, components >= {self.min_component_area} px, "
+                f"total >= {self.min_total_area} px")
+
+    @classmethod
+    def tune(cls, val: Predictions) -> tuple[PostProcess, pd.DataFrame]:
+        """:func:`tune_postprocess` with its default grid."""
+        return tune_postprocess(val)
 
 
 def apply_postprocess(prob: np.ndarray, pp: PostProcess) -> np.ndarray:
@@ -62,11 +65,6 @@ def apply_postprocess(prob: np.ndarray, pp: PostProcess) -> np.ndarray:
     if pp.min_total_area > 0 and np.count_nonzero(mask) < pp.min_total_area:
         mask = np.zeros_like(mask)
     return mask
-
-
-def area_grid(fractions: Sequence[float], pixels: int) -> np.ndarray:
-    """Areas in pixels (sorted, unique) for ``fractions`` of an image of ``pixels`` pixels."""
-    return np.array(sorted({int(round(f * pixels)) for f in fractions}), dtype=np.int64)
 
 
 def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
@@ -129,61 +127,6 @@ def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THR
 
 def postprocess_counts(preds: Predictions, pp: PostProcess) -> tuple[np.ndarray, np.ndarray]:
     """(N, 4) pixel counts and (N,) areas of the post-processed masks."""
-    counts = np.array([pixel_counts(apply_postprocess(p, pp), t) for p, t in zip(preds.probs, preds.truth)])
-    return counts.reshape(-1, 4), counts[:, 0] + counts[:, 1]
+    counts = scheme_counts(preds, pp)
+    return counts, counts[:, 0] + counts[:, 1]
 
-
-
-
-@dataclass
-class TunedPostProcess:
-    """The run's post-processing tuned on val, with the image shape its areas (pixels) were tuned at."""
-
-    postprocess: PostProcess
-    image_shape: tuple[int, int]  # (height, width) of the evaluated images
-    source: str  # the eval.json it came from
-
-    def for_shape(self, height: int, width: int) -> PostProcess:
-        """The same post-processing for an image of another size: areas scaled by the ratio of pixel counts."""
-        ratio = (height * width) / (self.image_shape[0] * self.image_shape[1])
-        pp = self.postprocess
-        return PostProcess(pp.threshold, int(round(pp.min_component_area * ratio)), int(round(pp.min_total_area * ratio)))
-
-    def describe(self) -> str:
-        """One line for the user."""
-        pp = self.postprocess
-        return (f"post-processing tuned on val: probability > {pp.threshold:g}, components >= {pp.min_component_area} px, "
-                f"total >= {pp.min_total_area} px at {self.image_shape[1]}x{self.image_shape[0]} (scaled to each "
-                f"image's size), from {self.source}")
-
-    def as_dict(self) -> dict:
-        """For JSON (the ONNX side-car)."""
-        return {**self.postprocess.as_dict(), "image_shape": list(self.image_shape), "source": self.source}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TunedPostProcess:
-        """The inverse of :meth:`as_dict`."""
-        pp = PostProcess(float(data["threshold"]), int(data["min_component_area"]), int(data["min_total_area"]))
-        return cls(pp, (int(data["image_shape"][0]), int(data["image_shape"][1])), str(data["source"]))
-
-
-def find_tuned_postprocess(run_dir: str | Path, checkpoint: str | Path) -> TunedPostProcess | None:
-    """The post-processing 04_evaluate tuned on val for this checkpoint of the run folder ``run_dir``
-    (``<outputs>/runs/<config>/lr<lr>``), from its evaluation folders (:func:`helpers.runs.eval_dir` under the
-    same ``<outputs>``, the test split's first); None when there is none."""
-    run_dir = Path(run_dir).resolve()
-    if len(run_dir.parents) < 3:
-        return None
-    eval_root = runs.eval_dir(run_dir, "test", outputs=run_dir.parents[2]).parent
-    candidates = sorted(eval_root.glob(f"*/{runs.EVAL_INFO_FILE}"), key=lambda p: (p.parent.name != "test", p.parent.name))
-    for eval_path in candidates:
-        info = json.loads(eval_path.read_text())
-        metrics_path = eval_path.parent / runs.EVAL_METRICS_FILE
-        if Path(info.get("checkpoint", "")).name != Path(checkpoint).name or not metrics_path.is_file():
-            continue
-        metrics = json.loads(metrics_path.read_text())
-        if metrics.get("postprocess", {}).get("tuned_on") != "val":
-            continue
-        height, width = metrics["image_shape"]
-        return TunedPostProcess(PostProcess(**info["postprocess"]), (int(height), int(width)), str(eval_path))
-    return None

@@ -1,0 +1,123 @@
+"""The tables 04_evaluate shows and writes: one run's metrics, its seen / unseen breakdown, and the comparison
+of every evaluated run with the seed's reported numbers and the all-empty baseline (``comparison.csv``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.io.formats.style import Styler
+
+from helpers import runs
+from helpers.evaluation import seen_unseen
+from helpers.evaluation.report import EvalResult
+from helpers.fileio import atomic_write_json, atomic_write_text, json_safe
+from helpers.metrics import HEADLINE, summary_metrics
+
+SEED_RESULTS: dict[float, dict[str, float]] = {
+    0.01: {"mIoU": 76.48, "mDice": 84.68},
+    0.001: {"mIoU": 61.06, "mDice": 63.69},
+    0.0001: {"mIoU": 58.87, "mDice": 62.42},
+}
+
+PERCENT_ALREADY = ("aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax")  # mmseg's, in %
+# 04's per-run table: counts as integers, every rate in % (fg_iou / fg_dice are IoU / Dice.pneumothorax as
+# fractions, so they are left out), the AUC as a fraction, as it is usually quoted.
+TABLE_COUNTS = ("images", "positive_images", "det_tp", "det_fp", "det_fn", "det_tn")
+TABLE_PERCENTS = ("aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax", "image_dice",
+                  "image_dice_positive", "empty_baseline_image_dice", "sensitivity", "specificity")
+TABLE_FRACTIONS = ("det_auc",)
+
+
+def _pct(key: str, value: float | None) -> float:
+    if value is None:
+        return np.nan
+    return float(value) if key in PERCENT_ALREADY else 100 * float(value)
+
+
+def _empty_baseline(result: EvalResult) -> dict[str, float]:
+    """summary_metrics of predicting every mask empty, from the per-image true areas."""
+    height, width = result.metrics["image_shape"]
+    true_area = result.per_image["true_area"].to_numpy(np.int64)
+    counts = np.stack([np.zeros_like(true_area), np.zeros_like(true_area), true_area, height * width - true_area], 1)
+    return summary_metrics(counts)
+
+
+def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
+    """One row per evaluated run, the seed's reported numbers, and the all-empty baseline per split.
+
+    Every value is in % (mmseg's mIoU and mDice as they are, the fractions times 100); ``*_lo`` / ``*_hi``
+    are the bootstrap interval of the mmseg decision's metric, ``pp_image_dice`` is after post-processing.
+    ``split_mode`` is the prepared data's split (02_prepare); ``*_seen`` / ``*_unseen``: see
+    :func:`helpers.seen_unseen.seen_unseen_columns`.
+    """
+    rows = []
+    baselines: dict[tuple[str, str], dict] = {}
+    for result in results:
+        config, lr = runs.run_label(result.run_dir)
+        mmseg, ci = result.metrics["mmseg"], result.metrics["ci"]
+        row = {"config": config, "lr": lr, "split": result.split, "split_mode": result.metrics.get("split_mode", "unknown"),
+               "images": mmseg["images"]}
+        for key in HEADLINE:
+            row[key] = _pct(key, mmseg[key])
+            low, high = ci.get("mmseg", {}).get(key, (None, None))
+            row[f"{key}_lo"], row[f"{key}_hi"] = _pct(key, low), _pct(key, high)
+        row["pp_image_dice"] = _pct("image_dice", result.metrics["postprocessed"]["image_dice"])
+        low, high = ci.get("postprocessed", {}).get("image_dice", (None, None))
+        row["pp_image_dice_lo"], row["pp_image_dice_hi"] = _pct("image_dice", low), _pct("image_dice", high)
+        row.update(seen_unseen.seen_unseen_columns(result.metrics))
+        row["checkpoint"] = str(result.checkpoint)
+        rows.append(row)
+        key = (result.split, str(result.data_root))
+        if key not in baselines:
+            summary = _empty_baseline(result)
+            baselines[key] = {"config": "all-empty baseline", "lr": np.nan, "split": result.split, "split_mode": row["split_mode"],
+                              "images": summary["images"], **{k: _pct(k, summary[k]) for k in HEADLINE},
+                              "pp_image_dice": _pct("image_dice", summary["image_dice"])}
+    seed_rows = [{"config": "seed (reported)", "lr": lr, "split": "seed's val (random 80/20)", "split_mode": "seed", **values}
+                 for lr, values in SEED_RESULTS.items()]
+    return pd.DataFrame(rows + list(baselines.values()) + seed_rows).reset_index(drop=True)
+
+
+def metrics_table(result: EvalResult) -> Styler:
+    """One run's metrics for reading: the mmseg decision beside the post-processed masks, counts as
+    integers, rates in % with 2 decimals, the AUC with 3."""
+    columns = {"mmseg decision": result.metrics["mmseg"], "post-processed": result.metrics["postprocessed"]}
+    rows = {}
+    for key in TABLE_COUNTS + TABLE_PERCENTS + TABLE_FRACTIONS:
+        label = f"{key} (%)" if key in TABLE_PERCENTS else key
+        rows[label] = {name: (_pct(key, values.get(key)) if key in TABLE_PERCENTS else values.get(key))
+                       for name, values in columns.items()}
+    table = pd.DataFrame(rows).T.astype(float)
+    percents = [f"{key} (%)" for key in TABLE_PERCENTS]
+    return (table.style.format("{:.0f}", subset=pd.IndexSlice[list(TABLE_COUNTS), :], na_rep="–")
+            .format("{:.2f}", subset=pd.IndexSlice[percents, :], na_rep="–")
+            .format("{:.3f}", subset=pd.IndexSlice[list(TABLE_FRACTIONS), :], na_rep="–"))
+
+
+def seen_unseen_style(result: EvalResult) -> Styler:
+    """One run's metrics of the images whose patient was seen in training and of the unseen ones
+    (:func:`helpers.seen_unseen.seen_unseen_table`) for reading: counts as integers, metrics in % with 2 decimals."""
+    table = seen_unseen.seen_unseen_table(result.metrics["by_patient_seen"])
+    metric_columns = [c for c in table.columns if c not in ("decision", "group", "images", "patients")]
+    for column in metric_columns:
+        key = column.removesuffix("_lo").removesuffix("_hi")
+        table[column] = [_pct(key, value) for value in table[column]]
+    return (table.style.format("{:.0f}", subset=["images", "patients"])
+            .format("{:.2f}", subset=metric_columns, na_rep="–").hide(axis="index"))
+
+
+def comparison_style(table: pd.DataFrame) -> Styler:
+    """:func:`comparison_table` for reading: image counts as integers, every metric in % with 2 decimals."""
+    counts = {column: "{:.0f}" for column in ("images", "images_seen") if column in table}
+    return table.style.format(precision=2, na_rep="–").format({**counts, "lr": "{:g}"}, na_rep="–").hide(axis="index")
+
+
+def write_comparison(table: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:
+    """``comparison.json`` (records, NaN as null) and ``comparison.csv`` in ``out_dir``, atomically."""
+    out_dir = Path(out_dir)
+    json_path, csv_path = out_dir / "comparison.json", out_dir / "comparison.csv"
+    atomic_write_json(json_path, json_safe(table.to_dict(orient="records")))
+    atomic_write_text(csv_path, table.to_csv(index=False))
+    return json_path, csv_path
