@@ -1,6 +1,12 @@
 # The CPU demo: our recipe on the generated demo dataset at 128x128, UNet-S5-D16 with 16 base channels,
 # batch 8, a few hundred iterations. `make demo` and the tests train it; minutes on 2 CPU cores.
-_base_ = ['./ours_unet-s5-d16_ce-dice_oversample_adamw-20k_pneumothorax-512x512.py']
+# Ours' bases (configs/ours_unet-s5-d16_ce-dice_oversample_adamw-20k_pneumothorax-512x512.py):
+_base_ = [
+    './_base_/models/fcn_unet_s5-d16_ce-dice.py',
+    './_base_/datasets/pneumothorax_512x512_oversample.py',
+    'mmseg::_base_/default_runtime.py',
+    './_base_/schedules/schedule_20k_adamw.py',
+]
 img_scale = (128, 128)
 data_root = 'data/demo/prepared/patient-128'
 data_preprocessor = dict(size=img_scale)

@@ -5,7 +5,7 @@
 # The seed's three per-lr files (fcn-unet-s5-d16_unet_1xb16-<lr>-20k_...) are thin children of this one.
 _base_ = [
     'mmseg::_base_/models/fcn_unet_s5-d16.py',
-    './_base_/pneumothorax_512x512.py',
+    './_base_/datasets/pneumothorax_512x512.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_20k.py',
 ]

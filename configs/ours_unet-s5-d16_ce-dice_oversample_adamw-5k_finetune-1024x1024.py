@@ -3,7 +3,13 @@
 # 02_prepare writes with img_size=1024 (data/prepared/patient-1024). The model is ours (UNet-S5-D16, fully
 # convolutional, so the 512 weights fit); the optimizer starts afresh: a short warm-up, a 10x lower lr,
 # 5k iterations at batch 8 (the same GPU memory as batch 16 at 512 needs twice over; lower it if short).
-_base_ = ['./ours_unet-s5-d16_ce-dice_oversample_adamw-20k_pneumothorax-512x512.py']
+# Ours' bases (configs/ours_unet-s5-d16_ce-dice_oversample_adamw-20k_pneumothorax-512x512.py):
+_base_ = [
+    './_base_/models/fcn_unet_s5-d16_ce-dice.py',
+    './_base_/datasets/pneumothorax_512x512_oversample.py',
+    'mmseg::_base_/default_runtime.py',
+    './_base_/schedules/schedule_20k_adamw.py',
+]
 img_scale = (1024, 1024)
 data_root = 'data/prepared/patient-1024'
 load_from = None  # 03_train's load_from parameter sets it

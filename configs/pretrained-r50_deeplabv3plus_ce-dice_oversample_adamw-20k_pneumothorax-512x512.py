@@ -6,9 +6,9 @@
 # Not measured for its score here: our machines could not fetch the weights (see the README).
 _base_ = [
     'mmseg::_base_/models/deeplabv3plus_r50-d8.py',
-    './_base_/pneumothorax_512x512.py',
+    './_base_/datasets/pneumothorax_512x512_oversample.py',
     'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_20k.py',
+    './_base_/schedules/schedule_20k_adamw.py',
 ]
 img_scale = (512, 512)
 data_preprocessor = dict(size=img_scale)
@@ -24,18 +24,5 @@ model = dict(
         ]),
     auxiliary_head=dict(num_classes=2),
     test_cfg=dict(mode='whole'))
-train_dataloader = dict(dataset=dict(positive_repeats=3))
 # A pretrained encoder wants a smaller lr than training from scratch (ours: 0.001).
-optim_wrapper = dict(
-    _delete_=True, type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.01),
-    clip_grad=dict(max_norm=5.0))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, begin=0, end=500, by_epoch=False),
-    dict(type='PolyLR', eta_min=1e-6, power=0.9, begin=500, end=20000, by_epoch=False),
-]
-default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000, save_best='mDice', rule='greater',
-                    max_keep_ckpts=1, save_last=True),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False))
-log_processor = dict(by_epoch=False)
+optim_wrapper = dict(optimizer=dict(lr=0.0001))

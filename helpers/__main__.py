@@ -1,4 +1,4 @@
-"""``python -m helpers {demo,pipeline,sweep,predict,export,demo-data,download,index}``: the command line."""
+"""``python -m helpers {demo,pipeline,sweep,predict,export,convert-siim,demo-data,download,index}``: the command line."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import yaml
 from helpers import paths
 from helpers.demo_data import DemoSpec
 from helpers.postprocessing.tuned import CHOICES as POSTPROCESS_CHOICES
+
+INTERRUPTED = 130  # the shell's exit status after Ctrl-C
 
 
 def _parse_value(text: str):
@@ -29,13 +31,20 @@ def _key_values(pairs: list[str]) -> dict:
     return result
 
 
+def _force(given: list[str] | None) -> bool | list[str]:
+    """``--force`` alone: every stage; ``--force 03_train 04_evaluate``: those; absent: none."""
+    if given is None:
+        return []
+    return given or True
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from helpers.demo_data import generate_demo_dataset
     from helpers.pipeline import run_pipeline
 
     generate_demo_dataset(paths.DEMO_DIR)
     outputs = Path(args.outputs)
-    run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs)
+    run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, force=_force(args.force))
     print(f"\nDemo finished. Open {(outputs / 'index.html').resolve()}")
 
 
@@ -43,7 +52,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     from helpers.pipeline import STAGES, run_pipeline
 
     stages = tuple(args.stages) if args.stages else STAGES
-    run_pipeline(Path(args.params_dir), Path(args.outputs), stages=stages)
+    run_pipeline(Path(args.params_dir), Path(args.outputs), stages=stages, force=_force(args.force))
     print(f"\nPipeline finished. Open {(Path(args.outputs) / 'index.html').resolve()}")
 
 
@@ -53,7 +62,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from helpers.parameters import check_names
     from helpers.pipeline import SEED_LRS, SWEEP_KEY, stage_parameters, sweep, write_sbatch
 
-    parameters = stage_parameters("03_train", Path(args.params_dir))
+    parameters = {} if args.no_yaml else stage_parameters("03_train", Path(args.params_dir))
     lrs = args.lrs or parameters.pop(SWEEP_KEY, None) or list(SEED_LRS)
     parameters.pop(SWEEP_KEY, None)
     given = _key_values(args.param)
@@ -66,8 +75,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                               folds=args.folds)
         print(f"wrote {script}; submit with: sbatch {script}")
         return
-    table = sweep(lrs, parameters, Path(args.outputs), folds=args.folds)
-    print(table.drop(columns=["report", "error"]).to_string(index=False))
+    table = sweep(lrs, parameters, Path(args.outputs), folds=args.folds, force=args.force, only_fold=args.fold)
+    print(table.drop(columns=["report", "error", "result_id"]).to_string(index=False))
     failed = table[~table["ok"]]
     for row in failed.itertuples():
         fold = "" if pd.isna(row.fold) else f" fold {row.fold:g}"
@@ -77,16 +86,37 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from helpers.predict import PREDICTIONS_FILE, predict_images
+    from helpers.predict import ERROR, NOT_DONE, PREDICTIONS_FILE, REFUSED, NoInputsError, predict_images
 
-    table = predict_images(args.checkpoint, args.images, args.out_dir, config=args.config, threshold=args.threshold,
-                           postprocess=args.postprocess, device=args.device)
-    print(table.drop(columns=["mask_path", "overlay_path", "error"]).to_string(index=False))
+    try:
+        table = predict_images(args.checkpoint, args.images, args.out_dir, config=args.config, threshold=args.threshold,
+                               postprocess=args.postprocess, device=args.device, strict=args.strict, rle=args.rle)
+    except NoInputsError as err:
+        raise SystemExit(f"predict: {err}") from None
+    shown = table.drop(columns=[c for c in ("mask_path", "overlay_path", "error", "rle") if c in table.columns])
+    print(shown.to_string(index=False))
     print(f"masks, overlays and {PREDICTIONS_FILE} in {Path(args.out_dir).resolve()}")
-    failed = table[table["error"] != ""]
+    failed = table[table["status"].isin([ERROR, REFUSED, NOT_DONE])]
     for row in failed.itertuples():
         print(f"FAILED {row.error}", file=sys.stderr)
     if len(failed):
+        raise SystemExit(1)
+
+
+def cmd_convert_siim(args: argparse.Namespace) -> None:
+    from helpers.siim import SiimError, convert_siim
+
+    try:
+        result = convert_siim(args.src, args.out, kaggle_csvs=args.kaggle_csvs, workers=args.workers)
+    except SiimError as err:
+        raise SystemExit(f"convert-siim: {err}") from None
+    print(result.summary())
+    for row in result.problems.head(20).itertuples():
+        print(f"SKIPPED {row.problem}" if row.problem.startswith(str(row.path)) else f"SKIPPED {row.path}: {row.problem}",
+              file=sys.stderr)
+    if len(result.problems) > 20:
+        print(f"... and {len(result.problems) - 20} more in {result.report_path}", file=sys.stderr)
+    if result.unreadable:
         raise SystemExit(1)
 
 
@@ -117,17 +147,23 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from helpers.pipeline import STAGES
+
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="generate the demo dataset and run the whole pipeline on it (CPU)")
     demo.add_argument("--outputs", default=str(paths.DEMO_OUTPUTS_DIR))
+    demo.add_argument("--force", nargs="*", metavar="STAGE", choices=STAGES,
+                      help="rerun even what is up to date: every stage, or the stages named (e.g. --force 03_train)")
     demo.set_defaults(func=cmd_demo)
 
     pipeline = sub.add_parser("pipeline", help="run the five notebooks with pipeline/*.yaml (full data, GPU)")
     pipeline.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR))
     pipeline.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
     pipeline.add_argument("--stages", nargs="*", help="a subset of the stages, e.g. 04_evaluate 05_visualize")
+    pipeline.add_argument("--force", nargs="*", metavar="STAGE", choices=STAGES,
+                          help="rerun even what is up to date: every stage, or the stages named (e.g. --force 03_train)")
     pipeline.set_defaults(func=cmd_pipeline)
 
     sweep = sub.add_parser("sweep", help="03_train through papermill once per learning rate")
@@ -139,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sbatch", metavar="PATH", help="write a SLURM array script (one job per lr) instead of running")
     sweep.add_argument("--folds", type=int, default=0, metavar="K",
                        help="one run per fold and lr on fold<k>_train/val.txt (02_prepare with folds=K)")
+    sweep.add_argument("--fold", type=int, metavar="k", help="with --folds K: fold k alone (one SLURM job's share)")
+    sweep.add_argument("--force", action="store_true", help="retrain runs that are already trained, from scratch")
+    sweep.add_argument("--no-yaml", action="store_true", help="only the parameters given here, not 03_train.yaml's")
     sweep.set_defaults(func=cmd_sweep)
 
     predict = sub.add_parser("predict", help="masks, overlays and a CSV for new radiographs (PNG/JPEG/DICOM files or folders)")
@@ -150,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the run's scheme tuned on val: the val winner (default), triplet, dual; none: the "
                               "model's own decision")
     predict.add_argument("--device")
+    predict.add_argument("--strict", action="store_true",
+                         help="refuse inputs the model was not made for (the warnings column) instead of predicting them")
+    predict.add_argument("--rle", action="store_true", help="add an rle column: each mask in the SIIM release's RLE form")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, DICOM) or folders of them")
     predict.set_defaults(func=cmd_predict)
 
@@ -161,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the run's scheme tuned on val to put into the JSON: the val winner (default), triplet, "
                              "dual; none leaves it out")
     export.set_defaults(func=cmd_export)
+
+    convert = sub.add_parser("convert-siim", help="the original SIIM-ACR release (DICOM + RLE CSVs) -> the Kaggle PNG layout")
+    convert.add_argument("src", help="the release: the folder holding dicom-images-train/, dicom-images-test/ and the RLE CSVs (or its parent)")
+    convert.add_argument("out", help="the Kaggle layout to write (png_images/, png_masks/, the two stage_1 CSVs); raw_root for 01..05")
+    convert.add_argument("--kaggle-csvs", metavar="DIR",
+                         help="a folder with the Kaggle dataset's stage_1_train_images.csv and stage_1_test_images.csv: "
+                              "Kaggle names, stages and CSV rows")
+    convert.add_argument("--workers", type=int, help="worker processes (default: every core)")
+    convert.set_defaults(func=cmd_convert_siim)
 
     demo_data = sub.add_parser("demo-data", help="only generate the demo dataset")
     demo_data.add_argument("--dest", default=str(paths.DEMO_DIR))
@@ -183,7 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Nothing half-written is kept; run `python -m helpers {args.command}` again to go on "
+              "(finished steps are skipped, an interrupted training run resumes from its last checkpoint).",
+              file=sys.stderr, flush=True)
+        raise SystemExit(INTERRUPTED) from None
 
 
 if __name__ == "__main__":

@@ -14,13 +14,18 @@ were made:
 
 The transform is computed once per distinct stored value (a lookup table) when the pixels are integers,
 which is most of the cost saved on a 1024x1024 radiograph. Compressed pixel data is decoded by pydicom's
-plugins (RLE and Deflate always; JPEG baseline and JPEG 2000 through Pillow); any other transfer syntax,
-a file without pixel data, a colour or multi-frame image raise :class:`DicomError` naming the file.
+plugins, installed with requirements.txt: JPEG Baseline, Extended and Lossless (Process 14, SV1 included) by
+pylibjpeg-libjpeg, JPEG-LS (lossless and near-lossless) by pyjpegls, JPEG 2000 and HTJ2K (8 to 16 bits,
+lossless and lossy) by pylibjpeg-openjpeg, RLE by pylibjpeg-rle or pydicom itself, Deflate by pydicom.
+A file without the preamble or the file meta (older archives) is read with pydicom's ``force``, its transfer
+syntax inferred (the encoding pydicom found, or the codestream of encapsulated pixels). Any other transfer
+syntax, damaged pixel data, a file without pixel data, a colour or multi-frame image raise
+:class:`DicomError` naming the file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +34,9 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 PREAMBLE_BYTES = 128
 MAGIC = b"DICM"
 MAX_LUT_ENTRIES = 1 << 17
+DESCRIPTIVE_KEYWORDS = ("Modality", "ViewPosition", "BodyPartExamined", "PresentationIntentType", "SOPClassUID")
+ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian: the first item of encapsulated pixel data
+FIRST_GROUPS = (b"\x02\x00", b"\x08\x00")  # a dataset without preamble starts in group 0002 or 0008
 
 
 class DicomError(ValueError):
@@ -41,20 +49,41 @@ class DicomImage:
 
     gray8: np.ndarray
     spacing_mm: tuple[float, float] | None
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
-def is_dicom(path: str | Path) -> bool:
-    """A ``.dcm`` / ``.dicom`` file, or any file with the DICOM preamble's ``DICM`` marker (PACS exports
-    often have no extension)."""
-    path = Path(path)
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
+def has_preamble(path: str | Path) -> bool:
+    """Whether the file has the 128-byte preamble and the ``DICM`` marker."""
     try:
-        with path.open("rb") as handle:
+        with Path(path).open("rb") as handle:
             head = handle.read(PREAMBLE_BYTES + len(MAGIC))
     except OSError:
         return False
     return head[PREAMBLE_BYTES:] == MAGIC
+
+
+def _is_bare_dataset(path: Path) -> bool:
+    """A DICOM dataset without preamble (older archives): starts with a group 0002 or 0008 tag and pydicom
+    parses its first elements."""
+    import pydicom
+
+    try:
+        with path.open("rb") as handle:
+            if handle.read(2) not in FIRST_GROUPS:
+                return False
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
+        return len(ds) > 0 or len(getattr(ds, "file_meta", ()) or ()) > 0
+    except Exception:
+        return False
+
+
+def is_dicom(path: str | Path) -> bool:
+    """A ``.dcm`` / ``.dicom`` file, any file with the DICOM preamble's ``DICM`` marker (PACS exports often
+    have no extension), or a dataset without preamble."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    return has_preamble(path) or _is_bare_dataset(path)
 
 
 def pixel_spacing(ds) -> tuple[float, float] | None:
@@ -137,6 +166,16 @@ def _to_8bit(path: Path, ds, stored: np.ndarray) -> np.ndarray:
     return 255 - gray if ds.PhotometricInterpretation == "MONOCHROME1" else gray
 
 
+def _decoder_available(syntax) -> bool:
+    """Whether a pydicom decoder plugin for ``syntax`` is installed."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return bool(get_decoder(syntax).is_available)
+    except Exception:  # pydicom has no decoder at all for it
+        return False
+
+
 def _decode(path: Path, ds) -> np.ndarray:
     """The stored pixel values of a single-frame grayscale image, or a DicomError saying why not."""
     syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
@@ -149,19 +188,69 @@ def _decode(path: Path, ds) -> np.ndarray:
                          "(MONOCHROME1 or MONOCHROME2)")
     if int(ds.get("NumberOfFrames", 1) or 1) != 1:
         raise DicomError(f"{path}: {ds.NumberOfFrames} frames; expected a single radiograph")
+    if syntax is not None and not syntax.is_transfer_syntax:
+        known = f" ({syntax.name})" if syntax.name != str(syntax) else ""
+        raise DicomError(f"{path}: the file's TransferSyntaxUID {syntax}{known} is not a transfer syntax, so "
+                         "how its pixel data is encoded is unknown")
     try:
         return ds.pixel_array
     except Exception as err:  # pydicom raises RuntimeError, NotImplementedError or ValueError by decoder
         name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
-        if syntax is not None and getattr(syntax, "is_compressed", False):
+        if syntax is not None and syntax.is_compressed and not _decoder_available(syntax):
             raise DicomError(f"{path}: pixel data compressed as {name}, which no installed pydicom decoder "
-                             f"reads (RLE, Deflate, JPEG baseline and JPEG 2000 are supported): {err}") from err
+                             f"reads (requirements.txt lists the decoder packages): {err}") from err
+        if syntax is not None and syntax.is_compressed:
+            raise DicomError(f"{path}: pixel data compressed as {name} is damaged, the installed decoder "
+                             f"fails on it ({type(err).__name__}: {err})") from err
         raise DicomError(f"{path}: the pixel data cannot be decoded ({name}): {err}") from err
 
 
-def read_dicom(path: str | Path) -> DicomImage:
-    """Read one DICOM radiograph as the 8-bit gray image the model sees and its pixel spacing (see the module
-    doc). Raises FileNotFoundError or :class:`DicomError`, each naming the file."""
+def _sniff_encapsulated(ds):
+    """The transfer syntax of encapsulated pixel data from its first fragment's codestream markers (for files
+    without file meta), or None."""
+    from pydicom import uid
+    from pydicom.encaps import generate_fragments
+
+    try:
+        fragment = next(generate_fragments(ds.PixelData[8 + int.from_bytes(ds.PixelData[4:8], "little"):]))
+    except Exception:  # not encapsulated as the standard says
+        return None
+    if fragment[:4] == b"\xff\x4f\xff\x51" or fragment[4:8] == b"jP  ":
+        return uid.JPEG2000
+    frames = {0xC0: uid.JPEGBaseline8Bit, 0xC1: uid.JPEGExtended12Bit, 0xC3: uid.JPEGLossless,
+              0xF7: uid.JPEGLSNearLossless}
+    position = 2 if fragment[:2] == b"\xff\xd8" else len(fragment)
+    while position + 4 <= len(fragment) and fragment[position] == 0xFF:  # marker segments up to the frame header
+        marker = fragment[position + 1]
+        if marker in frames:
+            return frames[marker]
+        position += 2 + int.from_bytes(fragment[position + 2:position + 4], "big")
+    return None
+
+
+def _infer_transfer_syntax(ds) -> None:
+    """Give a dataset read without file meta (no preamble, older archives) the transfer syntax its encoding
+    shows: the byte order and VR form pydicom found, or the codestream of encapsulated pixel data."""
+    from pydicom import uid
+    from pydicom.dataset import FileMetaDataset
+
+    if not hasattr(ds, "file_meta") or ds.file_meta is None:
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" in ds.file_meta:
+        return
+    if "PixelData" in ds and (ds["PixelData"].is_undefined_length or ds.PixelData[:4] == ITEM_TAG):
+        syntax = _sniff_encapsulated(ds)
+        if syntax is not None:
+            ds.file_meta.TransferSyntaxUID = syntax
+        return
+    implicit, little = ds.original_encoding
+    ds.file_meta.TransferSyntaxUID = (uid.ImplicitVRLittleEndian if implicit else
+                                      uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
+
+
+def read_dataset(path: str | Path):
+    """The pydicom dataset of a DICOM file, with or without the 128-byte preamble and file meta (the transfer
+    syntax then inferred). Raises FileNotFoundError or :class:`DicomError`, each naming the file."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -169,17 +258,49 @@ def read_dicom(path: str | Path) -> DicomImage:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such DICOM file")
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, force=not has_preamble(path) and _is_bare_dataset(path))
     except InvalidDicomError as err:
         raise DicomError(f"{path}: not a DICOM file ({err})") from err
     except Exception as err:  # truncated or garbled files fail in the parser with many exception types
         raise DicomError(f"{path}: unreadable DICOM file ({type(err).__name__}: {err})") from err
+    if not len(ds):
+        raise DicomError(f"{path}: not a DICOM file (no data elements)")
+    try:
+        _infer_transfer_syntax(ds)
+    except Exception as err:
+        raise DicomError(f"{path}: unreadable DICOM file ({type(err).__name__}: {err})") from err
+    return ds
+
+
+def stored_pixels(path: str | Path, ds) -> np.ndarray:
+    """The stored values (H, W) of a single-frame grayscale image, or a DicomError naming the file."""
+    path = Path(path)
     stored = _decode(path, ds)
     if stored.ndim != 2 or stored.size == 0:
         raise DicomError(f"{path}: pixel array of shape {stored.shape}; expected one 2-D image")
+    return stored
+
+
+def gray8_of(path: str | Path, ds, stored: np.ndarray) -> np.ndarray:
+    """The 8-bit image the model sees (the module doc's pipeline) of stored values from ``ds``."""
+    path = Path(path)
     if np.issubdtype(stored.dtype, np.integer):
         low, high = int(stored.min()), int(stored.max())
         if high - low < MAX_LUT_ENTRIES:
             table = _to_8bit(path, ds, np.arange(low, high + 1, dtype=np.int64))
-            return DicomImage(table[stored.astype(np.int64) - low] if low else table[stored], pixel_spacing(ds))
-    return DicomImage(_to_8bit(path, ds, stored), pixel_spacing(ds))
+            return table[stored.astype(np.int64) - low] if low else table[stored]
+    return _to_8bit(path, ds, stored)
+
+
+def describe(ds) -> dict[str, str]:
+    """What the file says it shows: Modality, ViewPosition, BodyPartExamined, PresentationIntentType and the
+    SOP class, as strings ("" when absent)."""
+    return {keyword: str(ds.get(keyword, "") or "").strip() for keyword in DESCRIPTIVE_KEYWORDS}
+
+
+def read_dicom(path: str | Path) -> DicomImage:
+    """Read one DICOM radiograph as the 8-bit gray image the model sees, its pixel spacing and what it says it
+    shows (see the module doc). Raises FileNotFoundError or :class:`DicomError`, each naming the file."""
+    ds = read_dataset(path)
+    stored = stored_pixels(path, ds)
+    return DicomImage(gray8_of(path, ds, stored), pixel_spacing(ds), describe(ds))

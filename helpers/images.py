@@ -1,4 +1,4 @@
-"""Image I/O with the project's settings: any radiograph (PNG, JPEG, DICOM) to 8-bit gray, PNG encoding, overlays.
+"""Image I/O with the project's settings: PNG and JPEG radiographs to 8-bit gray (DICOM: helpers.dicom), PNG encoding, overlays.
 
 Prepared images are read at every training step, so they are encoded for decoding speed
 (benchmarks/train.py): uncompressed PNG without filters, decoded in 0.2 ms against 3.1 ms for level-1
@@ -14,7 +14,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from helpers.dicom import is_dicom, read_dicom
 from helpers.fileio import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what read_gray8 is for; DICOM is told by helpers.dicom.is_dicom
@@ -41,7 +40,13 @@ def read_gray8(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
-    image = cv2.imdecode(np.frombuffer(path.read_bytes(), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    data = path.read_bytes()
+    if not data:
+        raise ValueError(f"{path}: empty file (0 bytes), not an image")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        raise ValueError(f"{path}: not a readable image ({err.err or err})") from err
     if image is None or image.size == 0:
         raise ValueError(f"{path}: not a readable image (expected a PNG or JPEG radiograph)")
     if image.ndim == 3:
@@ -53,19 +58,6 @@ def read_gray8(path: str | Path) -> np.ndarray:
     low, high = float(image.min()), float(image.max())
     scaled = (image - low) * (255.0 / (high - low)) if high > low else np.zeros_like(image)
     return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
-
-
-def read_radiograph(path: str | Path) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """(8-bit gray image, pixel spacing (row, column) in mm or None) of a PNG, JPEG or DICOM file.
-
-    DICOM (by extension or by its ``DICM`` marker) through :func:`helpers.dicom.read_dicom`, which raises
-    :class:`helpers.dicom.DicomError` (a ``ValueError``) naming the file; the others through :func:`read_gray8`.
-    """
-    path = Path(path)
-    if path.suffix.lower() not in IMAGE_SUFFIXES and is_dicom(path):
-        image = read_dicom(path)
-        return image.gray8, image.spacing_mm
-    return read_gray8(path), None
 
 
 def encode_png(image: np.ndarray, params: list[int] = MASK_PNG_PARAMS) -> bytes:

@@ -13,6 +13,7 @@ Conventions, also written into every evaluation report:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -188,3 +189,28 @@ def cluster_bootstrap_ci(counts: np.ndarray, clusters: np.ndarray, n_boot: int =
         }
         alpha = (1 - level) / 2
         return {k: (float(np.nanquantile(samples[k], alpha)), float(np.nanquantile(samples[k], 1 - alpha))) for k in keys}
+
+
+def paired_bootstrap_difference(values: np.ndarray, reference: np.ndarray, clusters: np.ndarray, n_boot: int = 1000,
+                                seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean difference, low, high): the mean over images of ``values - reference`` (two models' per-image
+    scores on the same images) and its percentile interval from a paired cluster bootstrap.
+
+    Each resample draws as many clusters (patients) as there are, with replacement, and takes every image of
+    each drawn cluster as often as it was drawn, for both models at once (the same resampled patients), so
+    the interval is that of the difference, not of two separate means. ``n_boot <= 0``: NaN bounds.
+    """
+    diff = np.asarray(values, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    mean = float(diff.mean())
+    if n_boot <= 0:
+        return mean, math.nan, math.nan
+    _, cluster_of = np.unique(np.asarray(clusters), return_inverse=True)
+    n_clusters = int(cluster_of.max()) + 1
+    rng = np.random.default_rng(seed)
+    chosen = rng.integers(0, n_clusters, (n_boot, n_clusters))
+    offsets = (chosen + n_clusters * np.arange(n_boot)[:, None]).ravel()
+    drawn = np.bincount(offsets, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
+    weights = drawn[:, cluster_of]  # (n_boot, images): how often each image is in each resample
+    samples = (weights @ diff) / weights.sum(axis=1)
+    alpha = (1 - level) / 2
+    return mean, float(np.quantile(samples, alpha)), float(np.quantile(samples, 1 - alpha))

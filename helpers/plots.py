@@ -382,3 +382,27 @@ def plot_confusion(result, postprocessed: bool = True) -> Figure:
     ax.set_ylabel("truth")
     ax.set_title(f"Image-level detection (images)\n{result.split}, {'post-processed' if postprocessed else 'mmseg decision'}")
     return fig
+
+
+def plot_image_dice_intervals(table: pd.DataFrame) -> Figure:
+    """Per-image Dice (%) with its 95 % interval for every row of 04's comparison table that has one (each
+    run, the all-empty baseline; a point without a bar where there is no interval), one panel row per split."""
+    rows = table[table["image_dice"].notna()].reset_index(drop=True)
+    labels = [row.config if pd.isna(row.lr) else f"{row.config} lr {row.lr:g}" for row in rows.itertuples()]
+    labels = [f"{label} [{split}]" for label, split in zip(labels, rows["split"])]
+    fig = Figure(figsize=(8, 0.45 * max(2, len(rows)) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    low = (rows["image_dice"] - rows.get("image_dice_lo", rows["image_dice"])).clip(lower=0).fillna(0)
+    high = (rows.get("image_dice_hi", rows["image_dice"]) - rows["image_dice"]).clip(lower=0).fillna(0)
+    baseline = rows["config"].str.contains("baseline|seed", regex=True)
+    for mask, colour, name in ((~baseline, "tab:blue", "run"), (baseline, "tab:grey", "baseline")):
+        if mask.any():
+            ax.errorbar(rows.loc[mask, "image_dice"], y[mask.to_numpy()], xerr=[low[mask], high[mask]], fmt="o",
+                        color=colour, capsize=3, label=name)
+    ax.set_yticks(y, labels)
+    ax.set_xlabel("per-image Dice (%), 95 % patient bootstrap interval")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title("Per-image Dice of every run and the baselines")
+    return fig

@@ -7,9 +7,15 @@ as 02_prepare does (area interpolation), and fed to the model as the 3-channel i
 grayscale PNG. The pneumothorax probability is resized back to the input's size (bilinear) and
 post-processed: by default with the scheme that won on val for the run (04_evaluate; ``postprocess``
 chooses ``triplet``, ``dual`` or ``none``), its areas scaled to the image's size; else with the model's own
-decision. ``<stem>_mask.png`` ({0, 255}, the input's size),
-``<stem>_overlay.png`` and ``predictions.csv`` are written to ``out_dir``; an input that cannot be read
-gets its error in the table and the others go on.
+decision. ``<stem>_mask.png`` ({0, 255}, the input's size), ``<stem>_overlay.png`` and ``predictions.csv``
+are written to ``out_dir``.
+
+Every file given (a folder gives each file in it) has one row in ``predictions.csv``, its ``status``:
+``predicted``; ``error`` (unreadable: any decoder error, named with the file, in ``error``); ``skipped: not an
+image`` (neither PNG/JPEG by name or signature nor DICOM); ``refused`` (``strict`` and warnings); or ``not
+done`` (after a fatal error such as a full disk, which stops the run: the table is still written for what
+was done, and no mask or overlay is left without its row). Inputs the model was not made for are predicted
+but flagged in ``warnings`` (see :func:`input_warnings`).
 """
 
 from __future__ import annotations
@@ -21,29 +27,120 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from helpers.dicom import is_dicom
+from helpers.dicom import is_dicom, read_dicom
 from helpers.fileio import atomic_write_text
-from helpers.images import IMAGE_SUFFIXES, overlay, read_radiograph, write_png
+from helpers.images import IMAGE_SUFFIXES, overlay, read_gray8, write_png
 from helpers.modeling.inference import load_model, probability_maps
 from helpers.postprocessing import PostProcess, find_tuned_postprocess, scheme_name
 from helpers.progress import tqdm
+from helpers.rle import encode_siim
 
-COLUMNS = ["input", "mask_path", "overlay_path", "width", "height", "predicted_area", "area_cm2", "pneumothorax",
-           "max_prob", "error"]
+COLUMNS = ["input", "status", "mask_path", "overlay_path", "width", "height", "predicted_area", "area_cm2",
+           "pneumothorax", "max_prob", "warnings", "error"]
 PREDICTIONS_FILE = "predictions.csv"
+PREDICTED, ERROR, SKIPPED, REFUSED, NOT_DONE = "predicted", "error", "skipped: not an image", "refused", "not done"
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+RADIOGRAPH_MODALITIES = ("CR", "DX")
+FRONTAL_VIEWS = ("PA", "AP")
+CHEST_PARTS = ("CHEST", "THORAX", "LUNG")
+DX_FOR_PROCESSING_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1.1"
+MIN_SIDE = 256
+
+
+class NoInputsError(ValueError):
+    """Predict was given nothing to read (empty folders, no files)."""
 
 
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files as given; a folder gives its PNG, JPEG and DICOM files (DICOM by extension or by its ``DICM``
-    marker), sorted by name, not recursing."""
+    """Files as given; a folder gives every file in it (not recursing), sorted by name. Each will have a row.
+    Raises :class:`NoInputsError` when there is no file at all."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files.extend(p for p in sorted(item.iterdir())
-                         if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_dicom(p)))
+            files.extend(p for p in sorted(item.iterdir()) if p.is_file())
         else:
             files.append(item)
+    if not files:
+        raise NoInputsError(f"no input files: {', '.join(map(str, inputs)) or 'nothing'} "
+                            f"{'holds' if len(inputs) == 1 else 'hold'} no file to predict")
     return files
+
+
+def input_kind(path: Path) -> str:
+    """``image`` (PNG/JPEG by suffix or signature), ``dicom`` (:func:`helpers.dicom.is_dicom`), ``missing``,
+    or ``other`` (to be skipped)."""
+    if not path.is_file():
+        return "missing"
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "image"
+    if is_dicom(path):
+        return "dicom"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return "image"  # unreadable: reading it gives the named error
+    return "image" if head.startswith(IMAGE_SIGNATURES) else "other"
+
+
+def input_warnings(gray: np.ndarray, spacing: tuple[float, float] | None, attributes: dict[str, str] | None) -> list[str]:
+    """Why an input may be outside what the model was made for (frontal chest radiographs):
+
+    - any image under 256 px on a side;
+    - DICOM only (``attributes`` from :func:`helpers.dicom.describe`; None for PNG/JPEG, whose files say
+      nothing of this): a Modality other than CR/DX, DX "FOR PROCESSING" (raw detector data), a ViewPosition
+      other than PA/AP, a BodyPartExamined that is not the chest, and a missing pixel spacing
+      (``area_cm2`` then empty).
+    """
+    found = []
+    height, width = gray.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        found.append(f"small image {width}x{height} (under {MIN_SIDE} px on a side)")
+    if attributes is None:
+        return found
+    modality = attributes.get("Modality", "").upper()
+    if modality not in RADIOGRAPH_MODALITIES:
+        found.append(f"modality {modality or 'missing'}, not a radiograph (CR/DX)")
+    elif modality == "DX" and (attributes.get("PresentationIntentType", "").upper() == "FOR PROCESSING"
+                               or attributes.get("SOPClassUID", "") == DX_FOR_PROCESSING_SOP_CLASS):
+        found.append("DX FOR PROCESSING (raw detector data, not for presentation)")
+    view = attributes.get("ViewPosition", "").upper()
+    if view and view not in FRONTAL_VIEWS:
+        found.append(f"view position {view}, not frontal (PA/AP)")
+    part = attributes.get("BodyPartExamined", "").upper()
+    if part and not any(chest in part for chest in CHEST_PARTS):
+        found.append(f"body part {part}, not the chest")
+    if spacing is None:
+        found.append("no pixel spacing (area_cm2 left empty)")
+    return found
+
+
+def read_input(path: Path, kind: str) -> tuple[np.ndarray, tuple[float, float] | None, list[str]]:
+    """(8-bit gray image, pixel spacing or None, warnings) of one PNG/JPEG or DICOM input. Any failure, from
+    any decoder, is raised as a ValueError naming the file."""
+    try:
+        if kind == "missing":
+            raise FileNotFoundError(f"{path}: no such file")
+        if kind == "dicom":
+            image = read_dicom(path)
+            return image.gray8, image.spacing_mm, input_warnings(image.gray8, image.spacing_mm, image.attributes)
+        gray = read_gray8(path)
+        return gray, None, input_warnings(gray, None, None)
+    except Exception as err:  # a decoder's own exception (cv2.error, RuntimeError, ...) is this file's error
+        message = str(err)
+        if str(path) not in message:
+            message = f"{path}: {type(err).__name__}: {message}"
+        raise ValueError(message) from err
+
+
+def summary_line(table: pd.DataFrame) -> str:
+    """One line counting each outcome: files, predicted (with warnings), errors, refused, skipped, not done."""
+    counts = table["status"].value_counts()
+    warned = int(((table["status"] == PREDICTED) & (table["warnings"] != "")).sum())
+    parts = [f"{len(table)} files: {counts.get(PREDICTED, 0)} predicted ({warned} with warnings)",
+             f"{counts.get(ERROR, 0)} errors"]
+    parts += [f"{counts[status]} {status}" for status in (REFUSED, SKIPPED, NOT_DONE) if counts.get(status, 0)]
+    return ", ".join(parts)
 
 
 def predict_images(
@@ -56,22 +153,30 @@ def predict_images(
     postprocess: str = "winner",
     device: str | None = None,
     batch_size: int = 4,
+    strict: bool = False,
+    rle: bool = False,
 ) -> pd.DataFrame:
     """Segment each image; write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``predictions.csv``; one
-    table row per input, in order (see the module doc).
+    table row per file, in order (see the module doc), and print :func:`summary_line`.
 
     ``checkpoint``: a ``.pth``, a run folder or an exported ``.onnx``. ``images``: files or folders.
     The mask is, in this order of precedence: ``p > threshold`` when ``threshold`` is given; the run's
     scheme tuned on val when the run has one: the val winner (``postprocess='winner'``), or ``'triplet'`` or
     ``'dual'`` (``'none'``: no post-processing); the model's own decision
     (argmax, i.e. 0.5 for two classes, or ``decode_head.threshold`` for a sigmoid head). The line saying
-    which is printed. ``area_cm2`` needs the DICOM's PixelSpacing (or ImagerPixelSpacing); a row whose
-    input could not be read has its ``error`` and no prediction.
+    which is printed. ``area_cm2`` needs the DICOM's PixelSpacing (or ImagerPixelSpacing). ``strict``
+    refuses the inputs :func:`input_warnings` flags instead of predicting them; ``rle`` adds the column
+    ``rle``, the mask in the SIIM release's form (:func:`helpers.rle.encode_siim`).
+
+    Raises :class:`NoInputsError` when there is no file, ValueError when two inputs would write the same
+    outputs; a fatal error (a full disk, a failing model) is raised after ``predictions.csv`` is written
+    for what was done.
     """
     from helpers.modeling.export import ONNX_SUFFIX, load_onnx
 
     images = collect_inputs(images)
-    stems = [image.stem for image in images]
+    kinds = [input_kind(path) for path in images]
+    stems = [path.stem for path, kind in zip(images, kinds) if kind != "other"]
     repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
     if repeated:
         raise ValueError(f"several inputs share a file stem, their outputs would collide: {repeated}")
@@ -99,35 +204,84 @@ def predict_images(
         message = f"post-processing: none, the model's own decision (probability > {own_threshold:g})"
     print(message)
     out_dir = Path(out_dir)
-    rows = []
-    with tqdm(total=len(images), desc="predict", disable=not images) as bar:
-        for start in range(0, len(images), batch_size):
-            read = []
-            for path in images[start:start + batch_size]:
-                try:
-                    read.append((path, *read_radiograph(path)))
-                except (OSError, ValueError) as err:  # DicomError is a ValueError; each names the file
-                    rows.append({"input": str(path), "pneumothorax": None, "error": str(err)})
+    rows: dict[int, dict] = {}
+    written: list[Path] = []
+    todo = [(index, path, kind) for index, (path, kind) in enumerate(zip(images, kinds))]
+    for index, path, kind in todo:
+        if kind == "other":
+            rows[index] = {"input": str(path), "status": SKIPPED}
+    todo = [item for item in todo if item[2] != "other"]
+    try:
+        with tqdm(total=len(todo), desc="predict", disable=not todo) as bar:
+            for start in range(0, len(todo), batch_size):
+                read = []
+                for index, path, kind in todo[start:start + batch_size]:
+                    try:
+                        image, spacing, warnings = read_input(path, kind)
+                    except ValueError as err:
+                        rows[index] = {"input": str(path), "status": ERROR, "error": str(err)}
+                        bar.update(1)
+                        continue
+                    if strict and warnings:
+                        rows[index] = {"input": str(path), "status": REFUSED, "warnings": "; ".join(warnings),
+                                       "error": f"{path}: refused (strict): {'; '.join(warnings)}"}
+                        bar.update(1)
+                        continue
+                    read.append((index, path, image, spacing, warnings))
+                if not read:
+                    continue
+                resized = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for _, _, image, _, _ in read]
+                for (index, path, image, spacing, warnings), prob in zip(read, maps(resized)):
+                    rows[index] = _write_prediction(path, image, spacing, warnings, prob, out_dir, written,
+                                                    tuned, fixed, rle)
                     bar.update(1)
-            if not read:
-                continue
-            resized = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for _, image, _ in read]
-            for (path, image, spacing), prob in zip(read, maps(resized)):
-                height, width = image.shape
-                prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
-                mask = (tuned.for_shape(height, width) if tuned is not None else fixed).apply(prob)
-                area = int(mask.sum())
-                mask_path = out_dir / f"{path.stem}_mask.png"
-                overlay_path = out_dir / f"{path.stem}_overlay.png"
-                write_png(mask_path, mask.astype(np.uint8) * 255)
-                write_png(overlay_path, cv2.cvtColor(overlay(image, None, mask), cv2.COLOR_RGB2BGR))
-                rows.append({"input": str(path), "mask_path": str(mask_path), "overlay_path": str(overlay_path),
-                             "width": width, "height": height, "predicted_area": area,
-                             "area_cm2": area * spacing[0] * spacing[1] / 100.0 if spacing else np.nan,
-                             "pneumothorax": area > 0, "max_prob": float(prob.max()), "error": ""})
-                bar.update(1)
-    order = {str(path): index for index, path in enumerate(images)}
-    table = pd.DataFrame(sorted(rows, key=lambda row: order[row["input"]]), columns=COLUMNS)
-    table["error"] = table["error"].fillna("")
+    except BaseException as fatal:  # a full disk, a failing model, Ctrl-C: the table for what was done, no orphans
+        for index, path, _ in todo:
+            rows.setdefault(index, {"input": str(path), "status": NOT_DONE,
+                                    "error": f"{path}: not predicted, the run stopped ({type(fatal).__name__}: {fatal})"})
+        try:
+            _write_table(images, rows, out_dir, rle)
+        except BaseException:
+            for output in written:
+                output.unlink(missing_ok=True)
+            raise
+        raise
+    table = _write_table(images, rows, out_dir, rle)
+    print(summary_line(table))
+    return table
+
+
+def _write_prediction(path: Path, image: np.ndarray, spacing, warnings: list[str], prob: np.ndarray, out_dir: Path,
+                      written: list[Path], tuned, fixed, rle: bool) -> dict:
+    """Post-process one probability map, write its mask and overlay (both or neither), return its row."""
+    height, width = image.shape
+    prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    mask = (tuned.for_shape(height, width) if tuned is not None else fixed).apply(prob)
+    area = int(mask.sum())
+    mask_path = out_dir / f"{path.stem}_mask.png"
+    overlay_path = out_dir / f"{path.stem}_overlay.png"
+    try:
+        write_png(mask_path, mask.astype(np.uint8) * 255)
+        written.append(mask_path)
+        write_png(overlay_path, cv2.cvtColor(overlay(image, None, mask), cv2.COLOR_RGB2BGR))
+        written.append(overlay_path)
+    except BaseException:
+        mask_path.unlink(missing_ok=True)
+        raise
+    row = {"input": str(path), "status": PREDICTED, "mask_path": str(mask_path), "overlay_path": str(overlay_path),
+           "width": width, "height": height, "predicted_area": area,
+           "area_cm2": area * spacing[0] * spacing[1] / 100.0 if spacing else np.nan,
+           "pneumothorax": area > 0, "max_prob": float(prob.max()), "warnings": "; ".join(warnings), "error": ""}
+    if rle:
+        row["rle"] = encode_siim(mask)
+    return row
+
+
+def _write_table(images: list[Path], rows: dict[int, dict], out_dir: Path, rle: bool) -> pd.DataFrame:
+    """``predictions.csv``: one row per input, in the inputs' order."""
+    columns = COLUMNS + (["rle"] if rle else [])
+    table = pd.DataFrame([rows[index] for index in range(len(images)) if index in rows], columns=columns)
+    for column in ("warnings", "error") + (("rle",) if rle else ()):
+        table[column] = table[column].fillna("")
     atomic_write_text(out_dir / PREDICTIONS_FILE, table.to_csv(index=False))
     return table

@@ -1,16 +1,28 @@
-"""The project's progress bar: tqdm's widget where a person watches a notebook, plain text everywhere else.
+"""The project's progress bar: tqdm's widget where a person watches a notebook, plain text everywhere else;
+and, in a headless kernel, the library chatter sent to the terminal instead of the report.
 
 ``tqdm.auto`` draws an ipywidgets bar in any Jupyter kernel, also in one that papermill drives headless
 (``make sweep``, ``make report``), where nobody sees the widget and the terminal gets nothing. A kernel
 whose client cannot answer ``input()`` is a headless executor (papermill/nbclient send
-``allow_stdin=False``; JupyterLab and VS Code send ``True``); there the bar is tqdm's text bar, which goes
-to stderr and so reaches the terminal through papermill's stream. ``PNEUMO_PROGRESS=text`` or
-``=widget`` overrides the choice.
+``allow_stdin=False``; JupyterLab and VS Code send ``True``); there the bar is tqdm's text bar, written to
+the kernel process's own stderr (:func:`terminal_stream`: the terminal papermill runs in), which ipykernel
+does not copy into the notebook, so the HTML report shows results and no progress. ``PNEUMO_PROGRESS=text``
+or ``=widget`` overrides the choice.
+
+:func:`quiet_reports` (called when ``helpers`` is imported in a headless kernel) does the same for warnings,
+logging's last-resort output and mmengine's console logger, and drops the known library notices
+(:data:`KNOWN_NOTICES`) altogether.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+import sys
+import warnings
+from typing import IO, Iterator
 
 from tqdm.auto import tqdm as _auto_tqdm
 from tqdm.std import tqdm as _text_tqdm
@@ -37,8 +49,81 @@ def text_progress() -> bool:
 
 
 def tqdm(*args, **kwargs):
-    """``tqdm.auto.tqdm``, or the text bar (updated every 5 s at most) where a widget would go unseen."""
+    """``tqdm.auto.tqdm``, or the text bar (updated every 5 s at most) where a widget would go unseen; in a
+    headless kernel the text bar goes to the terminal, not into the notebook."""
     if text_progress():
         kwargs.setdefault("mininterval", 5.0)
+        if headless_kernel():
+            kwargs.setdefault("file", terminal_stream())
         return _text_tqdm(*args, **kwargs)
     return _auto_tqdm(*args, **kwargs)
+
+
+# Notices of libraries that say nothing about the results: never shown (the start of each message, literally).
+KNOWN_NOTICES = (
+    "pkg_resources is deprecated as an API",
+    "Deprecated call to `pkg_resources.declare_namespace",
+)
+# The kernel application's own log: its notice at each start ("Kernel is running over TCP without
+# encryption": it listens on 127.0.0.1 only) and, after a Ctrl-C has closed its sockets, the errors of
+# replies it can no longer send. Critical messages only; the notebook's own warnings and errors are unaffected
+# (a failing cell reaches the terminal through papermill, a dead kernel as papermill's error).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
+
+_terminal: IO[str] | None = None
+
+
+def terminal_stream() -> IO[str]:
+    """The kernel process's own stderr: the terminal (or log) of whoever started it, never the notebook.
+
+    ipykernel points file descriptor 2 at a pipe it copies into the notebook and keeps a duplicate of the
+    original (``_original_stdstream_copy``); outside such a kernel this is ``sys.__stderr__``."""
+    global _terminal
+    if _terminal is None:
+        original = getattr(sys.stderr, "_original_stdstream_copy", None)
+        _terminal = os.fdopen(os.dup(original), "w", buffering=1) if original is not None else sys.__stderr__
+    return _terminal
+
+
+@contextlib.contextmanager
+def console_to_terminal() -> Iterator[None]:
+    """In a headless kernel, what is printed (and the console handlers that loggers such as mmengine's
+    create) inside the block goes to the terminal, not into the notebook; elsewhere nothing changes."""
+    if not headless_kernel():
+        yield
+        return
+    with contextlib.redirect_stdout(terminal_stream()):
+        yield
+
+
+def ignore_known_notices() -> None:
+    """Drop the library notices of :data:`KNOWN_NOTICES` (in this process and, through ``PYTHONWARNINGS``,
+    the processes it starts: kernels, torchrun); every other warning still shows."""
+    given = [entry for entry in os.environ.get("PYTHONWARNINGS", "").split(",") if entry]
+    for notice in KNOWN_NOTICES:
+        warnings.filterwarnings("ignore", message=re.escape(notice))
+        if f"ignore:{notice}" not in given:
+            given.append(f"ignore:{notice}")
+    os.environ["PYTHONWARNINGS"] = ",".join(given)
+
+
+def quiet_reports() -> None:
+    """In a headless kernel: warnings and logging's last-resort output to the terminal, mmengine's console
+    logger too (created now, on the terminal), the known notices dropped. Elsewhere: only the latter."""
+    ignore_known_notices()
+    if not headless_kernel():
+        return
+    terminal = terminal_stream()
+
+    def show_on_terminal(message, category, filename, lineno, file=None, line=None):
+        terminal.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    warnings.showwarning = show_on_terminal
+    logging.lastResort = logging.StreamHandler(terminal)
+    logging.lastResort.setLevel(logging.WARNING)
+    try:
+        from mmengine.logging import MMLogger
+    except ImportError:
+        return
+    with console_to_terminal():
+        MMLogger.get_instance("mmengine")

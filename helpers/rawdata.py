@@ -22,6 +22,7 @@ from PIL import Image
 from helpers import paths, patients
 from helpers.parallel import parallel_map
 from helpers.profile import DEMO, choose_profile
+from helpers.siim_release import not_converted_message
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ def find_dataset_root(root: Path | str = paths.RAW_DIR) -> Path:
     for candidate in (root, root / paths.KAGGLE_FOLDER):
         if (candidate / IMAGES_FOLDER).is_dir() and (candidate / MASKS_FOLDER).is_dir():
             return candidate
+    release = not_converted_message(root) if root.is_dir() else None
+    if release is not None:
+        raise FileNotFoundError(release)
     raise FileNotFoundError(
         f"{root}: no Kaggle pneumothorax layout here (expected {IMAGES_FOLDER}/ and {MASKS_FOLDER}/ in it "
         f"or in {root / paths.KAGGLE_FOLDER}).\n{download_instructions()}"

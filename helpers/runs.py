@@ -5,6 +5,7 @@ A run folder (``outputs/runs/<config>/lr<lr>/``, ``lr<lr>_fold<k>/`` for a fold 
 
     config.py                    the config the run trained with (dumped by 03_train)
     manifest.json                parameters, lr, code version, packages, device
+    record.json                  what the run was made from, started / finished (the sweep skips a finished one)
     metrics.json                 best and last val metrics, throughput (written when training ends)
     best_mDice_iter_*.pth, last_checkpoint, iter_*.pth
     averaged_top<k>.pth          the mean weights of the top-k checkpoints (helpers.modeling.ensemble)
@@ -35,6 +36,7 @@ from helpers.profile import DEMO, choose_profile
 
 CONFIG_FILE = "config.py"
 MANIFEST_FILE = "manifest.json"
+RECORD_FILE = "record.json"  # helpers.records: the sweep's record of the run's inputs and state
 METRICS_FILE = "metrics.json"
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 BEST_METRIC = "mDice"

@@ -41,9 +41,7 @@ from helpers import explore, paths, patients, plots, rawdata
 from helpers.parameters import check_notebook
 
 check_notebook("01_explore", globals())  # every value against its rule (helpers.parameters), before any work
-raw = rawdata.choose_raw_root(raw_root)
-if raw.note:
-    print(raw.note)
+raw = rawdata.choose_raw_root(raw_root)  # says so when it falls back on the demo data
 result = explore.explore_dataset(
     raw.root, stages=stages, max_images=max_images or None, seed=seed, workers=workers or None,
     out_dir=paths.explore_dir(outputs_dir), patient_table=patient_table,

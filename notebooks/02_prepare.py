@@ -51,9 +51,7 @@ from helpers import patients, plots, prepare, prepared, rawdata
 from helpers.parameters import check_notebook
 
 check_notebook("02_prepare", globals())  # every value against its rule (helpers.parameters), before any work
-raw = rawdata.choose_raw_root(raw_root)
-if raw.note:
-    print(raw.note)
+raw = rawdata.choose_raw_root(raw_root)  # says so when it falls back on the demo data
 result = prepare.prepare_dataset(
     raw.root, raw.prepared_parent, out_dir=prepared_root, img_size=img_size, val_fraction=val_fraction,
     seed=seed, split_mode=split_mode, folds=folds, test_fraction=test_fraction, patient_table=patient_table,

@@ -56,9 +56,7 @@ from helpers import plots, runs
 from helpers.modeling.train import choose_config, describe_speed, run_training
 from helpers.parameters import check_notebook
 
-config, prepared_root, note = choose_config(config, prepared_root)
-if note:
-    print(note)
+config, prepared_root, _ = choose_config(config, prepared_root)  # says so when it falls back on the demo
 params = check_notebook("03_train", globals())  # TrainParams, every value checked (helpers.parameters)
 result = run_training(params)
 metrics = result.metrics

@@ -58,9 +58,7 @@ from helpers.modeling import ensemble as ensembles
 from helpers.parameters import check_notebook
 
 check_notebook("04_evaluate", globals())  # every value against its rule (helpers.parameters), before any work
-outputs, note = run_folders.choose_outputs(outputs_dir)
-if note:
-    print(note)
+outputs, _ = run_folders.choose_outputs(outputs_dir)  # says so when it falls back on the demo's outputs
 run_dirs = list(runs) or run_folders.trained_runs(outputs)
 if not run_dirs:
     raise FileNotFoundError(f"no trained runs under {outputs / 'runs'} (run 03_train first)")
@@ -121,3 +119,16 @@ comparison = evaluation.comparison_table(results)
 json_path, csv_path = evaluation.write_comparison(comparison, outputs / "eval")
 display(evaluation.comparison_style(comparison))
 print(f"written: {csv_path}, {json_path}")
+
+# %% [markdown]
+# ## Paired comparison: each run against the best run on the same split
+#
+# The difference in per-image Dice (run minus best, in %) on the same test images, with a 95 % interval
+# from a paired patient bootstrap: each resample draws patients with replacement and scores both runs on
+# the same drawn patients. `better` / `worse` when the interval excludes 0, else `no detectable difference`.
+
+# %%
+paired_table = evaluation.paired_comparison(results, n_boot=n_boot)
+paired_path = evaluation.write_paired(paired_table, outputs / "eval")
+display(evaluation.paired_style(paired_table))
+print(f"written: {paired_path}")

@@ -33,9 +33,7 @@ from helpers import evaluation, plots, runs
 from helpers.parameters import check_notebook
 
 check_notebook("05_visualize", globals())  # every value against its rule (helpers.parameters), before any work
-outputs, note = runs.choose_outputs(outputs_dir, split)
-if note:
-    print(note)
+outputs, _ = runs.choose_outputs(outputs_dir, split)  # says so when it falls back on the demo's outputs
 eval_dirs = runs.evaluations(outputs, split)
 if not eval_dirs:
     raise FileNotFoundError(f"no evaluations under {outputs / 'eval'} (run 04_evaluate first)")

@@ -91,6 +91,36 @@ def test_the_seeds_per_lr_files_are_the_sweep_config_at_their_lr_and_reproduce_t
         assert (paths.CONFIGS_DIR / f"{name}.py").read_text().count("\n") <= 3  # a thin child: comment, base, lr
 
 
+def inheritance_depth(config: Path | str) -> int:
+    """How many files deep ``config`` inherits: 1 for a file with no ``_base_``, else 1 + its deepest base's
+    (mmseg's own ``mmseg::`` bases counted like ours)."""
+    return 1 + max((inheritance_depth(Config._get_cfg_path(base, str(config))[0])
+                    for base in Config._get_base_files(str(config))), default=0)
+
+
+def test_every_config_inherits_at_most_three_levels():
+    """mmseg's guide: at most three levels of inheritance; ours and pretrained share one AdamW schedule file."""
+    depths = {str(p.relative_to(paths.CONFIGS_DIR)): inheritance_depth(p) for p in sorted(paths.CONFIGS_DIR.rglob("*.py"))}
+    assert depths[f"{DEMO_CONFIG}.py"] == 3 and depths["_base_/datasets/pneumothorax_512x512.py"] == 1  # counted as said
+    assert {name: depth for name, depth in depths.items() if depth > 3} == {}
+    adamw = "./_base_/schedules/schedule_20k_adamw.py"
+    assert all(adamw in Config._get_base_files(str(paths.CONFIGS_DIR / f"{name}.py"))
+               for name in (OURS, "pretrained-r50_deeplabv3plus_ce-dice_oversample_adamw-20k_pneumothorax-512x512"))
+
+
+def test_ours_is_the_seeds_run_but_for_its_loss_oversampling_and_adamw_schedule():
+    """Ours no longer inherits the sweep config (so that the demo can inherit ours' bases within three levels):
+    everything else it declares again must stay the seed's."""
+    sweep = Config.fromfile(str(paths.config_path(paths.SWEEP_CONFIG))).to_dict()
+    ours = Config.fromfile(str(paths.config_path(OURS))).to_dict()
+    assert ours["optim_wrapper"]["optimizer"]["type"] == "AdamW" and ours["train_dataloader"]["dataset"]["positive_repeats"] == 3
+    for cfg in (sweep, ours):
+        cfg["model"]["decode_head"].pop("loss_decode")
+        cfg["train_dataloader"]["dataset"].pop("positive_repeats", None)
+        cfg.pop("optim_wrapper"), cfg.pop("param_scheduler")
+    assert ours == sweep
+
+
 def test_the_test_loader_is_the_val_loader_on_the_test_list():
     for name in (SEED_CONFIG, DEMO_CONFIG):
         cfg = Config.fromfile(str(paths.config_path(name)))

@@ -116,8 +116,29 @@ def _no_pixels(tmp_path):
     return write(tmp_path / "report_only.dcm", ds)
 
 
+def _no_decoder(tmp_path):
+    """Multi-component JPEG 2000 (Part 2): no pydicom decoder plugin reads it."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000MC
+
+    ds = dataset(generated_gray(), "MONOCHROME2", 8)
+    ds.file_meta.TransferSyntaxUID = JPEG2000MC
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 60 + b"\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    return write(tmp_path / "part2_scan.dcm", ds)
+
+
+def _not_a_syntax(tmp_path):
+    """The file meta names a UID that is no transfer syntax (pydicom refuses to write one: patched in)."""
+    path = write(tmp_path / "odd_syntax_scan.dcm", dataset(generated_gray(), "MONOCHROME2", 8))
+    data = path.read_bytes()
+    assert data.count(b"1.2.840.10008.1.2.1\x00") == 1
+    path.write_bytes(data.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.5.1.4\x00"))  # same length
+    return path
+
+
 def _compressed(tmp_path):
-    """JPEG Lossless (process 14, first-order prediction): pydicom needs pylibjpeg-libjpeg or GDCM for it."""
+    """JPEG Lossless (process 14, first-order prediction) whose codestream is cut: pylibjpeg-libjpeg fails."""
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEGLosslessSV1
 
@@ -133,7 +154,9 @@ BAD = {
     "corrupt": (_corrupt, "cannot be decoded|unreadable DICOM"),
     "not_dicom": (_not_dicom, "not a DICOM file"),
     "no_pixels": (_no_pixels, "no pixel data"),
-    "compressed": (_compressed, "compressed as JPEG Lossless"),
+    "compressed": (_compressed, "compressed as JPEG Lossless.* is damaged"),
+    "no_decoder": (_no_decoder, "no installed pydicom decoder reads"),
+    "not_a_syntax": (_not_a_syntax, "is not a transfer syntax"),
 }
 
 
@@ -170,12 +193,13 @@ def test_predict_mixed_folder_with_bad_dicoms(trained_demo_run, tmp_path):
 
     table = predict_images(trained_demo_run.best_checkpoint, [folder], tmp_path / "out", threshold=-1.0, device="cpu")
     assert [p.split("/")[-1] for p in table["input"]] == ["a_png.png", "b_jpeg.jpg", "c_window.dcm", "colour_scan.dcm",
-                                                          "corrupt_scan.dcm", "d_spaced"]
+                                                          "corrupt_scan.dcm", "d_spaced", "notes.txt"]
     rows = table.set_index(table["input"].str.split("/").str[-1])
     assert "colour DICOM" in rows.loc["colour_scan.dcm", "error"] and "colour_scan.dcm" in rows.loc["colour_scan.dcm", "error"]
     assert "corrupt_scan.dcm" in rows.loc["corrupt_scan.dcm", "error"]
     assert "colour" not in rows.loc["corrupt_scan.dcm", "error"]
-    good = rows[rows["error"] == ""]
+    assert rows.loc["notes.txt", "status"] == "skipped: not an image" and rows.loc["notes.txt", "error"] == ""
+    good = rows[rows["status"] == "predicted"]
     assert list(good.index) == ["a_png.png", "b_jpeg.jpg", "c_window.dcm", "d_spaced"]
     assert (good["predicted_area"] == 120 * 100).all() and good["pneumothorax"].all()
     assert good.loc["d_spaced", "area_cm2"] == pytest.approx(120 * 100 * 0.2 * 0.3 / 100)  # 7.2 cm²

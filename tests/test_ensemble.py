@@ -171,16 +171,17 @@ def test_sbatch_with_folds_has_one_job_per_lr_and_fold(tmp_path, task):
     script = write_sbatch([0.01, 0.001], {"config": DEMO_CONFIG, "max_iters": 100}, tmp_path / "sweep.sbatch",
                           outputs=outputs, folds=3)
     text = script.read_text()
-    assert "#SBATCH --array=0-5" in text and '-p fold "$FOLD"' in text
+    assert "#SBATCH --array=0-5" in text and '--lrs "$LR" --folds 3 --fold "$FOLD"' in text
     subprocess.run(["bash", "-n", str(script)], check=True)
-    # the lines that pick the job's lr, fold and folder, run for one array index
+    # the lines that pick the job's lr and fold, run for one array index (the sweep puts that run in
+    # runs.fold_run_dir's folder)
     lines = text.splitlines()
     select = "\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("LRS=")):
-                             next(i for i, line in enumerate(lines) if line.startswith("mkdir"))])
-    out = subprocess.run(["bash", "-c", f'{select}\necho "$LR $FOLD $WORK_DIR"'], check=True, capture_output=True,
+                             next(i for i, line in enumerate(lines) if "-m helpers sweep --no-yaml" in line)])
+    out = subprocess.run(["bash", "-c", f'{select}\necho "$LR $FOLD"'], check=True, capture_output=True,
                          text=True, env={"SLURM_ARRAY_TASK_ID": str(task)}).stdout.split()
     lr, fold = [0.01, 0.001][task // 3], task % 3
-    assert out == [f"{lr:g}", str(fold), str(run_folders.fold_run_dir(DEMO_CONFIG, lr, fold, outputs))]
+    assert out == [f"{lr:g}", str(fold)]
 
 
 def test_cli_sweep_folds_writes_the_fold_array(tmp_path):

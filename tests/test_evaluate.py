@@ -164,6 +164,7 @@ def test_comparison_table_has_seed_rows_and_the_empty_baseline(tuned_eval, tmp_p
     ours = table[table["config"] == DEMO_CONFIG]
     assert len(ours) == 2 and ours["lr"].eq(0.003).all()
     assert ours["mDice"].eq(result.metrics["mmseg"]["mDice"]).all()
+    assert ours["det_auc"].eq(result.metrics["mmseg"]["det_auc"]).all()  # a fraction, as metrics.json holds it
     assert (ours["image_dice_lo"] <= ours["image_dice"]).all() and (ours["image_dice"] <= ours["image_dice_hi"]).all()
     assert ours["split_mode"].eq("official").all() and seed["split_mode"].eq("seed").all()
     assert ours["images_seen"].eq(result.per_image["seen"].sum()).all()

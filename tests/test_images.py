@@ -6,9 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers.dicom import DicomError
-from helpers.images import IMAGE_PNG_PARAMS, MASK_PNG_PARAMS, encode_png, read_gray8, read_radiograph, write_png
-from tests.dicom_files import dataset, encode, generated_gray, write
+from helpers.images import IMAGE_PNG_PARAMS, MASK_PNG_PARAMS, encode_png, read_gray8, write_png
 
 
 def test_read_gray8_converts_colour_and_16_bit(tmp_path):
@@ -48,23 +46,3 @@ def test_pngs_round_trip_with_both_settings(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.png: cannot encode an image of shape \(2, 2, 7\)"):
         write_png(tmp_path / "bad.png", np.zeros((2, 2, 7), np.uint8))
     assert not (tmp_path / "bad.png").exists()
-
-
-def test_read_radiograph_dispatches_png_and_dicom(tmp_path):
-    """A PNG through read_gray8 (no spacing); a DICOM, by extension or by its marker alone, through
-    helpers.dicom (its image and spacing); a colour DICOM's error names the file."""
-    gray = generated_gray(48, 40)
-    png = tmp_path / "scan.png"
-    cv2.imwrite(str(png), gray)
-    image, spacing = read_radiograph(png)
-    np.testing.assert_array_equal(image, gray)
-    assert spacing is None
-    ds = encode(gray, "12bit_monochrome1_window")
-    ds.PixelSpacing = [0.25, 0.5]
-    for name in ("scan.dcm", "exported_without_extension"):
-        image, spacing = read_radiograph(write(tmp_path / name, ds))
-        np.testing.assert_array_equal(image, gray)
-        assert spacing == (0.25, 0.5)
-    colour = write(tmp_path / "colour_scan.dcm", dataset(np.zeros((8, 8, 3), np.uint8), "RGB", 8))
-    with pytest.raises(DicomError, match="colour_scan.dcm"):
-        read_radiograph(colour)

@@ -53,7 +53,24 @@ def test_a_field_added_to_train_params_is_a_yaml_key_and_an_sbatch_flag(extra_fi
     assert parameters[extra_field] == 50
     lrs = parameters.pop(pipeline.SWEEP_KEY)
     script = pipeline.write_sbatch(lrs, parameters, tmp_path / "sweep.sbatch").read_text()
-    assert f"-p {extra_field} 50" in script
+    assert f"-p {extra_field}=50" in script
+
+
+def test_the_sbatch_flags_read_back_as_the_parameters_given_lists_included(tmp_path):
+    """The script's ``-p name=value`` flags, parsed as the sweep's command line parses them, are the 03_train
+    parameters given (minus what each job sets itself), in their declared order."""
+    import shlex
+
+    from helpers.__main__ import _key_values
+
+    given = {"config": DEMO_CONFIG, "positive_rate": [0.8, 0.3, 100], "max_iters": 100, "prepared_root": "data/x y",
+             "amp": False, "load_from": None}
+    script = pipeline.write_sbatch([0.01], given, tmp_path / "sweep.sbatch", gpus=0).read_text()
+    words = shlex.split(script[script.index("-m helpers sweep"):].replace("\\\n", " "))
+    flags = [words[i + 1] for i, word in enumerate(words) if word == "-p"]
+    read_back = _key_values(flags)
+    assert read_back == {"gpus": 0, **{k: v for k, v in given.items() if k not in pipeline.SET_PER_JOB}}
+    assert list(read_back)[1:] == [k for k in declared_names("03_train") if k in given and k not in pipeline.SET_PER_JOB]
 
 
 def test_a_typo_in_a_yaml_key_fails_before_any_notebook_starts(tmp_path, monkeypatch):

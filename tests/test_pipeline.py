@@ -108,7 +108,7 @@ def test_sbatch_script_has_one_job_per_lr(tmp_path):
     script = write_sbatch([0.01, 0.001, 0.0001], {"config": DEMO_CONFIG, "max_iters": 100}, tmp_path / "sweep.sbatch", gpus=2)
     text = script.read_text()
     assert "#SBATCH --array=0-2" in text and "#SBATCH --gres=gpu:2" in text
-    assert "LRS=(0.01 0.001 0.0001)" in text and "-p max_iters 100" in text and "-p gpus 2" in text
+    assert "LRS=(0.01 0.001 0.0001)" in text and "-p max_iters=100" in text and "-p gpus=2" in text
     subprocess.run(["bash", "-n", str(script)], check=True)
 
 
@@ -118,9 +118,17 @@ def test_cli_help_lists_the_commands():
         assert command in out
 
 
+PROGRESS_TEXT = re.compile(r"\d+%\|")  # tqdm's text bar: "predict test:  40%|####      | 8/20"
+
+
+def _ran(reports) -> list[str]:
+    return sorted({r.html.stem if r.html.stem != "03_train" else f"03_train {r.html.parent.name}" for r in reports if not r.skipped})
+
+
 @pytest.mark.slow
 def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
-    """Generate -> 01 -> 02 -> 03 (two lrs) -> 04 -> 05 -> index.html, with test-sized parameters."""
+    """Generate -> 01 -> 02 -> 03 (two lrs) -> 04 -> 05 -> index.html, with test-sized parameters; run again it
+    skips everything; a changed 04 parameter reruns 04 and 05 only; --force 03_train retrains."""
     outputs = tmp_path / "outputs"
     prepared = str(tmp_path / "prepared" / "patient-64")  # the demo's split mode
     overrides = {
@@ -138,10 +146,31 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
     for link in linked:
         figures = (outputs / link).read_text().count(EMBEDDED_PNG)
         assert figures >= MIN_FIGURES[Path(link).stem], f"{link} embeds {figures} figures"
-    assert "seed (reported)" in index and "mDice" in index
+    assert "seed (reported)" in index and 'href="eval/comparison.csv"' in index and 'href="eval/paired.csv"' in index
+    headline = re.search(r"<table.*?</table>", index, re.S).group(0)
+    assert 0 < len(re.findall(r"<th>", re.search(r"<thead>.*?</thead>", headline, re.S).group(0))) <= 8
+    assert re.search(r'<img src="data:image/png;base64,[^"]+" alt="[^"]+"', index), "no figure with alt text"
+    assert "best run (reference)" in index
     comparison = json.loads((outputs / "eval" / "comparison.json").read_text())
     ours = [row for row in comparison if row["config"] == DEMO_CONFIG]
     assert len(ours) == 2 and all(row["split_mode"] == "patient" and row["images_seen"] == 0 for row in ours)
+    evaluation = (outputs / "reports" / "04_evaluate.html").read_text()
+    assert not PROGRESS_TEXT.search(evaluation) and "Iter(" not in evaluation, "progress or log lines in 04's report"
+    assert "No description has been provided" not in evaluation and "alt=\"Figure 1 of the section" in evaluation
+    assert "paired" in evaluation.lower() and 'data-mime-type="application/vnd.jupyter.stderr"' not in evaluation, "stderr in 04's report"
+    csv_before = (outputs / "eval" / "comparison.csv").read_bytes()
+
+    again = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
+    assert all(r.ok and r.skipped for r in again) and len(again) == len(reports), _ran(again)
+    assert (outputs / "eval" / "comparison.csv").read_bytes() == csv_before
+
+    changed = {**overrides, "04_evaluate": {**overrides["04_evaluate"], "n_boot": 60}}
+    assert _ran(run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=changed)) == ["04_evaluate", "05_visualize"]
+
+    forced = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, stages=("03_train",), overrides=changed, force="03_train")
+    assert _ran(forced) == ["03_train lr0.001", "03_train lr0.003"]
+    assert _ran(run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, stages=("04_evaluate", "05_visualize"),
+                             overrides=changed)) == ["04_evaluate", "05_visualize"], "a retrained run is evaluated again"
 
 
 def test_index_without_evaluation_says_so(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 from helpers import paths, runs
 from helpers.paths import DEMO_CONFIG
 from helpers.pipeline import run_notebook
+from helpers.progress import KERNEL_ARGUMENTS
 
 MAX_ITERS = 40
 ITERATION_LINE = re.compile(rf"Iter\(train\) \[\s*\d+/{MAX_ITERS}\].*eta: \S+.*time: \S+.*loss: \d")
@@ -45,10 +46,12 @@ def test_the_sweep_streams_iteration_lines_while_the_run_is_under_way(demo_prepa
 
 
 def test_a_failed_cell_s_traceback_reaches_the_terminal(tmp_path, capfd):
-    report = run_notebook("03_train", {"config": "no_such_config", "work_dir": str(tmp_path / "run")}, tmp_path)
+    (tmp_path / "nothing-here").mkdir()  # passes the parameter check; the notebook's own check of the layout fails
+    report = run_notebook("01_explore", {"raw_root": str(tmp_path / "nothing-here"), "outputs_dir": str(tmp_path)},
+                          tmp_path / "reports")
     assert not report.ok and report.notebook.exists()
     err = capfd.readouterr().err
-    assert "03_train failed" in err and "FileNotFoundError" in err and "no_such_config: no such config" in err
+    assert "01_explore failed" in err and "nothing-here" in err
     assert "Traceback (most recent call last)" in err
 
 
@@ -58,27 +61,35 @@ def _probe_notebook(path: Path) -> Path:
     notebook.cells = [nbformat.v4.new_code_cell(
         "from helpers.progress import text_progress, tqdm\n"
         "print('text progress:', text_progress())\n"
-        "for _ in tqdm(range(3), desc='probe bar', mininterval=0):\n    pass\n")]
+        "for _ in tqdm(range(3), desc='probe bar', mininterval=0):\n    pass\n"
+        "import warnings\n"
+        "warnings.warn('pkg_resources is deprecated as an API. (probe)', UserWarning)\n"
+        "warnings.warn('a real probe warning', UserWarning)\n")]
     nbformat.write(notebook, path)
     return path
 
 
-def test_progress_bars_are_text_under_papermill(tmp_path):
+@pytest.mark.parametrize("watched", [True, False], ids=["kernel-copies-fds", "plain-fds"])
+def test_progress_bars_are_text_on_the_terminal_and_not_in_the_notebook(tmp_path, capfd, monkeypatch, watched):
+    """Under papermill the bar is text, written to the kernel's own stderr (the terminal), never into the
+    notebook; so are real warnings, and the known library notices (pkg_resources, the kernel's TCP notice) not at all. ipykernel copies file descriptor 2 into the notebook except under pytest (PYTEST_CURRENT_TEST):
+    both ways are run."""
     import papermill
 
-    env_before = os.environ.pop("PNEUMO_PROGRESS", None)
-    try:
-        executed = papermill.execute_notebook(str(_probe_notebook(tmp_path / "probe.ipynb")), str(tmp_path / "out.ipynb"),
-                                              progress_bar=False, cwd=str(tmp_path))
-    finally:
-        if env_before is not None:
-            os.environ["PNEUMO_PROGRESS"] = env_before
+    monkeypatch.delenv("PNEUMO_PROGRESS", raising=False)
+    if watched:
+        monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    executed = papermill.execute_notebook(str(_probe_notebook(tmp_path / "probe.ipynb")), str(tmp_path / "out.ipynb"),
+                                          progress_bar=False, cwd=str(tmp_path), extra_arguments=KERNEL_ARGUMENTS)
     outputs = executed.cells[0].outputs
     stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
-    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
     assert "text progress: True" in stdout
-    assert "probe bar: 100%" in stderr and "3/3" in stderr
+    assert not [o for o in outputs if o.get("name") == "stderr"], "the bar went into the notebook"
     assert not [o for o in outputs if o.output_type == "display_data"], "a widget was drawn"
+    terminal = capfd.readouterr().err
+    assert "probe bar: 100%" in terminal and "3/3" in terminal
+    assert "a real probe warning" in terminal, "a real warning must still reach the terminal"
+    assert "pkg_resources" not in terminal and "without encryption" not in terminal, terminal
 
 
 def test_an_interactive_client_keeps_the_widget(tmp_path):

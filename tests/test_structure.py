@@ -42,9 +42,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("post-processing", ("helpers.postprocessing.*",)),
     ("data", ("helpers.prepare", "helpers.explore", "helpers.rawdata", "helpers.dicom", "helpers.images",
               "helpers.demo_data", "helpers.patients", "helpers.prepared", "helpers.dataset", "helpers.samplers",
-              "helpers.transforms", "helpers.runs")),
+              "helpers.transforms", "helpers.runs", "helpers.rle", "helpers.siim", "helpers.siim_release")),
     ("foundation", ("helpers", "helpers.paths", "helpers.fileio", "helpers.metrics", "helpers.progress",
-                    "helpers.provenance", "helpers.parallel", "helpers.parameters", "helpers.profile", "helpers.stacks")),
+                    "helpers.provenance", "helpers.parallel", "helpers.parameters", "helpers.profile",
+                    "helpers.records", "helpers.stacks")),
 ]
 SIBLINGS = ("helpers.evaluation", "helpers.modeling")  # the same layer, and neither imports the other
 

@@ -5,14 +5,17 @@ Never loads a model (nnU-Net's rule): helpers.evaluate_models runs a model, then
 - :mod:`.schemes`: the post-processing schemes scored side by side.
 - :mod:`.seen_unseen`: images of patients seen in training against the others.
 - :mod:`.tables`: the per-run tables and the comparison across runs.
+- :mod:`.paired`: each run against the best run of its split, on the same patients (paired bootstrap).
 """
 
+from helpers.evaluation.paired import PAIRED_FILE, paired_comparison, paired_style, write_paired
 from helpers.evaluation.report import (DEFINITIONS, EvalResult, PredictionSource, evaluate_predictions, load_eval,
                                        predicted_mask)
 from helpers.evaluation.schemes import compare_schemes, schemes_table
 from helpers.evaluation.tables import (SEED_RESULTS, comparison_style, comparison_table, metrics_table,
                                        seen_unseen_style, write_comparison)
 
-__all__ = ["DEFINITIONS", "SEED_RESULTS", "EvalResult", "PredictionSource", "compare_schemes", "comparison_style",
-           "comparison_table", "evaluate_predictions", "load_eval", "metrics_table", "predicted_mask",
-           "schemes_table", "seen_unseen_style", "write_comparison"]
+__all__ = ["DEFINITIONS", "PAIRED_FILE", "SEED_RESULTS", "EvalResult", "PredictionSource", "compare_schemes",
+           "comparison_style", "comparison_table", "evaluate_predictions", "load_eval", "metrics_table",
+           "paired_comparison", "paired_style", "predicted_mask", "schemes_table", "seen_unseen_style",
+           "write_comparison", "write_paired"]

@@ -63,6 +63,7 @@ def comparison_table(results: list[EvalResult]) -> pd.DataFrame:
             row[key] = _pct(key, mmseg[key])
             low, high = ci.get("mmseg", {}).get(key, (None, None))
             row[f"{key}_lo"], row[f"{key}_hi"] = _pct(key, low), _pct(key, high)
+        row["det_auc"] = mmseg.get("det_auc")  # a fraction, as it is usually quoted
         row["pp_image_dice"] = _pct("image_dice", result.metrics["postprocessed"]["image_dice"])
         low, high = ci.get("postprocessed", {}).get("image_dice", (None, None))
         row["pp_image_dice_lo"], row["pp_image_dice_hi"] = _pct("image_dice", low), _pct("image_dice", high)
@@ -109,9 +110,12 @@ def seen_unseen_style(result: EvalResult) -> Styler:
 
 
 def comparison_style(table: pd.DataFrame) -> Styler:
-    """:func:`comparison_table` for reading: image counts as integers, every metric in % with 2 decimals."""
+    """:func:`comparison_table` for reading: image counts as integers, every metric in % with 2 decimals, the
+    detection AUC (a fraction) with 3."""
     counts = {column: "{:.0f}" for column in ("images", "images_seen") if column in table}
-    return table.style.format(precision=2, na_rep="–").format({**counts, "lr": "{:g}"}, na_rep="–").hide(axis="index")
+    fractions = {column: "{:.3f}" for column in TABLE_FRACTIONS if column in table}
+    return (table.style.format(precision=2, na_rep="–").format({**counts, **fractions, "lr": "{:g}"}, na_rep="–")
+            .hide(axis="index"))
 
 
 def write_comparison(table: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:

@@ -31,6 +31,7 @@ from helpers.parallel import default_workers
 from helpers.parameters import TrainParams
 from helpers.prepared import PreparedData, PreparedDataError, check_prepared, read_prepared
 from helpers.profile import DEMO, choose_profile
+from helpers.progress import console_to_terminal, headless_kernel, terminal_stream
 from helpers.provenance import code_version, device_info, package_versions
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,7 @@ def run_training(params: TrainParams) -> TrainResult:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         kept: list[str] = []
-        with library_warnings_kept(kept):
+        with library_warnings_kept(kept), console_to_terminal():  # mmengine's logger: the terminal, not the report
             runner = Runner.from_cfg(cfg)
         _to_log_file(runner.logger, [f"library warning (known, harmless): {text}" for text in kept])
         runner.train()
@@ -276,7 +277,8 @@ def launch_torchrun(config_file: Path, gpus: int) -> None:
     command = [torchrun, f"--nproc_per_node={gpus}", "--master_port", str(29500 + os.getpid() % 1000),
                "-m", "helpers.modeling.train", str(config_file), "--launcher", "pytorch"]
     log.info("launching %s", " ".join(command))
-    subprocess.run(command, check=True, cwd=paths.REPO_ROOT)
+    output = terminal_stream() if headless_kernel() else None  # the processes' logs: the terminal, not the report
+    subprocess.run(command, check=True, cwd=paths.REPO_ROOT, stdout=output, stderr=output)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,80 @@
+"""Paired comparison of evaluated runs: is a run better than the best one on the same test patients?
+
+Every run gets its own interval in 04's comparison, but two runs' intervals overlap even when one is
+better on nearly every patient. Here each run is compared with the best run of its split (highest mean
+per-image Dice) on the same images: the mean difference in per-image Dice and its paired patient bootstrap
+interval (:func:`helpers.metrics.paired_bootstrap_difference`: the same resampled patients for both runs).
+The verdict is ``better`` / ``worse`` when the interval excludes 0, else ``no detectable difference``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.io.formats.style import Styler
+
+from helpers import runs
+from helpers.fileio import atomic_write_text
+from helpers.metrics import paired_bootstrap_difference
+
+PAIRED_FILE = "paired.csv"  # in outputs/eval/, beside comparison.csv
+BETTER, SAME, WORSE, REFERENCE = "better", "no detectable difference", "worse", "best run (reference)"
+
+
+def verdict(low: float, high: float) -> str:
+    """What a 95 % interval of a difference says: better (above 0), worse (below 0), or neither."""
+    if low > 0:
+        return BETTER
+    if high < 0:
+        return WORSE
+    return SAME
+
+
+def _label(result) -> str:
+    config, lr = runs.run_label(result.run_dir)
+    return config if np.isnan(lr) else f"{config} lr {lr:g}"
+
+
+def paired_comparison(results: list, n_boot: int = 1000, seed: int = 0, column: str = "dice") -> pd.DataFrame:
+    """One row per evaluated run (04's ``EvalResult``s): against the best run on the same split and prepared
+    data, the per-image Dice difference (run minus best, in %) with its paired patient bootstrap interval.
+
+    ``column``: the per-image score in ``per_image.csv`` (``dice``: the mmseg decision; ``pp_dice``: after
+    post-processing). Runs of one split must have scored the same images."""
+    groups: dict[tuple[str, str], list] = {}
+    for result in results:
+        groups.setdefault((result.split, str(result.data_root)), []).append(result)
+    rows = []
+    for (split, _), group in groups.items():
+        best = max(group, key=lambda r: float(r.per_image[column].mean()))
+        reference = best.per_image.set_index("name")
+        for result in group:
+            scored = result.per_image.set_index("name")
+            if set(scored.index) != set(reference.index):
+                raise ValueError(f"{result.out_dir} and {best.out_dir} scored different images of {split}; "
+                                 "a paired comparison needs the same ones")
+            names = reference.index
+            mean, low, high = paired_bootstrap_difference(scored.loc[names, column].to_numpy(), reference[column].to_numpy(),
+                                                          reference["patient"].astype(str).to_numpy(), n_boot=n_boot, seed=seed)
+            config, lr = runs.run_label(result.run_dir)
+            rows.append({"config": config, "lr": lr, "split": split, "reference": _label(best), "images": len(names),
+                         "patients": reference["patient"].nunique(), "image_dice": 100 * float(scored[column].mean()),
+                         "diff": 100 * mean, "diff_lo": 100 * low, "diff_hi": 100 * high,
+                         "verdict": REFERENCE if result is best else verdict(low, high)})
+    return pd.DataFrame(rows, columns=["config", "lr", "split", "reference", "images", "patients", "image_dice",
+                                       "diff", "diff_lo", "diff_hi", "verdict"])
+
+
+def paired_style(table: pd.DataFrame) -> Styler:
+    """:func:`paired_comparison` for reading: Dice and differences in % with 2 decimals."""
+    return (table.style.format(precision=2, na_rep="–").format({"lr": "{:g}", "images": "{:.0f}", "patients": "{:.0f}"})
+            .hide(axis="index"))
+
+
+def write_paired(table: pd.DataFrame, out_dir: str | Path) -> Path:
+    """``paired.csv`` in ``out_dir`` (04's ``outputs/eval/``), atomically."""
+    path = Path(out_dir) / PAIRED_FILE
+    atomic_write_text(path, table.to_csv(index=False))
+    return path

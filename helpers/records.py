@@ -1,0 +1,125 @@
+"""What each pipeline step was made from, so that a re-run skips the steps whose inputs have not changed.
+
+A step (a stage of the pipeline, or one training run of the sweep) has *inputs*: its notebook's content,
+its parameters, the config's content (training), the code version (the content of ``helpers/``) and the
+manifests of what it reads (the prepared folder's ``manifest.json``, the records of the steps before it).
+Their hash is the step's *fingerprint*. When the step has finished, its record (JSON) holds the inputs,
+the fingerprint, the outputs it must have left and a *result id* that changes whenever the step runs
+again; the steps after it take that id among their inputs, so a rerun propagates downstream.
+
+A step is *done* when its record says finished, its fingerprint equals the current one and every output it
+names exists. A training run whose record says started (it was interrupted) resumes from its last
+checkpoint when the fingerprint still matches.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers import paths
+from helpers.fileio import atomic_write_json
+
+STARTED, FINISHED = "started", "finished"
+
+
+def file_hash(path: Path | str) -> str | None:
+    """sha256 of a file's bytes; None when it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tree_hash(files: list[Path], root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        name = path.relative_to(root) if path.is_relative_to(root) else path.name
+        digest.update(str(name).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str:
+    """The code version that decides a result: a hash of every ``helpers/**/*.py`` (edits to tests, README
+    or benchmarks rerun nothing)."""
+    root = paths.REPO_ROOT / "helpers"
+    return _tree_hash([p for p in root.rglob("*.py") if "__pycache__" not in p.parts], root)
+
+
+def notebook_hash(stage: str) -> str | None:
+    """A hash of ``notebooks/<stage>.ipynb`` as papermill executes it."""
+    return file_hash(paths.NOTEBOOKS_DIR / f"{stage}.ipynb")
+
+
+def config_hash(config: str | Path) -> str:
+    """A hash of a config file and the shared ``configs/_base_/`` files it may inherit from."""
+    return _tree_hash([paths.config_path(config), *(paths.CONFIGS_DIR / "_base_").glob("*.py")], paths.CONFIGS_DIR)
+
+
+def fingerprint(inputs: dict) -> str:
+    """The hash of a step's inputs (a JSON-able dict; key order does not matter)."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class Status:
+    """Where one step stands against its record: ``done`` (skip it), ``resumable`` (an interrupted run of the
+    same inputs), else why it runs (``reason``)."""
+
+    done: bool
+    resumable: bool
+    reason: str
+
+
+def read_record(path: Path | str) -> dict | None:
+    """A step's record, or None when there is none (or it cannot be read)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def changed_inputs(old: dict, new: dict) -> list[str]:
+    """The names of the inputs that differ between two records' inputs."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def status(path: Path | str, inputs: dict, outputs: list[Path | str] = ()) -> Status:
+    """Compare a step's record with its current ``inputs`` and check that its ``outputs`` exist."""
+    record = read_record(path)
+    if record is None:
+        return Status(False, False, "no record")
+    if record.get("fingerprint") != fingerprint(inputs):
+        changed = changed_inputs(record.get("inputs", {}), inputs)
+        return Status(False, False, f"changed: {', '.join(changed) or 'inputs'}")
+    if record.get("state") != FINISHED:
+        return Status(False, True, "interrupted")
+    missing = [str(p) for p in outputs if not Path(p).exists()]
+    if missing:
+        return Status(False, False, f"output missing: {missing[0]}")
+    return Status(True, False, "up to date")
+
+
+def write_record(path: Path | str, inputs: dict, state: str, outputs: list[Path | str] = (), *,
+                 result_id: str | None = None) -> dict:
+    """Write a step's record atomically (``state`` STARTED before it runs, FINISHED after); returns it.
+
+    A finished step gets ``result_id`` (default: new for every run, so the steps after it rerun too)."""
+    record = {"state": state, "fingerprint": fingerprint(inputs), "inputs": inputs,
+              "outputs": [str(p) for p in outputs], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if state == FINISHED:
+        record["result_id"] = result_id or fingerprint({"fingerprint": record["fingerprint"], "finished": time.time_ns()})
+    atomic_write_json(Path(path), record)
+    return record
+
+
+def result_id(path: Path | str) -> str | None:
+    """The result id of a finished step (what the steps after it take as input); None otherwise."""
+    record = read_record(path)
+    return record.get("result_id") if record and record.get("state") == FINISHED else None

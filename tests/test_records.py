@@ -1,0 +1,215 @@
+"""Re-runs skip what is done: step records, the sweep's skip / resume after Ctrl-C, the SLURM job's command;
+the paired comparison of runs against a direct computation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import paths, records, runs
+from helpers.metrics import paired_bootstrap_difference
+from helpers.evaluation.paired import BETTER, REFERENCE, SAME, WORSE, paired_comparison, verdict
+from helpers.paths import DEMO_CONFIG
+from helpers.pipeline import write_sbatch
+
+
+def test_a_record_matches_only_the_same_inputs_and_complete_outputs(tmp_path):
+    path, output = tmp_path / "record.json", tmp_path / "out.txt"
+    inputs = {"parameters": {"n_boot": 50}, "code": "abc"}
+    assert records.status(path, inputs, [output]).reason == "no record"
+    records.write_record(path, inputs, records.STARTED)
+    started = records.status(path, inputs, [output])
+    assert (started.done, started.resumable) == (False, True)
+    output.write_text("x")
+    records.write_record(path, inputs, records.FINISHED, [output])
+    assert records.status(path, {"code": "abc", "parameters": {"n_boot": 50}}, [output]).done  # key order is no change
+    changed = records.status(path, {**inputs, "parameters": {"n_boot": 60}}, [output])
+    assert not changed.done and changed.reason == "changed: parameters"
+    output.unlink()
+    assert records.status(path, inputs, [output]).reason.startswith("output missing")
+    first = records.result_id(path)
+    records.write_record(path, inputs, records.FINISHED, [output])
+    assert records.result_id(path) != first, "a step that ran again gets a new result id (its dependants rerun)"
+
+
+def test_the_code_version_is_the_content_of_helpers(tmp_path):
+    assert records.code_hash() == records._tree_hash(
+        [p for p in (paths.REPO_ROOT / "helpers").rglob("*.py") if "__pycache__" not in p.parts], paths.REPO_ROOT / "helpers")
+    assert records.config_hash(DEMO_CONFIG) != records.config_hash(paths.SEED_CONFIG)
+
+
+# --- the paired comparison --------------------------------------------------------------------------------
+
+def _direct_paired_interval(a, b, patients, n_boot, seed):
+    """The paired patient bootstrap written out: per resample, the drawn patients' images (a patient drawn twice
+    counts twice) and the mean of a - b over them; the same draws as the function's generator makes."""
+    unique = np.unique(patients)
+    draws = np.random.default_rng(seed).integers(0, len(unique), (n_boot, len(unique)))
+    means = []
+    for draw in draws:
+        images = [i for p in draw for i in range(len(patients)) if patients[i] == unique[p]]
+        means.append(np.mean([a[i] - b[i] for i in images]))
+    return float(np.mean(np.subtract(a, b))), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def test_the_paired_interval_matches_a_direct_computation():
+    a = [0.9, 0.1, 1.0, 0.5, 0.7, 0.0, 1.0]
+    b = [0.8, 0.3, 1.0, 0.2, 0.6, 0.1, 0.4]
+    patients = np.array(["p1", "p1", "p2", "p3", "p3", "p3", "p4"])
+    got = paired_bootstrap_difference(np.array(a), np.array(b), patients, n_boot=300, seed=3)
+    assert got == pytest.approx(_direct_paired_interval(a, b, patients, 300, 3), abs=1e-12)
+
+
+def test_one_difference_for_every_patient_is_an_interval_of_that_difference():
+    a = np.array([0.5, 0.7, 0.2, 0.9])
+    mean, low, high = paired_bootstrap_difference(a + 0.1, a, np.array(["x", "x", "y", "z"]), n_boot=200)
+    assert (mean, low, high) == pytest.approx((0.1, 0.1, 0.1))
+
+
+def _result(name: str, dice, patients, tmp_path: Path) -> SimpleNamespace:
+    run = tmp_path / "runs" / DEMO_CONFIG / name
+    return SimpleNamespace(run_dir=run, split="test", data_root=tmp_path / "prepared", out_dir=tmp_path / "eval" / name,
+                           per_image=pd.DataFrame({"name": [f"img{i}" for i in range(len(dice))], "patient": patients,
+                                                   "dice": dice}))
+
+
+def test_two_identical_runs_differ_by_an_interval_around_zero(tmp_path):
+    rng = np.random.default_rng(0)
+    dice = rng.random(40)
+    patients = [f"p{i // 2}" for i in range(40)]
+    table = paired_comparison([_result("lr0.003", dice, patients, tmp_path), _result("lr0.001", dice.copy(), patients, tmp_path)],
+                              n_boot=200)
+    assert set(table["verdict"]) == {REFERENCE, SAME}
+    other = table[table["verdict"] == SAME].iloc[0]
+    assert other["diff_lo"] <= 0 <= other["diff_hi"] and other["diff"] == 0
+
+
+def test_the_verdict_says_better_or_worse_only_when_the_interval_excludes_zero(tmp_path):
+    rng = np.random.default_rng(1)
+    best = rng.uniform(0.5, 1.0, 60)
+    patients = [f"p{i // 3}" for i in range(60)]
+    table = paired_comparison([_result("lr0.01", best - 0.2, patients, tmp_path), _result("lr0.003", best, patients, tmp_path)],
+                              n_boot=300)
+    worse = table.set_index("lr").loc[0.01]
+    assert worse["verdict"] == WORSE and worse["diff"] == pytest.approx(-20) and worse["diff_hi"] < 0
+    assert worse["reference"] == f"{DEMO_CONFIG} lr 0.003"
+    assert (verdict(0.1, 0.3), verdict(-0.3, -0.1), verdict(-0.1, 0.1)) == (BETTER, WORSE, SAME)
+
+
+def test_runs_scored_on_different_images_are_not_paired(tmp_path):
+    one = _result("lr0.003", [0.5, 0.6], ["a", "b"], tmp_path)
+    other = _result("lr0.001", [0.5, 0.6], ["a", "b"], tmp_path)
+    other.per_image["name"] = ["x", "y"]
+    with pytest.raises(ValueError, match="different images"):
+        paired_comparison([one, other], n_boot=10)
+
+
+# --- the sweep: skip, resume after Ctrl-C, force --------------------------------------------------------
+
+MAX_ITERS, INTERVAL = 12, 4
+
+
+def _sweep_command(prepared: Path, outputs: Path, lrs: list[float], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "helpers", "sweep", "--no-yaml", "--lrs", *map(str, lrs), "--config", DEMO_CONFIG,
+            "--outputs", str(outputs), "-p", f"prepared_root={prepared}", "-p", "img_size=64", "-p", "batch_size=4",
+            "-p", f"max_iters={MAX_ITERS}", "-p", f"val_interval={INTERVAL}", "-p", "workers=0", *extra]
+
+
+def _train_steps(session_scalars: Path) -> list[int]:
+    return [row["step"] for row in map(json.loads, session_scalars.read_text().splitlines()) if "mIoU" not in row]
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_with_ctrl_c_picks_up_where_it_stopped(demo_prepared, tmp_path):
+    """Ctrl-C during the second run: one line, exit 130; the re-run skips the first, resumes the second from its
+    last checkpoint (the iteration count goes on) and trains the third."""
+    outputs, lrs = tmp_path / "outputs", [0.003, 0.002, 0.001]
+    first, second, third = (runs.run_dir(DEMO_CONFIG, lr, outputs) for lr in lrs)
+    command = _sweep_command(demo_prepared.out_dir, outputs, lrs)
+    process = subprocess.Popen(command, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own process group: the terminal's Ctrl-C reaches all of it
+    deadline = time.monotonic() + 600
+    while not (second / runs.LAST_CHECKPOINT_FILE).exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert err.rstrip().splitlines()[-1].startswith("Interrupted."), err[-2000:]
+    assert (first / runs.METRICS_FILE).exists() and not (second / runs.METRICS_FILE).exists() and not third.exists()
+    assert not list(second.glob(".03_train-*")), "a half-written executed notebook was left behind"
+    checkpoint_iter = int(Path((second / runs.LAST_CHECKPOINT_FILE).read_text().strip()).stem.split("_")[-1])
+    first_metrics = (first / runs.METRICS_FILE).read_bytes()
+
+    again = subprocess.run(command, cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "lr 0.003: already trained, skipped" in again.stdout
+    assert "lr 0.002: resuming the interrupted run" in again.stdout
+    assert "lr 0.001: training" in again.stdout
+    assert (first / runs.METRICS_FILE).read_bytes() == first_metrics, "the finished run was touched"
+    sessions = sorted(second.glob(runs.SCALARS_GLOB))
+    assert len(sessions) == 2
+    resumed = _train_steps(sessions[-1])
+    assert resumed and min(resumed) > checkpoint_iter and max(resumed) == MAX_ITERS
+    assert runs.read_metrics(second)["iterations"] == MAX_ITERS and runs.read_metrics(third)["iterations"] == MAX_ITERS
+
+    forced = subprocess.run([*_sweep_command(demo_prepared.out_dir, outputs, [0.003]), "--force"], cwd=paths.REPO_ROOT,
+                            capture_output=True, text=True, timeout=900)
+    assert forced.returncode == 0 and "lr 0.003: training (--force)" in forced.stdout, forced.stderr[-3000:]
+    assert len(list(first.glob(runs.SCALARS_GLOB))) == 1, "a forced run starts from scratch in an emptied folder"
+
+
+def test_the_slurm_job_is_the_sweep_s_own_command(tmp_path):
+    """Each array job runs `helpers sweep` for its lr (and fold), so a requeued job skips or resumes."""
+    script = write_sbatch([0.01, 0.001], {"config": DEMO_CONFIG, "max_iters": 100, "prepared_root": "data/x y"},
+                          tmp_path / "sweep.sbatch", gpus=1, folds=3, outputs=tmp_path / "out")
+    text = script.read_text()
+    assert "#SBATCH --array=0-5" in text and "#SBATCH --requeue" in text
+    assert '-m helpers sweep --no-yaml --lrs "$LR" --folds 3 --fold "$FOLD"' in text
+    assert "-p max_iters=100" in text and "-p 'prepared_root=\"data/x y\"'" in text and "-p gpus=1" in text
+    subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_the_index_has_a_headline_table_of_at_most_8_columns_a_figure_and_reports_by_stage(tmp_path):
+    from helpers.pipeline import write_index
+
+    nan = float("nan")
+    comparison = pd.DataFrame([
+        {"config": DEMO_CONFIG, "lr": 0.003, "split": "test", "images": 20, "mIoU": 60.0, "mDice": 70.0, "fg_dice": 41.0,
+         "image_dice": 80.0, "image_dice_lo": 75.0, "image_dice_hi": 85.0, "det_auc": 0.7, "pp_image_dice": 82.0},
+        {"config": DEMO_CONFIG, "lr": 0.001, "split": "test", "images": 20, "mIoU": 55.0, "mDice": 65.0, "fg_dice": 30.0,
+         "image_dice": 70.0, "image_dice_lo": 64.0, "image_dice_hi": 77.0, "det_auc": 0.6, "pp_image_dice": 71.0},
+        {"config": "all-empty baseline", "lr": nan, "split": "test", "images": 20, "mIoU": 49.0, "mDice": 50.0,
+         "fg_dice": 0.0, "image_dice": 65.0, "image_dice_lo": nan, "image_dice_hi": nan, "det_auc": nan, "pp_image_dice": 65.0},
+    ])
+    paired = pd.DataFrame([
+        {"config": DEMO_CONFIG, "lr": 0.003, "split": "test", "reference": f"{DEMO_CONFIG} lr 0.003", "diff": 0.0,
+         "diff_lo": 0.0, "diff_hi": 0.0, "verdict": REFERENCE},
+        {"config": DEMO_CONFIG, "lr": 0.001, "split": "test", "reference": f"{DEMO_CONFIG} lr 0.003", "diff": -10.0,
+         "diff_lo": -15.0, "diff_hi": -4.0, "verdict": WORSE},
+    ])
+    (tmp_path / "eval").mkdir()
+    comparison.to_csv(tmp_path / "eval" / "comparison.csv", index=False)
+    paired.to_csv(tmp_path / "eval" / "paired.csv", index=False)
+    for report in ("reports/01_explore.html", "reports/04_evaluate.html", f"runs/{DEMO_CONFIG}/lr0.003/03_train.html"):
+        (tmp_path / report).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / report).write_text("<html></html>")
+    index = write_index(tmp_path).read_text()
+    header = index[index.index("<thead>"):index.index("</thead>")]
+    assert 0 < header.count("<th>") <= 8
+    assert "80.00 (75.00–85.00)" in index and "worse (-10.00, -15.00 to -4.00)" in index and REFERENCE in index
+    assert 'href="eval/comparison.csv"' in index and 'href="eval/paired.csv"' in index
+    assert '<img src="data:image/png;base64,' in index and 'alt="Per-image Dice' in index
+    assert index.index("<h3>01_explore</h3>") < index.index("<h3>03_train</h3>") < index.index("<h3>04_evaluate</h3>")
+    assert f'href="runs/{DEMO_CONFIG}/lr0.003/03_train.html"' in index
