@@ -12,6 +12,7 @@ call: two 04s would otherwise race on every folder.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -34,14 +35,23 @@ class TrainingFailed(RuntimeError):
 
 def _evaluate_model(model: LoadedModel, source: PredictionSource, tuning, *, split: str, data_root: Path,
                     batch_size: int, tta: bool, postprocess, n_boot: int, out_dir: Path, device: str | None) -> EvalResult:
-    """Predict ``split`` with ``model`` and evaluate it; ``tuning()`` gives (val predictions, tuned_on) when tuning."""
+    """Predict ``split`` with ``model`` and evaluate it; ``tuning(preds, store)`` gives (val predictions, tuned_on)
+    when tuning, predicting into the folder ``store``.
+
+    The per-pixel predictions go to disk batch by batch (helpers.stacks), in a scratch folder beside the results:
+    the evaluation moves the evaluated split's probs.npy and mmseg_pred.npy out of it, the rest is removed."""
     prepared = check_prepared(data_root, model.size[0], larger_ok=True)
-    preds = predict_split(model, data_root, split, batch_size, tta)
-    groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
-    val, tuned_on = tuning(preds) if isinstance(postprocess, str) and postprocess == "tune" else (None, "given")
-    return evaluate_predictions(preds, split, out_dir, source=source, data_root=data_root, split_mode=prepared.split_mode,
-                                groups=groups, val=val, tuned_on=tuned_on, postprocess=postprocess, n_boot=n_boot,
-                                settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".predicting-", dir=out_dir) as scratch_name:
+        scratch = Path(scratch_name)
+        preds = predict_split(model, data_root, split, batch_size, tta, store=scratch / split)
+        groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
+        val, tuned_on = (tuning(preds, scratch / "tuning") if isinstance(postprocess, str) and postprocess == "tune"
+                         else (None, "given"))
+        return evaluate_predictions(preds, split, out_dir, source=source, data_root=data_root,
+                                    split_mode=prepared.split_mode, groups=groups, val=val, tuned_on=tuned_on,
+                                    postprocess=postprocess, n_boot=n_boot,
+                                    settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})
 
 
 def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | Path | None = None, batch_size: int = 8,
@@ -65,8 +75,8 @@ def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | P
     source = PredictionSource(run_dir=run_dir, checkpoint=checkpoint, members=[checkpoint], decision=model.decision,
                               model_input=(height, width), library_warnings=model.library_warnings)
 
-    def tuning(preds):
-        return (preds if split == "val" else predict_split(model, data_root, "val", batch_size, tta)), "val"
+    def tuning(preds, store):
+        return (preds if split == "val" else predict_split(model, data_root, "val", batch_size, tta, store=store)), "val"
 
     out_dir = paths.resolve(out_dir) if out_dir is not None else runs.eval_dir(run_dir, split)
     return _evaluate_model(model, source, tuning, split=split, data_root=data_root, batch_size=batch_size, tta=tta,
@@ -88,8 +98,8 @@ def evaluate_ensemble(run_folders: Sequence[str | Path], name: str, *, split: st
                               decision={"type": ENSEMBLE_DECISION, "members": len(members)},
                               model_input=(height, width), library_warnings=ensemble.library_warnings)
 
-    def tuning(preds):
-        return tuning_predictions(ensemble, members, run_dirs, data_root, batch_size, tta)
+    def tuning(preds, store):  # the members' probabilities are averaged per batch: memory is one batch's
+        return tuning_predictions(ensemble, members, run_dirs, data_root, batch_size, tta, store=store)
 
     return _evaluate_model(ensemble, source, tuning, split=split, data_root=data_root, batch_size=batch_size, tta=tta,
                            postprocess="tune", n_boot=n_boot, out_dir=runs.eval_dir(ensemble.run_dir, split, outputs),

@@ -6,7 +6,6 @@ not with ``mkstemp``'s 0600, so that what the project writes is as readable as a
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -53,13 +52,6 @@ def atomic_write_json(path: Path, obj: Any, *, skip_if_same: bool = False) -> bo
     """Write JSON atomically, indented and with sorted keys so that equal content gives equal bytes."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
     return atomic_write_text(path, text, skip_if_same=skip_if_same)
-
-
-def atomic_write_npy(path: Path, array: np.ndarray) -> bool:
-    """Write a ``.npy`` file atomically."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def json_safe(obj: Any) -> Any:

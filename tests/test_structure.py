@@ -45,7 +45,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "helpers.transforms", "helpers.runs", "helpers.rle", "helpers.siim", "helpers.siim_release")),
     ("foundation", ("helpers", "helpers.paths", "helpers.fileio", "helpers.metrics", "helpers.progress",
                     "helpers.provenance", "helpers.parallel", "helpers.parameters", "helpers.profile",
-                    "helpers.records", "helpers.locks")),
+                    "helpers.records", "helpers.locks", "helpers.stacks")),
 ]
 SIBLINGS = ("helpers.evaluation", "helpers.modeling")  # the same layer, and neither imports the other
 

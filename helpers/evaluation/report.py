@@ -29,10 +29,11 @@ import pandas as pd
 from helpers import paths, runs
 from helpers.evaluation import seen_unseen
 from helpers.evaluation.schemes import compare_schemes
-from helpers.fileio import atomic_write_json, atomic_write_npy, atomic_write_text, json_safe
+from helpers.fileio import atomic_write_json, atomic_write_text, json_safe
 from helpers.metrics import cluster_bootstrap_ci, per_image_dice, summary_metrics
 from helpers.postprocessing import PostProcess, Predictions, apply_postprocess, postprocess_counts, tune_schemes
 from helpers.provenance import code_version
+from helpers.stacks import save_stack
 
 DEFINITIONS = {
     "aAcc": "mmseg's pixel accuracy: correctly classified pixels over all pixels of the split, in %.",
@@ -162,8 +163,8 @@ def evaluate_predictions(preds: Predictions, split: str, out_dir: str | Path, *,
         "max_prob": preds.max_prob,
     })
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_npy(out_dir / runs.PROBS_FILE, preds.probs)
-    atomic_write_npy(out_dir / runs.MMSEG_PRED_FILE, np.packbits(preds.default_pred, axis=-1))
+    save_stack(out_dir / runs.PROBS_FILE, preds.probs)  # moved there when already on disk, else written image by image
+    save_stack(out_dir / runs.MMSEG_PRED_FILE, preds.default_pred, packed=True)
     atomic_write_text(out_dir / runs.PER_IMAGE_FILE, per_image.to_csv(index=False))
     atomic_write_text(out_dir / runs.GRID_FILE, grid.to_csv(index=False))
     atomic_write_json(out_dir / runs.EVAL_METRICS_FILE, metrics)

@@ -36,6 +36,7 @@ from helpers.modeling.inference import LoadedModel, default_device, foreground_p
 from helpers.postprocessing import Predictions
 from helpers.prepared import fold_split_file
 from helpers.provenance import code_version
+from helpers.stacks import ChainedStack
 
 log = logging.getLogger(__name__)
 
@@ -184,23 +185,27 @@ def fold_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
 
 
 def _concat(predictions: Sequence[Predictions]) -> Predictions:
-    return Predictions(names=[n for p in predictions for n in p.names],
-                       probs=np.concatenate([p.probs for p in predictions]),
-                       truth=np.concatenate([p.truth for p in predictions]),
+    """One Predictions of several, in order; stacks on disk are chained, not read (helpers.stacks)."""
+    def joined(key: str):
+        parts = [getattr(p, key) for p in predictions]
+        return np.concatenate(parts) if all(isinstance(a, np.ndarray) for a in parts) else ChainedStack(parts)
+
+    return Predictions(names=[n for p in predictions for n in p.names], probs=joined("probs"), truth=joined("truth"),
                        default_counts=np.concatenate([p.default_counts for p in predictions]),
-                       max_prob=np.concatenate([p.max_prob for p in predictions]),
-                       default_pred=np.concatenate([p.default_pred for p in predictions]))
+                       max_prob=np.concatenate([p.max_prob for p in predictions]), default_pred=joined("default_pred"))
 
 
 def tuning_predictions(ensemble: LoadedModel, members: Sequence[LoadedModel], run_dirs: Sequence[Path],
-                        data_root: Path, batch_size: int, tta: bool) -> tuple[Predictions, str]:
-    """Out-of-fold predictions when every member is a distinct fold of one sweep, else the ensemble on val."""
+                       data_root: Path, batch_size: int, tta: bool, store: Path | None = None) -> tuple[Predictions, str]:
+    """Out-of-fold predictions when every member is a distinct fold of one sweep, else the ensemble on val
+    (written to the folder ``store`` when given, as helpers.modeling.inference.predict_split does)."""
     folds = [runs.read_manifest(d).get("parameters", {}).get("fold") for d in run_dirs]
     if None not in folds and len(set(folds)) == len(folds):
-        parts = [predict_split(member, data_root, fold_split_file(fold, "val").removesuffix(".txt"), batch_size, tta)
+        parts = [predict_split(member, data_root, fold_split_file(fold, "val").removesuffix(".txt"), batch_size, tta,
+                               store=None if store is None else store / f"fold{fold}")
                  for member, fold in zip(members, folds)]
         return _concat(parts), "out-of-fold (each fold's val part, predicted by the model that did not train on it)"
-    return predict_split(ensemble, data_root, "val", batch_size, tta), "val"
+    return predict_split(ensemble, data_root, "val", batch_size, tta, store=store), "val"
 
 
 def build_ensemble(run_folders: Sequence[str | Path], name: str, *, top_k: int = 0, tta: bool = False,

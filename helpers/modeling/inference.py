@@ -27,6 +27,7 @@ from mmengine.config import Config
 from helpers import paths, runs
 from helpers.postprocessing.predictions import Predictions
 from helpers.progress import tqdm
+from helpers.stacks import ArrayWriter, StackWriter
 
 # mmseg's advice and deprecation notes when it builds these models: true, known, and nothing a reader of a
 # report can act on. load_model keeps them in LoadedModel.library_warnings (04 writes them to its metrics.json),
@@ -181,10 +182,27 @@ def build_split_loader(cfg: Config, data_root: Path | str, split: str, batch_siz
     return Runner.build_dataloader(loader_cfg)
 
 
+# predict_split's files in its ``store`` folder (probs and the mmseg decision are the evaluation folder's)
+TRUTH_FILE = "truth.npy"
+
+
+def _writers(shape: tuple[int, ...], store: Path | None) -> dict:
+    """Where predict_split puts probs (uint8), truth and the mmseg decision (bool): arrays, or bit-packed files."""
+    kinds = {"probs": (runs.PROBS_FILE, np.uint8), "truth": (TRUTH_FILE, bool), "default_pred": (runs.MMSEG_PRED_FILE, bool)}
+    if store is None:
+        return {key: ArrayWriter(shape, dtype) for key, (_, dtype) in kinds.items()}
+    return {key: StackWriter(Path(store) / name, shape, dtype) for key, (name, dtype) in kinds.items()}
+
+
 @torch.no_grad()
 def predict_split(model: LoadedModel, data_root: Path | str, split: str, batch_size: int = 8,
-                  tta: bool = False) -> Predictions:
-    """Run the model on one split with the config's test pipeline; see the module doc for TTA."""
+                  tta: bool = False, store: str | Path | None = None) -> Predictions:
+    """Run the model on one split with the config's test pipeline; see the module doc for TTA.
+
+    ``store``: a folder where the per-pixel arrays are written batch by batch (helpers.stacks: probs.npy as uint8,
+    truth.npy and mmseg_pred.npy bit-packed) instead of being kept in memory; the returned Predictions then
+    read them image by image, and memory stays that of one batch whatever the split's size.
+    """
     from mmseg.structures import SegDataSample
 
     net = model.net
@@ -197,33 +215,42 @@ def predict_split(model: LoadedModel, data_root: Path | str, split: str, batch_s
     names: list[str] = []
     counts = np.zeros((total, 4), dtype=np.int64)
     max_prob = np.zeros(total, dtype=np.float64)
-    probs = truth = default_pred = None  # allocated once the first batch gives the image shape
-    for batch in tqdm(loader, desc=f"predict {split}", unit="batch"):
-        data = net.data_preprocessor(batch, False)
-        inputs, samples = data["inputs"], data["data_samples"]
-        metas = [sample.metainfo for sample in samples]
-        samples = net.postprocess_result(net.inference(inputs, metas), samples)
-        shapes = {tuple(s.gt_sem_seg.data.shape[1:]) for s in samples}
-        if probs is None:
-            shape = (total, *next(iter(shapes)))
-            probs, truth, default_pred = np.empty(shape, np.uint8), np.empty(shape, bool), np.empty(shape, bool)
-        if shapes != {probs.shape[1:]}:
-            raise ValueError(f"{split}: images of different sizes ({shapes}, {probs.shape[1:]}); re-run 02_prepare")
-        pred = torch.stack([s.pred_sem_seg.data[0] for s in samples]).bool()
-        label = torch.stack([s.gt_sem_seg.data[0] for s in samples])
-        if (label > 1).any():
-            raise ValueError(f"{split}: masks must hold {{0, 1}} (found {label.max().item()}); re-run 02_prepare")
-        prob = foreground_probability(torch.stack([s.seg_logits.data for s in samples]))
-        if tta:
-            flipped = net.inference(inputs.flip(-1), metas).flip(-1)
-            flipped_samples = net.postprocess_result(flipped, [SegDataSample(metainfo=m) for m in metas])
-            prob = (prob + foreground_probability(torch.stack([s.seg_logits.data for s in flipped_samples]))) / 2
-        rows = slice(len(names), len(names) + len(samples))
-        counts[rows] = _batch_counts(pred, label.bool()).cpu().numpy()
-        probs[rows] = (prob * 255).round().to(torch.uint8).cpu().numpy()
-        max_prob[rows] = prob.flatten(1).amax(1).double().cpu().numpy()
-        truth[rows] = label.bool().cpu().numpy()
-        default_pred[rows] = pred.cpu().numpy()
-        names.extend(Path(m["img_path"]).stem for m in metas)
-    return Predictions(names=names, probs=probs, truth=truth, default_counts=counts, max_prob=max_prob,
-                       default_pred=default_pred)
+    writers = None  # opened once the first batch gives the image shape
+    image_shape = None
+    try:
+        for batch in tqdm(loader, desc=f"predict {split}", unit="batch"):
+            data = net.data_preprocessor(batch, False)
+            inputs, samples = data["inputs"], data["data_samples"]
+            metas = [sample.metainfo for sample in samples]
+            samples = net.postprocess_result(net.inference(inputs, metas), samples)
+            shapes = {tuple(s.gt_sem_seg.data.shape[1:]) for s in samples}
+            if writers is None:
+                image_shape = next(iter(shapes))
+                writers = _writers((total, *image_shape), None if store is None else Path(store))
+            if shapes != {image_shape}:
+                raise ValueError(f"{split}: images of different sizes ({shapes}, {image_shape}); re-run 02_prepare")
+            pred = torch.stack([s.pred_sem_seg.data[0] for s in samples]).bool()
+            label = torch.stack([s.gt_sem_seg.data[0] for s in samples])
+            if (label > 1).any():
+                raise ValueError(f"{split}: masks must hold {{0, 1}} (found {label.max().item()}); re-run 02_prepare")
+            prob = foreground_probability(torch.stack([s.seg_logits.data for s in samples]))
+            if tta:
+                flipped = net.inference(inputs.flip(-1), metas).flip(-1)
+                flipped_samples = net.postprocess_result(flipped, [SegDataSample(metainfo=m) for m in metas])
+                prob = (prob + foreground_probability(torch.stack([s.seg_logits.data for s in flipped_samples]))) / 2
+                del flipped, flipped_samples
+            rows = slice(len(names), len(names) + len(samples))
+            counts[rows] = _batch_counts(pred, label.bool()).cpu().numpy()
+            writers["probs"].append((prob * 255).round().to(torch.uint8).cpu().numpy())
+            max_prob[rows] = prob.flatten(1).amax(1).double().cpu().numpy()
+            writers["truth"].append(label.bool().cpu().numpy())
+            writers["default_pred"].append(pred.cpu().numpy())
+            names.extend(Path(m["img_path"]).stem for m in metas)
+            del batch, data, inputs, samples, pred, label, prob  # before the next batch is loaded: one batch alive at a time
+        arrays = {key: writer.close() for key, writer in writers.items()}
+    except BaseException:
+        for writer in (writers or {}).values():
+            writer.discard()
+        raise
+    return Predictions(names=names, probs=arrays["probs"], truth=arrays["truth"], default_counts=counts,
+                       max_prob=max_prob, default_pred=arrays["default_pred"])

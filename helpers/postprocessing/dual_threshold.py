@@ -80,9 +80,10 @@ def _histograms(preds: Predictions) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"tune_dual_threshold needs uint8 probabilities (as predict_split stores), not {preds.probs.dtype}")
     n = len(preds.names)
     every, inside = np.zeros((n, 256), dtype=np.int64), np.zeros((n, 256), dtype=np.int64)
-    for i in tqdm(range(n), desc="dual-threshold histograms", unit="image"):
-        every[i] = np.bincount(preds.probs[i].ravel(), minlength=256)
-        inside[i] = np.bincount(preds.probs[i][preds.truth[i]], minlength=256)
+    images = zip(preds.probs, preds.truth)  # one image at a time: the stacks may be on disk (helpers.stacks)
+    for i, (prob, truth) in enumerate(tqdm(images, total=n, desc="dual-threshold histograms", unit="image")):
+        every[i] = np.bincount(prob.ravel(), minlength=256)
+        inside[i] = np.bincount(prob[truth], minlength=256)
     return every, inside
 
 

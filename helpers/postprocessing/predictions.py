@@ -1,10 +1,13 @@
-"""One split's predictions: what inference hands to post-processing and evaluation (arrays only, no model)."""
+"""One split's predictions: what inference hands to post-processing and evaluation (arrays, or stacks on disk
+(helpers.stacks); no model)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from helpers.stacks import Stack
 
 
 @dataclass
@@ -13,8 +16,9 @@ class Predictions:
     not from ``probs``, so that its pooled metrics are exactly ``IoUMetric``'s)."""
 
     names: list[str]
-    probs: np.ndarray  # (N, H, W) uint8, round(255 * p_pneumothorax)
-    truth: np.ndarray  # (N, H, W) bool
+    # the per-pixel stacks are arrays, or helpers.stacks.Stack (on disk, read image by image) when predicted with store=
+    probs: np.ndarray | Stack  # (N, H, W) uint8, round(255 * p_pneumothorax)
+    truth: np.ndarray | Stack  # (N, H, W) bool
     default_counts: np.ndarray  # (N, 4) [tp, fp, fn, tn] of mmseg's decision
     max_prob: np.ndarray  # (N,) float
-    default_pred: np.ndarray  # (N, H, W) bool, mmseg's decision
+    default_pred: np.ndarray | Stack  # (N, H, W) bool, mmseg's decision

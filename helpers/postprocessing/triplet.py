@@ -79,13 +79,13 @@ def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THR
     pixels = int(val.probs.shape[1] * val.probs.shape[2])
     comp = area_grid(component_areas, pixels)
     total = area_grid(total_areas, pixels)
-    true_area = val.truth.reshape(len(val.names), -1).sum(1)
-    positive = true_area > 0
+    true_area = np.zeros(len(val.names), dtype=np.int64)  # filled image by image: val may be on disk (helpers.stacks)
     dice_sum = np.zeros((len(thresholds), len(comp), len(total)))
     dice_sum_pos = np.zeros_like(dice_sum)
     empty_neg = np.zeros_like(dice_sum)
     for i in tqdm(range(len(val.names)), desc="tune post-processing", unit="image"):
         prob, truth = val.probs[i], val.truth[i]
+        true_area[i] = np.count_nonzero(truth)
         top = prob.max()
         for t_index, threshold in enumerate(thresholds):
             if not binarize(top, threshold):
@@ -104,10 +104,11 @@ def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THR
             denominator = pred_area + true_area[i]
             dice = np.where(denominator == 0, 1.0, 2 * tp / np.maximum(denominator, 1))
             dice_sum[t_index] += dice
-            if positive[i]:
+            if true_area[i] > 0:
                 dice_sum_pos[t_index] += dice
             else:
                 empty_neg[t_index] += pred_area == 0
+    positive = true_area > 0
     t_grid, c_grid, m_grid = np.meshgrid(thresholds, comp, total, indexing="ij")
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     grid = pd.DataFrame({
