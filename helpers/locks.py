@@ -88,7 +88,7 @@ def folder_lock(folder: Path | str, what: str = "folder") -> Iterator[Path]:
     except BlockingIOError:
         if created:
             _remove_if_empty(folder)
-        raise FolderLocked(f"{folder}: this {what} is being written by {describe_holder(read_holder(folder))}; "
+        raise FolderLocked(f"{folder}: this {what} is being written by {describe_holder(_holder_of(folder))}; "
                            f"wait for it to finish, or write elsewhere (lock file {path})") from None
     try:
         stale = read_holder(folder)
@@ -104,6 +104,17 @@ def folder_lock(folder: Path | str, what: str = "folder") -> Iterator[Path]:
         os.close(fd)
         if created:
             _remove_if_empty(folder)
+
+
+def _holder_of(folder: Path, wait_s: float = 2.0) -> dict:
+    """The holder's record; a holder that has just taken the lock writes it a moment later, so wait for it
+    a little (``wait_s``) before naming nobody."""
+    deadline = time.monotonic() + wait_s
+    holder = read_holder(folder)
+    while not holder and time.monotonic() < deadline:
+        time.sleep(0.05)
+        holder = read_holder(folder)
+    return holder
 
 
 def _remove_if_empty(folder: Path) -> None:
