@@ -165,13 +165,7 @@ def cluster_bootstrap_ci(counts: np.ndarray, clusters: np.ndarray, n_boot: int =
     if n_boot <= 0:
         return {}
     counts = np.atleast_2d(counts).astype(np.int64)
-    _, cluster_of = np.unique(np.asarray(clusters), return_inverse=True)
-    n_clusters = int(cluster_of.max()) + 1
-    rng = np.random.default_rng(seed)
-    chosen = rng.integers(0, n_clusters, (n_boot, n_clusters))
-    offsets = (chosen + n_clusters * np.arange(n_boot)[:, None]).ravel()
-    drawn = np.bincount(offsets, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
-    weights = drawn[:, cluster_of]  # (n_boot, images): how often each image is in each resample
+    weights = cluster_resample_weights(clusters, n_boot, seed)
     tp, fp, fn, tn = (weights @ counts).astype(np.float64).T
     dice = per_image_dice(counts)
     positive = ((counts[:, 0] + counts[:, 2]) > 0).astype(np.int64)
@@ -191,6 +185,19 @@ def cluster_bootstrap_ci(counts: np.ndarray, clusters: np.ndarray, n_boot: int =
         return {k: (float(np.nanquantile(samples[k], alpha)), float(np.nanquantile(samples[k], 1 - alpha))) for k in keys}
 
 
+def cluster_resample_weights(clusters: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, images): how often each image is in each cluster-bootstrap resample. Each resample draws as
+    many clusters as there are, with replacement, and takes every image of a drawn cluster as often as the
+    cluster was drawn; ``clusters`` gives each image's cluster."""
+    _, cluster_of = np.unique(np.asarray(clusters), return_inverse=True)
+    n_clusters = int(cluster_of.max()) + 1
+    rng = np.random.default_rng(seed)
+    chosen = rng.integers(0, n_clusters, (n_boot, n_clusters))
+    offsets = (chosen + n_clusters * np.arange(n_boot)[:, None]).ravel()
+    drawn = np.bincount(offsets, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
+    return drawn[:, cluster_of]
+
+
 def paired_bootstrap_difference(values: np.ndarray, reference: np.ndarray, clusters: np.ndarray, n_boot: int = 1000,
                                 seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """(mean difference, low, high): the mean over images of ``values - reference`` (two models' per-image
@@ -204,13 +211,7 @@ def paired_bootstrap_difference(values: np.ndarray, reference: np.ndarray, clust
     mean = float(diff.mean())
     if n_boot <= 0:
         return mean, math.nan, math.nan
-    _, cluster_of = np.unique(np.asarray(clusters), return_inverse=True)
-    n_clusters = int(cluster_of.max()) + 1
-    rng = np.random.default_rng(seed)
-    chosen = rng.integers(0, n_clusters, (n_boot, n_clusters))
-    offsets = (chosen + n_clusters * np.arange(n_boot)[:, None]).ravel()
-    drawn = np.bincount(offsets, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
-    weights = drawn[:, cluster_of]  # (n_boot, images): how often each image is in each resample
+    weights = cluster_resample_weights(clusters, n_boot, seed)
     samples = (weights @ diff) / weights.sum(axis=1)
     alpha = (1 - level) / 2
     return mean, float(np.quantile(samples, alpha)), float(np.quantile(samples, 1 - alpha))
