@@ -31,8 +31,15 @@ steadier than the sampled tree sum. So at ``--quick``'s sizes only a growth of a
 ``tests/test_evaluation_memory.py`` checks evaluation's memory exactly (tracemalloc), and the sizes 500 and 2,000
 resolve a quarter byte a pixel at 1024.
 
-    .venv/bin/python benchmarks/scale.py --quick            # sizes 150 and 300, 1 training iteration
+``--quick`` runs 40 and 80 images with 04's (and the ensemble's) batch size 4, so that every split holds a full
+batch at both sizes: the batch's memory then does not grow with its fill between the sizes, which would look like
+growth with the images. The absolute 4 GB goal is for the shipped batch of 16 (``--eval-batch``; its ``batch``
+column says which). ``--skip`` leaves steps out (for a full-size run on a small machine, the ones it has no hours
+for); with ``--keep`` the table so far is written to ``DIR/scale.csv`` after every step.
+
+    .venv/bin/python benchmarks/scale.py --quick            # sizes 40 and 80, 1 training iteration, batch 4
     .venv/bin/python benchmarks/scale.py --sizes 500 2000 12047 --keep /big/disk/scale
+    .venv/bin/python benchmarks/scale.py --report /big/disk/scale   # its table and goals again
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -58,10 +66,13 @@ MEMORY_BOUND = 4 * 1024**3
 RSS_NOISE_MB = 32  # a peak that changes less than this between two sizes counts as not growing (run-to-run noise)
 GROWTH_ALLOWANCE_MB = 1024  # what a stage may keep per image: 1 GB over 12,047 images is 87 KB an image (1/12 byte a pixel at 1024)
 TIME_SLOPE_BOUND = 1.1
-# every split of the smaller size holds at least one full batch of 04's 16 images (test is 11 %): below that the
-# per-batch memory grows with the batch's fill, which looks like growth with the images (seen at 30 and 60)
-QUICK_SIZES = (150, 300)
+QUICK_SIZES = (40, 80)
+# --quick's batch size for 04 and the ensemble: at 40 images the test split holds 5 and val 7, so every split
+# still holds one full batch (a batch's memory must not grow with its fill between the sizes); the shipped 16
+# would need 150 images, and --quick at 150 and 300 took about 25 minutes on 2 cores (inference-bound)
+QUICK_EVAL_BATCH = 4
 ENSEMBLE_MEMBERS = 5
+ENSEMBLE_STEP = f"ensemble{ENSEMBLE_MEMBERS}@1024"
 
 
 def _tree(pid: int) -> list:
@@ -129,7 +140,7 @@ def measure(command: list[str], log_path: Path, disk_root: Path) -> dict:
 
 
 def write_profile(folder: Path, root: Path, *, iters: int, lrs: list[float] | None, workers: int,
-                  img_size: int = 512, eval_prepared: Path | None = None) -> Path:
+                  img_size: int = 512, eval_prepared: Path | None = None, eval_batch: int | None = None) -> Path:
     """The shipped full-data profile (pipeline/*.yaml) with only the changes the module doc lists."""
     from helpers import paths
 
@@ -147,18 +158,21 @@ def write_profile(folder: Path, root: Path, *, iters: int, lrs: list[float] | No
             demo = yaml.safe_load((paths.PIPELINE_PARAMS_DIR / "demo" / "03_train.yaml").read_text())
             params.update(config=demo["config"], img_size=512, max_iters=iters, val_interval=iters,
                           lrs=lrs if lrs else params["lrs"][:1])
-        elif stage == "04_evaluate" and eval_prepared is not None:
-            params["prepared_root"] = str(eval_prepared)
+        elif stage == "04_evaluate":
+            if eval_prepared is not None:
+                params["prepared_root"] = str(eval_prepared)
+            if eval_batch:
+                params["batch_size"] = eval_batch
         (folder / source.name).write_text(yaml.safe_dump(params, sort_keys=False))
     return folder
 
 
-def ensemble_worker(run_dir: str, prepared_root: str, outputs: str) -> None:
-    """Evaluate the 5-member ensemble (in its own process, measured from outside)."""
-    from helpers import paths
+def ensemble_worker(run_dir: str, prepared_root: str, outputs: str, params_dir: str) -> None:
+    """Evaluate the 5-member ensemble with 04's settings from ``params_dir`` (in its own process, measured from
+    outside)."""
     from helpers.evaluate_models import evaluate_ensemble
 
-    params = yaml.safe_load((paths.PIPELINE_PARAMS_DIR / "04_evaluate.yaml").read_text())
+    params = yaml.safe_load((Path(params_dir) / "04_evaluate.yaml").read_text())
     evaluate_ensemble([run_dir] * ENSEMBLE_MEMBERS, f"scale_{ENSEMBLE_MEMBERS}members", split=params["split"],
                       prepared_root=prepared_root, batch_size=params["batch_size"], tta=params["tta"],
                       n_boot=params["n_boot"], device="cpu", outputs=outputs)
@@ -168,17 +182,19 @@ def _show(row: dict) -> None:
     print("    " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
 
 
-def run_size(n_images: int, root: Path, args: argparse.Namespace) -> list[dict]:
-    """Every stage at ``n_images`` images; one row per stage."""
+def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable[[dict], None]) -> None:
+    """Every step (but ``args.skip``) at ``n_images`` images; ``done(row)`` after each."""
     from helpers import runs
 
     root.mkdir(parents=True, exist_ok=True)
     outputs, logs = root / "outputs", root / "logs"
     logs.mkdir(exist_ok=True)
     n_test = max(1, round(n_images * REAL_TEST_STAGE / REAL_IMAGES))
-    profile = write_profile(root / "pipeline", root, iters=args.iters, lrs=args.lrs, workers=args.workers)
-    profile_1024 = write_profile(root / "pipeline-1024", root, iters=args.iters, lrs=args.lrs, workers=args.workers,
-                                 img_size=1024, eval_prepared=root / "prepared" / "patient-1024")
+    settings = dict(iters=args.iters, lrs=args.lrs, workers=args.workers, eval_batch=args.eval_batch)
+    profile = write_profile(root / "pipeline", root, **settings)
+    profile_1024 = write_profile(root / "pipeline-1024", root, img_size=1024,
+                                 eval_prepared=root / "prepared" / "patient-1024", **settings)
+    eval_batch = yaml.safe_load((profile / "04_evaluate.yaml").read_text())["batch_size"]
     helpers_cli = [sys.executable, "-m", "helpers"]
 
     def pipeline(stage: str, params: Path) -> list[str]:
@@ -195,26 +211,27 @@ def run_size(n_images: int, root: Path, args: argparse.Namespace) -> list[dict]:
         ("02_prepare", "1024", pipeline("02_prepare", profile_1024)),
         ("04_evaluate", "1024", pipeline("04_evaluate", profile_1024)),
     ]
-    rows = []
-    for stage, resolution, command in steps:
-        print(f"  N={n_images}: {stage} at {resolution} ...", flush=True)
-        rows.append({"stage": stage, "resolution": resolution, "images": n_images,
-                     **measure(command, logs / f"{stage}-{resolution}.log", root)})
-        _show(rows[-1])
     train_params = yaml.safe_load((profile / "03_train.yaml").read_text())
     run_dir = runs.run_dir(train_params["config"], train_params["lrs"][0], outputs)
-    print(f"  N={n_images}: ensemble of {ENSEMBLE_MEMBERS} at 1024 ...", flush=True)
-    command = [sys.executable, str(Path(__file__).resolve()), "--ensemble-worker", str(run_dir),
-               str(root / "prepared" / "patient-1024"), str(outputs)]
-    rows.append({"stage": f"ensemble{ENSEMBLE_MEMBERS}", "resolution": "1024", "images": n_images,
-                 **measure(command, logs / "ensemble.log", root)})
-    _show(rows[-1])
-    # how many images 04 predicted (val for tuning + test), from its metrics.json at 1024
-    evaluated = json.loads((runs.eval_dir(run_dir, "test", outputs) / runs.EVAL_METRICS_FILE).read_text())
-    predicted = evaluated["mmseg"]["images"] + evaluated["postprocess"].get("val_images", 0)
-    for row in rows:
-        row["predicted_images"] = predicted if row["stage"].startswith(("04", "ensemble")) else None
-    return rows
+    steps.append((*ENSEMBLE_STEP.split("@"), [sys.executable, str(Path(__file__).resolve()), "--ensemble-worker",
+                                              str(run_dir), str(root / "prepared" / "patient-1024"), str(outputs),
+                                              str(profile)]))
+    for stage, resolution, command in steps:
+        if f"{stage}@{resolution}" in args.skip:
+            continue
+        print(f"  N={n_images}: {stage} at {resolution} ...", flush=True)
+        row = {"stage": stage, "resolution": resolution, "images": n_images,
+               **measure(command, logs / f"{stage}-{resolution}.log", root)}
+        if stage.startswith(("04", "ensemble")):  # what it predicted: val (for tuning) + test, at 04's batch size
+            evaluated = json.loads((runs.eval_dir(run_dir, "test", outputs) / runs.EVAL_METRICS_FILE).read_text())
+            row.update(predicted_images=evaluated["mmseg"]["images"] + evaluated["postprocess"].get("val_images", 0),
+                       batch=eval_batch)
+        _show(row)
+        done(row)
+
+
+STEPS = ("generate@1024", "01_explore@1024", "02_prepare@512", "03_train@512", "04_evaluate@512", "05_visualize@512",
+         "02_prepare@1024", "04_evaluate@1024", ENSEMBLE_STEP)
 
 
 def slope(x0: float, x1: float, y0: float, y1: float) -> float:
@@ -289,13 +306,17 @@ def report(table: pd.DataFrame) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", type=int, help="numbers of images (default 500 2000 12047)")
-    parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES[0]} and {QUICK_SIZES[1]}, 1 training iteration")
+    parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES[0]} and {QUICK_SIZES[1]}, 1 training "
+                        f"iteration, 04's batch size {QUICK_EVAL_BATCH}")
     parser.add_argument("--iters", type=int, help="training iterations, validated once at the end (default 4; --quick 1)")
     parser.add_argument("--lrs", nargs="*", type=float, help="learning rates to train (default: the profile's first)")
     parser.add_argument("--workers", type=int, default=2, help="01/02's worker processes")
+    parser.add_argument("--eval-batch", type=int, help=f"04's and the ensemble's batch size (default: the profile's; --quick {QUICK_EVAL_BATCH})")
+    parser.add_argument("--skip", nargs="+", default=[], choices=STEPS, metavar="STEP",
+                        help=f"steps not to run (a step needs those before it that it reads): {' '.join(STEPS)}")
     parser.add_argument("--keep", metavar="DIR", help="work (and keep everything) in DIR instead of a temporary folder")
     parser.add_argument("--report", metavar="DIR", help="only print the table and goals of a --keep DIR's scale.csv")
-    parser.add_argument("--ensemble-worker", nargs=3, metavar=("RUN", "PREPARED", "OUTPUTS"), help=argparse.SUPPRESS)
+    parser.add_argument("--ensemble-worker", nargs=4, metavar=("RUN", "PREPARED", "OUTPUTS", "PARAMS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ensemble_worker:
         ensemble_worker(*args.ensemble_worker)
@@ -306,20 +327,27 @@ def main() -> None:
         return
     sizes = sorted(set(args.sizes or (QUICK_SIZES if args.quick else (500, 2000, REAL_IMAGES))))
     args.iters = args.iters or (1 if args.quick else 4)
+    args.eval_batch = args.eval_batch or (QUICK_EVAL_BATCH if args.quick else None)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="scale-"))
     print(f"working in {work} ({os.cpu_count()} CPUs)", flush=True)
-    rows = []
+    rows: list[dict] = []
+
+    def done(row: dict) -> None:  # with --keep, the table so far is on disk after every step (a long run may be stopped)
+        rows.append(row)
+        if args.keep:
+            from helpers.fileio import atomic_write_text
+
+            atomic_write_text(work / "scale.csv", pd.DataFrame(rows).to_csv(index=False))
+
     try:
         for n_images in sizes:
-            rows += run_size(n_images, work / f"n{n_images}", args)
+            run_size(n_images, work / f"n{n_images}", args, done)
             if not args.keep:  # keep the disk to one size at a time
                 shutil.rmtree(work / f"n{n_images}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     table = pd.DataFrame(rows)
-    if args.keep:
-        table.to_csv(work / "scale.csv", index=False)
     if not report(table):
         raise SystemExit(1)
 
