@@ -12,6 +12,9 @@ call: two 04s would otherwise race on every folder.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +36,37 @@ class TrainingFailed(RuntimeError):
     """A run whose training did not finish well (its metrics.json says ``status: failed``)."""
 
 
+def _scratch_prefix() -> str:
+    return f"{runs.SCRATCH_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_dead_scratch(out_dir: Path) -> list[Path]:
+    """Remove the scratch folders that evaluations on this host left in ``out_dir`` when their process died
+    (SIGKILL, out of memory, a pre-empted job): at 1024 one holds gigabytes. Those of live processes, of other
+    hosts, and unnamed ones are kept. Returns the removed folders."""
+    removed = []
+    host = socket.gethostname()
+    for folder in sorted(Path(out_dir).glob(f"{runs.SCRATCH_PREFIX}*")):
+        owner, _, _ = folder.name[len(runs.SCRATCH_PREFIX):].rpartition("-")  # "<host>-<pid>", then tempfile's suffix
+        owner_host, _, pid = owner.rpartition("-")
+        if not folder.is_dir() or owner_host != host or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        log.warning("%s: removed the scratch folder of an evaluation that died (pid %s)", folder, pid)
+        removed.append(folder)
+    return removed
+
+
 def _evaluate_model(model: LoadedModel, source: PredictionSource, tuning, *, split: str, data_root: Path,
                     batch_size: int, tta: bool, postprocess, n_boot: int, out_dir: Path, device: str | None) -> EvalResult:
     """Predict ``split`` with ``model`` and evaluate it; ``tuning(preds, store)`` gives (val predictions, tuned_on)
@@ -42,7 +76,8 @@ def _evaluate_model(model: LoadedModel, source: PredictionSource, tuning, *, spl
     the evaluation moves the evaluated split's probs.npy and mmseg_pred.npy out of it, the rest is removed."""
     prepared = check_prepared(data_root, model.size[0], larger_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".predicting-", dir=out_dir) as scratch_name:
+    remove_dead_scratch(out_dir)
+    with tempfile.TemporaryDirectory(prefix=_scratch_prefix(), dir=out_dir) as scratch_name:
         scratch = Path(scratch_name)
         preds = predict_split(model, data_root, split, batch_size, tta, store=scratch / split)
         groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)

@@ -19,6 +19,8 @@ An evaluation folder (``outputs/eval/<config>_lr<lr>/<split>/``, 04_evaluate's o
     eval.json                    what was evaluated, how, and the files below
     metrics.json                 every metric of the split (EVAL_METRICS_FILE: not the run's METRICS_FILE)
     per_image.csv, probs.npy, mmseg_pred.npy, postprocess_grid.csv
+    .predicting-<host>-<pid>-*/  while it runs: its per-pixel predictions (val for tuning, the split's truth);
+                                 removed when it ends, or by the next evaluation when its process died
 
 Everyone else imports these names; no other module types them.
 """
@@ -49,6 +51,7 @@ PER_IMAGE_FILE = "per_image.csv"
 PROBS_FILE = "probs.npy"
 MMSEG_PRED_FILE = "mmseg_pred.npy"
 GRID_FILE = "postprocess_grid.csv"
+SCRATCH_PREFIX = ".predicting-"  # + "<host>-<pid>-": an evaluation's scratch folder, inside its evaluation folder
 
 FOLD_SUFFIX = "_fold"  # a fold run's folder: lr<lr>_fold<k>
 RUN_FOLDER = re.compile(rf"^lr(?P<lr>.+?)(?:{FOLD_SUFFIX}(?P<fold>\d+))?$")

@@ -9,6 +9,7 @@ it by 64 KB an image here; the bound is a quarter of that.
 from __future__ import annotations
 
 import gc
+import os
 import tracemalloc
 from pathlib import Path
 
@@ -76,3 +77,26 @@ def test_evaluation_peak_memory_does_not_grow_per_pixel_with_the_images(trained_
     # what it wrote is still every image's: the probabilities of the evaluated split, at full size
     probs = np.load(result_large.probs_path, mmap_mode="r")
     assert probs.shape == (32, SIZE, SIZE) and probs.dtype == np.uint8
+
+
+def test_scratch_of_a_dead_evaluation_is_removed_and_others_kept(tmp_path):
+    import socket
+    import subprocess
+
+    from helpers import runs
+    from helpers.evaluate_models import remove_dead_scratch
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # its pid now names no process
+    host = socket.gethostname()
+    dead = tmp_path / f"{runs.SCRATCH_PREFIX}{host}-{finished.pid}-abc_12xy"
+    alive = tmp_path / f"{runs.SCRATCH_PREFIX}{host}-{os.getpid()}-k2j4h6g8"
+    elsewhere = tmp_path / f"{runs.SCRATCH_PREFIX}other-node-{finished.pid}-q1w2e3r4"
+    unnamed = tmp_path / f"{runs.SCRATCH_PREFIX}x8y7z6w5"  # an older run's name: its process is unknown
+    for folder in (dead, alive, elsewhere, unnamed):
+        (folder / "val").mkdir(parents=True)
+        (folder / "val" / "probs.npy").write_bytes(b"\0" * 1024)
+
+    assert remove_dead_scratch(tmp_path) == [dead]
+    assert not dead.exists()
+    assert alive.is_dir() and elsewhere.is_dir() and unnamed.is_dir()
