@@ -196,6 +196,10 @@ def _show(row: dict) -> None:
     print("    " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
 
 
+STEPS = ("generate@1024", "01_explore@1024", "02_prepare@512", "03_train@512", "04_evaluate@512", "05_visualize@512",
+         "02_prepare@1024", "04_evaluate@1024", ENSEMBLE_STEP)
+
+
 def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable[[dict], None]) -> None:
     """Every step (but ``args.skip``) at ``n_images`` images; ``done(row)`` after each."""
     from helpers import runs
@@ -214,25 +218,28 @@ def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable
     def pipeline(stage: str, params: Path) -> list[str]:
         return [*helpers_cli, "pipeline", "--params-dir", str(params), "--outputs", str(outputs), "--stages", stage]
 
-    steps = [
-        ("generate", "1024", [*helpers_cli, "demo-data", "--dest", str(root / "raw"), "--n-train", str(n_images - n_test),
-                              "--n-test", str(n_test), "--size", "1024"]),
-        ("01_explore", "1024", pipeline("01_explore", profile)),
-        ("02_prepare", "512", pipeline("02_prepare", profile)),
-        ("03_train", "512", pipeline("03_train", profile)),
-        ("04_evaluate", "512", pipeline("04_evaluate", profile)),
-        ("05_visualize", "512", pipeline("05_visualize", profile)),
-        ("02_prepare", "1024", pipeline("02_prepare", profile_1024)),
-        ("04_evaluate", "1024", pipeline("04_evaluate", profile_1024)),
-    ]
     train_params = yaml.safe_load((profile / "03_train.yaml").read_text())
     run_dir = runs.run_dir(train_params["config"], train_params["lrs"][0], outputs)
-    steps.append((*ENSEMBLE_STEP.split("@"), [sys.executable, str(Path(__file__).resolve()), "--ensemble-worker",
-                                              str(run_dir), str(root / "prepared" / "patient-1024"), str(outputs),
-                                              str(profile)]))
-    for stage, resolution, command in steps:
-        if f"{stage}@{resolution}" in args.skip:
+    commands = {  # keyed by STEPS' names, run in STEPS' order
+        "generate@1024": [*helpers_cli, "demo-data", "--dest", str(root / "raw"), "--n-train", str(n_images - n_test),
+                          "--n-test", str(n_test), "--size", "1024"],
+        "01_explore@1024": pipeline("01_explore", profile),
+        "02_prepare@512": pipeline("02_prepare", profile),
+        "03_train@512": pipeline("03_train", profile),
+        "04_evaluate@512": pipeline("04_evaluate", profile),
+        "05_visualize@512": pipeline("05_visualize", profile),
+        "02_prepare@1024": pipeline("02_prepare", profile_1024),
+        "04_evaluate@1024": pipeline("04_evaluate", profile_1024),
+        ENSEMBLE_STEP: [sys.executable, str(Path(__file__).resolve()), "--ensemble-worker", str(run_dir),
+                        str(root / "prepared" / "patient-1024"), str(outputs), str(profile)],
+    }
+    if set(commands) != set(STEPS):
+        raise AssertionError(f"STEPS and run_size's commands differ: {sorted(set(commands) ^ set(STEPS))}")
+    for step in STEPS:
+        if step in args.skip:
             continue
+        stage, resolution = step.split("@")
+        command = commands[step]
         print(f"  N={n_images}: {stage} at {resolution} ...", flush=True)
         row = {"stage": stage, "resolution": resolution, "images": n_images,
                **measure(command, logs / f"{stage}-{resolution}.log", root, default_malloc=args.default_malloc)}
@@ -242,10 +249,6 @@ def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable
                        batch=eval_batch)
         _show(row)
         done(row)
-
-
-STEPS = ("generate@1024", "01_explore@1024", "02_prepare@512", "03_train@512", "04_evaluate@512", "05_visualize@512",
-         "02_prepare@1024", "04_evaluate@1024", ENSEMBLE_STEP)
 
 
 def slope(x0: float, x1: float, y0: float, y1: float) -> float:
@@ -366,6 +369,8 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    if not rows:
+        raise SystemExit("every step was skipped (--skip): nothing measured")
     table = pd.DataFrame(rows)
     if not report(table):
         raise SystemExit(1)
