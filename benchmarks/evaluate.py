@@ -16,18 +16,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from helpers.evaluate_models import evaluate_run
+from helpers.core.paths import DEMO_CONFIG
 from helpers.modeling.inference import load_model, predict_split, resolve_run
-from helpers.paths import DEMO_CONFIG
 from helpers.postprocessing import PostProcess
-
+from helpers.workflow.evaluate_runs import evaluate_run
 
 
 def train_demo_run(root: Path, n_test: int, img_size: int, iters: int) -> Path:
     """Generate, prepare and briefly train the demo; returns the run folder."""
-    from helpers.demo_data import DemoSpec, generate_demo_dataset
+    from helpers.data.demo_dataset import DemoSpec, generate_demo_dataset
+    from helpers.data.prepare import prepare_dataset
     from helpers.modeling.train import TrainParams, run_training
-    from helpers.prepare import prepare_dataset
 
     raw = generate_demo_dataset(root / "raw", DemoSpec(n_train=80, n_test=n_test, size=img_size, seed=0), workers=1)
     prepared = prepare_dataset(raw, root / "prepared", img_size=img_size, workers=1)
@@ -54,7 +53,7 @@ def mmseg_side(run_dir: Path, split: str, data_root: str | None, batch_size: int
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    import helpers.dataset  # noqa: F401
+    import helpers.data.mmseg_dataset  # noqa: F401
     import helpers.modeling  # noqa: F401
 
     _, checkpoint, config = resolve_run(run_dir)

@@ -24,15 +24,14 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-
 from evaluate import Clock  # benchmarks/evaluate.py, beside this script: wall and CPU seconds (all threads)
 
-from helpers import runs
-from helpers.demo_data import draw_radiograph
-from helpers.dicom import read_dicom
-from helpers.images import read_gray8
+from helpers.core import run_folders
+from helpers.core.paths import DEMO_CONFIG, SEED_CONFIG
+from helpers.data.demo_dataset import draw_radiograph
+from helpers.data.dicom import read_dicom
+from helpers.data.images import read_gray8
 from helpers.modeling.export import export_onnx
-from helpers.paths import DEMO_CONFIG, SEED_CONFIG
 from helpers.predict import predict_images
 
 SIZE = 1024
@@ -79,7 +78,7 @@ def write_models(config: str, folder: Path) -> tuple[Path, Path]:
     run = folder / "runs" / config / "lr0.01"
     run.mkdir(parents=True)
     cfg = build_config(TrainParams(config=config, work_dir=str(run)))
-    cfg.dump(str(run / runs.CONFIG_FILE))
+    cfg.dump(str(run / run_folders.CONFIG_FILE))
     torch.manual_seed(0)
     net = init_model(cfg, None, device="cpu")
     checkpoint = run / "random.pth"

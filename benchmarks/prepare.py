@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from helpers.demo_data import DemoSpec, generate_demo_dataset
-from helpers.parallel import default_workers
-from helpers.images import IMAGE_PNG_PARAMS, MASK_PNG_PARAMS
-from helpers.prepare import prepare_dataset
-from helpers.rawdata import read_index
+from helpers.core.parallel import default_workers
+from helpers.data.demo_dataset import DemoSpec, generate_demo_dataset
+from helpers.data.images import IMAGE_PNG_PARAMS, MASK_PNG_PARAMS
+from helpers.data.prepare import prepare_dataset
+from helpers.data.rawdata import read_index
 
 RAW_SIZE = 1024
 

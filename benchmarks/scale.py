@@ -9,7 +9,7 @@ this: the data folders (``shared.yaml``: generated data in a scratch folder); 03
 learning rate of the sweep only (``--lrs`` to change); 01 and 02 use ``--workers`` processes. 04 runs at 512 (the
 prepared data, as shipped) and at 1024 (``prepared_root`` a second preparation at 1024, as the seed scored 512
 models on the 1024 masks), and a mean-probability ensemble of 5 members (the trained run 5 times, tuned on val)
-is evaluated at 1024 (``helpers.evaluate_models.evaluate_ensemble``, with 04's batch size, TTA and bootstrap).
+is evaluated at 1024 (``helpers.workflow.evaluate_runs.evaluate_ensemble``, with 04's batch size, TTA and bootstrap).
 
 Per stage and size: wall and CPU seconds (the process and every child it waited for, such as papermill's kernel,
 or the sum sampled over its process tree when larger: a pool's workers started by a fork server are not waited for), peak
@@ -156,7 +156,7 @@ def measure(command: list[str], log_path: Path, disk_root: Path, *, default_mall
 def write_profile(folder: Path, root: Path, *, iters: int, lrs: list[float] | None, workers: int,
                   img_size: int = 512, eval_prepared: Path | None = None, eval_batch: int | None = None) -> Path:
     """The shipped full-data profile (pipeline/*.yaml) with only the changes the module doc lists."""
-    from helpers import paths
+    from helpers.core import paths
 
     folder.mkdir(parents=True, exist_ok=True)
     for source in sorted(paths.PIPELINE_PARAMS_DIR.glob("*.yaml")):
@@ -184,7 +184,7 @@ def write_profile(folder: Path, root: Path, *, iters: int, lrs: list[float] | No
 def ensemble_worker(run_dir: str, prepared_root: str, outputs: str, params_dir: str) -> None:
     """Evaluate the 5-member ensemble with 04's settings from ``params_dir`` (in its own process, measured from
     outside)."""
-    from helpers.evaluate_models import evaluate_ensemble
+    from helpers.workflow.evaluate_runs import evaluate_ensemble
 
     params = yaml.safe_load((Path(params_dir) / "04_evaluate.yaml").read_text())
     evaluate_ensemble([run_dir] * ENSEMBLE_MEMBERS, f"scale_{ENSEMBLE_MEMBERS}members", split=params["split"],
@@ -202,7 +202,7 @@ STEPS = ("generate@1024", "01_explore@1024", "02_prepare@512", "03_train@512", "
 
 def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable[[dict], None]) -> None:
     """Every step (but ``args.skip``) at ``n_images`` images; ``done(row)`` after each."""
-    from helpers import runs
+    from helpers.core import run_folders
 
     root.mkdir(parents=True, exist_ok=True)
     outputs, logs = root / "outputs", root / "logs"
@@ -219,7 +219,7 @@ def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable
         return [*helpers_cli, "pipeline", "--params-dir", str(params), "--outputs", str(outputs), "--stages", stage]
 
     train_params = yaml.safe_load((profile / "03_train.yaml").read_text())
-    run_dir = runs.run_dir(train_params["config"], train_params["lrs"][0], outputs)
+    run_dir = run_folders.run_dir(train_params["config"], train_params["lrs"][0], outputs)
     commands = {  # keyed by STEPS' names, run in STEPS' order
         "generate@1024": [*helpers_cli, "demo-data", "--dest", str(root / "raw"), "--n-train", str(n_images - n_test),
                           "--n-test", str(n_test), "--size", "1024"],
@@ -244,7 +244,7 @@ def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable
         row = {"stage": stage, "resolution": resolution, "images": n_images,
                **measure(command, logs / f"{stage}-{resolution}.log", root, default_malloc=args.default_malloc)}
         if stage.startswith(("04", "ensemble")):  # what it predicted: val (for tuning) + test, at 04's batch size
-            evaluated = json.loads((runs.eval_dir(run_dir, "test", outputs) / runs.EVAL_METRICS_FILE).read_text())
+            evaluated = json.loads((run_folders.eval_dir(run_dir, "test", outputs) / run_folders.EVAL_METRICS_FILE).read_text())
             row.update(predicted_images=evaluated["mmseg"]["images"] + evaluated["postprocess"].get("val_images", 0),
                        batch=eval_batch)
         _show(row)
@@ -357,7 +357,7 @@ def main() -> None:
     def done(row: dict) -> None:  # with --keep, the table so far is on disk after every step (a long run may be stopped)
         rows.append(row)
         if args.keep:
-            from helpers.fileio import atomic_write_text
+            from helpers.core.fileio import atomic_write_text
 
             atomic_write_text(work / "scale.csv", pd.DataFrame(rows).to_csv(index=False))
 

@@ -1,7 +1,7 @@
 """Benchmark 03_train: training images/s, and the data loader's images/s from the prepared cache vs. raw PNGs.
 
-Synthetic data: N demo pairs generated at 1024x1024 (``helpers.demo_data``, the Kaggle layout), prepared by
-``helpers.prepare`` at 512 (the seed's size) and at the demo size (128).
+Synthetic data: N demo pairs generated at 1024x1024 (``helpers.data.demo_dataset``, the Kaggle layout), prepared by
+``helpers.data.prepare`` at 512 (the seed's size) and at the demo size (128).
 
 Training: ``Runner.from_cfg(build_config(TrainParams(...)))`` runs ``--warmup`` + ``--iters`` iterations with
 validation and checkpoints switched off, each measurement in a fresh spawned process (no CUDA state or
@@ -20,7 +20,7 @@ raw 1024x1024 PNGs and whose masks are the raw masks converted to {0, 1} at 1024
 cache encodes its masks (so the pipeline's Resize does 1024 -> 512 on the fly, as training from the raw
 files would, and the raw side is not slowed by a worse mask encoding).
 Three pipelines: the configured one (one gray channel, GrayPhotoMetricDistortion), the seed's 3-channel
-form of it (``helpers.transforms.seed_training_pipeline``: the same batches, bit for bit), and loading,
+form of it (``helpers.data.transforms.seed_training_pipeline``: the same batches, bit for bit), and loading,
 Resize and packing only (what the cache changes).
 
     .venv/bin/python benchmarks/train.py                  # GPU parts where CUDA exists, CPU parts otherwise
@@ -41,7 +41,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.paths import DEMO_CONFIG, SEED_CONFIG
+from helpers.core.paths import DEMO_CONFIG, SEED_CONFIG
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 warnings.filterwarnings("ignore", message="Multi-processing start method", category=UserWarning)  # spawn -> fork
@@ -94,8 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_data(scratch: Path, args: argparse.Namespace, workers: int) -> tuple[Path, Path, Path]:
     """(raw Kaggle-layout root, prepared cache at --size, prepared cache at --cpu-size)."""
-    from helpers.demo_data import DemoSpec, generate_demo_dataset
-    from helpers.prepare import prepare_dataset
+    from helpers.data.demo_dataset import DemoSpec, generate_demo_dataset
+    from helpers.data.prepare import prepare_dataset
 
     raw_root = scratch / "raw"
     spec = DemoSpec(n_train=args.images, n_test=max(2, args.images // 10), size=args.raw_size, seed=0)
@@ -113,8 +113,8 @@ def make_raw_view(raw_root: Path, prepared: Path, dest: Path) -> Path:
     import cv2
     import pandas as pd
 
-    from helpers import paths
-    from helpers.images import MASK_PNG_PARAMS
+    from helpers.core import paths
+    from helpers.data.images import MASK_PNG_PARAMS
 
     labels = pd.read_csv(prepared / "labels.csv", dtype={"name": str})
     raw = raw_root / paths.KAGGLE_FOLDER
@@ -135,7 +135,7 @@ def _register() -> None:
     """The project's mmseg components and mmseg's registry scope (also in a spawned process)."""
     from mmengine.registry import init_default_scope
 
-    import helpers.dataset  # noqa: F401
+    import helpers.data.mmseg_dataset  # noqa: F401
     import helpers.modeling  # noqa: F401
 
     init_default_scope("mmseg")
@@ -172,8 +172,8 @@ def loader_images_per_s(config: str, data_root: Path, size: int, batch: int, wor
     from mmengine.runner import Runner
     from mmengine.utils.dl_utils import set_multi_processing
 
+    from helpers.data.transforms import seed_training_pipeline
     from helpers.modeling.train import TrainParams, build_config
-    from helpers.transforms import seed_training_pipeline
 
     _register()
     cfg = build_config(TrainParams(config=config, prepared_root=str(data_root), img_size=size, batch_size=batch,
@@ -203,8 +203,8 @@ def train_images_per_s(config: str, data_root: Path, size: int, batch: int, amp:
     import torch
     from mmengine.runner import Runner
 
+    from helpers.core.run_folders import read_scalars
     from helpers.modeling.train import TrainParams, build_config
-    from helpers.runs import read_scalars
 
     _register()
     cfg = build_config(TrainParams(config=config, prepared_root=str(data_root), img_size=size, batch_size=batch,
@@ -328,8 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from helpers.parallel import default_workers
-    from helpers.provenance import device_info, package_versions
+    from helpers.core.parallel import default_workers
+    from helpers.core.provenance import device_info, package_versions
 
     workers = args.workers if args.workers is not None else min(16, default_workers())
     print(f"device: {device_info()}")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from train import H200_CEILING, ROOT  # benchmarks/train.py, beside this script
 
-from helpers.paths import SEED_CONFIG
+from helpers.core.paths import SEED_CONFIG
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -56,9 +56,9 @@ def make_batch(scratch: Path, size: int, batch: int):
     from mmengine.dataset import pseudo_collate
     from mmseg.registry import DATASETS
 
-    from helpers.demo_data import DemoSpec, generate_demo_dataset
+    from helpers.data.demo_dataset import DemoSpec, generate_demo_dataset
+    from helpers.data.prepare import prepare_dataset
     from helpers.modeling.train import TrainParams, build_config
-    from helpers.prepare import prepare_dataset
 
     spec = DemoSpec(n_train=max(batch, 8), n_test=2, size=size, seed=0)
     generate_demo_dataset(scratch / "raw", spec, workers=1)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     from mmengine.registry import init_default_scope
 
     import helpers.modeling  # noqa: F401  (registers the project's mmseg components)
-    from helpers.provenance import device_info
+    from helpers.core.provenance import device_info
 
     init_default_scope("mmseg")
     cuda = torch.cuda.is_available()

@@ -1,21 +1,21 @@
 """Pneumothorax segmentation on chest X-rays with MMSegmentation: the project's package.
 
-One module per concern: ``paths`` (every default path and config name), ``rawdata`` (the Kaggle layout),
-``demo_data`` (the generated dataset), ``images`` (image I/O) and ``dicom`` (DICOM radiographs), ``rle``
-(run-length masks), ``siim`` and ``siim_release`` (the original SIIM-ACR release, ``convert-siim``), ``explore``,
-``prepare`` and ``prepared`` (writing and reading a prepared folder), ``dataset`` (the mmseg dataset class)
-and ``samplers``, ``runs`` (a run's and an evaluation's folder), ``modeling`` (training, checkpoints,
-``modeling.inference``, ``modeling.ensemble``, ``modeling.export`` to ONNX), ``metrics``, ``postprocessing``
-(the schemes: triplet, dual threshold), ``evaluation`` (scores predictions, never loads a model; its ``paired``
-compares runs with the best one), ``evaluate_models`` (a model's predictions, then their evaluation; 04's runs one
-by one, a failed one reported), ``plots``, ``pipeline`` (papermill and HTML) and ``records`` (what each step was
-made from, so re-runs skip it), ``parameters``, ``progress``, ``predict``, ``locks`` (one writer per folder),
-``fileio`` (atomic writes).
-``python -m helpers --help`` lists the commands.
+Its folders are its layers; a module imports only from its own layer or the ones below it:
+
+- ``core``: paths, run folders, atomic writes, locks, on-disk stacks, each stage's parameters, metric formulas,
+  progress, the process pool, provenance;
+- ``data``: the Kaggle layout, patients, the demo dataset, image / DICOM / RLE I/O, the SIIM release, 01's
+  statistics, 02's split and the prepared folder, the mmseg dataset, sampler and transforms;
+- ``postprocessing``: the schemes (triplet, dual threshold), arrays in and arrays out;
+- ``modeling`` and ``evaluation`` (siblings, neither imports the other): training, inference, ensembles and
+  export; predictions and labels in, metrics, intervals and comparisons out (never loads a model);
+- ``workflow``, ``plots``, ``predict``: the notebooks run by papermill, the pipeline, sweeps and SLURM, 04's
+  model-then-evaluation step, the index; figures; prediction on new radiographs;
+- ``__main__``: the command line (``python -m helpers --help``).
 """
 
 __version__ = "0.1.0"
 
-from helpers.progress import quiet_reports as _quiet_reports  # noqa: E402
+from helpers.core.progress import quiet_reports as _quiet_reports  # noqa: E402
 
 _quiet_reports()  # in a headless kernel (papermill): chatter to the terminal, never into the report

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from helpers import paths
-from helpers.demo_data import DemoSpec
+from helpers.core import paths
+from helpers.data.demo_dataset import DemoSpec
 from helpers.postprocessing.tuned import CHOICES as POSTPROCESS_CHOICES
 
 INTERRUPTED = 130  # the shell's exit status after Ctrl-C
@@ -39,8 +39,8 @@ def _force(given: list[str] | None) -> bool | list[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from helpers.demo_data import generate_demo_dataset
-    from helpers.pipeline import run_pipeline
+    from helpers.data.demo_dataset import generate_demo_dataset
+    from helpers.workflow.pipeline import run_pipeline
 
     generate_demo_dataset(paths.DEMO_DIR)
     outputs = Path(args.outputs)
@@ -49,7 +49,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
-    from helpers.pipeline import STAGES, run_pipeline
+    from helpers.core.parameters import STAGES
+    from helpers.workflow.pipeline import run_pipeline
 
     stages = tuple(args.stages) if args.stages else STAGES
     run_pipeline(Path(args.params_dir), Path(args.outputs), stages=stages, force=_force(args.force))
@@ -59,8 +60,10 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from helpers.parameters import check_names
-    from helpers.pipeline import SEED_LRS, SWEEP_KEY, stage_parameters, sweep, write_sbatch
+    from helpers.core.parameters import check_names
+    from helpers.workflow.parameter_files import SWEEP_KEY, stage_parameters
+    from helpers.workflow.slurm import write_sbatch
+    from helpers.workflow.sweep import SEED_LRS, sweep
 
     parameters = {} if args.no_yaml else stage_parameters("03_train", Path(args.params_dir))
     lrs = args.lrs or parameters.pop(SWEEP_KEY, None) or list(SEED_LRS)
@@ -104,7 +107,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_convert_siim(args: argparse.Namespace) -> None:
-    from helpers.siim import SiimError, convert_siim
+    from helpers.data.siim_convert import SiimError, convert_siim
 
     try:
         result = convert_siim(args.src, args.out, kaggle_csvs=args.kaggle_csvs, workers=args.workers)
@@ -128,26 +131,26 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
-    from helpers.demo_data import generate_demo_dataset
+    from helpers.data.demo_dataset import generate_demo_dataset
 
     spec = DemoSpec(n_train=args.n_train, n_test=args.n_test, size=args.size, seed=args.seed)
     print(generate_demo_dataset(Path(args.dest), spec))
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from helpers.rawdata import download_dataset
+    from helpers.data.rawdata import download_dataset
 
     print(download_dataset(Path(args.dest)))
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from helpers.pipeline import write_index
+    from helpers.workflow.index import write_index
 
     print(write_index(Path(args.outputs)))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from helpers.pipeline import STAGES
+    from helpers.core.parameters import STAGES
 
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Failures whose message says all (the file or folder, the problem, what to do): one line, no traceback.
-SELF_EXPLAINING = (("helpers.locks", "FolderLocked"), ("helpers.modeling.checkpoint", "CheckpointError"),
+SELF_EXPLAINING = (("helpers.core.locks", "FolderLocked"), ("helpers.modeling.checkpoint", "CheckpointError"),
                    ("helpers.modeling.divergence", "TrainingDiverged"))
 
 

@@ -2,7 +2,7 @@
 
 Every ``plot_*`` function returns a matplotlib ``Figure`` built without pyplot (no global figure state:
 nothing to close; a notebook shows it with ``display(fig)`` or as a cell's last expression) and computes
-no metric itself: the numbers come from ``helpers.explore``, ``helpers.evaluation`` or a run's logs.
+no metric itself: the numbers come from ``helpers.data.explore``, ``helpers.evaluation`` or a run's logs.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from helpers.explore import components_table, positive_area_fractions
-from helpers.images import OVERLAY_COLOURS, overlay, read_gray8
-from helpers.runs import read_scalars, run_label
+from helpers.core.run_folders import read_scalars, run_label
+from helpers.data.explore import components_table, positive_area_fractions
+from helpers.data.images import OVERLAY_COLOURS, overlay, read_gray8
 
 EXAMPLE_KINDS = ("best", "worst", "median", "false_positive", "missed")
 
@@ -102,7 +102,7 @@ def plot_components(scans: pd.DataFrame) -> Figure:
 
 
 def plot_images_per_patient(images_per_patient: pd.DataFrame) -> Figure:
-    """Histogram: how many patients have 1, 2, ... images (``helpers.patients.images_per_patient``), log y."""
+    """Histogram: how many patients have 1, 2, ... images (``helpers.data.patients.images_per_patient``), log y."""
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
     ax.bar(images_per_patient["images"], images_per_patient["patients"], width=0.8, color="tab:blue", label="patients")

@@ -2,7 +2,7 @@
 
 ``MODEL`` is a checkpoint (``.pth`` or a run folder) or an exported ``.onnx`` (run through onnxruntime).
 ``INPUTS`` are files or folders of PNG, JPEG and DICOM files, mixed. Each input is converted to 8-bit
-grayscale like the training data (DICOM through :mod:`helpers.dicom`), resized to the model's input size
+grayscale like the training data (DICOM through :mod:`helpers.data.dicom`), resized to the model's input size
 as 02_prepare does (area interpolation), and fed to the model as the 3-channel image mmseg makes of a
 grayscale PNG. The pneumothorax probability is resized back to the input's size (bilinear) and
 post-processed: by default with the scheme that won on val for the run (04_evaluate; ``postprocess``
@@ -27,13 +27,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from helpers.dicom import is_dicom, read_dicom
-from helpers.fileio import atomic_write_text
-from helpers.images import IMAGE_SUFFIXES, overlay, read_gray8, write_png
+from helpers.core.fileio import atomic_write_text
+from helpers.core.progress import tqdm
+from helpers.data.dicom import is_dicom, read_dicom
+from helpers.data.images import IMAGE_SUFFIXES, overlay, read_gray8, write_png
+from helpers.data.rle import encode_siim
 from helpers.modeling.inference import load_model, probability_maps
 from helpers.postprocessing import PostProcess, find_tuned_postprocess, scheme_name
-from helpers.progress import tqdm
-from helpers.rle import encode_siim
 
 COLUMNS = ["input", "status", "mask_path", "overlay_path", "width", "height", "predicted_area", "area_cm2",
            "pneumothorax", "max_prob", "warnings", "error"]
@@ -67,7 +67,7 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
 
 
 def input_kind(path: Path) -> str:
-    """``image`` (PNG/JPEG by suffix or signature), ``dicom`` (:func:`helpers.dicom.is_dicom`), ``missing``,
+    """``image`` (PNG/JPEG by suffix or signature), ``dicom`` (:func:`helpers.data.dicom.is_dicom`), ``missing``,
     or ``other`` (to be skipped)."""
     if not path.is_file():
         return "missing"
@@ -87,7 +87,7 @@ def input_warnings(gray: np.ndarray, spacing: tuple[float, float] | None, attrib
     """Why an input may be outside what the model was made for (frontal chest radiographs):
 
     - any image under 256 px on a side;
-    - DICOM only (``attributes`` from :func:`helpers.dicom.describe`; None for PNG/JPEG, whose files say
+    - DICOM only (``attributes`` from :func:`helpers.data.dicom.describe`; None for PNG/JPEG, whose files say
       nothing of this): a Modality other than CR/DX, DX "FOR PROCESSING" (raw detector data), a ViewPosition
       other than PA/AP, a BodyPartExamined that is not the chest, and a missing pixel spacing
       (``area_cm2`` then empty).
@@ -166,7 +166,7 @@ def predict_images(
     (argmax, i.e. 0.5 for two classes, or ``decode_head.threshold`` for a sigmoid head). The line saying
     which is printed. ``area_cm2`` needs the DICOM's PixelSpacing (or ImagerPixelSpacing). ``strict``
     refuses the inputs :func:`input_warnings` flags instead of predicting them; ``rle`` adds the column
-    ``rle``, the mask in the SIIM release's form (:func:`helpers.rle.encode_siim`).
+    ``rle``, the mask in the SIIM release's form (:func:`helpers.data.rle.encode_siim`).
 
     Raises :class:`NoInputsError` when there is no file, ValueError when two inputs would write the same
     outputs; a fatal error (a full disk, a failing model) is raised after ``predictions.csv`` is written

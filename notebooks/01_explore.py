@@ -29,23 +29,19 @@ max_images = 0  # 0: every image; otherwise a random sample of this size (quick 
 seed = 0  # for the sample
 workers = 0  # 0: all CPU cores
 outputs_dir = "outputs"
-patient_table = None  # None: patients.csv.gz beside the CSVs if there (the demo's), else the table shipped in helpers/resources
+patient_table = None  # None: patients.csv.gz beside the CSVs if there (the demo's), else the table shipped in helpers/data/resources
 
 # %%
 # %matplotlib inline
+import pandas as pd
 from IPython.display import display
 
-import pandas as pd
+from helpers import plots
+from helpers.core.parameters import check_notebook
+from helpers.data import explore, patients
 
-from helpers import explore, paths, patients, plots, rawdata
-from helpers.parameters import check_notebook
-
-check_notebook("01_explore", globals())  # every value against its rule (helpers.parameters), before any work
-raw = rawdata.choose_raw_root(raw_root)  # says so when it falls back on the demo data
-result = explore.explore_dataset(
-    raw.root, stages=stages, max_images=max_images or None, seed=seed, workers=workers or None,
-    out_dir=paths.explore_dir(outputs_dir), patient_table=patient_table,
-)
+params = check_notebook("01_explore", globals())  # every value against its rule, before any work
+result = explore.explore(params)  # says so when it falls back on the demo data
 print(result.index.describe())
 print(f"statistics written to {result.stats_path}")
 

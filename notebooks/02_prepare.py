@@ -47,10 +47,11 @@ workers = 0  # 0: all CPU cores
 import pandas as pd
 from IPython.display import display
 
-from helpers import patients, plots, prepare, prepared, rawdata
-from helpers.parameters import check_notebook
+from helpers import plots
+from helpers.core.parameters import check_notebook
+from helpers.data import patients, prepare, prepared_folder, rawdata
 
-check_notebook("02_prepare", globals())  # every value against its rule (helpers.parameters), before any work
+check_notebook("02_prepare", globals())  # every value against its rule (helpers.core.parameters), before any work
 raw = rawdata.choose_raw_root(raw_root)  # says so when it falls back on the demo data
 result = prepare.prepare_dataset(
     raw.root, raw.prepared_parent, out_dir=prepared_root, img_size=img_size, val_fraction=val_fraction,
@@ -90,4 +91,4 @@ print("the same radiograph (patient and follow-up) in two splits:", leakage["sam
 # ## Prepared examples (mask values {0, 1}, drawn in colour)
 
 # %%
-display(plots.plot_example_grid(prepared.prepared_pairs(result.out_dir), n=6, seed=seed))
+display(plots.plot_example_grid(prepared_folder.prepared_pairs(result.out_dir), n=6, seed=seed))

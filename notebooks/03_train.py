@@ -52,12 +52,13 @@ mlflow = False  # also log to MLflow's local store outputs/mlruns (pip install m
 import pandas as pd
 from IPython.display import display
 
-from helpers import plots, runs
+from helpers import plots
+from helpers.core import run_folders
+from helpers.core.parameters import check_notebook
 from helpers.modeling.train import choose_config, describe_speed, run_training
-from helpers.parameters import check_notebook
 
 config, prepared_root, _ = choose_config(config, prepared_root)  # says so when it falls back on the demo
-params = check_notebook("03_train", globals())  # TrainParams, every value checked (helpers.parameters)
+params = check_notebook("03_train", globals())  # TrainParams, every value checked (helpers.core.parameters)
 result = run_training(params)
 metrics = result.metrics
 print(f"run folder: {result.work_dir}")
@@ -85,4 +86,4 @@ display(pd.DataFrame(rows).T.style.format(precision=2, na_rep="–").format({"st
 
 # %%
 print(describe_speed(metrics))
-print(f"manifest: {result.work_dir / runs.MANIFEST_FILE}\nmetrics: {result.work_dir / runs.METRICS_FILE}")
+print(f"manifest: {result.work_dir / run_folders.MANIFEST_FILE}\nmetrics: {result.work_dir / run_folders.METRICS_FILE}")

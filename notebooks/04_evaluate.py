@@ -52,25 +52,12 @@ ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k 
 from IPython.display import display
 
 from helpers import evaluation, plots
-from helpers import runs as run_folders
-from helpers.evaluate_models import describe_failures, evaluate_fold_ensembles, evaluate_runs
-from helpers.parameters import check_notebook
+from helpers.core.parameters import check_notebook
+from helpers.workflow.evaluate_runs import describe_failures, evaluate_runs
 
-check_notebook("04_evaluate", globals())  # every value against its rule (helpers.parameters), before any work
-outputs, _ = run_folders.choose_outputs(outputs_dir)  # says so when it falls back on the demo's outputs
-run_dirs = list(runs) or run_folders.trained_runs(outputs)
-if not run_dirs:
-    raise FileNotFoundError(f"no trained runs under {outputs / 'runs'} (run 03_train first)")
-# each run on its own: one that fails (diverged training, unusable checkpoint) is reported, the others go on
-results, failed = evaluate_runs(run_dirs, split=split, outputs=outputs, prepared_root=prepared_root,
-                                batch_size=batch_size, tta=tta, postprocess=postprocess, n_boot=n_boot)
-if ensemble:
-    more, more_failed = evaluate_fold_ensembles(run_dirs, split=split, tta=tta, top_k=ensemble_top_k, outputs=outputs,
-                                                skip=failed, prepared_root=prepared_root, batch_size=batch_size,
-                                                n_boot=n_boot)
-    results, failed = results + more, failed + more_failed
-if not results:
-    raise RuntimeError(f"no run could be evaluated:\n{describe_failures(failed)}")
+params = check_notebook("04_evaluate", globals())  # every value against its rule, before any work
+evaluation_run = evaluate_runs(params)  # each run on its own: one that fails is reported, the others go on
+outputs, results, failed = evaluation_run.outputs, evaluation_run.results, evaluation_run.failed
 if failed:
     print(describe_failures(failed))
 
@@ -130,7 +117,7 @@ print(f"written: {csv_path}, {json_path}")
 # the same drawn patients. `better` / `worse` when the interval excludes 0, else `no detectable difference`.
 
 # %%
-paired_table = evaluation.paired_comparison(results, n_boot=n_boot)
+paired_table = evaluation.paired_comparison(results, n_boot=params.n_boot)
 paired_path = evaluation.write_paired(paired_table, outputs / "eval")
 display(evaluation.paired_style(paired_table))
 print(f"written: {paired_path}")

@@ -29,12 +29,13 @@ n_examples = 4
 import pandas as pd
 from IPython.display import display
 
-from helpers import evaluation, plots, runs
-from helpers.parameters import check_notebook
+from helpers import evaluation, plots
+from helpers.core import run_folders
+from helpers.core.parameters import check_notebook
 
-check_notebook("05_visualize", globals())  # every value against its rule (helpers.parameters), before any work
-outputs, _ = runs.choose_outputs(outputs_dir, split)  # says so when it falls back on the demo's outputs
-eval_dirs = runs.evaluations(outputs, split)
+check_notebook("05_visualize", globals())  # every value against its rule (helpers.core.parameters), before any work
+outputs, _ = run_folders.choose_outputs(outputs_dir, split)  # says so when it falls back on the demo's outputs
+eval_dirs = run_folders.evaluations(outputs, split)
 if not eval_dirs:
     raise FileNotFoundError(f"no evaluations under {outputs / 'eval'} (run 04_evaluate first)")
 results = [evaluation.load_eval(d) for d in eval_dirs]

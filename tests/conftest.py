@@ -10,8 +10,8 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from helpers import paths  # noqa: E402
-from helpers.paths import DEMO_CONFIG  # noqa: E402
+from helpers.core import paths  # noqa: E402
+from helpers.core.paths import DEMO_CONFIG  # noqa: E402
 
 REAL_SAMPLE = paths.REPO_ROOT.parent / "shared" / "realdata-sample"
 
@@ -36,7 +36,7 @@ def real_sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def demo_raw_dir(tmp_path_factory) -> Path:
     """A small demo dataset (80 train + 20 test at 128x128) in the Kaggle layout; read-only for tests."""
-    from helpers.demo_data import DemoSpec, generate_demo_dataset
+    from helpers.data.demo_dataset import DemoSpec, generate_demo_dataset
 
     dest = tmp_path_factory.mktemp("demo")
     generate_demo_dataset(dest, DemoSpec(n_train=80, n_test=20, size=128, seed=0), workers=1)
@@ -46,7 +46,7 @@ def demo_raw_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_prepared(demo_raw_dir, tmp_path_factory):
     """The demo dataset prepared at 64x64 (official split); a PrepareResult."""
-    from helpers.prepare import prepare_dataset
+    from helpers.data.prepare import prepare_dataset
 
     return prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared"), img_size=64, split_mode="official", workers=1)
 

@@ -2,7 +2,7 @@
 
 Each encoding stores the image so that the DICOM grayscale pipeline (modality LUT, VOI window,
 MONOCHROME1 inversion, 8 bits) gives the 8-bit image back: that is the independent answer the tests
-compare :func:`helpers.dicom.read_dicom` with.
+compare :func:`helpers.data.dicom.read_dicom` with.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from helpers import paths, runs
+from helpers.core import paths, run_folders
 from helpers.modeling.checkpoint import CheckpointError, read_checkpoint
 
 
@@ -16,7 +16,7 @@ from helpers.modeling.checkpoint import CheckpointError, read_checkpoint
 def bad_checkpoints(trained_demo_run, tmp_path_factory):
     """{kind: path} of unusable checkpoints, each in a folder with the run's config.py."""
     folder = tmp_path_factory.mktemp("bad")
-    shutil.copy(trained_demo_run.work_dir / runs.CONFIG_FILE, folder / runs.CONFIG_FILE)
+    shutil.copy(trained_demo_run.work_dir / run_folders.CONFIG_FILE, folder / run_folders.CONFIG_FILE)
     data = trained_demo_run.best_checkpoint.read_bytes()
     made = {
         "truncated": data[: len(data) // 2],
@@ -63,9 +63,9 @@ def test_a_pickle_of_other_objects_is_foreign(tmp_path):
 
 
 def test_predict_export_and_evaluation_name_the_truncated_file(bad_checkpoints, demo_prepared, tmp_path):
-    from helpers.evaluate_models import evaluate_runs
     from helpers.modeling.export import export_onnx
     from helpers.predict import predict_images
+    from helpers.workflow.evaluate_runs import evaluate_run_folders
 
     path = bad_checkpoints["truncated"]
     image = next((demo_prepared.out_dir / "images" / "test").glob("*.png"))
@@ -73,7 +73,7 @@ def test_predict_export_and_evaluation_name_the_truncated_file(bad_checkpoints, 
         predict_images(path, [image], tmp_path / "predictions")
     with pytest.raises(CheckpointError, match=str(path)):
         export_onnx(path, tmp_path / "model.onnx")
-    results, failures = evaluate_runs([path], split="test", outputs=tmp_path, postprocess="none", n_boot=10)
+    results, failures = evaluate_run_folders([path], split="test", outputs=tmp_path, postprocess="none", n_boot=10)
     assert results == [] and failures[0].error.startswith(f"CheckpointError: {path}: unreadable checkpoint")
 
 
@@ -91,7 +91,7 @@ def test_checkpoint_averaging_names_the_file(trained_demo_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(trained_demo_run.work_dir, run)
-    best = next(run.glob(f"best_{runs.BEST_METRIC}_iter_*.pth"))
+    best = next(run.glob(f"best_{run_folders.BEST_METRIC}_iter_*.pth"))
     best.write_bytes(best.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match=rf"^{best}: unreadable checkpoint"):
         write_averaged_checkpoint(run, 1)
@@ -104,12 +104,12 @@ def test_resume_and_load_from_name_the_file_before_writing(trained_demo_run, dem
     work_dir.mkdir()
     last = work_dir / "iter_60.pth"
     last.write_bytes(bad_checkpoints["truncated"].read_bytes())
-    (work_dir / runs.LAST_CHECKPOINT_FILE).write_text(str(last))
+    (work_dir / run_folders.LAST_CHECKPOINT_FILE).write_text(str(last))
     common = dict(config=paths.DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=64, max_iters=2,
                   val_interval=2)
     with pytest.raises(CheckpointError, match=rf"^{last}: unreadable checkpoint"):
         run_training(TrainParams(**common, work_dir=str(work_dir), resume=True))
-    assert sorted(p.name for p in work_dir.iterdir()) == sorted([last.name, runs.LAST_CHECKPOINT_FILE])
+    assert sorted(p.name for p in work_dir.iterdir()) == sorted([last.name, run_folders.LAST_CHECKPOINT_FILE])
     fresh = tmp_path / "finetune"
     with pytest.raises(CheckpointError, match=rf"^{bad_checkpoints['text']}: unreadable checkpoint"):
         run_training(TrainParams(**common, work_dir=str(fresh), load_from=str(bad_checkpoints["text"])))

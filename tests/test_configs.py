@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from mmengine.config import Config
-import torch.nn.functional as F
 from mmengine.dataset import pseudo_collate
 
-from helpers import paths
-from helpers.paths import DEMO_CONFIG, SEED_CONFIG
+from helpers.core import paths
+from helpers.core.paths import DEMO_CONFIG, SEED_CONFIG
 from helpers.modeling.train import TrainParams, build_config
 
 CONFIGS = sorted(paths.CONFIGS_DIR.glob("*.py"))
@@ -34,7 +34,7 @@ def mmseg_scope():
     """mmseg's registry scope with the project's dataset, metric and loss registered."""
     from mmengine.registry import init_default_scope
 
-    import helpers.dataset  # noqa: F401
+    import helpers.data.mmseg_dataset  # noqa: F401
     import helpers.modeling  # noqa: F401
 
     init_default_scope("mmseg")
@@ -60,7 +60,7 @@ def batch(dataset, model, n_positive: int = 2, n_negative: int = 2, training: bo
 
 def test_the_configs_the_project_names_are_found_by_name():
     """Every config that code, pipeline files or the seed's lr sweep name resolves to its file in configs/."""
-    from helpers.pipeline import SEED_LRS
+    from helpers.workflow.sweep import SEED_LRS
 
     named = {DEMO_CONFIG, SEED_CONFIG, SIGMOID, OURS}
     named |= {SEED_CONFIG.replace("-0.01-", f"-{lr:g}-") for lr in SEED_LRS}
@@ -75,7 +75,7 @@ def test_the_seeds_per_lr_files_are_the_sweep_config_at_their_lr_and_reproduce_t
     """``mim train mmseg configs/<seed file>`` loads the sweep config with the file's lr: mmseg's schedule_20k
     (SGD, momentum 0.9, weight decay 0.0005, poly to 1e-4 over 20k iterations), batch 16, 512x512, whole-image
     test, no auxiliary head; and the sweep config itself names no lr."""
-    from helpers.pipeline import SEED_LRS
+    from helpers.workflow.sweep import SEED_LRS
 
     assert not re.search(r"\d\.\d", paths.SWEEP_CONFIG)
     sweep = Config.fromfile(str(paths.config_path(paths.SWEEP_CONFIG))).to_dict()

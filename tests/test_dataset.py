@@ -14,10 +14,10 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
 from PIL import Image
 
-import helpers.dataset  # noqa: F401  (registers PneumothoraxDataset)
+import helpers.data.mmseg_dataset  # noqa: F401  (registers PneumothoraxDataset)
 import helpers.modeling  # noqa: F401  (registers the project's metric and loss)
-from helpers import paths
-from helpers.paths import DEMO_CONFIG
+from helpers.core import paths
+from helpers.core.paths import DEMO_CONFIG
 
 IGNORE_INDEX = 255  # mmseg's default ignore_index in its losses and IoUMetric
 

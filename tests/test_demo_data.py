@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from helpers.demo_data import DemoSpec, draw_radiograph, generate_demo_dataset
-from helpers.rawdata import validate_dataset
+from helpers.data.demo_dataset import DemoSpec, draw_radiograph, generate_demo_dataset
+from helpers.data.rawdata import validate_dataset
 
 KAGGLE = "siim-acr-pneumothorax"
 NAME = re.compile(r"^(\d+)_(train|test)_([01])_\.png$")
@@ -45,7 +45,7 @@ WORKERS_SCRIPT = """
 import sys
 from pathlib import Path
 
-from helpers.demo_data import DemoSpec, generate_demo_dataset
+from helpers.data.demo_dataset import DemoSpec, generate_demo_dataset
 
 
 def tree(root):

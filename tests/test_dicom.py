@@ -1,4 +1,4 @@
-"""helpers.dicom and DICOM input to predict: the 8-bit image the model sees, spacing, errors that name the file."""
+"""helpers.data.dicom and DICOM input to predict: the 8-bit image the model sees, spacing, errors that name the file."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import paths
-from helpers.dicom import DicomError, is_dicom, read_dicom
-from helpers.images import read_gray8
+from helpers.core import paths
+from helpers.data.dicom import DicomError, is_dicom, read_dicom
+from helpers.data.images import read_gray8
 from tests.dicom_files import ENCODINGS, dataset, encode, generated_gray, write
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydicom import uid
 
-from helpers.dicom import read_dataset, read_dicom, stored_pixels
+from helpers.data.dicom import read_dataset, read_dicom, stored_pixels
 from tests.dicom_files import dataset, generated_gray, write
 
 
@@ -110,7 +110,7 @@ def test_dataset_without_file_meta_and_compressed_pixels(tmp_path):
 def test_compressed_files_without_file_meta(case, tmp_path):
     """Encapsulated JPEG and JPEG 2000 without file meta: the syntax is read off the codestream's frame header
     (a JPEG Lossless stream is read as Process 14, which covers SV1). RLE has no signature: a named error."""
-    from helpers.dicom import DicomError
+    from helpers.data.dicom import DicomError
 
     syntax, bits, make, tolerance = CASES[case]
     pixels = source(bits)

@@ -15,10 +15,10 @@ import psutil
 import pytest
 import torch
 
-from helpers import paths, runs
+from helpers.core import paths, run_folders
+from helpers.core.paths import DEMO_CONFIG
 from helpers.modeling.distributed import process_count
 from helpers.modeling.train import TrainParams, build_config, run_training
-from helpers.paths import DEMO_CONFIG
 from tests.ddp_probe import OTHER_RANKS_UMASK
 
 pytestmark = pytest.mark.slow
@@ -129,7 +129,7 @@ def test_only_rank_0_writes_checkpoints_logs_and_metrics(ddp_run):
         assert len(list((session / "vis_data").glob("events.out.tfevents.*"))) == 1
     names = sorted(p.name for p in work_dir.glob("*.pth"))
     assert f"iter_{MAX_ITERS}.pth" in names and all(name.startswith(("iter_", "best_")) for name in names)
-    assert (work_dir / runs.METRICS_FILE).is_file()
+    assert (work_dir / run_folders.METRICS_FILE).is_file()
 
 
 def test_a_killed_ddp_run_resumes_with_the_iteration_count_continuing(ddp_run):
@@ -145,7 +145,7 @@ def test_a_killed_ddp_run_resumes_with_the_iteration_count_continuing(ddp_run):
     assert max(session_train_steps(sessions[0])) < MAX_ITERS
     records = probe_records(ddp_run["probe"])
     assert {record["start_iter"] for record in records.values()} == {done}
-    train_rows, val_rows = runs.read_scalars(work_dir)
+    train_rows, val_rows = run_folders.read_scalars(work_dir)
     steps = [row["step"] for row in train_rows]
     assert steps == sorted(set(steps)) and steps[-1] == MAX_ITERS
     assert MAX_ITERS in {row["step"] for row in val_rows}
@@ -154,7 +154,7 @@ def test_a_killed_ddp_run_resumes_with_the_iteration_count_continuing(ddp_run):
 
 
 def test_the_demo_config_loss_goes_down_under_ddp(ddp_run):
-    train_rows, _ = runs.read_scalars(ddp_run["work_dir"])
+    train_rows, _ = run_folders.read_scalars(ddp_run["work_dir"])
     losses = [row["loss"] for row in train_rows]
     assert all(loss == loss for loss in losses)  # no NaN
     assert sum(losses[-3:]) / 3 < 0.9 * sum(losses[:3]) / 3, losses

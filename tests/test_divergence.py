@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import paths, runs
+from helpers.core import paths, run_folders
 from helpers.modeling.checkpoint import NonFiniteModelError, load_checkpoint_safely, non_finite_tensors
 
 HUGE_LR = 1e30
@@ -38,15 +38,15 @@ def test_a_huge_learning_rate_stops_the_run_with_the_iteration_and_the_lr(diverg
     assert "learning rate" in message
     iteration = int(message.split("iteration ")[1].split(":")[0])
     assert 1 <= iteration < 8  # within a few iterations, not at the end
-    train_rows, _ = runs.read_scalars(work_dir)
+    train_rows, _ = run_folders.read_scalars(work_dir)
     assert len(train_rows) < 8
 
 
 def test_the_diverged_run_is_marked_failed_and_keeps_no_checkpoint_of_a_nonfinite_model(diverged_run):
     work_dir, error = diverged_run
-    metrics = json.loads((work_dir / runs.METRICS_FILE).read_text())  # strict JSON: no NaN in it
+    metrics = json.loads((work_dir / run_folders.METRICS_FILE).read_text())  # strict JSON: no NaN in it
     assert metrics["status"] == "failed" and metrics["error"] == str(error)
-    best, _ = runs.find_checkpoints(work_dir)
+    best, _ = run_folders.find_checkpoints(work_dir)
     assert best is None
     for checkpoint in work_dir.glob("*.pth"):
         assert non_finite_tensors(load_checkpoint_safely(checkpoint)["state_dict"]) == []
@@ -71,11 +71,11 @@ def test_the_hook_refuses_to_save_or_validate_a_nonfinite_model():
 
 
 def test_evaluation_goes_on_past_the_diverged_run_and_reports_it_failed(diverged_run, trained_demo_run, tmp_path):
-    from helpers.evaluate_models import evaluate_runs
     from helpers.evaluation import STATUS_FAILED, STATUS_OK, comparison_table
+    from helpers.workflow.evaluate_runs import evaluate_run_folders
 
     work_dir, error = diverged_run
-    results, failures = evaluate_runs([work_dir, trained_demo_run.work_dir], split="test", outputs=tmp_path,
+    results, failures = evaluate_run_folders([work_dir, trained_demo_run.work_dir], split="test", outputs=tmp_path,
                                       postprocess="none", n_boot=10)
     assert [r.run_dir for r in results] == [trained_demo_run.work_dir.resolve()]
     assert [f.run_dir for f in failures] == [work_dir.resolve()]
@@ -86,13 +86,13 @@ def test_evaluation_goes_on_past_the_diverged_run_and_reports_it_failed(diverged
     failed = ours.iloc[1]
     assert failed["lr"] == HUGE_LR and pd.isna(failed["mDice"]) and "diverged" in failed["error"]
     assert ours.iloc[0]["mDice"] > 0
-    assert not runs.eval_dir(work_dir, "test", tmp_path).exists()
+    assert not run_folders.eval_dir(work_dir, "test", tmp_path).exists()
 
 
 def test_a_nonfinite_checkpoint_is_refused_by_evaluation_predict_and_export(trained_demo_run, demo_prepared, tmp_path):
-    from helpers.evaluate_models import evaluate_runs
     from helpers.modeling.export import export_onnx
     from helpers.predict import predict_images
+    from helpers.workflow.evaluate_runs import evaluate_run_folders
 
     checkpoint = load_checkpoint_safely(trained_demo_run.best_checkpoint)
     name = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
@@ -100,7 +100,7 @@ def test_a_nonfinite_checkpoint_is_refused_by_evaluation_predict_and_export(trai
     bad = tmp_path / "run" / "nan.pth"
     bad.parent.mkdir()
     torch.save(checkpoint, bad)
-    config = trained_demo_run.work_dir / runs.CONFIG_FILE
+    config = trained_demo_run.work_dir / run_folders.CONFIG_FILE
     image = next((demo_prepared.out_dir / "images" / "test").glob("*.png"))
     with pytest.raises(NonFiniteModelError, match=rf"{bad}: the model holds NaN or infinite weights \(1 of .*{name}"):
         predict_images(bad, [image], tmp_path / "predictions", config=config)
@@ -108,27 +108,27 @@ def test_a_nonfinite_checkpoint_is_refused_by_evaluation_predict_and_export(trai
     with pytest.raises(NonFiniteModelError, match=str(bad)):
         export_onnx(bad, tmp_path / "model.onnx", config=config)
     assert not (tmp_path / "model.onnx").exists()
-    (bad.parent / runs.CONFIG_FILE).write_text(config.read_text())
-    results, failures = evaluate_runs([bad], split="test", outputs=tmp_path / "outputs", postprocess="none", n_boot=10)
+    (bad.parent / run_folders.CONFIG_FILE).write_text(config.read_text())
+    results, failures = evaluate_run_folders([bad], split="test", outputs=tmp_path / "outputs", postprocess="none", n_boot=10)
     assert results == [] and "NonFiniteModelError" in failures[0].error and str(bad) in failures[0].error
 
 
 def test_the_sweep_marks_the_diverged_run_failed_and_its_notebook_fails(demo_prepared, tmp_path):
-    from helpers.pipeline import sweep
+    from helpers.workflow.sweep import sweep
 
     parameters = {"config": paths.DEMO_CONFIG, "prepared_root": str(demo_prepared.out_dir), "img_size": 64,
                   "max_iters": 4, "val_interval": 4}
     table = sweep([HUGE_LR], parameters, tmp_path)
     row = table.iloc[0]
     assert not row["ok"] and row["error"].startswith("training diverged at iteration")
-    work_dir = runs.run_dir(paths.DEMO_CONFIG, HUGE_LR, tmp_path)
-    assert json.loads((work_dir / runs.METRICS_FILE).read_text())["status"] == "failed"
+    work_dir = run_folders.run_dir(paths.DEMO_CONFIG, HUGE_LR, tmp_path)
+    assert json.loads((work_dir / run_folders.METRICS_FILE).read_text())["status"] == "failed"
     assert "TrainingDiverged" in (work_dir / "03_train.html").read_text()
 
 
 def test_the_04_notebook_reports_the_diverged_run_failed_beside_the_healthy_one(diverged_run, trained_demo_run,
                                                                                   demo_prepared, tmp_path):
-    from helpers.pipeline import run_notebook
+    from helpers.workflow.notebook_runner import run_notebook
 
     work_dir, error = diverged_run
     outputs = tmp_path / "outputs"

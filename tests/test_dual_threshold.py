@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers.evaluate_models import evaluate_run
 from helpers.evaluation import schemes_table
 from helpers.postprocessing import SCHEMES, DualThreshold, Predictions, apply_dual_threshold, tune_dual_threshold
+from helpers.workflow.evaluate_runs import evaluate_run
 
 
 def _hand_built() -> tuple[np.ndarray, np.ndarray]:

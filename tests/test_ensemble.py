@@ -12,15 +12,20 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import runs as run_folders
-from helpers.evaluate_models import evaluate_ensemble, evaluate_run
+from helpers.core import run_folders
+from helpers.core.paths import DEMO_CONFIG
+from helpers.core.run_folders import read_scalars
 from helpers.evaluation import comparison_table
 from helpers.modeling.checkpoint import load_checkpoint_safely
-from helpers.modeling.ensemble import (average_state_dicts, fold_groups, load_ensemble,
-                                       top_k_checkpoints, write_averaged_checkpoint)
+from helpers.modeling.ensemble import (
+    average_state_dicts,
+    fold_groups,
+    load_ensemble,
+    top_k_checkpoints,
+    write_averaged_checkpoint,
+)
 from helpers.modeling.inference import build_split_loader, foreground_probability, load_model, predict_split
-from helpers.paths import DEMO_CONFIG
-from helpers.runs import read_scalars
+from helpers.workflow.evaluate_runs import evaluate_ensemble, evaluate_run
 
 
 def test_average_state_dicts_is_the_mean_and_keeps_integer_buffers():
@@ -39,8 +44,8 @@ def test_average_state_dicts_is_the_mean_and_keeps_integer_buffers():
 @pytest.fixture(scope="module")
 def fold_sweep(demo_raw_dir, tmp_path_factory):
     """The demo data prepared with 2 folds at 64x64 and `sweep(..., folds=2)` through 03_train's notebook."""
-    from helpers.pipeline import sweep
-    from helpers.prepare import prepare_dataset
+    from helpers.data.prepare import prepare_dataset
+    from helpers.workflow.sweep import sweep
 
     prepared = prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared"), img_size=64, folds=2, workers=1)
     outputs = tmp_path_factory.mktemp("outputs")
@@ -165,7 +170,7 @@ def _shape(value, key: str = ""):
 def test_sbatch_with_folds_has_one_job_per_lr_and_fold(tmp_path, task):
     import subprocess
 
-    from helpers.pipeline import write_sbatch
+    from helpers.workflow.slurm import write_sbatch
 
     outputs = tmp_path / "outputs"
     script = write_sbatch([0.01, 0.001], {"config": DEMO_CONFIG, "max_iters": 100}, tmp_path / "sweep.sbatch",

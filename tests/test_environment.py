@@ -9,7 +9,7 @@ from importlib import metadata
 
 import yaml
 
-from helpers import paths
+from helpers.core import paths
 
 
 def read_pins() -> dict[str, str]:

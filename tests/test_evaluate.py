@@ -1,4 +1,4 @@
-"""helpers.evaluation (through helpers.evaluate_models): tuning on val only, parity with mmseg's Runner.test(), reload, tables, fail-fast data checks."""
+"""helpers.evaluation (through helpers.workflow.evaluate_runs): tuning on val only, parity with mmseg's Runner.test(), reload, tables, fail-fast data checks."""
 
 from __future__ import annotations
 
@@ -11,15 +11,23 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import evaluate_models, evaluation, runs
-from helpers.evaluate_models import evaluate_run
-from helpers.evaluation import SEED_RESULTS, comparison_table, load_eval, metrics_table, predicted_mask, write_comparison
-from helpers.postprocessing import PostProcess
-from helpers.metrics import pooled_metrics
+from helpers import evaluation
+from helpers.core import run_folders
+from helpers.core.metrics import pooled_metrics
+from helpers.core.paths import DEMO_CONFIG
+from helpers.data.prepared_folder import PreparedDataError
+from helpers.evaluation import (
+    SEED_RESULTS,
+    comparison_table,
+    load_eval,
+    metrics_table,
+    predicted_mask,
+    write_comparison,
+)
 from helpers.modeling.inference import LoadedModel, build_split_loader, load_model, predict_split
-from helpers.paths import DEMO_CONFIG
-from helpers.prepared import PreparedDataError
-
+from helpers.postprocessing import PostProcess
+from helpers.workflow import evaluate_runs
+from helpers.workflow.evaluate_runs import evaluate_run
 
 # ----- with a trained model (slow) -----
 
@@ -31,7 +39,7 @@ def tuned_eval(trained_demo_run, tmp_path_factory):
     """evaluate_run on test with tuning, recording the splits predict_split and tune_postprocess saw."""
     calls: list[str] = []
     tuned_on: list[list[str]] = []
-    real_predict, real_tune = evaluate_models.predict_split, PostProcess.tune.__func__
+    real_predict, real_tune = evaluate_runs.predict_split, PostProcess.tune.__func__
 
     def spy_predict(model, data_root, split, *args, **kwargs):
         calls.append(split)
@@ -42,7 +50,7 @@ def tuned_eval(trained_demo_run, tmp_path_factory):
         return real_tune(PostProcess, val, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate_models, "predict_split", spy_predict)
+        patch.setattr(evaluate_runs, "predict_split", spy_predict)
         patch.setattr(PostProcess, "tune", classmethod(lambda cls, val: spy_tune(val)))
         result = evaluate_run(trained_demo_run.work_dir, split="test", n_boot=20, device="cpu",
                               out_dir=tmp_path_factory.mktemp("eval") / "test")
@@ -100,8 +108,8 @@ def test_changing_test_masks_does_not_change_the_tuned_postprocess(tuned_eval, d
         cv2.imwrite(str(mask_path), mask)
     changed = evaluate_run(result.run_dir, split="test", prepared_root=root, n_boot=0, device="cpu", out_dir=tmp_path / "eval")
     assert changed.postprocess == result.postprocess
-    pd.testing.assert_frame_equal(pd.read_csv(changed.out_dir / runs.GRID_FILE),
-                                  pd.read_csv(result.out_dir / runs.GRID_FILE))
+    pd.testing.assert_frame_equal(pd.read_csv(changed.out_dir / run_folders.GRID_FILE),
+                                  pd.read_csv(result.out_dir / run_folders.GRID_FILE))
     assert changed.per_image["true_area"].eq(64).all()  # the edit did reach the evaluated split
     assert not changed.per_image["true_area"].equals(result.per_image["true_area"])
 
@@ -197,9 +205,9 @@ def test_sigmoid_model_uses_the_sigmoid_and_the_head_threshold(demo_prepared):
     from mmengine.config import Config
     from mmseg.apis import init_model
 
-    import helpers.dataset  # noqa: F401
+    import helpers.data.mmseg_dataset  # noqa: F401
     import helpers.modeling  # noqa: F401
-    from helpers import paths
+    from helpers.core import paths
     from helpers.modeling.mmseg_metric import PneumothoraxMetric
 
     cfg = Config.fromfile(str(paths.config_path("fcn-unet-s5-d16_unet-sigmoid_1xb16-0.01-20k_pneumothorax-512x512")))
@@ -292,7 +300,7 @@ def test_known_mmseg_warnings_go_to_the_metrics_not_the_page(trained_demo_run, r
 
 @slow
 def test_evaluating_on_data_of_another_size_stops_naming_both(trained_demo_run, demo_raw_dir, tmp_path):
-    from helpers.prepare import prepare_dataset
+    from helpers.data.prepare import prepare_dataset
 
     other = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, workers=1)
     with pytest.raises(PreparedDataError, match=r"64x64.*32x32"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.evaluate_models import evaluate_run
+from helpers.workflow.evaluate_runs import evaluate_run
 
 SIZE = 256
 
@@ -24,8 +24,8 @@ SIZE = 256
 @pytest.fixture(scope="module")
 def prepared_256(tmp_path_factory):
     """Generated pairs prepared at 256x256 (official split: 32 test, 8 val)."""
-    from helpers.demo_data import DemoSpec, generate_demo_dataset
-    from helpers.prepare import prepare_dataset
+    from helpers.data.demo_dataset import DemoSpec, generate_demo_dataset
+    from helpers.data.prepare import prepare_dataset
 
     root = tmp_path_factory.mktemp("memory")
     raw = generate_demo_dataset(root / "raw", DemoSpec(n_train=40, n_test=32, size=SIZE, seed=1), workers=1)
@@ -83,16 +83,16 @@ def test_scratch_of_a_dead_evaluation_is_removed_and_others_kept(tmp_path):
     import socket
     import subprocess
 
-    from helpers import runs
-    from helpers.evaluate_models import remove_dead_scratch
+    from helpers.core import run_folders
+    from helpers.workflow.evaluate_runs import remove_dead_scratch
 
     finished = subprocess.Popen(["true"])
     finished.wait()  # its pid now names no process
     host = socket.gethostname()
-    dead = tmp_path / f"{runs.SCRATCH_PREFIX}{host}-{finished.pid}-abc_12xy"
-    alive = tmp_path / f"{runs.SCRATCH_PREFIX}{host}-{os.getpid()}-k2j4h6g8"
-    elsewhere = tmp_path / f"{runs.SCRATCH_PREFIX}other-node-{finished.pid}-q1w2e3r4"
-    unnamed = tmp_path / f"{runs.SCRATCH_PREFIX}x8y7z6w5"  # an older run's name: its process is unknown
+    dead = tmp_path / f"{run_folders.SCRATCH_PREFIX}{host}-{finished.pid}-abc_12xy"
+    alive = tmp_path / f"{run_folders.SCRATCH_PREFIX}{host}-{os.getpid()}-k2j4h6g8"
+    elsewhere = tmp_path / f"{run_folders.SCRATCH_PREFIX}other-node-{finished.pid}-q1w2e3r4"
+    unnamed = tmp_path / f"{run_folders.SCRATCH_PREFIX}x8y7z6w5"  # an older run's name: its process is unknown
     for folder in (dead, alive, elsewhere, unnamed):
         (folder / "val").mkdir(parents=True)
         (folder / "val" / "probs.npy").write_bytes(b"\0" * 1024)

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from helpers.explore import STATS_FILE, explore_dataset
-from helpers.rawdata import RawDataError, read_index
+from helpers.data.explore import STATS_FILE, explore_dataset
+from helpers.data.rawdata import RawDataError, read_index
 
 KAGGLE = "siim-acr-pneumothorax"
 CSVS = {"train": "stage_1_train_images.csv", "test": "stage_1_test_images.csv"}

@@ -1,4 +1,4 @@
-"""helpers.images: any radiograph (PNG, JPEG, DICOM) to 8-bit gray, PNGs with the project's settings."""
+"""helpers.data.images: any radiograph (PNG, JPEG, DICOM) to 8-bit gray, PNGs with the project's settings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers.images import IMAGE_PNG_PARAMS, MASK_PNG_PARAMS, encode_png, read_gray8, write_png
+from helpers.data.images import IMAGE_PNG_PARAMS, MASK_PNG_PARAMS, encode_png, read_gray8, write_png
 
 
 def test_read_gray8_converts_colour_and_16_bit(tmp_path):

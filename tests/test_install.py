@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from helpers import paths
+from helpers.core import paths
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 

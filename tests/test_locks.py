@@ -1,4 +1,4 @@
-"""One writer per folder (helpers.locks): two writers started together, a killed holder, and the lock in
+"""One writer per folder (helpers.core.locks): two writers started together, a killed holder, and the lock in
 02 (prepared folder), 03 (run folder) and 04 (evaluation folder)."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import paths
-from helpers.locks import LOCK_FILE, FolderLocked, folder_lock, read_holder
+from helpers.core import paths
+from helpers.core.locks import LOCK_FILE, FolderLocked, folder_lock, read_holder
 
 # a writer: takes the folder's lock, appends its pid to ran.txt, holds the lock until <folder>.release exists
 WRITER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from helpers.locks import folder_lock
+    from helpers.core.locks import folder_lock
     folder = Path(sys.argv[1])
     with folder_lock(folder, "run folder"):
         with open(folder / "ran.txt", "a") as handle:
@@ -75,7 +75,7 @@ def test_a_killed_holder_leaves_a_stale_lock_that_the_next_writer_takes(tmp_path
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
     assert read_holder(folder)["pid"] == holder.pid  # its record is left behind
-    with caplog.at_level(logging.WARNING, logger="helpers.locks"):
+    with caplog.at_level(logging.WARNING, logger="helpers.core.locks"):
         with folder_lock(folder, "run folder"):
             assert read_holder(folder)["pid"] == os.getpid()
     assert f"pid {holder.pid}" in caplog.text and "without releasing" in caplog.text
@@ -107,7 +107,7 @@ def test_training_into_a_held_run_folder_refuses_before_writing(demo_prepared, t
 
 
 def test_preparing_into_a_held_folder_refuses(demo_raw_dir, tmp_path):
-    from helpers.prepare import prepare_dataset
+    from helpers.data.prepare import prepare_dataset
 
     out_dir = tmp_path / "official-64"
     holder = _hold(out_dir)
@@ -121,15 +121,15 @@ def test_preparing_into_a_held_folder_refuses(demo_raw_dir, tmp_path):
 
 
 def test_evaluating_into_a_held_evaluation_folder_refuses(trained_demo_run, tmp_path):
-    from helpers import runs
-    from helpers.evaluate_models import evaluate_runs
+    from helpers.core import run_folders
+    from helpers.workflow.evaluate_runs import evaluate_run_folders
 
     outputs = tmp_path / "outputs"
-    eval_dir = runs.eval_dir(trained_demo_run.work_dir, "test", outputs)
+    eval_dir = run_folders.eval_dir(trained_demo_run.work_dir, "test", outputs)
     holder = _hold(eval_dir)
     try:
         with pytest.raises(FolderLocked, match=f"evaluation folder is being written by pid {holder.pid}"):
-            evaluate_runs([trained_demo_run.work_dir], split="test", outputs=outputs, postprocess="none", n_boot=10)
+            evaluate_run_folders([trained_demo_run.work_dir], split="test", outputs=outputs, postprocess="none", n_boot=10)
     finally:
         holder.kill()
         holder.wait(timeout=30)

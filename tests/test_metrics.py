@@ -1,4 +1,4 @@
-"""helpers.metrics on hand-computed cases, and its pooled numbers against mmseg's own IoUMetric."""
+"""helpers.core.metrics on hand-computed cases, and its pooled numbers against mmseg's own IoUMetric."""
 
 from __future__ import annotations
 
@@ -9,8 +9,16 @@ import pytest
 import torch
 from mmseg.evaluation.metrics import IoUMetric
 
-from helpers.metrics import (bootstrap_ci, detection, foreground_pooled, per_image_dice, per_image_iou, pixel_counts,
-                             pooled_metrics, summary_metrics)
+from helpers.core.metrics import (
+    bootstrap_ci,
+    detection,
+    foreground_pooled,
+    per_image_dice,
+    per_image_iou,
+    pixel_counts,
+    pooled_metrics,
+    summary_metrics,
+)
 from tests.conftest import random_pixel_counts
 
 
@@ -139,7 +147,7 @@ def test_bootstrap_of_identical_images_is_a_point():
 
 def test_vectorized_bootstrap_equals_resampling_with_summary_metrics():
     """bootstrap_ci computes all resamples at once; it must equal summary_metrics on each resample."""
-    from helpers.metrics import HEADLINE, summary_metrics
+    from helpers.core.metrics import HEADLINE, summary_metrics
 
     n = 60
     counts = random_pixel_counts(np.random.default_rng(1), n)
@@ -157,7 +165,7 @@ def test_cluster_bootstrap_of_two_patients_spans_them_and_is_wider_than_the_imag
     probabilities 1/4, 1/2, 1/4: the 2.5 % and 97.5 % quantiles are exactly 0.4 and 1. Resampling the eleven
     images draws B four times or more in only 1.3 % of resamples (binomial, 11 draws, p = 1/11).
     """
-    from helpers.metrics import cluster_bootstrap_ci
+    from helpers.core.metrics import cluster_bootstrap_ci
 
     counts = np.vstack([np.tile(pixel_counts(PRED, TRUTH), (10, 1)), pixel_counts(np.zeros((4, 4)), np.zeros((4, 4)))])
     clusters = np.array(["A"] * 10 + ["B"])
@@ -171,7 +179,7 @@ def test_cluster_bootstrap_of_two_patients_spans_them_and_is_wider_than_the_imag
 def test_cluster_bootstrap_equals_resampling_patients_directly():
     """Each resample: draw as many patients as there are with replacement, take all their images, score with
     summary_metrics; the interval is the quantiles of those scores (the same random draws)."""
-    from helpers.metrics import HEADLINE, cluster_bootstrap_ci
+    from helpers.core.metrics import HEADLINE, cluster_bootstrap_ci
 
     rng = np.random.default_rng(2)
     n = 45
@@ -189,7 +197,7 @@ def test_cluster_bootstrap_equals_resampling_patients_directly():
 
 
 def test_cluster_bootstrap_with_one_image_per_patient_is_the_image_bootstrap():
-    from helpers.metrics import cluster_bootstrap_ci
+    from helpers.core.metrics import cluster_bootstrap_ci
 
     rng = np.random.default_rng(4)
     truth = rng.integers(0, 40, 30) * (rng.random(30) < 0.5)

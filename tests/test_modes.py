@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import paths
-from helpers.fileio import atomic_write_bytes, atomic_write_json
+from helpers.core import paths
+from helpers.core.fileio import atomic_write_bytes, atomic_write_json
 
 
 @contextmanager
@@ -50,19 +50,19 @@ def test_atomic_writes_take_the_umask_mode(tmp_path, mask, file_mode):
 def test_a_small_pipeline_under_umask_022_writes_0644_files_and_0755_folders(demo_raw_dir, tmp_path):
     """02 (prepare), 03 (train, with checkpoints and logs), 04 (evaluate, comparison), predict and the index,
     on the demo data at 64x64 for two iterations: walk data/ and outputs/."""
-    from helpers.evaluate_models import evaluate_runs
+    from helpers.data.prepare import prepare_dataset
     from helpers.evaluation import comparison_table, write_comparison
     from helpers.modeling.train import TrainParams, run_training
-    from helpers.pipeline import write_index
     from helpers.predict import predict_images
-    from helpers.prepare import prepare_dataset
+    from helpers.workflow.evaluate_runs import evaluate_run_folders
+    from helpers.workflow.index import write_index
 
     data, outputs = tmp_path / "data", tmp_path / "outputs"
     with umask(0o022):
         prepared = prepare_dataset(demo_raw_dir, data / "prepared", img_size=64, split_mode="official", workers=1)
         run = run_training(TrainParams(config=paths.DEMO_CONFIG, prepared_root=str(prepared.out_dir), img_size=64,
                                        max_iters=2, val_interval=2, work_dir=str(outputs / "runs" / "demo" / "lr0.003")))
-        results, failures = evaluate_runs([run.work_dir], split="test", outputs=outputs, postprocess="none", n_boot=10)
+        results, failures = evaluate_run_folders([run.work_dir], split="test", outputs=outputs, postprocess="none", n_boot=10)
         assert results and not failures
         write_comparison(comparison_table(results, failures), outputs / "eval")
         images = sorted((prepared.out_dir / "images" / "test").glob("*.png"))[:2]

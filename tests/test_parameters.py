@@ -1,4 +1,4 @@
-"""helpers.parameters: each notebook's parameters declared once (the cells agree with the dataclasses), YAML
+"""helpers.core.parameters: each notebook's parameters declared once (the cells agree with the dataclasses), YAML
 keys and ``-p`` names checked against them, sbatch flags derived from them, and every value checked before
 any work, naming the parameter, its value and what is allowed."""
 
@@ -13,10 +13,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import paths, pipeline
-from helpers.parameters import (NOTEBOOK_PARAMETERS, ParameterError, TrainParams, check_notebook, check_parameters,
-                                declared_names, defaults)
-from helpers.paths import DEMO_CONFIG
+from helpers.core import paths
+from helpers.core.parameters import (
+    NOTEBOOK_PARAMETERS,
+    STAGES,
+    ParameterError,
+    TrainParams,
+    check_notebook,
+    check_parameters,
+    declared_names,
+    defaults,
+)
+from helpers.core.paths import DEMO_CONFIG
+from helpers.workflow import notebook_runner, parameter_files, pipeline, slurm
 
 
 def _cell(stage: str) -> dict[str, object]:
@@ -49,10 +58,10 @@ def extra_field(monkeypatch):
 
 def test_a_field_added_to_train_params_is_a_yaml_key_and_an_sbatch_flag(extra_field, tmp_path):
     (tmp_path / "03_train.yaml").write_text(f"lrs: [0.01]\nconfig: {DEMO_CONFIG}\n{extra_field}: 50\n")
-    parameters = pipeline.stage_parameters("03_train", tmp_path)
+    parameters = parameter_files.stage_parameters("03_train", tmp_path)
     assert parameters[extra_field] == 50
-    lrs = parameters.pop(pipeline.SWEEP_KEY)
-    script = pipeline.write_sbatch(lrs, parameters, tmp_path / "sweep.sbatch").read_text()
+    lrs = parameters.pop(parameter_files.SWEEP_KEY)
+    script = slurm.write_sbatch(lrs, parameters, tmp_path / "sweep.sbatch").read_text()
     assert f"-p {extra_field}=50" in script
 
 
@@ -65,12 +74,12 @@ def test_the_sbatch_flags_read_back_as_the_parameters_given_lists_included(tmp_p
 
     given = {"config": DEMO_CONFIG, "positive_rate": [0.8, 0.3, 100], "max_iters": 100, "prepared_root": "data/x y",
              "amp": False, "load_from": None}
-    script = pipeline.write_sbatch([0.01], given, tmp_path / "sweep.sbatch", gpus=0).read_text()
+    script = slurm.write_sbatch([0.01], given, tmp_path / "sweep.sbatch", gpus=0).read_text()
     words = shlex.split(script[script.index("-m helpers sweep"):].replace("\\\n", " "))
     flags = [words[i + 1] for i, word in enumerate(words) if word == "-p"]
     read_back = _key_values(flags)
-    assert read_back == {"gpus": 0, **{k: v for k, v in given.items() if k not in pipeline.SET_PER_JOB}}
-    assert list(read_back)[1:] == [k for k in declared_names("03_train") if k in given and k not in pipeline.SET_PER_JOB]
+    assert read_back == {"gpus": 0, **{k: v for k, v in given.items() if k not in slurm.SET_PER_JOB}}
+    assert list(read_back)[1:] == [k for k in declared_names("03_train") if k in given and k not in slurm.SET_PER_JOB]
 
 
 def test_a_typo_in_a_yaml_key_fails_before_any_notebook_starts(tmp_path, monkeypatch):
@@ -131,7 +140,7 @@ def test_input_paths_must_exist_output_paths_need_not(tmp_path):
 def test_the_pipeline_refuses_a_bad_value_before_creating_any_folder(stage, given, tmp_path):
     out = tmp_path / "reports"
     with pytest.raises(ParameterError, match=f"{stage} parameter {next(iter(given))} = "):
-        pipeline.run_notebook(stage, {**given, **({"prepared_root": str(tmp_path / "prepared")} if stage == "02_prepare" else {})}, out)
+        notebook_runner.run_notebook(stage, {**given, **({"prepared_root": str(tmp_path / "prepared")} if stage == "02_prepare" else {})}, out)
     assert not list(tmp_path.iterdir())
 
 
@@ -160,7 +169,7 @@ def test_papermill_with_a_bad_img_size_fails_naming_it_and_writes_nothing(tmp_pa
 
 def test_the_shipped_yaml_files_hold_only_declared_parameters():
     for profile in (paths.PIPELINE_PARAMS_DIR, paths.PIPELINE_PARAMS_DIR / "demo"):
-        for stage in pipeline.STAGES:
-            values = {k: v for k, v in pipeline.stage_parameters(stage, profile).items() if k != pipeline.SWEEP_KEY}
+        for stage in STAGES:
+            values = {k: v for k, v in parameter_files.stage_parameters(stage, profile).items() if k != parameter_files.SWEEP_KEY}
             check_parameters(stage, values, source=str(profile), paths_exist=False)
         assert all(yaml.safe_load(Path(p).read_text()) is not None for p in profile.glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""helpers.patients: the shipped patient table, patient-aware splits, the leakage report, seen / unseen.
+"""helpers.data.patients: the shipped patient table, patient-aware splits, the leakage report, seen / unseen.
 
 The full-CSV tests read the real Kaggle CSVs from ../shared (skipped when absent) and check the shipped
 table against the counts measured independently with ../shared/patients (the issue's and FACTS.md's).
@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import patients
+from helpers.core.metrics import summary_metrics
+from helpers.data import patients
+from helpers.data.demo_dataset import DemoSpec, generate_demo_dataset
+from helpers.data.prepare import assign_splits, prepare_dataset
+from helpers.data.rawdata import CSV_FILES, read_index, read_listed
 from helpers.evaluation import seen_unseen
-from helpers.demo_data import DemoSpec, generate_demo_dataset
-from helpers.metrics import summary_metrics
-from helpers.prepare import assign_splits, prepare_dataset
-from helpers.rawdata import CSV_FILES, read_index, read_listed
 from tests.conftest import REAL_SAMPLE, random_pixel_counts
 
 KAGGLE = "siim-acr-pneumothorax"
@@ -70,7 +70,7 @@ def test_shipped_table_states_its_source_and_ships_as_package_data():
     assert first.startswith("#") and patients.TABLE_SOURCE in first
     note = (patients.SHIPPED_TABLE.parent / "README.md").read_text()
     assert "earhian/SIIM-ACR-Pneumothorax-Segmentation-5th" in note and "input/nih_id.csv" in note
-    pyproject = (patients.SHIPPED_TABLE.parents[2] / "pyproject.toml").read_text()
+    pyproject = (patients.SHIPPED_TABLE.parents[3] / "pyproject.toml").read_text()
     assert "resources/patients.csv.gz" in pyproject
 
 
@@ -204,7 +204,7 @@ def test_unknown_images_are_their_own_patients_with_a_counted_warning(demo_raw_d
     table = patients.read_patient_table(demo_raw_dir / KAGGLE / patients.PATIENTS_FILE)
     partial = tmp_path / "partial.csv.gz"
     patients.write_patient_table(table.iloc[3:], partial, "test: the first three rows left out")
-    with caplog.at_level(logging.WARNING, logger="helpers.patients"):
+    with caplog.at_level(logging.WARNING, logger="helpers.data.patients"):
         pairs = read_index(demo_raw_dir, patient_table=partial).pairs
     assert "3 of 100 images are not in" in caplog.text
     unknown = pairs[~pairs["image_id"].isin(set(table["image_id"].iloc[3:]))]
@@ -282,7 +282,7 @@ def test_leakage_table_keeps_counts_as_integers():
 
 
 def test_a_relative_patient_table_is_read_from_the_repository_root():
-    assert patients.table_path(None, "helpers/resources/patients.csv.gz") == patients.SHIPPED_TABLE
+    assert patients.table_path(None, "helpers/data/resources/patients.csv.gz") == patients.SHIPPED_TABLE
 
 
 def test_evaluation_patients_marks_patients_of_the_train_split():
@@ -297,7 +297,7 @@ def test_evaluation_patients_marks_patients_of_the_train_split():
 
 
 def test_explore_reports_patients_from_the_csvs(demo_raw_dir, tmp_path):
-    from helpers.explore import explore_dataset
+    from helpers.data.explore import explore_dataset
     from helpers.plots import plot_images_per_patient
 
     result = explore_dataset(demo_raw_dir, stages=["test"], max_images=5, workers=1, out_dir=tmp_path)

@@ -13,11 +13,16 @@ import nbformat
 import pytest
 import yaml
 
-from helpers import paths, runs
-from helpers.paths import DEMO_CONFIG
-from helpers.pipeline import STAGES, run_notebook, run_pipeline, stage_parameters, sweep, write_index, write_sbatch
-from helpers.parameters import ParameterError
-from helpers.prepared import read_prepared
+from helpers.core import paths, run_folders
+from helpers.core.parameters import STAGES, ParameterError
+from helpers.core.paths import DEMO_CONFIG
+from helpers.data.prepared_folder import read_prepared
+from helpers.workflow.index import write_index
+from helpers.workflow.notebook_runner import run_notebook
+from helpers.workflow.parameter_files import stage_parameters
+from helpers.workflow.pipeline import run_pipeline
+from helpers.workflow.slurm import write_sbatch
+from helpers.workflow.sweep import sweep
 
 NOTEBOOKS = [paths.NOTEBOOKS_DIR / f"{stage}.ipynb" for stage in STAGES]
 EMBEDDED_PNG = 'src="data:image/png;base64,'  # a figure in an output cell (the template has its own PNG)
@@ -75,30 +80,30 @@ def test_failing_notebook_still_leaves_its_report(tmp_path):
 def test_sweep_goes_on_after_a_failed_run(demo_prepared, tmp_path, monkeypatch):
     """The first run fails inside its notebook (given a fold that 02 did not write); the next lr still trains
     and gets its report."""
-    from helpers import pipeline
+    from helpers.workflow import sweep as sweep_module
 
-    real_run = pipeline.run_notebook
+    real_run = sweep_module.run_notebook
 
     def first_fails(stage, parameters, output_dir, **kwargs):
         return real_run(stage, {**parameters, "fold": 7} if parameters["lr"] == 0.001 else parameters, output_dir, **kwargs)
 
-    monkeypatch.setattr(pipeline, "run_notebook", first_fails)
+    monkeypatch.setattr(sweep_module, "run_notebook", first_fails)
     parameters = {"config": DEMO_CONFIG, "prepared_root": str(demo_prepared.out_dir), "img_size": 64, "max_iters": 6, "val_interval": 6}
     table = sweep([0.001, 0.003], parameters, tmp_path)
     assert list(table["ok"]) == [False, True]
     assert "fold7_train.txt" in table.loc[0, "error"]
-    good = runs.run_dir(DEMO_CONFIG, 0.003, tmp_path)
-    for name in ("03_train.ipynb", "03_train.html", runs.MANIFEST_FILE, runs.METRICS_FILE, runs.CONFIG_FILE):
+    good = run_folders.run_dir(DEMO_CONFIG, 0.003, tmp_path)
+    for name in ("03_train.ipynb", "03_train.html", run_folders.MANIFEST_FILE, run_folders.METRICS_FILE, run_folders.CONFIG_FILE):
         assert (good / name).exists(), name
-    assert runs.read_manifest(good)["lr"] == 0.003
+    assert run_folders.read_manifest(good)["lr"] == 0.003
     assert list(good.glob("best_mDice_iter_*.pth"))
-    assert (runs.run_dir(DEMO_CONFIG, 0.001, tmp_path) / "03_train.html").exists()
+    assert (run_folders.run_dir(DEMO_CONFIG, 0.001, tmp_path) / "03_train.html").exists()
 
 
 def test_sweep_checks_every_run_before_the_first_starts(tmp_path, monkeypatch):
-    from helpers import pipeline
+    from helpers.workflow import sweep as sweep_module
 
-    monkeypatch.setattr(pipeline, "run_notebook", lambda *args, **kwargs: pytest.fail("a run started"))
+    monkeypatch.setattr(sweep_module, "run_notebook", lambda *args, **kwargs: pytest.fail("a run started"))
     with pytest.raises(ParameterError, match=r"03_train parameter lr = -1\.0: allowed: a learning rate"):
         sweep([0.003, -1.0], {"config": DEMO_CONFIG}, tmp_path)
     assert not list(tmp_path.iterdir())

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from matplotlib.container import BarContainer
 
-from helpers import plots, runs
-from helpers.explore import class_pixel_table, components_table
-from helpers.images import OVERLAY_ALPHA, OVERLAY_COLOURS, overlay, read_gray8
+from helpers import plots
+from helpers.core import run_folders
+from helpers.data.explore import class_pixel_table, components_table
+from helpers.data.images import OVERLAY_ALPHA, OVERLAY_COLOURS, overlay, read_gray8
 
 SIZE = 16
 
@@ -157,9 +158,9 @@ def _square(mask: np.ndarray, row: int, col: int, value=True) -> np.ndarray:
 
 def _hand_result(root: Path, run_name: str = "lr0.003"):
     """An EvalResult of 6 images: Dice a=1, b=0.5, c=0 (missed), d=2/3, e=false positive, f=true negative."""
+    from helpers.core.metrics import bootstrap_ci, per_image_dice, pixel_counts, summary_metrics
     from helpers.evaluation import EvalResult
     from helpers.postprocessing import PostProcess, apply_postprocess
-    from helpers.metrics import bootstrap_ci, per_image_dice, pixel_counts, summary_metrics
 
     zeros = lambda: np.zeros((SIZE, SIZE), bool)  # noqa: E731
     truths = [_square(zeros(), 2, 2) for _ in range(4)] + [zeros(), zeros()]
@@ -171,7 +172,7 @@ def _hand_result(root: Path, run_name: str = "lr0.003"):
     probs[2, 3, 3] = 100  # c: some signal below the threshold
     run_dir = root / "runs" / "demo" / run_name
     run_dir.mkdir(parents=True)
-    (run_dir / runs.MANIFEST_FILE).write_text(json.dumps({"lr": 0.003, "parameters": {"config": "demo"}}))
+    (run_dir / run_folders.MANIFEST_FILE).write_text(json.dumps({"lr": 0.003, "parameters": {"config": "demo"}}))
     data_root = root / "prepared"
     for i, (name, truth) in enumerate(zip(NAMES, truths)):
         _write(data_root / "images" / "test" / f"{name}.png", np.full((SIZE, SIZE), 40 * i, np.uint8))
@@ -276,8 +277,8 @@ def test_dice_vs_area_roc_and_confusion(result, tmp_path):
 def test_visualize_a_real_evaluation(trained_demo_run, demo_prepared, tmp_path):
     """Every figure of 05 on a real evaluation shows what the evaluation wrote: the selected images with
     their own overlays, the table's bar heights, the metrics' detection counts."""
-    from helpers.evaluate_models import evaluate_run
     from helpers.evaluation import comparison_table, load_eval, predicted_mask
+    from helpers.workflow.evaluate_runs import evaluate_run
 
     evaluate_run(trained_demo_run.work_dir, split="test", prepared_root=demo_prepared.out_dir, postprocess="none",
                  n_boot=10, out_dir=tmp_path / "eval", device="cpu")

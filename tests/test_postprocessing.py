@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.metrics import pixel_counts
+from helpers.core.metrics import pixel_counts
 from helpers.modeling.inference import Predictions
 from helpers.postprocessing import PostProcess, apply_postprocess, tune_postprocess
 

@@ -6,10 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import paths
+from helpers.core import paths
+from helpers.core.paths import DEMO_CONFIG
 from helpers.modeling.inference import load_model, model_input_size
-from helpers.paths import DEMO_CONFIG
 from helpers.predict import predict_images
+from tests.decisions import assert_decisions_agree
 
 
 def _read(path) -> np.ndarray:
@@ -35,7 +36,8 @@ def test_predict_matches_mmseg_inference(trained_demo_run, demo_prepared, tmp_pa
     model.cfg.test_pipeline = model.cfg.test_dataloader.dataset.pipeline  # the 64x64 the run trained at
     for path, row in zip(images, table.itertuples()):
         sample = inference_model(model, str(path))
-        np.testing.assert_array_equal(_read(row.mask_path) > 0, sample.pred_sem_seg.data[0].numpy() > 0)
+        probability = sample.seg_logits.data.softmax(0)[1].numpy()  # argmax of two classes: p > 0.5
+        assert_decisions_agree(_read(row.mask_path) > 0, sample.pred_sem_seg.data[0].numpy() > 0, probability, 0.5)
         assert row.max_prob == pytest.approx(float(sample.seg_logits.data.softmax(0)[1].max()), abs=1e-5)
 
 

@@ -10,8 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.predict import (ERROR, NOT_DONE, PREDICTED, PREDICTIONS_FILE, REFUSED, SKIPPED, NoInputsError,
-                             input_warnings, predict_images)
+from helpers.predict import (
+    ERROR,
+    NOT_DONE,
+    PREDICTED,
+    PREDICTIONS_FILE,
+    REFUSED,
+    SKIPPED,
+    NoInputsError,
+    input_warnings,
+    predict_images,
+)
 from tests.dicom_files import dataset, generated_gray, write
 
 SPACING = [0.2, 0.2]

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from helpers.prepare import assign_splits, prepare_dataset
-from helpers.prepared import prepared_pairs
-from helpers.rawdata import read_index, validate_dataset
+from helpers.data.prepare import assign_splits, prepare_dataset
+from helpers.data.prepared_folder import prepared_pairs
+from helpers.data.rawdata import read_index, validate_dataset
 
 KAGGLE = "siim-acr-pneumothorax"
 CSVS = {"train": "stage_1_train_images.csv", "test": "stage_1_test_images.csv"}

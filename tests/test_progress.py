@@ -13,10 +13,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import paths, runs
-from helpers.paths import DEMO_CONFIG
-from helpers.pipeline import run_notebook
-from helpers.progress import KERNEL_ARGUMENTS
+from helpers.core import paths, run_folders
+from helpers.core.paths import DEMO_CONFIG
+from helpers.core.progress import KERNEL_ARGUMENTS
+from helpers.workflow.notebook_runner import run_notebook
 
 MAX_ITERS = 40
 ITERATION_LINE = re.compile(rf"Iter\(train\) \[\s*\d+/{MAX_ITERS}\].*eta: \S+.*time: \S+.*loss: \d")
@@ -30,7 +30,7 @@ def test_the_sweep_streams_iteration_lines_while_the_run_is_under_way(demo_prepa
                "--params-dir", str(tmp_path / "no-yaml"), "--outputs", str(outputs),
                "-p", f"prepared_root={demo_prepared.out_dir}", "-p", "img_size=64", "-p", "batch_size=4",
                "-p", f"max_iters={MAX_ITERS}", "-p", f"val_interval={MAX_ITERS}", "-p", "workers=0"]
-    metrics = runs.run_dir(DEMO_CONFIG, lr, outputs) / runs.METRICS_FILE
+    metrics = run_folders.run_dir(DEMO_CONFIG, lr, outputs) / run_folders.METRICS_FILE
     process = subprocess.Popen(command, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, bufsize=1)
     lines, seen_during_the_run = [], []
@@ -59,7 +59,7 @@ def _probe_notebook(path: Path) -> Path:
     notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": paths.KERNEL_NAME, "language": "python",
                                                                  "display_name": "Python (pneumothorax)"}})
     notebook.cells = [nbformat.v4.new_code_cell(
-        "from helpers.progress import text_progress, tqdm\n"
+        "from helpers.core.progress import text_progress, tqdm\n"
         "print('text progress:', text_progress())\n"
         "for _ in tqdm(range(3), desc='probe bar', mininterval=0):\n    pass\n"
         "import warnings\n"
@@ -100,7 +100,7 @@ def test_an_interactive_client_keeps_the_widget(tmp_path):
     try:
         answers = {}
         for allow_stdin in (True, False):
-            client.execute("from helpers.progress import text_progress; print(text_progress())",
+            client.execute("from helpers.core.progress import text_progress; print(text_progress())",
                            allow_stdin=allow_stdin)
             while True:
                 message = client.get_iopub_msg(timeout=60)
@@ -127,6 +127,6 @@ def test_papermill_from_the_notebooks_folder_trains_into_outputs(demo_prepared, 
         cwd=paths.NOTEBOOKS_DIR, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     run = outputs / "runs" / DEMO_CONFIG / "lr0.002"
-    assert (run / runs.METRICS_FILE).is_file() and (run / "iter_4.pth").is_file()
+    assert (run / run_folders.METRICS_FILE).is_file() and (run / "iter_4.pth").is_file()
     assert "Iter(train) [4/4]" in done.stderr  # --log-output: the notebook's output on the terminal
     assert not (paths.NOTEBOOKS_DIR / "outputs").exists() and not (paths.NOTEBOOKS_DIR / "data").exists()

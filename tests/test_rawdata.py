@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.prepare import prepare_dataset
-from helpers.rawdata import (
+from helpers.data.prepare import prepare_dataset
+from helpers.data.rawdata import (
     RawDataError,
     download_dataset,
     download_instructions,
@@ -301,8 +301,8 @@ def test_download_is_skipped_when_the_data_is_there(demo_raw_dir, monkeypatch):
 
 def test_no_kaggle_download_but_demo_data_reads_the_demo_and_says_where_real_data_goes(demo_raw_dir, tmp_path, monkeypatch):
     """What 01 and 02 do when opened with their defaults (raw_root None) after `make demo`."""
-    from helpers import paths
-    from helpers.rawdata import choose_raw_root
+    from helpers.core import paths
+    from helpers.data.rawdata import choose_raw_root
 
     empty_raw = tmp_path / "raw"
     empty_raw.mkdir()

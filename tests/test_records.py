@@ -16,36 +16,37 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import paths, records, runs
-from helpers.metrics import paired_bootstrap_difference
+from helpers.core import paths, run_folders
+from helpers.core.metrics import paired_bootstrap_difference
+from helpers.core.paths import DEMO_CONFIG
 from helpers.evaluation.paired import BETTER, REFERENCE, SAME, WORSE, paired_comparison, verdict
-from helpers.paths import DEMO_CONFIG
-from helpers.pipeline import write_sbatch
+from helpers.workflow import stage_records
+from helpers.workflow.slurm import write_sbatch
 
 
 def test_a_record_matches_only_the_same_inputs_and_complete_outputs(tmp_path):
     path, output = tmp_path / "record.json", tmp_path / "out.txt"
     inputs = {"parameters": {"n_boot": 50}, "code": "abc"}
-    assert records.status(path, inputs, [output]).reason == "no record"
-    records.write_record(path, inputs, records.STARTED)
-    started = records.status(path, inputs, [output])
+    assert stage_records.status(path, inputs, [output]).reason == "no record"
+    stage_records.write_record(path, inputs, stage_records.STARTED)
+    started = stage_records.status(path, inputs, [output])
     assert (started.done, started.resumable) == (False, True)
     output.write_text("x")
-    records.write_record(path, inputs, records.FINISHED, [output])
-    assert records.status(path, {"code": "abc", "parameters": {"n_boot": 50}}, [output]).done  # key order is no change
-    changed = records.status(path, {**inputs, "parameters": {"n_boot": 60}}, [output])
+    stage_records.write_record(path, inputs, stage_records.FINISHED, [output])
+    assert stage_records.status(path, {"code": "abc", "parameters": {"n_boot": 50}}, [output]).done  # key order is no change
+    changed = stage_records.status(path, {**inputs, "parameters": {"n_boot": 60}}, [output])
     assert not changed.done and changed.reason == "changed: parameters"
     output.unlink()
-    assert records.status(path, inputs, [output]).reason.startswith("output missing")
-    first = records.result_id(path)
-    records.write_record(path, inputs, records.FINISHED, [output])
-    assert records.result_id(path) != first, "a step that ran again gets a new result id (its dependants rerun)"
+    assert stage_records.status(path, inputs, [output]).reason.startswith("output missing")
+    first = stage_records.result_id(path)
+    stage_records.write_record(path, inputs, stage_records.FINISHED, [output])
+    assert stage_records.result_id(path) != first, "a step that ran again gets a new result id (its dependants rerun)"
 
 
 def test_the_code_version_is_the_content_of_helpers(tmp_path):
-    assert records.code_hash() == records._tree_hash(
+    assert stage_records.code_hash() == stage_records._tree_hash(
         [p for p in (paths.REPO_ROOT / "helpers").rglob("*.py") if "__pycache__" not in p.parts], paths.REPO_ROOT / "helpers")
-    assert records.config_hash(DEMO_CONFIG) != records.config_hash(paths.SEED_CONFIG)
+    assert stage_records.config_hash(DEMO_CONFIG) != stage_records.config_hash(paths.SEED_CONFIG)
 
 
 # --- the paired comparison --------------------------------------------------------------------------------
@@ -134,12 +135,12 @@ def test_a_sweep_stopped_with_ctrl_c_picks_up_where_it_stopped(demo_prepared, tm
     """Ctrl-C during the second run: one line, exit 130; the re-run skips the first, resumes the second from its
     last checkpoint (the iteration count goes on) and trains the third."""
     outputs, lrs = tmp_path / "outputs", [0.003, 0.002, 0.001]
-    first, second, third = (runs.run_dir(DEMO_CONFIG, lr, outputs) for lr in lrs)
+    first, second, third = (run_folders.run_dir(DEMO_CONFIG, lr, outputs) for lr in lrs)
     command = _sweep_command(demo_prepared.out_dir, outputs, lrs)
     process = subprocess.Popen(command, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # its own process group: the terminal's Ctrl-C reaches all of it
     deadline = time.monotonic() + 600
-    while not (second / runs.LAST_CHECKPOINT_FILE).exists():
+    while not (second / run_folders.LAST_CHECKPOINT_FILE).exists():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGINT)
@@ -147,27 +148,27 @@ def test_a_sweep_stopped_with_ctrl_c_picks_up_where_it_stopped(demo_prepared, tm
     assert process.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     assert err.rstrip().splitlines()[-1].startswith("Interrupted."), err[-2000:]
-    assert (first / runs.METRICS_FILE).exists() and not (second / runs.METRICS_FILE).exists() and not third.exists()
+    assert (first / run_folders.METRICS_FILE).exists() and not (second / run_folders.METRICS_FILE).exists() and not third.exists()
     assert not list(second.glob(".03_train-*")), "a half-written executed notebook was left behind"
-    checkpoint_iter = int(Path((second / runs.LAST_CHECKPOINT_FILE).read_text().strip()).stem.split("_")[-1])
-    first_metrics = (first / runs.METRICS_FILE).read_bytes()
+    checkpoint_iter = int(Path((second / run_folders.LAST_CHECKPOINT_FILE).read_text().strip()).stem.split("_")[-1])
+    first_metrics = (first / run_folders.METRICS_FILE).read_bytes()
 
     again = subprocess.run(command, cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "lr 0.003: already trained, skipped" in again.stdout
     assert "lr 0.002: resuming the interrupted run" in again.stdout
     assert "lr 0.001: training" in again.stdout
-    assert (first / runs.METRICS_FILE).read_bytes() == first_metrics, "the finished run was touched"
-    sessions = sorted(second.glob(runs.SCALARS_GLOB))
+    assert (first / run_folders.METRICS_FILE).read_bytes() == first_metrics, "the finished run was touched"
+    sessions = sorted(second.glob(run_folders.SCALARS_GLOB))
     assert len(sessions) == 2
     resumed = _train_steps(sessions[-1])
     assert resumed and min(resumed) > checkpoint_iter and max(resumed) == MAX_ITERS
-    assert runs.read_metrics(second)["iterations"] == MAX_ITERS and runs.read_metrics(third)["iterations"] == MAX_ITERS
+    assert run_folders.read_metrics(second)["iterations"] == MAX_ITERS and run_folders.read_metrics(third)["iterations"] == MAX_ITERS
 
     forced = subprocess.run([*_sweep_command(demo_prepared.out_dir, outputs, [0.003]), "--force"], cwd=paths.REPO_ROOT,
                             capture_output=True, text=True, timeout=900)
     assert forced.returncode == 0 and "lr 0.003: training (--force)" in forced.stdout, forced.stderr[-3000:]
-    assert len(list(first.glob(runs.SCALARS_GLOB))) == 1, "a forced run starts from scratch in an emptied folder"
+    assert len(list(first.glob(run_folders.SCALARS_GLOB))) == 1, "a forced run starts from scratch in an emptied folder"
 
 
 def test_the_slurm_job_is_the_sweep_s_own_command(tmp_path):
@@ -182,7 +183,7 @@ def test_the_slurm_job_is_the_sweep_s_own_command(tmp_path):
 
 
 def test_the_index_has_a_headline_table_of_at_most_8_columns_a_figure_and_reports_by_stage(tmp_path):
-    from helpers.pipeline import write_index
+    from helpers.workflow.index import write_index
 
     nan = float("nan")
     comparison = pd.DataFrame([

@@ -9,9 +9,9 @@ import torch
 from mmengine.hooks import Hook
 from PIL import Image
 
-from helpers.evaluate_models import evaluate_run
 from helpers.modeling.checkpoint import load_checkpoint_safely
 from helpers.modeling.train import TrainParams, build_config, run_training
+from helpers.workflow.evaluate_runs import evaluate_run
 
 OURS = "ours_unet-s5-d16_ce-dice_oversample_adamw-20k_pneumothorax-512x512"
 FINETUNE = "ours_unet-s5-d16_ce-dice_oversample_adamw-5k_finetune-1024x1024"
@@ -20,7 +20,7 @@ FINETUNE = "ours_unet-s5-d16_ce-dice_oversample_adamw-5k_finetune-1024x1024"
 @pytest.fixture(scope="module")
 def prepared_128(demo_raw_dir, tmp_path_factory):
     """The demo data prepared at 128x128: twice the 64x64 of ``demo_prepared`` (as 1024 is twice 512)."""
-    from helpers.prepare import prepare_dataset
+    from helpers.data.prepare import prepare_dataset
 
     return prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared128"), img_size=128, split_mode="official",
                            workers=1)

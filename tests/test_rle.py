@@ -1,12 +1,20 @@
-"""helpers.rle: the SIIM release's relative RLE and the Kaggle absolute RLE, both ways, and the RLE CSVs."""
+"""helpers.data.rle: the SIIM release's relative RLE and the Kaggle absolute RLE, both ways, and the RLE CSVs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from helpers.rle import (RleError, decode_kaggle, decode_siim, encode_kaggle, encode_siim, is_rle_csv, read_rle_csv,
-                         union_mask)
+from helpers.data.rle import (
+    RleError,
+    decode_kaggle,
+    decode_siim,
+    encode_kaggle,
+    encode_siim,
+    is_rle_csv,
+    read_rle_csv,
+    union_mask,
+)
 
 # A 4x4 mask by hand. Pixels are numbered down the columns: column 1 holds pixels 4..7, column 3 holds 12..15.
 HAND_MASK = np.array([[0, 1, 0, 0],

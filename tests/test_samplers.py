@@ -1,4 +1,4 @@
-"""helpers.samplers: the positive share per stretch of iterations follows the schedule, in one process and
+"""helpers.data.samplers: the positive share per stretch of iterations follows the schedule, in one process and
 split over two ranks (simulated by constructing the sampler with rank / world_size)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from itertools import islice
 import numpy as np
 import pytest
 
-from helpers.paths import DEMO_CONFIG
-from helpers.samplers import PositiveRateSampler, positive_flags, scheduled_share
+from helpers.core.paths import DEMO_CONFIG
+from helpers.data.samplers import PositiveRateSampler, positive_flags, scheduled_share
 
 BATCH = 8
 ITERS = 600

@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import paths
-from helpers.rawdata import CSV_FILES, find_dataset_root
+from helpers.core import paths
+from helpers.data.rawdata import CSV_FILES, find_dataset_root
 from tests.dicom_files import dataset, generated_gray, write
 
 JPEG_QUALITY = 95
 
 
 def own_siim_rle(mask: np.ndarray) -> str:
-    """The release's relative RLE, written pixel by pixel (independent of helpers.rle)."""
+    """The release's relative RLE, written pixel by pixel (independent of helpers.data.rle)."""
     flat, numbers, position, previous_end = (mask > 0).T.reshape(-1), [], 0, 0
     while position < len(flat):
         if flat[position]:
@@ -94,8 +94,8 @@ def _snapshot(folder: Path) -> dict[str, int]:
 def test_convert_with_kaggle_csvs_gives_the_kaggle_files(release, real_sample_dir, tmp_path):
     import pydicom
 
-    from helpers.explore import explore_dataset
-    from helpers.siim import REPORT_FILE, convert_siim
+    from helpers.data.explore import explore_dataset
+    from helpers.data.siim_convert import REPORT_FILE, convert_siim
 
     src, sample = release
     kaggle_root = real_sample_dir / paths.KAGGLE_FOLDER
@@ -135,8 +135,8 @@ def test_convert_with_kaggle_csvs_gives_the_kaggle_files(release, real_sample_di
 
 @pytest.mark.realdata
 def test_convert_without_kaggle_csvs_and_the_not_converted_message(release, tmp_path):
-    from helpers.rawdata import read_index
-    from helpers.siim import convert_siim
+    from helpers.data.rawdata import read_index
+    from helpers.data.siim_convert import convert_siim
 
     src, sample = release
     with pytest.raises(FileNotFoundError, match="convert-siim"):
@@ -166,7 +166,7 @@ def test_cli_refuses_what_is_not_a_release(tmp_path):
 def test_cli_on_a_tiny_release(tmp_path, capsys):
     """Generated 64x48 images: one good, one that is not DICOM in a release folder; exit code 1 for it."""
     from helpers.__main__ import main
-    from helpers.rle import encode_siim
+    from helpers.data.rle import encode_siim
 
     gray = generated_gray(48, 64)
     mask = np.zeros_like(gray)
@@ -186,8 +186,8 @@ def test_cli_on_a_tiny_release(tmp_path, capsys):
 def test_a_pair_is_written_whole_or_not(tmp_path):
     """The masks folder cannot be created (a file is in its place): the image is not left without its mask,
     the problem names the file, and the CSVs list nothing."""
-    from helpers.rle import encode_siim
-    from helpers.siim import convert_siim
+    from helpers.data.rle import encode_siim
+    from helpers.data.siim_convert import convert_siim
 
     gray = generated_gray(48, 64)
     write(tmp_path / "rel" / "dicom-images-test" / "a" / "b" / "1.9.2.dcm", dataset(gray, "MONOCHROME2", 8))

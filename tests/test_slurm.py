@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import paths, runs
-from helpers.paths import DEMO_CONFIG
-from helpers.pipeline import write_sbatch
+from helpers.core import run_folders
+from helpers.core.paths import DEMO_CONFIG
+from helpers.workflow.slurm import write_sbatch
 
 OPT_IN = "PNEUMO_TEST_SLURM"
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo")
@@ -114,7 +114,7 @@ def test_the_sweep_runs_as_a_slurm_array(slurm_cluster, demo_prepared, tmp_path)
     assert done.returncode == 0, done.stderr + "".join(p.read_text()[-2000:] for p in logs)
     assert len(logs) == len(lrs)
     for lr in lrs:
-        run = runs.run_dir(DEMO_CONFIG, lr, outputs)
-        for name in ("03_train.ipynb", "03_train.html", runs.MANIFEST_FILE, runs.METRICS_FILE, runs.CONFIG_FILE, "iter_4.pth"):
+        run = run_folders.run_dir(DEMO_CONFIG, lr, outputs)
+        for name in ("03_train.ipynb", "03_train.html", run_folders.MANIFEST_FILE, run_folders.METRICS_FILE, run_folders.CONFIG_FILE, "iter_4.pth"):
             assert (run / name).is_file(), f"{run / name} is missing"
-        assert Path((run / runs.LAST_CHECKPOINT_FILE).read_text().strip()) == run / "iter_4.pth"
+        assert Path((run / run_folders.LAST_CHECKPOINT_FILE).read_text().strip()) == run / "iter_4.pth"

@@ -1,4 +1,4 @@
-"""helpers.stacks: on-disk image stacks, byte for byte what np.save writes, read back image by image."""
+"""helpers.core.stacks: on-disk image stacks, byte for byte what np.save writes, read back image by image."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from helpers.stacks import ArrayWriter, ChainedStack, Stack, StackWriter, save_stack
+from helpers.core.stacks import ArrayWriter, ChainedStack, Stack, StackWriter, save_stack
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

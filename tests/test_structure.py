@@ -1,4 +1,4 @@
-"""The package's shape: stated layers that imports only go down, evaluation and modeling as siblings that do
+"""The package's shape: layers that are folders, imports that only go down, evaluation and modeling as siblings that do
 not import each other, post-processing without model code, no cycles, and predict loads no evaluation or
 plotting."""
 
@@ -8,7 +8,7 @@ import ast
 import subprocess
 import sys
 
-from helpers import paths
+from helpers.core import paths
 
 PACKAGE = paths.REPO_ROOT / "helpers"
 
@@ -33,19 +33,15 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-# Top to bottom; a module imports modules of its own layer or below. A name ending in ".*" is a package with
-# everything in it. Every helpers module must be in one layer (a new module is placed here on purpose).
+# The layers, top to bottom, as folders of helpers/ (and the three modules at its top): a module's layer is the folder
+# it is saved in, so a new module is placed by where it is saved. A module imports its own layer or the ones below.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("command line", ("helpers.__main__",)),
-    ("orchestration", ("helpers.pipeline", "helpers.plots", "helpers.predict", "helpers.evaluate_models")),
-    ("evaluation | modeling", ("helpers.evaluation.*", "helpers.modeling.*")),
-    ("post-processing", ("helpers.postprocessing.*",)),
-    ("data", ("helpers.prepare", "helpers.explore", "helpers.rawdata", "helpers.dicom", "helpers.images",
-              "helpers.demo_data", "helpers.patients", "helpers.prepared", "helpers.dataset", "helpers.samplers",
-              "helpers.transforms", "helpers.runs", "helpers.rle", "helpers.siim", "helpers.siim_release")),
-    ("foundation", ("helpers", "helpers.paths", "helpers.fileio", "helpers.metrics", "helpers.progress",
-                    "helpers.provenance", "helpers.parallel", "helpers.parameters", "helpers.profile",
-                    "helpers.records", "helpers.locks", "helpers.stacks")),
+    ("orchestration", ("helpers.workflow", "helpers.plots", "helpers.predict")),
+    ("evaluation | modeling", ("helpers.evaluation", "helpers.modeling")),
+    ("post-processing", ("helpers.postprocessing",)),
+    ("data", ("helpers.data",)),
+    ("core", ("helpers.core", "helpers")),
 ]
 SIBLINGS = ("helpers.evaluation", "helpers.modeling")  # the same layer, and neither imports the other
 
@@ -55,10 +51,19 @@ def _in(module: str, package: str) -> bool:
 
 
 def layer_of(module: str) -> int:
+    """The index in LAYERS of a module's folder (or, at the top of helpers/, of the module itself)."""
     for index, (_, members) in enumerate(LAYERS):
-        if any(_in(module, m[:-2]) if m.endswith(".*") else module == m for m in members):
+        if any(module == m if m == "helpers" else _in(module, m) for m in members):
             return index
-    raise AssertionError(f"{module} is in no layer of tests/test_structure.py: place it there")
+    raise AssertionError(f"{module}: not in a layer's folder; save it in one of {[m for _, ms in LAYERS for m in ms]}")
+
+
+def test_every_module_is_in_a_layer_and_the_top_stays_small():
+    for module in import_graph():
+        layer_of(module)
+    top = sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__" and not p.name.startswith("."))
+    assert [n for n in top if not n.startswith("__")] == ["core", "data", "evaluation", "modeling", "plots.py",
+                                                         "postprocessing", "predict.py", "workflow"], top
 
 
 def test_every_import_points_to_the_same_layer_or_below():
@@ -106,5 +111,5 @@ def test_predict_loads_neither_the_evaluation_nor_the_plots():
     code = "import sys, helpers.predict; print(' '.join(sorted(m for m in sys.modules if m.startswith('helpers'))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "helpers.predict" in loaded and "helpers.modeling.inference" in loaded
-    assert not [m for m in loaded if _in(m, "helpers.evaluation") or m == "helpers.evaluate_models"]
+    assert not [m for m in loaded if _in(m, "helpers.evaluation") or m == "helpers.workflow.evaluate_runs"]
     assert "helpers.plots" not in loaded

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from helpers import paths
+from helpers.core import paths
+from helpers.core.paths import DEMO_CONFIG
 from helpers.modeling import tracking
 from helpers.modeling.train import TrainParams, build_config
-from helpers.paths import DEMO_CONFIG
 
 
 def test_tensorboard_event_files_hold_the_scalars_of_scalars_json(trained_demo_run):

@@ -17,11 +17,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from helpers import paths
+from helpers.core import paths
+from helpers.core.paths import DEMO_CONFIG, SEED_CONFIG
+from helpers.core.run_folders import CONFIG_FILE, MANIFEST_FILE, METRICS_FILE, read_scalars
+from helpers.data.prepared_folder import PreparedDataError, prepare_command
 from helpers.modeling.train import TrainParams, build_config, run_training
-from helpers.paths import DEMO_CONFIG, SEED_CONFIG
-from helpers.prepared import PreparedDataError, prepare_command
-from helpers.runs import CONFIG_FILE, MANIFEST_FILE, METRICS_FILE, read_scalars
 
 CONFIGS = sorted(p.stem for p in paths.CONFIGS_DIR.glob("*.py"))
 
@@ -35,9 +35,10 @@ def tiny_params(demo_prepared, work_dir: Path, **overrides) -> TrainParams:
 
 
 def build_runner(cfg: Config):
-    import helpers.dataset  # noqa: F401
-    import helpers.modeling  # noqa: F401
     from mmengine.runner import Runner
+
+    import helpers.data.mmseg_dataset  # noqa: F401
+    import helpers.modeling  # noqa: F401
 
     return Runner.from_cfg(cfg)
 
@@ -128,9 +129,10 @@ def test_a_killed_run_resumes_from_its_checkpoint_without_losing_steps(demo_prep
 
 
 def test_checkpoints_load_with_weights_only_thanks_to_the_allowlist(trained_demo_run):
-    import helpers.modeling  # noqa: F401  (registers the allowlist)
     from mmengine.logging import HistoryBuffer
     from mmseg.registry import MODELS
+
+    import helpers.modeling  # noqa: F401  (registers the allowlist)
 
     checkpoint = trained_demo_run.last_checkpoint
     allowlist = torch.serialization.get_safe_globals()
@@ -218,8 +220,8 @@ def test_amp_on_cuda_trains_with_bfloat16(demo_prepared, tmp_path):
 @pytest.mark.slow
 def test_the_demo_config_learns_on_the_demo_data(tmp_path):
     """The demo config unchanged (128x128, 150 iterations) on the default demo dataset, on the CPU."""
-    from helpers.demo_data import DemoSpec, generate_demo_dataset
-    from helpers.prepare import prepare_dataset
+    from helpers.data.demo_dataset import DemoSpec, generate_demo_dataset
+    from helpers.data.prepare import prepare_dataset
 
     generate_demo_dataset(tmp_path / "demo", DemoSpec(), workers=1)
     prepared = prepare_dataset(tmp_path / "demo", tmp_path / "prepared", img_size=128, workers=1)

@@ -14,10 +14,9 @@ from mmseg.datasets.transforms import PhotoMetricDistortion
 from mmseg.registry import DATASETS, MODELS
 
 import helpers.modeling  # noqa: F401  (registers the dataset and the transform)
+from helpers.core.paths import SEED_CONFIG
+from helpers.data.transforms import GrayPhotoMetricDistortion, seed_training_pipeline
 from helpers.modeling.train import TrainParams, build_config
-from helpers.paths import SEED_CONFIG
-from helpers.transforms import GrayPhotoMetricDistortion, seed_training_pipeline
-
 
 
 def gray_image(seed: int, size: int = 96) -> np.ndarray:
@@ -61,7 +60,7 @@ def test_gray_distortion_refuses_a_color_image():
 def test_training_batches_equal_the_seed_pipeline(real_sample_dir, tmp_path):
     """Real images through the configured pipeline and through the seed's, with the same random state,
     normalized by the model's data preprocessor: identical inputs and labels."""
-    from helpers.prepare import prepare_dataset
+    from helpers.data.prepare import prepare_dataset
 
     prepared = prepare_dataset(real_sample_dir, tmp_path / "prepared", img_size=128, workers=1)
     init_default_scope("mmseg")

@@ -1,5 +1,5 @@
 """Evaluation: predictions and labels in, metrics, intervals, seen / unseen, comparison and report files out.
-Never loads a model (nnU-Net's rule): helpers.evaluate_models runs a model, then hands its predictions here.
+Never loads a model (nnU-Net's rule): helpers.workflow.evaluate_runs runs a model, then hands its predictions here.
 
 - :mod:`.report`: :func:`evaluate_predictions`, the one entry that scores a split and writes its folder.
 - :mod:`.schemes`: the post-processing schemes scored side by side.
@@ -9,12 +9,27 @@ Never loads a model (nnU-Net's rule): helpers.evaluate_models runs a model, then
 """
 
 from helpers.evaluation.paired import PAIRED_FILE, paired_comparison, paired_style, write_paired
-from helpers.evaluation.report import (DEFINITIONS, EvalResult, PredictionSource, evaluate_predictions, load_eval,
-                                       predicted_mask)
+from helpers.evaluation.report import (
+                                       DEFINITIONS,
+                                       EvalResult,
+                                       PredictionSource,
+                                       evaluate_predictions,
+                                       load_eval,
+                                       predicted_mask,
+)
 from helpers.evaluation.schemes import compare_schemes, schemes_table
-from helpers.evaluation.tables import (SEED_RESULTS, STATUS_FAILED, STATUS_OK, STATUS_REFERENCE, FailedEvaluation,
-                                       comparison_style, comparison_table, metrics_table, seen_unseen_style,
-                                       write_comparison)
+from helpers.evaluation.tables import (
+                                       SEED_RESULTS,
+                                       STATUS_FAILED,
+                                       STATUS_OK,
+                                       STATUS_REFERENCE,
+                                       FailedEvaluation,
+                                       comparison_style,
+                                       comparison_table,
+                                       metrics_table,
+                                       seen_unseen_style,
+                                       write_comparison,
+)
 
 __all__ = ["DEFINITIONS", "PAIRED_FILE", "SEED_RESULTS", "STATUS_FAILED", "STATUS_OK", "STATUS_REFERENCE",
            "EvalResult", "FailedEvaluation", "PredictionSource", "compare_schemes", "comparison_style",

@@ -3,7 +3,7 @@
 Every run gets its own interval in 04's comparison, but two runs' intervals overlap even when one is
 better on nearly every patient. Here each run is compared with the best run of its split (highest mean
 per-image Dice) on the same images: the mean difference in per-image Dice and its paired patient bootstrap
-interval (:func:`helpers.metrics.paired_bootstrap_difference`: the same resampled patients for both runs).
+interval (:func:`helpers.core.metrics.paired_bootstrap_difference`: the same resampled patients for both runs).
 The verdict is ``better`` / ``worse`` when the interval excludes 0, else ``no detectable difference``.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from helpers import runs
-from helpers.fileio import atomic_write_text
-from helpers.metrics import paired_bootstrap_difference
+from helpers.core import run_folders
+from helpers.core.fileio import atomic_write_text
+from helpers.core.metrics import paired_bootstrap_difference
 
 PAIRED_FILE = "paired.csv"  # in outputs/eval/, beside comparison.csv
 BETTER, SAME, WORSE, REFERENCE = "better", "no detectable difference", "worse", "best run (reference)"
@@ -33,7 +33,7 @@ def verdict(low: float, high: float) -> str:
 
 
 def _label(result) -> str:
-    config, lr = runs.run_label(result.run_dir)
+    config, lr = run_folders.run_label(result.run_dir)
     return config if np.isnan(lr) else f"{config} lr {lr:g}"
 
 
@@ -58,7 +58,7 @@ def paired_comparison(results: list, n_boot: int = 1000, seed: int = 0, column: 
             names = reference.index
             mean, low, high = paired_bootstrap_difference(scored.loc[names, column].to_numpy(), reference[column].to_numpy(),
                                                           reference["patient"].astype(str).to_numpy(), n_boot=n_boot, seed=seed)
-            config, lr = runs.run_label(result.run_dir)
+            config, lr = run_folders.run_label(result.run_dir)
             rows.append({"config": config, "lr": lr, "split": split, "reference": _label(best), "images": len(names),
                          "patients": reference["patient"].nunique(), "image_dice": 100 * float(scored[column].mean()),
                          "diff": 100 * mean, "diff_lo": 100 * low, "diff_hi": 100 * high,

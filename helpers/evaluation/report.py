@@ -12,7 +12,7 @@ Conventions (written into each ``metrics.json`` under ``definitions``):
 - **post-processing**: the triplet of ``helpers.postprocessing``, tuned on the val split only; every other
   scheme is tuned beside it and the val winner is recorded (``eval.json``: ``schemes``, ``val_winner``).
 
-The folder's file names are ``helpers.runs``'s.
+The folder's file names are ``helpers.core.run_folders``'s.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers import paths, runs
+from helpers.core import paths, run_folders
+from helpers.core.fileio import atomic_write_json, atomic_write_text, json_safe
+from helpers.core.metrics import cluster_bootstrap_ci, per_image_dice, summary_metrics
+from helpers.core.provenance import code_version
+from helpers.core.stacks import save_stack
 from helpers.evaluation import seen_unseen
 from helpers.evaluation.schemes import compare_schemes
-from helpers.fileio import atomic_write_json, atomic_write_text, json_safe
-from helpers.metrics import cluster_bootstrap_ci, per_image_dice, summary_metrics
 from helpers.postprocessing import PostProcess, Predictions, apply_postprocess, postprocess_counts, tune_schemes
-from helpers.provenance import code_version
-from helpers.stacks import save_stack
 
 DEFINITIONS = {
     "aAcc": "mmseg's pixel accuracy: correctly classified pixels over all pixels of the split, in %.",
@@ -113,10 +113,10 @@ def evaluate_predictions(preds: Predictions, split: str, out_dir: str | Path, *,
                          tuned_on: str = "val", postprocess: str | dict | PostProcess = "tune", n_boot: int = 1000,
                          settings: dict | None = None) -> EvalResult:
     """Score ``preds`` (the mmseg decision, and post-processed, with patient bootstrap intervals and the
-    seen / unseen breakdown) and write an evaluation folder (helpers.runs' files) to ``out_dir``.
+    seen / unseen breakdown) and write an evaluation folder (helpers.core.run_folders' files) to ``out_dir``.
 
     ``val``: the predictions post-processing is tuned on (see :func:`choose_postprocess`); ``groups``
-    (helpers.patients.evaluation_patients) gives each image's patient and whether it was seen in training;
+    (helpers.data.patients.evaluation_patients) gives each image's patient and whether it was seen in training;
     ``settings`` (batch size, TTA, device) join eval.json."""
     out_dir = paths.resolve(out_dir)
     settings = dict(settings or {})
@@ -163,36 +163,36 @@ def evaluate_predictions(preds: Predictions, split: str, out_dir: str | Path, *,
         "max_prob": preds.max_prob,
     })
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_stack(out_dir / runs.PROBS_FILE, preds.probs)  # moved there when already on disk, else written image by image
-    save_stack(out_dir / runs.MMSEG_PRED_FILE, preds.default_pred, packed=True)
-    atomic_write_text(out_dir / runs.PER_IMAGE_FILE, per_image.to_csv(index=False))
-    atomic_write_text(out_dir / runs.GRID_FILE, grid.to_csv(index=False))
-    atomic_write_json(out_dir / runs.EVAL_METRICS_FILE, metrics)
-    atomic_write_json(out_dir / runs.EVAL_INFO_FILE, json_safe({
+    save_stack(out_dir / run_folders.PROBS_FILE, preds.probs)  # moved there when already on disk, else written image by image
+    save_stack(out_dir / run_folders.MMSEG_PRED_FILE, preds.default_pred, packed=True)
+    atomic_write_text(out_dir / run_folders.PER_IMAGE_FILE, per_image.to_csv(index=False))
+    atomic_write_text(out_dir / run_folders.GRID_FILE, grid.to_csv(index=False))
+    atomic_write_json(out_dir / run_folders.EVAL_METRICS_FILE, metrics)
+    atomic_write_json(out_dir / run_folders.EVAL_INFO_FILE, json_safe({
         "run_dir": str(source.run_dir), "checkpoint": str(source.checkpoint), "split": split, "data_root": str(data_root),
         "n_boot": n_boot, "postprocess": pp.as_dict(), "schemes": schemes,
         "val_winner": schemes_report["winner_on_val"] if schemes_report else None,
         "batch_size": settings.get("batch_size"), "tta": bool(settings.get("tta", False)), "device": settings.get("device"),
         "code_version": code_version(),
-        "files": {"metrics": runs.EVAL_METRICS_FILE, "per_image": runs.PER_IMAGE_FILE, "probs": runs.PROBS_FILE,
-                  "mmseg_pred": runs.MMSEG_PRED_FILE, "postprocess_grid": runs.GRID_FILE},
+        "files": {"metrics": run_folders.EVAL_METRICS_FILE, "per_image": run_folders.PER_IMAGE_FILE, "probs": run_folders.PROBS_FILE,
+                  "mmseg_pred": run_folders.MMSEG_PRED_FILE, "postprocess_grid": run_folders.GRID_FILE},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }))
     return EvalResult(run_dir=source.run_dir, checkpoint=source.checkpoint, split=split, out_dir=out_dir,
                       data_root=data_root, per_image=per_image, metrics=metrics, postprocess=pp,
-                      probs_path=out_dir / runs.PROBS_FILE)
+                      probs_path=out_dir / run_folders.PROBS_FILE)
 
 
 def load_eval(out_dir: str | Path) -> EvalResult:
     """An :class:`EvalResult` read back from the folder :func:`evaluate_predictions` wrote."""
     out_dir = paths.resolve(out_dir)
-    info = json.loads((out_dir / runs.EVAL_INFO_FILE).read_text())
-    metrics = json.loads((out_dir / runs.EVAL_METRICS_FILE).read_text())
-    per_image = pd.read_csv(out_dir / runs.PER_IMAGE_FILE, dtype={"name": str, "patient": str})
+    info = json.loads((out_dir / run_folders.EVAL_INFO_FILE).read_text())
+    metrics = json.loads((out_dir / run_folders.EVAL_METRICS_FILE).read_text())
+    per_image = pd.read_csv(out_dir / run_folders.PER_IMAGE_FILE, dtype={"name": str, "patient": str})
     pp = PostProcess(**info["postprocess"])
     return EvalResult(run_dir=Path(info["run_dir"]), checkpoint=Path(info["checkpoint"]), split=info["split"],
                       out_dir=out_dir, data_root=Path(info["data_root"]), per_image=per_image, metrics=metrics,
-                      postprocess=pp, probs_path=out_dir / runs.PROBS_FILE)
+                      postprocess=pp, probs_path=out_dir / run_folders.PROBS_FILE)
 
 
 def predicted_mask(result: EvalResult, index: int, postprocessed: bool = True) -> np.ndarray:
@@ -200,7 +200,7 @@ def predicted_mask(result: EvalResult, index: int, postprocessed: bool = True) -
     if postprocessed:
         probs = np.load(result.probs_path, mmap_mode="r")
         return apply_postprocess(np.asarray(probs[index]), result.postprocess)
-    packed = np.load(result.out_dir / runs.MMSEG_PRED_FILE, mmap_mode="r")
+    packed = np.load(result.out_dir / run_folders.MMSEG_PRED_FILE, mmap_mode="r")
     width = int(result.metrics["image_shape"][1])
     return np.unpackbits(np.asarray(packed[index]), axis=-1, count=width).astype(bool)
 

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.metrics import bootstrap_ci, summary_metrics
+from helpers.core.metrics import bootstrap_ci, summary_metrics
+from helpers.core.run_folders import run_label
 from helpers.postprocessing import DualThreshold, Predictions, Scheme, scheme_counts, val_winner
-from helpers.runs import run_label
 
 
 def compare_schemes(tuned: dict[str, tuple[Scheme, pd.DataFrame]], val_images: int, preds: Predictions,

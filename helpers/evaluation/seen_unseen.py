@@ -1,5 +1,5 @@
 """Seen / unseen: the metrics of the evaluated images whose patient also has images in the train split, and
-of the others, each with its patient-level (cluster) bootstrap interval (helpers.patients.evaluation_patients
+of the others, each with its patient-level (cluster) bootstrap interval (helpers.data.patients.evaluation_patients
 says which image is which)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from helpers.metrics import cluster_bootstrap_ci, summary_metrics
-from helpers.patients import TRAINING_SPLIT
+from helpers.core.metrics import cluster_bootstrap_ci, summary_metrics
+from helpers.data.patients import TRAINING_SPLIT
 
 SEEN_GROUPS = ("seen", "unseen")
 SEEN_METRICS = ("image_dice", "image_dice_positive", "fg_dice")  # the seen / unseen table's metrics

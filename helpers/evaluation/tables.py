@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from helpers import runs
+from helpers.core import run_folders
+from helpers.core.fileio import atomic_write_json, atomic_write_text, json_safe
+from helpers.core.metrics import HEADLINE, summary_metrics
 from helpers.evaluation import seen_unseen
 from helpers.evaluation.report import EvalResult
-from helpers.fileio import atomic_write_json, atomic_write_text, json_safe
-from helpers.metrics import HEADLINE, summary_metrics
 
 SEED_RESULTS: dict[float, dict[str, float]] = {
     0.01: {"mIoU": 76.48, "mDice": 84.68},
@@ -69,7 +69,7 @@ def comparison_table(results: list[EvalResult], failures: Sequence[FailedEvaluat
     rows = []
     baselines: dict[tuple[str, str], dict] = {}
     for result in results:
-        config, lr = runs.run_label(result.run_dir)
+        config, lr = run_folders.run_label(result.run_dir)
         mmseg, ci = result.metrics["mmseg"], result.metrics["ci"]
         row = {"config": config, "lr": lr, "status": STATUS_OK, "split": result.split,
                "split_mode": result.metrics.get("split_mode", "unknown"), "images": mmseg["images"]}
@@ -94,7 +94,7 @@ def comparison_table(results: list[EvalResult], failures: Sequence[FailedEvaluat
                               "pp_image_dice": _pct("image_dice", summary["image_dice"])}
     failed_rows = []
     for failure in failures:
-        config, lr = runs.run_label(failure.run_dir)
+        config, lr = run_folders.run_label(failure.run_dir)
         failed_rows.append({"config": config, "lr": lr, "status": STATUS_FAILED, "split": failure.split,
                             "checkpoint": "", "error": failure.error})
     seed_rows = [{"config": "seed (reported)", "lr": lr, "status": STATUS_REFERENCE, "split": "seed's val (random 80/20)",

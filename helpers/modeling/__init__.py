@@ -5,7 +5,7 @@ sampler, transform, metric, loss, hook) and allowlists the globals that mmengine
 ``weights_only`` loading.
 """
 
-from helpers import dataset, samplers, transforms  # noqa: F401  (registration)
+from helpers.data import mmseg_dataset, samplers, transforms  # noqa: F401  (registration)
 from helpers.modeling import divergence, hooks, losses, mmseg_metric  # noqa: F401  (registration)
 from helpers.modeling.checkpoint import allow_mmengine_checkpoints
 

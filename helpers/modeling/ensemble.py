@@ -8,12 +8,12 @@
   member's plain and flipped passes. Its own decision is ``mean p > 0.5``.
 - **Checkpoint averaging**: :func:`write_averaged_checkpoint` averages the weights of a run's top-k
   checkpoints by val mDice (those the run kept: train with ``keep_checkpoints=-1`` to keep them all) into
-  ``averaged_top<k>.pth`` beside them (helpers.runs.AVERAGED_CHECKPOINT); that file then stands for the run.
-- **The ensemble as a model**: :func:`build_ensemble` makes one in its folder (helpers.runs.ensemble_dir);
+  ``averaged_top<k>.pth`` beside them (helpers.core.run_folders.AVERAGED_CHECKPOINT); that file then stands for the run.
+- **The ensemble as a model**: :func:`build_ensemble` makes one in its folder (helpers.core.run_folders.ensemble_dir);
   :func:`tuning_predictions` gives the predictions post-processing is tuned on: out-of-fold when the members
   are the folds of one k-fold sweep (each image of ``fold<k>_val.txt`` predicted by the model that did not
   train on it), else the ensemble's on the val split. Scoring is helpers.evaluation's (never imported here;
-  helpers.evaluate_models calls one, then the other).
+  helpers.workflow.evaluate_runs calls one, then the other).
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers import paths, runs
-from helpers.fileio import atomic_write_bytes, atomic_write_json, json_safe
+from helpers.core import paths, run_folders
+from helpers.core.fileio import atomic_write_bytes, atomic_write_json, json_safe
+from helpers.core.provenance import code_version
+from helpers.core.stacks import ChainedStack
+from helpers.data.prepared_folder import fold_split_file
 from helpers.modeling.checkpoint import check_finite, read_checkpoint
 from helpers.modeling.inference import LoadedModel, default_device, foreground_probability, load_model, predict_split
 from helpers.postprocessing import Predictions
-from helpers.prepared import fold_split_file
-from helpers.provenance import code_version
-from helpers.stacks import ChainedStack
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def load_ensemble(members: Sequence[str | Path], device: str | None = None,
         os.path.commonpath([m.run_dir.resolve() for m in loaded]))
     warnings = list(dict.fromkeys(w for m in loaded for w in m.library_warnings))
     ensemble = LoadedModel(net=EnsembleSegmentor([m.net for m in loaded]).eval(), cfg=loaded[0].cfg,
-                           checkpoint=folder / runs.MANIFEST_FILE, run_dir=folder, size=loaded[0].size,
+                           checkpoint=folder / run_folders.MANIFEST_FILE, run_dir=folder, size=loaded[0].size,
                            threshold=0.5, sigmoid=False, library_warnings=warnings)
     return ensemble, loaded
 
@@ -117,11 +117,11 @@ def load_ensemble(members: Sequence[str | Path], device: str | None = None,
 def top_k_checkpoints(run_dir: str | Path, k: int) -> list[Path]:
     """The run's kept checkpoints with the k best val mDice (best first); fewer when fewer were kept."""
     run_dir = Path(run_dir)
-    _, val_rows = runs.read_scalars(run_dir)
-    ranked = sorted(val_rows, key=lambda row: row.get(runs.BEST_METRIC, -1), reverse=True)
+    _, val_rows = run_folders.read_scalars(run_dir)
+    ranked = sorted(val_rows, key=lambda row: row.get(run_folders.BEST_METRIC, -1), reverse=True)
     found = []
     for row in ranked:
-        existing = runs.step_checkpoint(run_dir, int(row["step"]))
+        existing = run_folders.step_checkpoint(run_dir, int(row["step"]))
         if existing is not None:
             found.append(existing)
         if len(found) == k:
@@ -156,7 +156,7 @@ def write_averaged_checkpoint(run_dir: str | Path, k: int) -> Path:
     it exists and was averaged from the same files)."""
     run_dir = Path(run_dir)
     sources = top_k_checkpoints(run_dir, k)
-    target = run_dir / runs.AVERAGED_CHECKPOINT.format(k=k)
+    target = run_dir / run_folders.AVERAGED_CHECKPOINT.format(k=k)
     source_names = [p.name for p in sources]
     if target.is_file() and read_checkpoint(target)["meta"].get("averaged_from") == source_names:
         return target
@@ -175,7 +175,7 @@ def fold_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
     """Fold runs grouped by (config, lr) into ensembles of two or more: ``{name: run folders by fold}``."""
     groups: dict[tuple[str, float], list[tuple[int, Path]]] = defaultdict(list)
     for run_dir in map(Path, run_dirs):
-        manifest = runs.read_manifest(run_dir)
+        manifest = run_folders.read_manifest(run_dir)
         fold = manifest.get("parameters", {}).get("fold")
         if fold is not None:
             config = paths.config_name(manifest["parameters"]["config"])
@@ -185,7 +185,7 @@ def fold_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
 
 
 def _concat(predictions: Sequence[Predictions]) -> Predictions:
-    """One Predictions of several, in order; stacks on disk are chained, not read (helpers.stacks)."""
+    """One Predictions of several, in order; stacks on disk are chained, not read (helpers.core.stacks)."""
     def joined(key: str):
         parts = [getattr(p, key) for p in predictions]
         return np.concatenate(parts) if all(isinstance(a, np.ndarray) for a in parts) else ChainedStack(parts)
@@ -199,7 +199,7 @@ def tuning_predictions(ensemble: LoadedModel, members: Sequence[LoadedModel], ru
                        data_root: Path, batch_size: int, tta: bool, store: Path | None = None) -> tuple[Predictions, str]:
     """Out-of-fold predictions when every member is a distinct fold of one sweep, else the ensemble on val
     (written to the folder ``store`` when given, as helpers.modeling.inference.predict_split does)."""
-    folds = [runs.read_manifest(d).get("parameters", {}).get("fold") for d in run_dirs]
+    folds = [run_folders.read_manifest(d).get("parameters", {}).get("fold") for d in run_dirs]
     if None not in folds and len(set(folds)) == len(folds):
         parts = [predict_split(member, data_root, fold_split_file(fold, "val").removesuffix(".txt"), batch_size, tta,
                                store=None if store is None else store / f"fold{fold}")
@@ -212,13 +212,13 @@ def build_ensemble(run_folders: Sequence[str | Path], name: str, *, top_k: int =
                    device: str | None = None, outputs: str | Path = paths.OUTPUTS_DIR) -> tuple[LoadedModel, list[LoadedModel], list[Path]]:
     """(the ensemble as one model, its members, their run folders) for the mean-probability ensemble of
     ``run_folders`` (each its top-k averaged checkpoint when ``top_k > 0``, else its best), in the folder
-    helpers.runs.ensemble_dir names, whose manifest (written here) stands for its checkpoint."""
+    helpers.core.run_folders.ensemble_dir names, whose manifest (written here) stands for its checkpoint."""
     run_dirs = [paths.resolve(r).resolve() for r in run_folders]
-    folder = runs.ensemble_dir(name, outputs)
+    folder = run_folders.ensemble_dir(name, outputs)
     member_files = [write_averaged_checkpoint(r, top_k) if top_k > 0 else r for r in run_dirs]
     ensemble, members = load_ensemble(member_files, device or default_device(), folder)
     atomic_write_json(ensemble.checkpoint, json_safe({
-        "parameters": {"config": name}, "lr": runs.run_label(run_dirs[0])[1], "members": [str(r) for r in run_dirs],
+        "parameters": {"config": name}, "lr": run_folders.run_label(run_dirs[0])[1], "members": [str(r) for r in run_dirs],
         "checkpoints": [str(m.checkpoint.resolve()) for m in members], "tta": bool(tta), "top_k": int(top_k),
         "code_version": code_version()}))
     return ensemble, members, run_dirs

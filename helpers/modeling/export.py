@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.fileio import atomic_write_bytes, atomic_write_json
+from helpers.core.fileio import atomic_write_bytes, atomic_write_json
 from helpers.modeling.inference import load_model
 from helpers.postprocessing import TunedPostProcess, find_tuned_postprocess
 
@@ -131,7 +131,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, config: str | Path |
             "width": width, "height": height,
             "dynamic": {"batch": True, "size_multiple": multiple if len(axes) > 1 else None},
             "mean": mean, "std": std,
-            "preprocessing": "8-bit gray image (DICOM as helpers.dicom converts it), resized to width x height "
+            "preprocessing": "8-bit gray image (DICOM as helpers.data.dicom converts it), resized to width x height "
                              "with area interpolation, repeated on 3 channels, (gray - mean[c]) / std[c]",
         },
         "output": {"name": OUTPUT_NAME, "shape": ["batch", "height", "width"],

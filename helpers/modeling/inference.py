@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
-from helpers import paths, runs
-from helpers.postprocessing.predictions import Predictions
-from helpers.progress import tqdm
-from helpers.stacks import ArrayWriter, StackWriter
+from helpers.core import paths, run_folders
+from helpers.core.progress import tqdm
+from helpers.core.stacks import ArrayWriter, StackWriter
+from helpers.postprocessing.prediction_set import Predictions
 
 # mmseg's advice and deprecation notes when it builds these models: true, known, and nothing a reader of a
 # report can act on. load_model keeps them in LoadedModel.library_warnings (04 writes them to its metrics.json),
@@ -63,7 +63,7 @@ def resolve_run(run_or_checkpoint: str | Path, config: str | Path | None = None)
     the run's dumped ``config.py`` unless given. Relative paths are from the repository root."""
     path = paths.resolve(run_or_checkpoint)
     if path.is_dir():
-        best, last = runs.find_checkpoints(path)
+        best, last = run_folders.find_checkpoints(path)
         checkpoint = best or last
         if checkpoint is None:
             raise FileNotFoundError(f"{path}: no best_*.pth or last_checkpoint in this run folder")
@@ -72,9 +72,9 @@ def resolve_run(run_or_checkpoint: str | Path, config: str | Path | None = None)
         checkpoint, run_dir = path, path.parent
     else:
         raise FileNotFoundError(f"{path}: neither a run folder nor a .pth checkpoint")
-    config = paths.resolve(config) if config is not None else run_dir / runs.CONFIG_FILE
+    config = paths.resolve(config) if config is not None else run_dir / run_folders.CONFIG_FILE
     if not config.is_file():
-        raise FileNotFoundError(f"{config}: no config for this checkpoint (pass config=, the run's {runs.CONFIG_FILE})")
+        raise FileNotFoundError(f"{config}: no config for this checkpoint (pass config=, the run's {run_folders.CONFIG_FILE})")
     return run_dir, checkpoint, config
 
 
@@ -188,7 +188,7 @@ TRUTH_FILE = "truth.npy"
 
 def _writers(shape: tuple[int, ...], store: Path | None) -> dict:
     """Where predict_split puts probs (uint8), truth and the mmseg decision (bool): arrays, or bit-packed files."""
-    kinds = {"probs": (runs.PROBS_FILE, np.uint8), "truth": (TRUTH_FILE, bool), "default_pred": (runs.MMSEG_PRED_FILE, bool)}
+    kinds = {"probs": (run_folders.PROBS_FILE, np.uint8), "truth": (TRUTH_FILE, bool), "default_pred": (run_folders.MMSEG_PRED_FILE, bool)}
     if store is None:
         return {key: ArrayWriter(shape, dtype) for key, (_, dtype) in kinds.items()}
     return {key: StackWriter(Path(store) / name, shape, dtype) for key, (name, dtype) in kinds.items()}
@@ -199,7 +199,7 @@ def predict_split(model: LoadedModel, data_root: Path | str, split: str, batch_s
                   tta: bool = False, store: str | Path | None = None) -> Predictions:
     """Run the model on one split with the config's test pipeline; see the module doc for TTA.
 
-    ``store``: a folder where the per-pixel arrays are written batch by batch (helpers.stacks: probs.npy as uint8,
+    ``store``: a folder where the per-pixel arrays are written batch by batch (helpers.core.stacks: probs.npy as uint8,
     truth.npy and mmseg_pred.npy bit-packed) instead of being kept in memory; the returned Predictions then
     read them image by image, and memory stays that of one batch whatever the split's size.
     """

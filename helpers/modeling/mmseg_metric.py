@@ -10,7 +10,7 @@ import numpy as np
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 
-from helpers.metrics import pooled_metrics
+from helpers.core.metrics import pooled_metrics
 
 
 @METRICS.register_module()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mmengine.config import Config
 
-from helpers import paths
+from helpers.core import paths
 
 TENSORBOARD_BACKEND = "TensorboardVisBackend"
 MLFLOW_BACKEND = "MLflowVisBackend"

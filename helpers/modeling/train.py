@@ -24,19 +24,19 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
-from helpers import paths, runs
-from helpers.fileio import atomic_write_json, json_safe
-from helpers.locks import folder_lock
+from helpers.core import paths, run_folders
+from helpers.core.data_profile import DEMO, choose_profile
+from helpers.core.fileio import atomic_write_json, json_safe
+from helpers.core.locks import folder_lock
+from helpers.core.parallel import default_workers
+from helpers.core.parameters import TrainParams
+from helpers.core.progress import console_to_terminal, headless_kernel, terminal_stream
+from helpers.core.provenance import code_version, device_info, package_versions
+from helpers.data.prepared_folder import PreparedData, PreparedDataError, check_prepared, read_prepared
 from helpers.modeling import distributed, tracking
 from helpers.modeling.checkpoint import verified_state_dict
 from helpers.modeling.divergence import TrainingDiverged
 from helpers.modeling.inference import library_warnings_kept, model_input_size
-from helpers.parallel import default_workers
-from helpers.parameters import TrainParams
-from helpers.prepared import PreparedData, PreparedDataError, check_prepared, read_prepared
-from helpers.profile import DEMO, choose_profile
-from helpers.progress import console_to_terminal, headless_kernel, terminal_stream
-from helpers.provenance import code_version, device_info, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def training_overrides(params: TrainParams, cfg: Config) -> dict:
     overrides["randomness"] = replacing(cfg, "randomness", {"seed": int(params.seed), "deterministic": bool(params.deterministic)})
     overrides["launcher"] = "pytorch" if distributed.process_count(params.gpus, params.nproc) > 1 else "none"
     work_dir = overrides["work_dir"] = str((paths.resolve(params.work_dir) if params.work_dir
-                                            else runs.run_dir(params.config, lr)).resolve())
+                                            else run_folders.run_dir(params.config, lr)).resolve())
     overrides["resume"] = bool(params.resume)
     # mmengine keeps one visualizer per name in the process: a fixed name ('visualizer' in mmseg's runtime)
     # would send a second run's scalars in the same kernel or test session to the first run's folder.
@@ -173,7 +173,7 @@ class TrainResult:
 
 def summarize_run(work_dir: Path | str, batch_size: int, world_size: int, wall_time_s: float | None, peak_memory_mb: float | None) -> dict:
     """metrics.json: best and last val metrics, throughput (images/s from mmengine's iteration times)."""
-    train_rows, val_rows = runs.read_scalars(work_dir)
+    train_rows, val_rows = run_folders.read_scalars(work_dir)
     iter_times = [row["time"] for row in train_rows if "time" in row]
     summary = {
         "status": "ok",
@@ -185,10 +185,10 @@ def summarize_run(work_dir: Path | str, batch_size: int, world_size: int, wall_t
         "val": val_rows,
     }
     if val_rows:
-        best = max(val_rows, key=lambda row: row.get(runs.BEST_METRIC, -1))
+        best = max(val_rows, key=lambda row: row.get(run_folders.BEST_METRIC, -1))
         summary["best_val"] = best
         summary["last_val"] = val_rows[-1]
-    best_ckpt, last_ckpt = runs.find_checkpoints(work_dir)
+    best_ckpt, last_ckpt = run_folders.find_checkpoints(work_dir)
     summary["best_checkpoint"] = str(best_ckpt) if best_ckpt else None
     summary["last_checkpoint"] = str(last_ckpt) if last_ckpt else None
     return summary
@@ -234,7 +234,7 @@ def write_failed_metrics(work_dir: Path | str, error: str, batch_size: int, worl
     """metrics.json of a run that failed (``status: failed`` and the error), with what it logged until then."""
     metrics = json_safe({**summarize_run(work_dir, batch_size, world_size, wall_time_s, None),
                          "status": "failed", "error": error})
-    atomic_write_json(Path(work_dir) / runs.METRICS_FILE, metrics)
+    atomic_write_json(Path(work_dir) / run_folders.METRICS_FILE, metrics)
     return metrics
 
 
@@ -242,7 +242,7 @@ def check_start_checkpoints(cfg: Config, resume: bool) -> None:
     """The checkpoint a resumed run continues from (its last) and a ``load_from`` one must be readable and
     finite; else one CheckpointError naming the file, before anything is written."""
     if resume:
-        _, last = runs.find_checkpoints(cfg.work_dir)
+        _, last = run_folders.find_checkpoints(cfg.work_dir)
         if last is not None:
             verified_state_dict(last)
     if cfg.get("load_from"):
@@ -254,7 +254,7 @@ def run_training(params: TrainParams) -> TrainResult:
 
     Stops before any work when the prepared data is missing or of another size than the config's, when
     the checkpoint it resumes or starts from is unusable, or when another process is writing the run folder
-    (helpers.locks, naming it). A training that diverges raises TrainingDiverged and leaves a metrics.json
+    (helpers.core.locks, naming it). A training that diverges raises TrainingDiverged and leaves a metrics.json
     with ``status: failed``.
     """
     cfg = build_config(params)
@@ -267,12 +267,12 @@ def run_training(params: TrainParams) -> TrainResult:
 def _train_locked(params: TrainParams, cfg: Config) -> TrainResult:
     work_dir = Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    cfg.dump(str(work_dir / runs.CONFIG_FILE))
+    cfg.dump(str(work_dir / run_folders.CONFIG_FILE))
     manifest = {
         "parameters": asdict(params),
         "config_file": str(paths.config_path(params.config)),
-        "dumped_config": str(work_dir / runs.CONFIG_FILE),
-        "config": (work_dir / runs.CONFIG_FILE).read_text(),
+        "dumped_config": str(work_dir / run_folders.CONFIG_FILE),
+        "config": (work_dir / run_folders.CONFIG_FILE).read_text(),
         "lr": cfg.optim_wrapper.optimizer.lr,
         "amp": cfg.optim_wrapper.type == "AmpOptimWrapper",
         "code_version": code_version(),
@@ -281,7 +281,7 @@ def _train_locked(params: TrainParams, cfg: Config) -> TrainResult:
         "seed": params.seed,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_json(work_dir / runs.MANIFEST_FILE, manifest)
+    atomic_write_json(work_dir / run_folders.MANIFEST_FILE, manifest)
     start = time.perf_counter()
     started = time.time()
     processes = distributed.process_count(params.gpus, params.nproc)
@@ -289,7 +289,7 @@ def _train_locked(params: TrainParams, cfg: Config) -> TrainResult:
     try:
         if processes > 1:
             try:
-                launch_torchrun(work_dir / runs.CONFIG_FILE, processes)
+                launch_torchrun(work_dir / run_folders.CONFIG_FILE, processes)
             except subprocess.CalledProcessError:
                 error = _failure_written_since(work_dir, started)  # by the rank that saw the divergence
                 if error:
@@ -312,17 +312,17 @@ def _train_locked(params: TrainParams, cfg: Config) -> TrainResult:
         raise
     wall = time.perf_counter() - start
     metrics = summarize_run(work_dir, cfg.train_dataloader.batch_size, processes, wall, peak)
-    atomic_write_json(work_dir / runs.METRICS_FILE, metrics)
-    best, last = runs.find_checkpoints(work_dir)
+    atomic_write_json(work_dir / run_folders.METRICS_FILE, metrics)
+    best, last = run_folders.find_checkpoints(work_dir)
     return TrainResult(work_dir=work_dir, best_checkpoint=best, last_checkpoint=last, metrics=metrics)
 
 
 def _failure_written_since(work_dir: Path, since: float) -> str | None:
     """The error of a failed metrics.json written after ``since`` (by a torchrun process), else None."""
-    path = work_dir / runs.METRICS_FILE
+    path = work_dir / run_folders.METRICS_FILE
     if not path.is_file() or path.stat().st_mtime < since:
         return None
-    metrics = runs.read_metrics(work_dir)
+    metrics = run_folders.read_metrics(work_dir)
     return metrics.get("error") if metrics.get("status") == "failed" else None
 
 

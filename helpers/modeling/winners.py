@@ -1,7 +1,7 @@
 """03_train options from the SIIM-ACR winners' toolkit, as overrides of a loaded config (helpers.modeling.train).
 
 - ``fold=k``: train on ``fold<k>_train.txt`` and validate on ``fold<k>_val.txt`` (02_prepare with ``folds=K``).
-- ``positive_rate=[start, end]`` (or ``[start, end, iters]``): helpers.samplers.PositiveRateSampler; the
+- ``positive_rate=[start, end]`` (or ``[start, end, iters]``): helpers.data.samplers.PositiveRateSampler; the
   positive share goes from start to end over ``iters`` (default: all) iterations. It replaces the dataset's
   ``positive_repeats`` oversampling, which is set to 1.
 - ``load_from``: a run folder (its best checkpoint, else its last) or a ``.pth``: the weights a fine-tune
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from mmengine.config import Config
 
-from helpers import paths
-from helpers.prepared import fold_split_file
-from helpers.runs import find_checkpoints
+from helpers.core import paths
+from helpers.core.run_folders import find_checkpoints
+from helpers.data.prepared_folder import fold_split_file
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,17 @@
 
 from helpers.postprocessing.base import Scheme, area_grid, binarize, scheme_counts
 from helpers.postprocessing.dual_threshold import DualThreshold, apply_dual_threshold, tune_dual_threshold
-from helpers.postprocessing.predictions import Predictions
+from helpers.postprocessing.prediction_set import Predictions
 from helpers.postprocessing.triplet import PostProcess, apply_postprocess, postprocess_counts, tune_postprocess
-from helpers.postprocessing.tuned import (CHOICES, SCHEMES, TunedPostProcess, find_tuned_postprocess, scheme_name,
-                                          tune_schemes, val_winner)
+from helpers.postprocessing.tuned import (
+                                          CHOICES,
+                                          SCHEMES,
+                                          TunedPostProcess,
+                                          find_tuned_postprocess,
+                                          scheme_name,
+                                          tune_schemes,
+                                          val_winner,
+)
 
 __all__ = ["CHOICES", "SCHEMES", "DualThreshold", "PostProcess", "Predictions", "Scheme", "TunedPostProcess",
            "apply_dual_threshold", "apply_postprocess", "area_grid", "binarize", "find_tuned_postprocess",

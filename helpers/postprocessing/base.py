@@ -16,8 +16,8 @@ from typing import ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-from helpers.metrics import pixel_counts
-from helpers.postprocessing.predictions import Predictions
+from helpers.core.metrics import pixel_counts
+from helpers.postprocessing.prediction_set import Predictions
 
 
 class Scheme(Protocol):

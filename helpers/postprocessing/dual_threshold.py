@@ -20,9 +20,9 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from helpers.core.progress import tqdm
 from helpers.postprocessing.base import SchemeValues, area_grid, binarize, scheme_counts
-from helpers.postprocessing.predictions import Predictions
-from helpers.progress import tqdm
+from helpers.postprocessing.prediction_set import Predictions
 
 DEFAULT_TOP_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
 DEFAULT_BOTTOM_THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
@@ -80,7 +80,7 @@ def _histograms(preds: Predictions) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"tune_dual_threshold needs uint8 probabilities (as predict_split stores), not {preds.probs.dtype}")
     n = len(preds.names)
     every, inside = np.zeros((n, 256), dtype=np.int64), np.zeros((n, 256), dtype=np.int64)
-    images = zip(preds.probs, preds.truth)  # one image at a time: the stacks may be on disk (helpers.stacks)
+    images = zip(preds.probs, preds.truth)  # one image at a time: the stacks may be on disk (helpers.core.stacks)
     for i, (prob, truth) in enumerate(tqdm(images, total=n, desc="dual-threshold histograms", unit="image")):
         every[i] = np.bincount(prob.ravel(), minlength=256)
         inside[i] = np.bincount(prob[truth], minlength=256)

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from helpers.core.progress import tqdm
 from helpers.postprocessing.base import SchemeValues, area_grid, binarize, scheme_counts
-from helpers.postprocessing.predictions import Predictions
-from helpers.progress import tqdm
+from helpers.postprocessing.prediction_set import Predictions
 
 DEFAULT_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # Fractions of the image's pixels (H * W): 0.001 is 262 pixels at 512x512, 1049 at 1024x1024.
@@ -79,7 +79,7 @@ def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THR
     pixels = int(val.probs.shape[1] * val.probs.shape[2])
     comp = area_grid(component_areas, pixels)
     total = area_grid(total_areas, pixels)
-    true_area = np.zeros(len(val.names), dtype=np.int64)  # filled image by image: val may be on disk (helpers.stacks)
+    true_area = np.zeros(len(val.names), dtype=np.int64)  # filled image by image: val may be on disk (helpers.core.stacks)
     dice_sum = np.zeros((len(thresholds), len(comp), len(total)))
     dice_sum_pos = np.zeros_like(dice_sum)
     empty_neg = np.zeros_like(dice_sum)

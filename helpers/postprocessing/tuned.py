@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import runs
+from helpers.core import run_folders
 from helpers.postprocessing.base import Scheme
 from helpers.postprocessing.dual_threshold import DualThreshold
-from helpers.postprocessing.predictions import Predictions
+from helpers.postprocessing.prediction_set import Predictions
 from helpers.postprocessing.triplet import PostProcess
 
 SCHEMES: dict[str, type] = {PostProcess.name: PostProcess, DualThreshold.name: DualThreshold}
@@ -83,7 +83,7 @@ class TunedPostProcess:
 
 def find_tuned_postprocess(run_dir: str | Path, checkpoint: str | Path, choice: str = WINNER) -> TunedPostProcess | None:
     """The scheme 04_evaluate tuned on val for this checkpoint of the run folder ``run_dir``
-    (``<outputs>/runs/<config>/lr<lr>``), from its evaluation folders (:func:`helpers.runs.eval_dir` under the
+    (``<outputs>/runs/<config>/lr<lr>``), from its evaluation folders (:func:`helpers.core.run_folders.eval_dir` under the
     same ``<outputs>``, the test split's first): the val winner, or the scheme ``choice`` names; None when
     there is none."""
     wanted = scheme_name(choice)
@@ -92,11 +92,11 @@ def find_tuned_postprocess(run_dir: str | Path, checkpoint: str | Path, choice: 
     run_dir = Path(run_dir).resolve()
     if len(run_dir.parents) < 3:
         return None
-    eval_root = runs.eval_dir(run_dir, "test", outputs=run_dir.parents[2]).parent
-    candidates = sorted(eval_root.glob(f"*/{runs.EVAL_INFO_FILE}"), key=lambda p: (p.parent.name != "test", p.parent.name))
+    eval_root = run_folders.eval_dir(run_dir, "test", outputs=run_dir.parents[2]).parent
+    candidates = sorted(eval_root.glob(f"*/{run_folders.EVAL_INFO_FILE}"), key=lambda p: (p.parent.name != "test", p.parent.name))
     for eval_path in candidates:
         info = json.loads(eval_path.read_text())
-        metrics_path = eval_path.parent / runs.EVAL_METRICS_FILE
+        metrics_path = eval_path.parent / run_folders.EVAL_METRICS_FILE
         if Path(info.get("checkpoint", "")).name != Path(checkpoint).name or not metrics_path.is_file():
             continue
         metrics = json.loads(metrics_path.read_text())

@@ -1,10 +1,10 @@
 # Dataset config: the layout 02_prepare writes (data/prepared/patient-512 by default), the seed's
 # pipelines (Resize keep_ratio=False, RandomFlip 0.5, PhotoMetricDistortion) and batch 16.
-# Training loads the gray PNGs as one channel and applies GrayPhotoMetricDistortion (helpers/transforms.py),
+# Training loads the gray PNGs as one channel and applies GrayPhotoMetricDistortion (helpers/data/transforms.py),
 # the seed's PhotoMetricDistortion computed for one channel. The data preprocessor broadcasts that channel
 # to three, so the model gets the same normalized batch as from the seed's 3-channel pipeline, bit for bit
 # (tests/test_transforms.py), for a fraction of the loader's time.
-custom_imports = dict(imports=['helpers.dataset', 'helpers.modeling'], allow_failed_imports=False)
+custom_imports = dict(imports=['helpers.data.mmseg_dataset', 'helpers.modeling'], allow_failed_imports=False)
 
 dataset_type = 'PneumothoraxDataset'
 data_root = 'data/prepared/patient-512'

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
-from helpers.progress import tqdm
+from helpers.core.progress import tqdm
 
 PRELOAD = ["numpy", "cv2", "PIL.Image", "pandas", "sklearn.model_selection"]
 T = TypeVar("T")

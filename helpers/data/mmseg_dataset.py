@@ -1,7 +1,7 @@
 """The mmseg dataset class for the prepared layout (registered in mmseg's DATASETS on import).
 
 Configs name it as ``type='PneumothoraxDataset'`` and import it with
-``custom_imports = dict(imports=['helpers.dataset', 'helpers.modeling'])``.
+``custom_imports = dict(imports=['helpers.data.mmseg_dataset', 'helpers.modeling'])``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from helpers.prepared import positive_names
+from helpers.data.prepared_folder import positive_names
 
 CLASSES = ("background", "pneumothorax")
 PALETTE = [[0, 0, 0], [255, 64, 64]]
@@ -19,7 +19,7 @@ PALETTE = [[0, 0, 0], [255, 64, 64]]
 
 @DATASETS.register_module()
 class PneumothoraxDataset(BaseSegDataset):
-    """Images and {0, 1} masks written by ``helpers.prepare``; entries come from ``train.txt`` etc.
+    """Images and {0, 1} masks written by ``helpers.data.prepare``; entries come from ``train.txt`` etc.
 
     ``positive_repeats=k`` lists every image with pneumothorax k times (oversampling of the rare
     positives), read from the ``labels.csv`` that prepare writes beside the split files.

@@ -5,7 +5,7 @@ films of the same pneumothorax). A split that puts one patient on both sides sco
 trained on. This module owns the patient concept:
 
 - the **patient table** (``image_id, patient, follow_up``): shipped with the package
-  (``helpers/resources/patients.csv.gz``, from earhian/SIIM-ACR-Pneumothorax-Segmentation-5th,
+  (``helpers/data/resources/patients.csv.gz``, from earhian/SIIM-ACR-Pneumothorax-Segmentation-5th,
   ``input/nih_id.csv``; see the README beside it), or a table of the same format beside a dataset's CSVs
   (the demo data writes one), or any file given as ``patient_table``;
 - :func:`attach_patients`: the join to an index (an image the table does not know is its own patient);
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import paths
-from helpers.fileio import atomic_write_bytes
+from helpers.core import paths
+from helpers.core.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ import platform
 import subprocess
 from importlib import metadata
 
-from helpers import __version__, paths
+from helpers import __version__
+from helpers.core import paths
 
 PACKAGES = ("torch", "mmcv", "mmengine", "mmsegmentation", "numpy", "opencv-python-headless", "papermill")
 

@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from helpers import paths, patients
-from helpers.parallel import parallel_map
-from helpers.profile import DEMO, choose_profile
-from helpers.siim_release import not_converted_message
+from helpers.core import paths
+from helpers.core.data_profile import DEMO, choose_profile
+from helpers.core.parallel import parallel_map
+from helpers.data import patients
+from helpers.data.siim_layout import not_converted_message
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def read_listed(root: Path | str = paths.RAW_DIR, patient_table: Path | str | No
     """Every row of both CSVs with its patient: ``name, image_id, has_pneumo, stage, patient, follow_up``.
 
     Needs only the CSVs. ``patient_table``: None for the table beside the CSVs if there, else the shipped
-    one (:func:`helpers.patients.table_path`).
+    one (:func:`helpers.data.patients.table_path`).
     """
     root = find_csv_root(root)
     return _with_patients(read_csvs(root), root, patient_table)

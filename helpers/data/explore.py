@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import paths, patients
-from helpers.fileio import atomic_write_json
-from helpers.rawdata import RawDataError, RawIndex, read_index, scan_pairs
+from helpers.core import paths
+from helpers.core.fileio import atomic_write_json
+from helpers.data import patients
+from helpers.core.parameters import ExploreParams
+from helpers.data.rawdata import RawDataError, RawIndex, choose_raw_root, read_index, scan_pairs
 
 CLASS_NAMES = ("background", "pneumothorax")
 STATS_FILE = "explore_stats.json"
@@ -116,7 +118,7 @@ def explore_dataset(
 
     The patient tables (images per patient, mixed labels, the official split's patient overlap) come from
     every row of the CSVs, whatever the files present or the sample; ``patient_table`` as in
-    :func:`helpers.rawdata.read_listed`.
+    :func:`helpers.data.rawdata.read_listed`.
 
     Raises :class:`RawDataError` naming each file with a problem.
     """
@@ -156,3 +158,12 @@ def explore_dataset(
                          "official_overlap": result.official_overlap},
         })
     return result
+
+
+def explore(params: ExploreParams) -> ExploreResult:
+    """01's step: the raw data of ``params.raw_root`` (data/raw, or the demo data when data/raw has none, said
+    once), every table, the JSON in the outputs' explore folder."""
+    raw = choose_raw_root(params.raw_root)
+    return explore_dataset(raw.root, stages=params.stages, max_images=params.max_images or None, seed=params.seed,
+                           workers=params.workers or None, out_dir=paths.explore_dir(params.outputs_dir),
+                           patient_table=params.patient_table)

@@ -1,5 +1,5 @@
 """One split's predictions: what inference hands to post-processing and evaluation (arrays, or stacks on disk
-(helpers.stacks); no model)."""
+(helpers.core.stacks); no model)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from helpers.stacks import Stack
+from helpers.core.stacks import Stack
 
 
 @dataclass
@@ -16,7 +16,7 @@ class Predictions:
     not from ``probs``, so that its pooled metrics are exactly ``IoUMetric``'s)."""
 
     names: list[str]
-    # the per-pixel stacks are arrays, or helpers.stacks.Stack (on disk, read image by image) when predicted with store=
+    # the per-pixel stacks are arrays, or helpers.core.stacks.Stack (on disk, read image by image) when predicted with store=
     probs: np.ndarray | Stack  # (N, H, W) uint8, round(255 * p_pneumothorax)
     truth: np.ndarray | Stack  # (N, H, W) bool
     default_counts: np.ndarray  # (N, 4) [tp, fp, fn, tn] of mmseg's decision

@@ -2,9 +2,9 @@
 
 The release: ``dicom-images-train/<Study>/<Series>/<SOPInstanceUID>.dcm``, the same under
 ``dicom-images-test/``, and one or several RLE CSVs (``train-rle.csv``, the later stage-1 test labels; see
-:mod:`helpers.rle`), possibly under one top folder (``siim/``). The ImageId is a DICOM file's stem.
+:mod:`helpers.data.rle`), possibly under one top folder (``siim/``). The ImageId is a DICOM file's stem.
 
-The output is the Kaggle dataset's layout (:mod:`helpers.rawdata`), which 01..05 read unchanged:
+The output is the Kaggle dataset's layout (:mod:`helpers.data.rawdata`), which 01..05 read unchanged:
 ``png_images/NAME`` (the DICOM's 8-bit pixels exactly), ``png_masks/NAME`` (the union of the image's RLE
 rows, {0, 255}), ``stage_1_train_images.csv`` and ``stage_1_test_images.csv`` (``new_filename, ImageId,
 has_pneumo``), listing the converted images only.
@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.dicom import DicomError, gray8_of, is_dicom, read_dataset, stored_pixels
-from helpers.fileio import atomic_write_bytes, atomic_write_text
-from helpers.images import encode_png
-from helpers.parallel import parallel_map
-from helpers.rawdata import CSV_COLUMNS, CSV_FILES, IMAGES_FOLDER, MASKS_FOLDER
-from helpers.rle import EMPTY, RleError, is_rle_csv, read_rle_csv, union_mask
-from helpers.siim_release import RELEASE_FOLDERS, find_release
+from helpers.core.fileio import atomic_write_bytes, atomic_write_text
+from helpers.core.parallel import parallel_map
+from helpers.data.dicom import DicomError, gray8_of, is_dicom, read_dataset, stored_pixels
+from helpers.data.images import encode_png
+from helpers.data.rawdata import CSV_COLUMNS, CSV_FILES, IMAGES_FOLDER, MASKS_FOLDER
+from helpers.data.rle import EMPTY, RleError, is_rle_csv, read_rle_csv, union_mask
+from helpers.data.siim_layout import RELEASE_FOLDERS, find_release
 
 REPORT_FILE = "siim_conversion_report.csv"
 REPORT_COLUMNS = ["path", "image_id", "problem"]

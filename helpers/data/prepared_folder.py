@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import paths
+from helpers.core import paths
 
 MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "labels.csv"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import paths
+from helpers.core import paths
 
 FULL, DEMO = "full", "demo"
 

@@ -23,7 +23,7 @@ from mmengine.dist import get_dist_info, sync_random_seed
 from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
-from helpers.prepared import LABELS_FILE, positive_names
+from helpers.data.prepared_folder import LABELS_FILE, positive_names
 
 
 def positive_flags(dataset) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("PNEUMO_DATA_DIR", REPO_ROOT / "data"))
 OUTPUTS_DIR = Path(os.environ.get("PNEUMO_OUTPUTS_DIR", REPO_ROOT / "outputs"))
 

@@ -1,4 +1,4 @@
-"""Image I/O with the project's settings: PNG and JPEG radiographs to 8-bit gray (DICOM: helpers.dicom), PNG encoding, overlays.
+"""Image I/O with the project's settings: PNG and JPEG radiographs to 8-bit gray (DICOM: helpers.data.dicom), PNG encoding, overlays.
 
 Prepared images are read at every training step, so they are encoded for decoding speed
 (benchmarks/train.py): uncompressed PNG without filters, decoded in 0.2 ms against 3.1 ms for level-1
@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from helpers.fileio import atomic_write_bytes
+from helpers.core.fileio import atomic_write_bytes
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what read_gray8 is for; DICOM is told by helpers.dicom.is_dicom
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what read_gray8 is for; DICOM is told by helpers.data.dicom.is_dicom
 IMAGE_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 0, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
 MASK_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 

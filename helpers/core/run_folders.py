@@ -33,12 +33,12 @@ import math
 import re
 from pathlib import Path
 
-from helpers import paths
-from helpers.profile import DEMO, choose_profile
+from helpers.core import paths
+from helpers.core.data_profile import DEMO, choose_profile
 
 CONFIG_FILE = "config.py"
 MANIFEST_FILE = "manifest.json"
-RECORD_FILE = "record.json"  # helpers.records: the sweep's record of the run's inputs and state
+RECORD_FILE = "record.json"  # helpers.workflow.stage_records: the sweep's record of the run's inputs and state
 METRICS_FILE = "metrics.json"
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 BEST_METRIC = "mDice"

@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers import paths
-from helpers.fileio import atomic_write_json
+from helpers.core import paths
+from helpers.core.fileio import atomic_write_json
+from helpers.data.prepared_folder import MANIFEST_FILE as PREPARED_MANIFEST_FILE
 
 STARTED, FINISHED = "started", "finished"
 
@@ -123,3 +124,12 @@ def result_id(path: Path | str) -> str | None:
     """The result id of a finished step (what the steps after it take as input); None otherwise."""
     record = read_record(path)
     return record.get("result_id") if record and record.get("state") == FINISHED else None
+
+
+# Parameters that change where or how fast a step runs, not what it produces: not part of its record.
+NOT_INPUTS = ("work_dir", "resume", "workers", "outputs_dir")
+
+
+def prepared_manifest_hash(prepared_root: str | Path | None) -> str | None:
+    """The hash of a prepared folder's manifest.json (02's output, an input of 03 and 04); None without one."""
+    return file_hash(paths.resolve(prepared_root) / PREPARED_MANIFEST_FILE) if prepared_root else None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from helpers import paths
+from helpers.core import paths
 
 
 class ParameterError(ValueError):
@@ -98,7 +98,7 @@ TRIPLET_KEYS = ("threshold", "min_component_area", "min_total_area")
 POSTPROCESS = Rule(f'"tune", "none", or a mapping of {", ".join(TRIPLET_KEYS)}',
                    lambda v: v in ("tune", "none") or (isinstance(v, Mapping) and set(v) <= set(TRIPLET_KEYS)))
 STRINGS = Rule("a list of strings", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
-STAGES = Rule('a non-empty list of "train" and "test"',
+RAW_SPLITS = Rule('a non-empty list of "train" and "test"',
               lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and set(v) <= {"train", "test"})
 
 
@@ -114,7 +114,7 @@ class ExploreParams:
     """01_explore."""
 
     raw_root: str | None = declared(None, optional(existing("dir", "the raw data folder"), "data/raw, or the demo data"))
-    stages: list[str] = declared(["train", "test"], STAGES)
+    stages: list[str] = declared(["train", "test"], RAW_SPLITS)
     max_images: int = declared(0, integer_at_least(0, "an image count (0: all)"))
     seed: int = declared(0, integer_at_least(0))
     workers: int = declared(0, integer_at_least(0, "a worker count (0: all cores)"))
@@ -200,6 +200,7 @@ NOTEBOOK_PARAMETERS: dict[str, type] = {
     "01_explore": ExploreParams, "02_prepare": PrepareParams, "03_train": TrainParams,
     "04_evaluate": EvaluateParams, "05_visualize": VisualizeParams,
 }
+STAGES = tuple(NOTEBOOK_PARAMETERS)  # the pipeline's stages, in order: one notebook each
 
 
 def declared_names(stage: str) -> list[str]:

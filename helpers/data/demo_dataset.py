@@ -9,7 +9,7 @@ Patients: about two thirds of the images belong to a synthetic patient with seve
 ``max_images_per_patient``, in either stage), as 65 % of the real images do. A patient's images share
 their anatomy (body, lungs, their brightness) and the side of any pneumothorax; noise, texture, ribs and
 the lesion differ. The generator writes the patient table beside the CSVs (``patients.csv.gz``, in the
-format of the table shipped with the package), where :func:`helpers.patients.table_path` finds it.
+format of the table shipped with the package), where :func:`helpers.data.patients.table_path` finds it.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from helpers import paths
-from helpers.parallel import parallel_map
-from helpers.patients import PATIENTS_FILE, write_patient_table
-from helpers.rawdata import CSV_FILES, IMAGES_FOLDER, MASKS_FOLDER
+from helpers.core import paths
+from helpers.core.parallel import parallel_map
+from helpers.data.patients import PATIENTS_FILE, write_patient_table
+from helpers.data.rawdata import CSV_FILES, IMAGES_FOLDER, MASKS_FOLDER
 
 PARAMS_FILE = "demo_params.json"
 
@@ -175,7 +175,7 @@ def generate_demo_dataset(dest: Path | str = paths.DEMO_DIR, spec: DemoSpec = De
             rows = plan[plan["stage"] == stage]
             rows[["new_filename", "ImageId", "has_pneumo"]].to_csv(folder / filename, index=False)
         patients = plan.rename(columns={"ImageId": "image_id"})
-        write_patient_table(patients, folder / PATIENTS_FILE, f"Synthetic patients of the demo dataset ({DemoSpec.__name__} {asdict(spec)}), written by helpers.demo_data.")
+        write_patient_table(patients, folder / PATIENTS_FILE, f"Synthetic patients of the demo dataset ({DemoSpec.__name__} {asdict(spec)}), written by helpers.data.demo_dataset.")
         if target.exists():
             shutil.rmtree(target)
         folder.rename(target)

@@ -24,14 +24,22 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from helpers import paths, patients
-from helpers.fileio import atomic_write_json, atomic_write_text
-from helpers.images import IMAGE_PNG_PARAMS, write_png
-from helpers.locks import folder_lock
-from helpers.parallel import parallel_map
-from helpers.prepared import DEFAULT_SPLIT_MODE, FOLD_SPLIT_GLOB, LABELS_FILE, MANIFEST_FILE, fold_split_file, read_labels
-from helpers.provenance import code_version
-from helpers.rawdata import RawDataError, decode_png, mask_problems, read_index
+from helpers.core import paths
+from helpers.core.fileio import atomic_write_json, atomic_write_text
+from helpers.core.locks import folder_lock
+from helpers.core.parallel import parallel_map
+from helpers.core.provenance import code_version
+from helpers.data import patients
+from helpers.data.images import IMAGE_PNG_PARAMS, write_png
+from helpers.data.prepared_folder import (
+    DEFAULT_SPLIT_MODE,
+    FOLD_SPLIT_GLOB,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    fold_split_file,
+    read_labels,
+)
+from helpers.data.rawdata import RawDataError, decode_png, mask_problems, read_index
 
 SPLIT_MODES = ("patient", "official", "seed")
 TEST_FRACTION = 0.11  # the patient split's default test share: stage_1_test is 1,372 of 12,047 images (11.4 %)
@@ -105,7 +113,7 @@ def assign_splits(pairs: pd.DataFrame, split_mode: str = DEFAULT_SPLIT_MODE, val
         if not 0.0 < value < 1.0:
             raise ValueError(f"{name} must be between 0 and 1, not {value}")
     if (split_mode != "seed" or folds) and "patient" not in pairs:
-        raise ValueError("the pairs have no patient column: read them with helpers.rawdata.read_index")
+        raise ValueError("the pairs have no patient column: read them with helpers.data.rawdata.read_index")
     table = pairs.copy()
     table["split"] = "train"
     if split_mode == "patient":
@@ -210,7 +218,7 @@ def prepare_dataset(
     Idempotent and resumable: finished files are skipped, every file is written atomically, the raw data is
     only read. Raises :class:`RawDataError` naming the first file that cannot be converted.
     ``patient_table``: None for the one beside the raw CSVs if there, else the shipped one.
-    One writer per prepared folder: another process writing it makes this one stop (helpers.locks).
+    One writer per prepared folder: another process writing it makes this one stop (helpers.core.locks).
     """
     out_dir = paths.resolve(out_dir) if out_dir is not None else paths.prepared_dir(split_mode, img_size, paths.resolve(out_root))
     with folder_lock(out_dir, "prepared folder"):

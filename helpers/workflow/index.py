@@ -1,0 +1,128 @@
+"""``outputs/index.html``: the headline table, the per-image Dice figure, and every report grouped by stage."""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from helpers.core import paths
+from helpers.core.fileio import atomic_write_text
+from helpers.core.parameters import STAGES
+
+log = logging.getLogger(__name__)
+
+
+STAGE_DESCRIPTIONS = {
+    "01_explore": "the raw data: images, labels, mask areas, patients, examples",
+    "02_prepare": "the split (train / val / test), the leakage report, prepared examples",
+    "03_train": "one training run: learning curves, best and last validation, speed",
+    "04_evaluate": "every run on the test split: metrics with intervals, post-processing, paired comparison",
+    "05_visualize": "predictions drawn on test images: best, worst, by lesion size",
+}
+
+
+HEADLINE_COLUMNS = ("run", "split", "images", "fg_dice", "image_dice (95 % CI)", "det_auc", "pp_image_dice", "vs best run")
+
+
+CSV_FILES = {"eval/comparison.csv": "every metric of every run, its interval, seen / unseen patients",
+             "eval/paired.csv": "each run against the best run of its split (paired patient bootstrap)",
+             "runs/sweep.csv": "the training runs: best validation, speed"}
+
+
+def _figure_html(figure, alt: str) -> str:
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def headline_table(comparison: pd.DataFrame, paired: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The index's table: one row per run and baseline, the columns of ``HEADLINE_COLUMNS`` (formatted text)."""
+    def pct(value) -> str:
+        return "–" if pd.isna(value) else f"{value:.2f}"
+
+    verdicts = {}
+    if paired is not None:
+        for row in paired.itertuples():
+            verdicts[(row.config, "" if pd.isna(row.lr) else f"{row.lr:g}", row.split)] = (
+                row.verdict if row.verdict == "best run (reference)"
+                else f"{row.verdict} ({row.diff:+.2f}, {row.diff_lo:+.2f} to {row.diff_hi:+.2f})")
+    rows = []
+    for row in comparison.itertuples():
+        lr = "" if pd.isna(row.lr) else f"{row.lr:g}"
+        interval = "" if pd.isna(getattr(row, "image_dice_lo", float("nan"))) else f" ({row.image_dice_lo:.2f}–{row.image_dice_hi:.2f})"
+        auc = getattr(row, "det_auc", float("nan"))
+        rows.append({"run": f"{row.config} lr {lr}" if lr else row.config, "split": row.split,
+                     "images": "–" if pd.isna(row.images) else f"{row.images:.0f}", "fg_dice": pct(row.fg_dice),
+                     "image_dice (95 % CI)": pct(row.image_dice) + interval, "det_auc": "–" if pd.isna(auc) else f"{auc:.3f}",
+                     "pp_image_dice": pct(row.pp_image_dice), "vs best run": verdicts.get((row.config, lr, row.split), "–")})
+    return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
+
+
+def write_index(outputs: Path | str = paths.OUTPUTS_DIR, title: str = "Pneumothorax segmentation: reports") -> Path:
+    """``outputs/index.html``: a headline table (at most 8 columns; every other number in the linked CSVs), a
+    figure of per-image Dice with intervals for every run and baseline, and the reports grouped by stage."""
+    from helpers.evaluation.paired import PAIRED_FILE
+    from helpers.plots import plot_image_dice_intervals
+
+    outputs = Path(outputs)
+    reports = sorted(p for p in outputs.rglob("*.html") if p.name != "index.html" and not p.name.startswith("."))
+    comparison = outputs / "eval" / "comparison.csv"
+    paired_csv = outputs / "eval" / PAIRED_FILE
+    table_html = "<p>No evaluation yet (run 04_evaluate).</p>"
+    figure_html = ""
+    if comparison.exists():
+        table = pd.read_csv(comparison)
+        paired = pd.read_csv(paired_csv) if paired_csv.exists() else None
+        table_html = headline_table(table, paired).to_html(index=False, border=0, classes="metrics", escape=True)
+        figure_html = _figure_html(plot_image_dice_intervals(table),
+                                   "Per-image Dice in percent with 95 % patient bootstrap intervals, one row per run "
+                                   "and baseline, grouped by split")
+    csv_items = "\n".join(f'<li><a href="{html.escape(name)}">{html.escape(name)}</a>: {html.escape(what)}</li>'
+                           for name, what in CSV_FILES.items() if (outputs / name).exists())
+
+    def link(path: Path) -> str:
+        relative = html.escape(str(path.relative_to(outputs)))
+        return f'<a href="{relative}">{relative}</a>'
+
+    sections = []
+    for stage in STAGES:
+        found = [p for p in reports if p.stem == stage]
+        if found:
+            items = "\n".join(f"<li>{link(p)}</li>" for p in found)
+            sections.append(f"<h3>{stage}</h3>\n<p>{html.escape(STAGE_DESCRIPTIONS[stage])}</p>\n<ul>\n{items}\n</ul>")
+    others = [p for p in reports if p.stem not in STAGES]
+    if others:
+        sections.append("<h3>Other reports</h3>\n<ul>\n" + "\n".join(f"<li>{link(p)}</li>" for p in others) + "\n</ul>")
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table.metrics{{border-collapse:collapse}}
+table.metrics td,table.metrics th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}}
+img{{max-width:100%}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>Generated {time.strftime("%Y-%m-%d %H:%M")}. All values in %: fg_dice is the pneumothorax class's pooled Dice;
+image_dice the SIIM-ACR per-image Dice (empty on empty = 1) of the model's own decision, with its 95 % interval
+from a bootstrap over patients; pp_image_dice the same after the post-processing tuned on val; det_auc the ROC AUC
+of detecting an image with pneumothorax (a fraction). 'vs best run': the per-image Dice difference to the best run
+of the same split, with a paired patient bootstrap interval. The 'seed (reported)' rows are the numbers in the
+seed project's README.</p>
+<h2>Headline metrics</h2>
+{table_html}
+<ul>
+{csv_items}
+</ul>
+{figure_html}
+<h2>Reports</h2>
+{chr(10).join(sections)}
+</body></html>
+"""
+    index = outputs / "index.html"
+    atomic_write_text(index, page)
+    return index

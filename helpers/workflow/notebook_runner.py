@@ -1,0 +1,156 @@
+"""Run one notebook headless: papermill into a folder, its HTML beside it (figures embedded with alt text, code
+hidden), Ctrl-C passed on to the kernel."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.core import paths
+from helpers.core.fileio import atomic_write_text
+from helpers.core.parameters import check_parameters
+from helpers.core.progress import KERNEL_ARGUMENTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """One executed notebook and its HTML rendering."""
+
+    notebook: Path
+    html: Path
+    ok: bool
+    error: str | None = None
+    seconds: float = 0.0
+    skipped: bool = False  # up to date: its record matched, nothing ran
+
+
+NO_ALT = 'alt="No description has been provided for this image"'  # nbconvert's placeholder for a figure
+
+
+FIGURE_IMG = '<img src="data:image/png;base64,'  # a figure in the lab template, where no placeholder is added
+
+
+def figure_descriptions(nb) -> list[str]:
+    """One alt text per image output of an executed notebook, in order: the section it is drawn in (the
+    nearest markdown heading above it), numbered within the section."""
+    descriptions, heading, count = [], "", 0
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            lines = [line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")]
+            if lines:
+                heading, count = lines[0], 0
+            continue
+        for output in cell.get("outputs", []):
+            if "image/png" in output.get("data", {}):
+                count += 1
+                descriptions.append(f"Figure {count} of the section '{heading}'" if heading else f"Figure {count}")
+    return descriptions
+
+
+def render_html(notebook: Path, html_path: Path) -> Path:
+    """Render an executed notebook to HTML without code cells (figures embedded as base64, each with alt
+    text naming the section it belongs to)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    nb = nbformat.read(notebook, as_version=4)
+    body, _ = exporter.from_notebook_node(nb)
+    for description in figure_descriptions(nb):  # in place of nbconvert's placeholder, or of no alt at all
+        alt = f'alt="{html.escape(description)}"'
+        body = body.replace(NO_ALT, alt, 1) if NO_ALT in body else body.replace(FIGURE_IMG, f"<img {alt} {FIGURE_IMG[5:]}", 1)
+    atomic_write_text(html_path, body)
+    return html_path
+
+
+@contextlib.contextmanager
+def _ctrl_c_reaches_the_kernel() -> Iterator[list[bool]]:
+    """While a notebook runs, Ctrl-C (SIGINT) is passed on to its kernel, which jupyter_client starts in a
+    session of its own that the terminal's Ctrl-C does not reach: the running cell stops with
+    KeyboardInterrupt and papermill ends normally (no half-closed kernel, no asyncio tracebacks). The
+    yielded list says whether it happened; a second Ctrl-C stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    import psutil
+
+    interrupted: list[bool] = []
+
+    def forward(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        for child in psutil.Process().children():
+            try:
+                if any("ipykernel" in part for part in child.cmdline()):
+                    os.killpg(os.getpgid(child.pid), signal.SIGINT)
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                pass
+
+    previous = signal.signal(signal.SIGINT, forward)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: str | None = None,
+                 stream: bool = True) -> Report:
+    """Execute ``notebooks/<stage>.ipynb`` with papermill into ``output_dir`` and render its HTML.
+
+    The kernel runs in the repository root. With ``stream``, the notebook's output goes to this process's
+    stdout/stderr while it runs (progress bars and mmengine's log lines reach the terminal directly, never
+    the notebook: helpers.core.progress), and a failed cell's traceback to stderr. A failing notebook still gets
+    its executed copy and HTML (showing the error); the returned Report says it failed. Ctrl-C stops the
+    running cell and raises KeyboardInterrupt here, keeping no executed copy of the interrupted notebook.
+    Parameters the notebook does not declare, or values its declaration (helpers.core.parameters) does not allow,
+    raise ParameterError before anything is created.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    check_parameters(stage, parameters, source=f"{stage}'s parameters")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    name = name or stage
+    executed = output_dir / f"{name}.ipynb"
+    html_path = output_dir / f"{name}.html"
+    start = time.perf_counter()
+    error = None
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=f".{name}-") as tmp:
+        partial = Path(tmp) / executed.name
+        with _ctrl_c_reaches_the_kernel() as interrupted:
+            try:
+                papermill.execute_notebook(
+                    str(paths.NOTEBOOKS_DIR / f"{stage}.ipynb"), str(partial), parameters=parameters,
+                    cwd=str(paths.REPO_ROOT), progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGUMENTS,
+                    stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None,
+                )
+            except Exception as err:  # papermill's execution error, or a kernel that died
+                if interrupted or (isinstance(err, PapermillExecutionError) and err.ename == "KeyboardInterrupt"):
+                    raise KeyboardInterrupt from None  # the partial notebook goes with the temporary folder
+                error = f"{type(err).__name__}: {err}"
+                if stream and isinstance(err, PapermillExecutionError):
+                    print(f"{name} failed:{err}", file=sys.stderr, flush=True)  # the cell's traceback
+                    log.error("%s failed: %s: %s (traceback above)", name, err.ename, err.evalue)
+                else:
+                    log.error("%s failed: %s", name, error)
+        if partial.exists():
+            partial.replace(executed)
+    if executed.exists():
+        render_html(executed, html_path)
+    if interrupted:  # Ctrl-C came between cells: the notebook ran to its end, and the caller stops now
+        raise KeyboardInterrupt
+    return Report(notebook=executed, html=html_path, ok=error is None, error=error, seconds=time.perf_counter() - start)
