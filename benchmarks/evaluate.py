@@ -30,8 +30,16 @@ def train_demo_run(root: Path, n_test: int, img_size: int, iters: int) -> Path:
 
     raw = generate_demo_dataset(root / "raw", DemoSpec(n_train=80, n_test=n_test, size=img_size, seed=0), workers=1)
     prepared = prepare_dataset(raw, root / "prepared", img_size=img_size, workers=1)
-    result = run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(prepared.out_dir), img_size=img_size,
-                                      max_iters=iters, val_interval=iters, work_dir=str(root / "run")))
+    result = run_training(
+        TrainParams(
+            config=DEMO_CONFIG,
+            prepared_root=str(prepared.out_dir),
+            img_size=img_size,
+            max_iters=iters,
+            val_interval=iters,
+            work_dir=str(root / "run"),
+        )
+    )
     return result.work_dir
 
 
@@ -74,13 +82,22 @@ def mmseg_side(run_dir: Path, split: str, data_root: str | None, batch_size: int
     return {"mmseg: Runner build+test": total, "mmseg: Runner.test()": test}, metrics
 
 
-def our_side(run_dir: Path, split: str, data_root: str | None, batch_size: int, n_boot: int, device: str | None,
-             out_dir: Path) -> tuple[dict, dict]:
+def our_side(
+    run_dir: Path, split: str, data_root: str | None, batch_size: int, n_boot: int, device: str | None, out_dir: Path
+) -> tuple[dict, dict]:
     """Times of ``evaluate_run`` (load, inference, every metric, bootstrap, files) and of load_model +
     predict_split alone, and the metrics."""
     clock = Clock()
-    result = evaluate_run(run_dir, split=split, prepared_root=data_root, batch_size=batch_size, postprocess=PostProcess(),
-                          n_boot=n_boot, device=device, out_dir=out_dir)
+    result = evaluate_run(
+        run_dir,
+        split=split,
+        prepared_root=data_root,
+        batch_size=batch_size,
+        postprocess=PostProcess(),
+        n_boot=n_boot,
+        device=device,
+        out_dir=out_dir,
+    )
     full = clock.lap()
     predict_split(load_model(run_dir, device), result.data_root, split, batch_size)
     inference = clock.lap()
@@ -108,27 +125,43 @@ def main(argv: list[str] | None = None) -> None:
         for repeat in range(args.repeats + 1):  # the first round warms up; the order alternates
             for side in ("mmseg", "ours")[:: 1 if repeat % 2 == 0 else -1]:
                 if side == "ours":
-                    measured, mine = our_side(run_dir, args.split, args.data_root, args.batch_size, args.n_boot,
-                                              args.device, tmp / f"eval{repeat}")
+                    measured, mine = our_side(
+                        run_dir,
+                        args.split,
+                        args.data_root,
+                        args.batch_size,
+                        args.n_boot,
+                        args.device,
+                        tmp / f"eval{repeat}",
+                    )
                 else:
-                    measured, theirs = mmseg_side(run_dir, args.split, args.data_root, args.batch_size,
-                                                  tmp / f"runner{repeat}")
+                    measured, theirs = mmseg_side(
+                        run_dir, args.split, args.data_root, args.batch_size, tmp / f"runner{repeat}"
+                    )
                 for name, value in measured.items():
                     times.setdefault(name, []).append(value)
         images = mine["mmseg"]["images"]
-        print(f"\nrun {run_dir}, split {args.split}: {images} images of {mine['image_shape']}, batch {args.batch_size}, "
-              f"n_boot {args.n_boot}, device {args.device or 'auto'}")
+        print(
+            f"\nrun {run_dir}, split {args.split}: {images} images of {mine['image_shape']}, batch {args.batch_size}, "
+            f"n_boot {args.n_boot}, device {args.device or 'auto'}"
+        )
         rate, cpu_rate = {}, {}
         for name, values in sorted(times.items()):
             wall = min(v[0] for v in values[1:])
             cpu = min(v[1] for v in values[1:])
             rate[name], cpu_rate[name] = images / wall, images / cpu
-            print(f"{name:>26}: {rate[name]:7.1f} images/s wall (best of {args.repeats}: {wall:6.2f} s), "
-                  f"{cpu_rate[name]:7.1f} images per CPU-second")
-        for ours_name, mmseg_name in (("ours: evaluate_run", "mmseg: Runner build+test"),
-                                      ("ours: load+predict_split", "mmseg: Runner.test()")):
-            print(f"{'ratio':>26}: {rate[ours_name] / rate[mmseg_name]:.2f} wall, "
-                  f"{cpu_rate[ours_name] / cpu_rate[mmseg_name]:.2f} CPU ({ours_name} / {mmseg_name})")
+            print(
+                f"{name:>26}: {rate[name]:7.1f} images/s wall (best of {args.repeats}: {wall:6.2f} s), "
+                f"{cpu_rate[name]:7.1f} images per CPU-second"
+            )
+        for ours_name, mmseg_name in (
+            ("ours: evaluate_run", "mmseg: Runner build+test"),
+            ("ours: load+predict_split", "mmseg: Runner.test()"),
+        ):
+            print(
+                f"{'ratio':>26}: {rate[ours_name] / rate[mmseg_name]:.2f} wall, "
+                f"{cpu_rate[ours_name] / cpu_rate[mmseg_name]:.2f} CPU ({ours_name} / {mmseg_name})"
+            )
         same = all(float(mine["mmseg"][k]) == round(float(theirs[k]), 2) for k in ("aAcc", "mIoU", "mDice"))
         print(f"{'same aAcc/mIoU/mDice':>26}: {same} ({ {k: float(theirs[k]) for k in ('aAcc', 'mIoU', 'mDice')} })")
 

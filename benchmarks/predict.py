@@ -120,32 +120,46 @@ def main() -> None:
         assert all(np.array_equal(read_gray8(p), read_dicom(d).gray8) for p, d in zip(pngs, dicoms))
         for config in args.configs:
             checkpoint, onnx_path = write_models(config, root / "models")
-            ways = {"PNG, PyTorch": (checkpoint, pngs), "DICOM, PyTorch": (checkpoint, dicoms),
-                    "PNG, onnxruntime": (onnx_path, pngs)}
+            ways = {
+                "PNG, PyTorch": (checkpoint, pngs),
+                "DICOM, PyTorch": (checkpoint, dicoms),
+                "PNG, onnxruntime": (onnx_path, pngs),
+            }
             best = {way: (np.inf, np.inf) for way in ways}
             loads = {way: load_seconds(model) for way, (model, _) in ways.items()}  # also the warm-up
             for way, (model, files) in ways.items():
                 predict_images(model, files[:2], root / "warmup", device="cpu", batch_size=args.batch_size)
             for repeat in range(args.repeats):
-                for way in (list(ways) if repeat % 2 == 0 else list(reversed(ways))):
+                for way in list(ways) if repeat % 2 == 0 else list(reversed(ways)):
                     model, files = ways[way]
                     clock = Clock()
-                    predict_images(model, files, root / "out" / way.replace(", ", "_"), device="cpu",
-                                   batch_size=args.batch_size)
+                    predict_images(
+                        model, files, root / "out" / way.replace(", ", "_"), device="cpu", batch_size=args.batch_size
+                    )
                     best[way] = tuple(min(a, b) for a, b in zip(best[way], clock.lap()))
             for way in ways:  # the one-time model load is taken out (and shown in its own column)
                 wall, cpu = (total - load for total, load in zip(best[way], loads[way]))
-                rows.append({"model": config.split("_")[0], "way": way, "wall s": wall, "cpu s": cpu,
-                             "load wall s": loads[way][0]})
+                rows.append(
+                    {
+                        "model": config.split("_")[0],
+                        "way": way,
+                        "wall s": wall,
+                        "cpu s": cpu,
+                        "load wall s": loads[way][0],
+                    }
+                )
     table = pd.DataFrame(rows)
     table["images/s"] = args.images / table["wall s"]
     table["images/s by CPU"] = args.images / table["cpu s"]
     for _, group in table.groupby("model", sort=False):
         for column in ("images/s", "images/s by CPU"):
             table.loc[group.index, f"x ({column})"] = group[column] / group[column].iloc[0]
-    print(f"{args.images} generated {SIZE}x{SIZE} radiographs, batch {args.batch_size}, best of {args.repeats}, "
-          f"torch threads {torch.get_num_threads()}; predict's one-time model load excluded")
+    print(
+        f"{args.images} generated {SIZE}x{SIZE} radiographs, batch {args.batch_size}, best of {args.repeats}, "
+        f"torch threads {torch.get_num_threads()}; predict's one-time model load excluded"
+    )
     print(table.drop(columns=["wall s", "cpu s"]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+
 
 if __name__ == "__main__":
     main()

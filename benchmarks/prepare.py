@@ -58,7 +58,9 @@ def best_time(run: Callable[[Path], object], scratch: Path, label: str, repeats:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200, help="image/mask pairs to generate (default 200)")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="workers for prepare (default: all cores)")
+    parser.add_argument(
+        "--workers", type=int, default=default_workers(), help="workers for prepare (default: all cores)"
+    )
     parser.add_argument("--img-size", type=int, default=512, help="prepared size (default 512)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per method; the fastest counts (default 1)")
     args = parser.parse_args(argv)
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
         scratch = Path(tmp)
         start = time.perf_counter()
-        generate_demo_dataset(scratch / "raw", DemoSpec(n_train=args.images, n_test=0, size=RAW_SIZE), workers=args.workers)
+        generate_demo_dataset(
+            scratch / "raw", DemoSpec(n_train=args.images, n_test=0, size=RAW_SIZE), workers=args.workers
+        )
         print(f"generated {args.images} pairs of {RAW_SIZE}x{RAW_SIZE} PNGs in {time.perf_counter() - start:.1f} s")
         pairs = read_index(scratch / "raw").pairs
         for path in [*pairs["image_path"], *pairs["mask_path"]]:  # page cache: no run pays for the disk
@@ -77,27 +81,33 @@ def main(argv: list[str] | None = None) -> None:
             return lambda out: prepare_dataset(scratch / "raw", out, img_size=args.img_size, workers=workers)
 
         seconds = {
-            "plain loop (1 process)": best_time(lambda out: plain_loop(pairs, out, args.img_size), scratch, "loop", args.repeats),
+            "plain loop (1 process)": best_time(
+                lambda out: plain_loop(pairs, out, args.img_size), scratch, "loop", args.repeats
+            ),
             "prepare_dataset workers=1": best_time(prepare(1), scratch, "one", args.repeats),
             f"prepare_dataset workers={args.workers}": best_time(prepare(args.workers), scratch, "all", args.repeats),
         }
 
     n = len(pairs)
     loop_wall, loop_cpu = seconds["plain loop (1 process)"]
-    table = pd.DataFrame({
-        "method": list(seconds),
-        "wall s": [round(wall, 2) for wall, _ in seconds.values()],
-        "images/s": [round(n / wall, 1) for wall, _ in seconds.values()],
-        "speed-up vs loop": [round(loop_wall / wall, 2) for wall, _ in seconds.values()],
-        "wall ms/image": [round(1000 * wall / n, 2) for wall, _ in seconds.values()],
-        "CPU ms/image": [round(1000 * cpu / n, 2) for _, cpu in list(seconds.values())[:2]] + ["-"],
-    })
+    table = pd.DataFrame(
+        {
+            "method": list(seconds),
+            "wall s": [round(wall, 2) for wall, _ in seconds.values()],
+            "images/s": [round(n / wall, 1) for wall, _ in seconds.values()],
+            "speed-up vs loop": [round(loop_wall / wall, 2) for wall, _ in seconds.values()],
+            "wall ms/image": [round(1000 * wall / n, 2) for wall, _ in seconds.values()],
+            "CPU ms/image": [round(1000 * cpu / n, 2) for _, cpu in list(seconds.values())[:2]] + ["-"],
+        }
+    )
     print(f"\n{n} pairs, {RAW_SIZE} -> {args.img_size}, {default_workers()} cores available\n")
     print(table.to_string(index=False))
     (one_wall, one_cpu), (all_wall, _) = list(seconds.values())[1:]
     print(f"\nprepare with {args.workers} workers: {loop_wall / all_wall:.2f}x the plain loop's images/s")
-    print(f"per image, workers=1 vs the loop: wall {1000 * one_wall / n:.2f} vs {1000 * loop_wall / n:.2f} ms "
-          f"({one_wall / loop_wall:.2f}x), CPU {1000 * one_cpu / n:.2f} vs {1000 * loop_cpu / n:.2f} ms ({one_cpu / loop_cpu:.2f}x)")
+    print(
+        f"per image, workers=1 vs the loop: wall {1000 * one_wall / n:.2f} vs {1000 * loop_wall / n:.2f} ms "
+        f"({one_wall / loop_wall:.2f}x), CPU {1000 * one_cpu / n:.2f} vs {1000 * loop_cpu / n:.2f} ms ({one_cpu / loop_cpu:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

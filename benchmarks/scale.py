@@ -69,7 +69,9 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_IMAGES, REAL_TEST_STAGE = 12047, 1372  # the Kaggle dataset: 10,675 train-stage + 1,372 test-stage images
 MEMORY_BOUND = 4 * 1024**3
 RSS_NOISE_MB = 32  # a peak that changes less than this between two sizes counts as not growing (run-to-run noise)
-GROWTH_ALLOWANCE_MB = 1024  # what a stage may keep per image: 1 GB over 12,047 images is 87 KB an image (1/12 byte a pixel at 1024)
+GROWTH_ALLOWANCE_MB = (
+    1024  # what a stage may keep per image: 1 GB over 12,047 images is 87 KB an image (1/12 byte a pixel at 1024)
+)
 TIME_SLOPE_BOUND = 1.1
 QUICK_SIZES = (32, 64)
 # --quick's batch size for 04 and the ensemble: at 32 images the test and val splits hold about 4 and 6, so every
@@ -122,8 +124,12 @@ def measure(command: list[str], log_path: Path, disk_root: Path, *, default_mall
 
     Unless ``default_malloc``, glibc's mmap threshold is fixed (:data:`MALLOC_ENV`) in the stage's processes."""
     disk_before = _disk_bytes(disk_root)
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "TQDM_DISABLE": "1",
-           **({} if default_malloc else MALLOC_ENV)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "TQDM_DISABLE": "1",
+        **({} if default_malloc else MALLOC_ENV),
+    }
     with open(log_path, "w") as log:
         start = time.perf_counter()
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -148,13 +154,27 @@ def measure(command: list[str], log_path: Path, disk_root: Path, *, default_mall
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}); {log_path}:\n{tail}")
     # CPU: wait4's (the stage and every process it waited for) or, when larger, the sum sampled over the tree
     cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu_seen.values()))
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_tree_MB": peak[0] / 2**20,
-            "peak_rss_single_MB": usage.ru_maxrss / 1024, "written_MB": usage.ru_oublock * 512 / 2**20,
-            "disk_added_MB": (_disk_bytes(disk_root) - disk_before) / 2**20}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "peak_rss_tree_MB": peak[0] / 2**20,
+        "peak_rss_single_MB": usage.ru_maxrss / 1024,
+        "written_MB": usage.ru_oublock * 512 / 2**20,
+        "disk_added_MB": (_disk_bytes(disk_root) - disk_before) / 2**20,
+    }
 
 
-def write_profile(folder: Path, root: Path, *, iters: int, lrs: list[float] | None, workers: int,
-                  img_size: int = 512, eval_prepared: Path | None = None, eval_batch: int | None = None) -> Path:
+def write_profile(
+    folder: Path,
+    root: Path,
+    *,
+    iters: int,
+    lrs: list[float] | None,
+    workers: int,
+    img_size: int = 512,
+    eval_prepared: Path | None = None,
+    eval_batch: int | None = None,
+) -> Path:
     """The shipped full-data profile (pipeline/*.yaml) with only the changes the module doc lists."""
     from helpers.core import paths
 
@@ -170,8 +190,13 @@ def write_profile(folder: Path, root: Path, *, iters: int, lrs: list[float] | No
                 params["img_size"] = img_size
         elif stage == "03_train":
             demo = yaml.safe_load((paths.PIPELINE_PARAMS_DIR / "demo" / "03_train.yaml").read_text())
-            params.update(config=demo["config"], img_size=512, max_iters=iters, val_interval=iters,
-                          lrs=lrs if lrs else params["lrs"][:1])
+            params.update(
+                config=demo["config"],
+                img_size=512,
+                max_iters=iters,
+                val_interval=iters,
+                lrs=lrs if lrs else params["lrs"][:1],
+            )
         elif stage == "04_evaluate":
             if eval_prepared is not None:
                 params["prepared_root"] = str(eval_prepared)
@@ -187,17 +212,36 @@ def ensemble_worker(run_dir: str, prepared_root: str, outputs: str, params_dir: 
     from helpers.workflow.evaluate_runs import evaluate_ensemble
 
     params = yaml.safe_load((Path(params_dir) / "04_evaluate.yaml").read_text())
-    evaluate_ensemble([run_dir] * ENSEMBLE_MEMBERS, f"scale_{ENSEMBLE_MEMBERS}members", split=params["split"],
-                      prepared_root=prepared_root, batch_size=params["batch_size"], tta=params["tta"],
-                      n_boot=params["n_boot"], device="cpu", outputs=outputs)
+    evaluate_ensemble(
+        [run_dir] * ENSEMBLE_MEMBERS,
+        f"scale_{ENSEMBLE_MEMBERS}members",
+        split=params["split"],
+        prepared_root=prepared_root,
+        batch_size=params["batch_size"],
+        tta=params["tta"],
+        n_boot=params["n_boot"],
+        device="cpu",
+        outputs=outputs,
+    )
 
 
 def _show(row: dict) -> None:
-    print("    " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+    print(
+        "    " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True
+    )
 
 
-STEPS = ("generate@1024", "01_explore@1024", "02_prepare@512", "03_train@512", "04_evaluate@512", "05_visualize@512",
-         "02_prepare@1024", "04_evaluate@1024", ENSEMBLE_STEP)
+STEPS = (
+    "generate@1024",
+    "01_explore@1024",
+    "02_prepare@512",
+    "03_train@512",
+    "04_evaluate@512",
+    "05_visualize@512",
+    "02_prepare@1024",
+    "04_evaluate@1024",
+    ENSEMBLE_STEP,
+)
 
 
 def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable[[dict], None]) -> None:
@@ -210,8 +254,9 @@ def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable
     n_test = max(1, round(n_images * REAL_TEST_STAGE / REAL_IMAGES))
     settings = dict(iters=args.iters, lrs=args.lrs, workers=args.workers, eval_batch=args.eval_batch)
     profile = write_profile(root / "pipeline", root, **settings)
-    profile_1024 = write_profile(root / "pipeline-1024", root, img_size=1024,
-                                 eval_prepared=root / "prepared" / "patient-1024", **settings)
+    profile_1024 = write_profile(
+        root / "pipeline-1024", root, img_size=1024, eval_prepared=root / "prepared" / "patient-1024", **settings
+    )
     eval_batch = yaml.safe_load((profile / "04_evaluate.yaml").read_text())["batch_size"]
     helpers_cli = [sys.executable, "-m", "helpers"]
 
@@ -221,8 +266,18 @@ def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable
     train_params = yaml.safe_load((profile / "03_train.yaml").read_text())
     run_dir = run_folders.run_dir(train_params["config"], train_params["lrs"][0], outputs)
     commands = {  # keyed by STEPS' names, run in STEPS' order
-        "generate@1024": [*helpers_cli, "demo-data", "--dest", str(root / "raw"), "--n-train", str(n_images - n_test),
-                          "--n-test", str(n_test), "--size", "1024"],
+        "generate@1024": [
+            *helpers_cli,
+            "demo-data",
+            "--dest",
+            str(root / "raw"),
+            "--n-train",
+            str(n_images - n_test),
+            "--n-test",
+            str(n_test),
+            "--size",
+            "1024",
+        ],
         "01_explore@1024": pipeline("01_explore", profile),
         "02_prepare@512": pipeline("02_prepare", profile),
         "03_train@512": pipeline("03_train", profile),
@@ -230,8 +285,15 @@ def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable
         "05_visualize@512": pipeline("05_visualize", profile),
         "02_prepare@1024": pipeline("02_prepare", profile_1024),
         "04_evaluate@1024": pipeline("04_evaluate", profile_1024),
-        ENSEMBLE_STEP: [sys.executable, str(Path(__file__).resolve()), "--ensemble-worker", str(run_dir),
-                        str(root / "prepared" / "patient-1024"), str(outputs), str(profile)],
+        ENSEMBLE_STEP: [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--ensemble-worker",
+            str(run_dir),
+            str(root / "prepared" / "patient-1024"),
+            str(outputs),
+            str(profile),
+        ],
     }
     if set(commands) != set(STEPS):
         raise AssertionError(f"STEPS and run_size's commands differ: {sorted(set(commands) ^ set(STEPS))}")
@@ -241,12 +303,20 @@ def run_size(n_images: int, root: Path, args: argparse.Namespace, done: Callable
         stage, resolution = step.split("@")
         command = commands[step]
         print(f"  N={n_images}: {stage} at {resolution} ...", flush=True)
-        row = {"stage": stage, "resolution": resolution, "images": n_images,
-               **measure(command, logs / f"{stage}-{resolution}.log", root, default_malloc=args.default_malloc)}
+        row = {
+            "stage": stage,
+            "resolution": resolution,
+            "images": n_images,
+            **measure(command, logs / f"{stage}-{resolution}.log", root, default_malloc=args.default_malloc),
+        }
         if stage.startswith(("04", "ensemble")):  # what it predicted: val (for tuning) + test, at 04's batch size
-            evaluated = json.loads((run_folders.eval_dir(run_dir, "test", outputs) / run_folders.EVAL_METRICS_FILE).read_text())
-            row.update(predicted_images=evaluated["mmseg"]["images"] + evaluated["postprocess"].get("val_images", 0),
-                       batch=eval_batch)
+            evaluated = json.loads(
+                (run_folders.eval_dir(run_dir, "test", outputs) / run_folders.EVAL_METRICS_FILE).read_text()
+            )
+            row.update(
+                predicted_images=evaluated["mmseg"]["images"] + evaluated["postprocess"].get("val_images", 0),
+                batch=eval_batch,
+            )
         _show(row)
         done(row)
 
@@ -267,11 +337,18 @@ def growth(table: pd.DataFrame) -> pd.DataFrame:
         stage_rows = []
         for i in range(1, len(group)):
             a, b = group.iloc[i - 1], group.iloc[i]
-            stage_rows.append({"stage": stage, "resolution": resolution, "from": int(a.images), "to": int(b.images),
-                               "wall_slope": slope(a.images, b.images, a.wall_s, b.wall_s),
-                               "cpu_slope": slope(a.images, b.images, a.cpu_s, b.cpu_s),
-                               "rss_slope": slope(a.images, b.images, a.peak_rss_single_MB, b.peak_rss_single_MB),
-                               "rss_MB_per_image": (b.peak_rss_single_MB - a.peak_rss_single_MB) / (b.images - a.images)})
+            stage_rows.append(
+                {
+                    "stage": stage,
+                    "resolution": resolution,
+                    "from": int(a.images),
+                    "to": int(b.images),
+                    "wall_slope": slope(a.images, b.images, a.wall_s, b.wall_s),
+                    "cpu_slope": slope(a.images, b.images, a.cpu_s, b.cpu_s),
+                    "rss_slope": slope(a.images, b.images, a.peak_rss_single_MB, b.peak_rss_single_MB),
+                    "rss_MB_per_image": (b.peak_rss_single_MB - a.peak_rss_single_MB) / (b.images - a.images),
+                }
+            )
         if stage_rows:
             last = group.iloc[-1]
             change = group.iloc[-1].peak_rss_single_MB - group.iloc[-2].peak_rss_single_MB
@@ -289,18 +366,31 @@ def goals(slopes: pd.DataFrame) -> list[tuple[str, bool]]:
     results = []
     for row in slopes.to_dict("records"):
         label = f"{row['stage']} at {row['resolution']}, {row['from']} -> {row['to']} images"
-        results.append((f"{label}: time slope <= {TIME_SLOPE_BOUND} (wall {row['wall_slope']:.2f}, CPU {row['cpu_slope']:.2f})",
-                        bool(row["wall_slope"] <= TIME_SLOPE_BOUND and row["cpu_slope"] <= TIME_SLOPE_BOUND)))
+        results.append(
+            (
+                f"{label}: time slope <= {TIME_SLOPE_BOUND} (wall {row['wall_slope']:.2f}, CPU {row['cpu_slope']:.2f})",
+                bool(row["wall_slope"] <= TIME_SLOPE_BOUND and row["cpu_slope"] <= TIME_SLOPE_BOUND),
+            )
+        )
     for (stage, resolution), group in slopes.groupby(["stage", "resolution"], sort=False):
         largest, projected = group["rss_MB_largest"].iloc[-1], group["rss_MB_at_12047"].iloc[-1]
-        results.append((f"{stage} at {resolution}: peak RSS extrapolated to {REAL_IMAGES} images {projected / 1024:.2f} GB, "
-                        f"at most {GROWTH_ALLOWANCE_MB / 1024:.0f} GB over the largest size's {largest / 1024:.2f} GB",
-                        bool(projected - largest <= GROWTH_ALLOWANCE_MB)))
+        results.append(
+            (
+                f"{stage} at {resolution}: peak RSS extrapolated to {REAL_IMAGES} images {projected / 1024:.2f} GB, "
+                f"at most {GROWTH_ALLOWANCE_MB / 1024:.0f} GB over the largest size's {largest / 1024:.2f} GB",
+                bool(projected - largest <= GROWTH_ALLOWANCE_MB),
+            )
+        )
         if stage.startswith(("04", "ensemble")) and resolution == "1024":
             batch = group["batch"].iloc[-1]
             batch = f"batch {batch:.0f}" if batch == batch else "04's batch"
-            results.append((f"{stage} at 1024 (val + test, tuned on val, {batch}): extrapolated peak RSS "
-                            f"{projected / 1024:.2f} GB <= {MEMORY_BOUND / 2**30:.0f} GB", bool(projected * 2**20 <= MEMORY_BOUND)))
+            results.append(
+                (
+                    f"{stage} at 1024 (val + test, tuned on val, {batch}): extrapolated peak RSS "
+                    f"{projected / 1024:.2f} GB <= {MEMORY_BOUND / 2**30:.0f} GB",
+                    bool(projected * 2**20 <= MEMORY_BOUND),
+                )
+            )
     return results
 
 
@@ -313,8 +403,10 @@ def report(table: pd.DataFrame) -> bool:
     if not len(slopes):
         print("\n(one size only: no growth exponents)")
         return True
-    print("\nGrowth between sizes (log-log slopes of wall time, CPU time and the largest process's peak RSS; "
-          "its MB per added image and extrapolated to 12,047 images):")
+    print(
+        "\nGrowth between sizes (log-log slopes of wall time, CPU time and the largest process's peak RSS; "
+        "its MB per added image and extrapolated to 12,047 images):"
+    )
     print(slopes.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     results = goals(slopes)
     print("\nGoals:")
@@ -326,19 +418,39 @@ def report(table: pd.DataFrame) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", type=int, help="numbers of images (default 500 2000 12047)")
-    parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES[0]} and {QUICK_SIZES[1]}, 1 training "
-                        f"iteration, 04's batch size {QUICK_EVAL_BATCH}")
-    parser.add_argument("--iters", type=int, help="training iterations, validated once at the end (default 4; --quick 1)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"sizes {QUICK_SIZES[0]} and {QUICK_SIZES[1]}, 1 training iteration, 04's batch size {QUICK_EVAL_BATCH}",
+    )
+    parser.add_argument(
+        "--iters", type=int, help="training iterations, validated once at the end (default 4; --quick 1)"
+    )
     parser.add_argument("--lrs", nargs="*", type=float, help="learning rates to train (default: the profile's first)")
     parser.add_argument("--workers", type=int, default=2, help="01/02's worker processes")
-    parser.add_argument("--eval-batch", type=int, help=f"04's and the ensemble's batch size (default: the profile's; --quick {QUICK_EVAL_BATCH})")
-    parser.add_argument("--skip", nargs="+", default=[], choices=STEPS, metavar="STEP",
-                        help=f"steps not to run (a step needs those before it that it reads): {' '.join(STEPS)}")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's mmap threshold dynamic in the stages (RSS then includes freed memory glibc keeps)")
+    parser.add_argument(
+        "--eval-batch",
+        type=int,
+        help=f"04's and the ensemble's batch size (default: the profile's; --quick {QUICK_EVAL_BATCH})",
+    )
+    parser.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        choices=STEPS,
+        metavar="STEP",
+        help=f"steps not to run (a step needs those before it that it reads): {' '.join(STEPS)}",
+    )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's mmap threshold dynamic in the stages (RSS then includes freed memory glibc keeps)",
+    )
     parser.add_argument("--keep", metavar="DIR", help="work (and keep everything) in DIR instead of a temporary folder")
     parser.add_argument("--report", metavar="DIR", help="only print the table and goals of a --keep DIR's scale.csv")
-    parser.add_argument("--ensemble-worker", nargs=4, metavar=("RUN", "PREPARED", "OUTPUTS", "PARAMS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ensemble-worker", nargs=4, metavar=("RUN", "PREPARED", "OUTPUTS", "PARAMS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.ensemble_worker:
         ensemble_worker(*args.ensemble_worker)
@@ -354,7 +466,9 @@ def main() -> None:
     print(f"working in {work} ({os.cpu_count()} CPUs)", flush=True)
     rows: list[dict] = []
 
-    def done(row: dict) -> None:  # with --keep, the table so far is on disk after every step (a long run may be stopped)
+    def done(
+        row: dict,
+    ) -> None:  # with --keep, the table so far is on disk after every step (a long run may be stopped)
         rows.append(row)
         if args.keep:
             from helpers.core.fileio import atomic_write_text
@@ -374,6 +488,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     if not report(table):
         raise SystemExit(1)
+
 
 if __name__ == "__main__":
     main()

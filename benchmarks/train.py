@@ -103,8 +103,11 @@ def make_data(scratch: Path, args: argparse.Namespace, workers: int) -> tuple[Pa
     generate_demo_dataset(raw_root, spec, workers=workers)
     large = prepare_dataset(raw_root, scratch / "prepared", img_size=args.size, workers=workers).out_dir
     small = prepare_dataset(raw_root, scratch / "prepared", img_size=args.cpu_size, workers=workers).out_dir
-    print(f"data: {args.images} + {spec.n_test} pairs at {args.raw_size}, prepared at {args.size} and "
-          f"{args.cpu_size} in {time.perf_counter() - start:.1f} s", flush=True)
+    print(
+        f"data: {args.images} + {spec.n_test} pairs at {args.raw_size}, prepared at {args.size} and "
+        f"{args.cpu_size} in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
     return raw_root, large, small
 
 
@@ -165,8 +168,17 @@ def isolated(func, *args):
     return value
 
 
-def loader_images_per_s(config: str, data_root: Path, size: int, batch: int, workers: int, batches: int,
-                        warmup: int, pipeline: str, scratch: Path) -> float:
+def loader_images_per_s(
+    config: str,
+    data_root: Path,
+    size: int,
+    batch: int,
+    workers: int,
+    batches: int,
+    warmup: int,
+    pipeline: str,
+    scratch: Path,
+) -> float:
     """Images/s of the config's train dataloader alone (``workers`` processes), its pipeline one of
     ``PIPELINES``."""
     from mmengine.runner import Runner
@@ -176,8 +188,16 @@ def loader_images_per_s(config: str, data_root: Path, size: int, batch: int, wor
     from helpers.modeling.train import TrainParams, build_config
 
     _register()
-    cfg = build_config(TrainParams(config=config, prepared_root=str(data_root), img_size=size, batch_size=batch,
-                                   workers=workers, work_dir=str(scratch)))
+    cfg = build_config(
+        TrainParams(
+            config=config,
+            prepared_root=str(data_root),
+            img_size=size,
+            batch_size=batch,
+            workers=workers,
+            work_dir=str(scratch),
+        )
+    )
     set_multi_processing(**cfg.env_cfg.mp_cfg)  # as the Runner does: fork, OpenCV single-threaded
     configured = cfg.train_dataloader.dataset.pipeline
     if pipeline == "seed 3-channel pipeline":
@@ -196,8 +216,18 @@ def loader_images_per_s(config: str, data_root: Path, size: int, batch: int, wor
     return max(rates)
 
 
-def train_images_per_s(config: str, data_root: Path, size: int, batch: int, amp: bool, iters: int, warmup: int,
-                       workers: int | None, work_dir: Path, channels_last: bool = True) -> tuple[float, float, float | None, str]:
+def train_images_per_s(
+    config: str,
+    data_root: Path,
+    size: int,
+    batch: int,
+    amp: bool,
+    iters: int,
+    warmup: int,
+    workers: int | None,
+    work_dir: Path,
+    channels_last: bool = True,
+) -> tuple[float, float, float | None, str]:
     """(images/s, median data_time, peak CUDA MB, device) of ``warmup + iters`` training iterations."""
     import numpy as np
     import torch
@@ -207,9 +237,19 @@ def train_images_per_s(config: str, data_root: Path, size: int, batch: int, amp:
     from helpers.modeling.train import TrainParams, build_config
 
     _register()
-    cfg = build_config(TrainParams(config=config, prepared_root=str(data_root), img_size=size, batch_size=batch,
-                                   amp=amp, channels_last=channels_last, max_iters=warmup + iters, workers=workers,
-                                   work_dir=str(work_dir)))
+    cfg = build_config(
+        TrainParams(
+            config=config,
+            prepared_root=str(data_root),
+            img_size=size,
+            batch_size=batch,
+            amp=amp,
+            channels_last=channels_last,
+            max_iters=warmup + iters,
+            workers=workers,
+            work_dir=str(work_dir),
+        )
+    )
     cfg.log_level = "WARNING"  # the scalars are still written every iteration
     cfg.default_hooks.logger.interval = 1
     cfg.log_processor.window_size = 1  # every iteration's own time, not a 10-iteration mean
@@ -222,8 +262,12 @@ def train_images_per_s(config: str, data_root: Path, size: int, batch: int, amp:
     rows = [row for row in read_scalars(work_dir)[0] if row["step"] > warmup]
     if len(rows) != iters:
         raise RuntimeError(f"expected {iters} measured iterations in the scalars, found {len(rows)}")
-    return (batch / float(np.median([r["time"] for r in rows])), float(np.median([r["data_time"] for r in rows])),
-            peak, device)
+    return (
+        batch / float(np.median([r["time"] for r in rows])),
+        float(np.median([r["data_time"] for r in rows])),
+        peak,
+        device,
+    )
 
 
 def training_rows(args: argparse.Namespace, large: Path, small: Path, scratch: Path) -> list[Row]:
@@ -237,8 +281,9 @@ def training_rows(args: argparse.Namespace, large: Path, small: Path, scratch: P
     if not cuda:
         why = "--skip-gpu" if args.skip_gpu else "no GPU"
         print(f"training {SEED_CONFIG} at {args.size}: not measured ({why}; 512x512 on a CPU is a GPU job)")
-        rows.append(Row("train", "cuda", SEED_CONFIG, args.size, args.batch_size, "fp32 / amp",
-                        note=f"not measured: {why}"))
+        rows.append(
+            Row("train", "cuda", SEED_CONFIG, args.size, args.batch_size, "fp32 / amp", note=f"not measured: {why}")
+        )
     for config, size, batch, iters in runs:
         data_root = large if size == args.size else small
         fp32 = None
@@ -256,8 +301,19 @@ def training_rows(args: argparse.Namespace, large: Path, small: Path, scratch: P
             label = f"{'seed' if config == SEED_CONFIG else 'demo'}-{size}-{precision}".replace(", ", "-")
             print(f"training {label}: {args.warmup} + {iters} iterations ...", flush=True)
             try:
-                ips, data_time, peak, device = isolated(train_images_per_s, config, data_root, size, batch, amp, iters,
-                                                        args.warmup, args.workers, scratch / "runs" / label, channels_last)
+                ips, data_time, peak, device = isolated(
+                    train_images_per_s,
+                    config,
+                    data_root,
+                    size,
+                    batch,
+                    amp,
+                    iters,
+                    args.warmup,
+                    args.workers,
+                    scratch / "runs" / label,
+                    channels_last,
+                )
             except RuntimeError as err:  # report it and go on with the other measurements
                 print(err, flush=True)
                 row.note = f"failed: {str(err).strip().splitlines()[-1]}"
@@ -283,21 +339,48 @@ def loader_rows(args: argparse.Namespace, raw_root: Path, large: Path, scratch: 
     for pipeline in PIPELINES:
         results = {}
         for label, root in (("cache", large), ("raw", raw_view)):
-            print(f"data loader, {pipeline}, {label} files: {warmup} + {LOADER_WINDOWS} x {batches} batches ...",
-                  flush=True)
-            results[label] = isolated(loader_images_per_s, SEED_CONFIG, root, args.size, args.batch_size, workers,
-                                      batches, warmup, pipeline, scratch / f"loader-{label}-{pipeline.split()[0]}")
+            print(
+                f"data loader, {pipeline}, {label} files: {warmup} + {LOADER_WINDOWS} x {batches} batches ...",
+                flush=True,
+            )
+            results[label] = isolated(
+                loader_images_per_s,
+                SEED_CONFIG,
+                root,
+                args.size,
+                args.batch_size,
+                workers,
+                batches,
+                warmup,
+                pipeline,
+                scratch / f"loader-{label}-{pipeline.split()[0]}",
+            )
             print(f"  {results[label]:.1f} images/s", flush=True)
         ratio = results["cache"] / results["raw"]
         cache_rates[pipeline] = results["cache"]
         verdict = "meets" if ratio >= LOADER_GOAL else "misses"
         rows += [
-            Row("loader", f"{workers} workers", SEED_CONFIG, args.size, args.batch_size,
-                f"{args.size} cache, {pipeline}", results["cache"], ratio=f"x{ratio:.2f} vs raw",
-                note=f"{verdict} the {LOADER_GOAL:.0f}x goal"),
-            Row("loader", f"{workers} workers", SEED_CONFIG, args.size, args.batch_size,
-                f"raw {args.raw_size} resized, {pipeline}", results["raw"],
-                note="raw images (symlinks), {0,1} masks at full size"),
+            Row(
+                "loader",
+                f"{workers} workers",
+                SEED_CONFIG,
+                args.size,
+                args.batch_size,
+                f"{args.size} cache, {pipeline}",
+                results["cache"],
+                ratio=f"x{ratio:.2f} vs raw",
+                note=f"{verdict} the {LOADER_GOAL:.0f}x goal",
+            ),
+            Row(
+                "loader",
+                f"{workers} workers",
+                SEED_CONFIG,
+                args.size,
+                args.batch_size,
+                f"raw {args.raw_size} resized, {pipeline}",
+                results["raw"],
+                note="raw images (symlinks), {0,1} masks at full size",
+            ),
         ]
     speedup = cache_rates[PIPELINES[0]] / cache_rates[PIPELINES[1]]
     rows[0].note += f"; x{speedup:.2f} the {PIPELINES[1]} on the cache"
@@ -308,11 +391,35 @@ def print_table(rows: list[Row]) -> None:
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
-    header = ["part", "device", "config", "size", "batch", "precision / data", "images/s", "data_time s",
-              "peak MB", "ratio", "note"]
-    lines = [[r.part, r.device, r.config.split("_")[0], str(r.size), str(r.batch), r.precision,
-              fmt(r.images_per_s, ".1f"), fmt(r.data_time_s, ".4f"), fmt(r.peak_mb, ".0f"), r.ratio, r.note]
-             for r in rows]
+    header = [
+        "part",
+        "device",
+        "config",
+        "size",
+        "batch",
+        "precision / data",
+        "images/s",
+        "data_time s",
+        "peak MB",
+        "ratio",
+        "note",
+    ]
+    lines = [
+        [
+            r.part,
+            r.device,
+            r.config.split("_")[0],
+            str(r.size),
+            str(r.batch),
+            r.precision,
+            fmt(r.images_per_s, ".1f"),
+            fmt(r.data_time_s, ".4f"),
+            fmt(r.peak_mb, ".0f"),
+            r.ratio,
+            r.note,
+        ]
+        for r in rows
+    ]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     print()
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))

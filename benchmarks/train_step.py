@@ -63,8 +63,13 @@ def make_batch(scratch: Path, size: int, batch: int):
     spec = DemoSpec(n_train=max(batch, 8), n_test=2, size=size, seed=0)
     generate_demo_dataset(scratch / "raw", spec, workers=1)
     prepared = prepare_dataset(scratch / "raw", scratch / "prepared", img_size=size, workers=1, val_fraction=0.25)
-    params = TrainParams(config=SEED_CONFIG, prepared_root=str(prepared.out_dir), img_size=size, batch_size=batch,
-                         work_dir=str(scratch / "run"))
+    params = TrainParams(
+        config=SEED_CONFIG,
+        prepared_root=str(prepared.out_dir),
+        img_size=size,
+        batch_size=batch,
+        work_dir=str(scratch / "run"),
+    )
     dataset = DATASETS.build(build_config(params).train_dataloader.dataset)
     return pseudo_collate([dataset[i % len(dataset)] for i in range(batch)]), params
 
@@ -173,11 +178,15 @@ def main(argv: list[str] | None = None) -> None:
             if cuda:
                 torch.cuda.empty_cache()
     base = rows[0][1]
-    print(f"\n{'variant':30s} {'ms/step':>8s} {'images/s':>9s} {'% ceiling':>9s} {'vs fp32':>8s} {'peak GiB':>8s}  note")
+    print(
+        f"\n{'variant':30s} {'ms/step':>8s} {'images/s':>9s} {'% ceiling':>9s} {'vs fp32':>8s} {'peak GiB':>8s}  note"
+    )
     for name, step_s, peak_gb, note in rows:
         ceiling = f"{100 * batch_size / step_s / H200_CEILING:.1f}" if cuda and size == 512 else "-"
-        print(f"{name:30s} {1000 * step_s:8.1f} {batch_size / step_s:9.1f} {ceiling:>9s} "
-              f"{'x%.2f' % (base / step_s):>8s} {peak_gb:>8s}  {note}")
+        print(
+            f"{name:30s} {1000 * step_s:8.1f} {batch_size / step_s:9.1f} {ceiling:>9s} "
+            f"{'x%.2f' % (base / step_s):>8s} {peak_gb:>8s}  {note}"
+        )
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@
 # no auxiliary head, whole-image test mode, 2 classes with softmax cross-entropy, batch 16 (1 GPU x 16).
 # The seed's three per-lr files (fcn-unet-s5-d16_unet_1xb16-<lr>-20k_...) are thin children of this one.
 _base_ = [
-    'mmseg::_base_/models/fcn_unet_s5-d16.py',
-    './_base_/datasets/pneumothorax_512x512.py',
-    'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_20k.py',
+    "mmseg::_base_/models/fcn_unet_s5-d16.py",
+    "./_base_/datasets/pneumothorax_512x512.py",
+    "mmseg::_base_/default_runtime.py",
+    "mmseg::_base_/schedules/schedule_20k.py",
 ]
 img_scale = (512, 512)
 data_preprocessor = dict(size=img_scale)
@@ -16,11 +16,20 @@ model = dict(
     decode_head=dict(num_classes=2),
     auxiliary_head=None,
     # The seed merged test_cfg=dict(size=img_scale) into the base's slide mode; whole-image is what it meant.
-    test_cfg=dict(_delete_=True, mode='whole'))
+    test_cfg=dict(_delete_=True, mode="whole"),
+)
 # Keep the best checkpoint by val mDice (mmseg's, as the seed reports) and the last one.
 default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000, save_best='mDice', rule='greater',
-                    max_keep_ckpts=1, save_last=True),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False))
+    checkpoint=dict(
+        type="CheckpointHook",
+        by_epoch=False,
+        interval=2000,
+        save_best="mDice",
+        rule="greater",
+        max_keep_ckpts=1,
+        save_last=True,
+    ),
+    logger=dict(type="LoggerHook", interval=50, log_metric_by_epoch=False),
+)
 log_processor = dict(by_epoch=False)
 optim_wrapper = dict(optimizer=dict(lr=0.01))  # mmseg's schedule_20k value, stated

@@ -4,8 +4,8 @@
 # AdamW with warm-up and poly decay (_base_/schedules). The demo and the 1024 fine-tune are built from the
 # same bases. AMP (bf16) is switched on by 03_train on a GPU (amp='auto').
 _base_ = [
-    './_base_/models/fcn_unet_s5-d16_ce-dice.py',
-    './_base_/datasets/pneumothorax_512x512_oversample.py',
-    'mmseg::_base_/default_runtime.py',
-    './_base_/schedules/schedule_20k_adamw.py',
+    "./_base_/models/fcn_unet_s5-d16_ce-dice.py",
+    "./_base_/datasets/pneumothorax_512x512_oversample.py",
+    "mmseg::_base_/default_runtime.py",
+    "./_base_/schedules/schedule_20k_adamw.py",
 ]

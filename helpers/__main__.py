@@ -74,8 +74,14 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if args.config:
         parameters["config"] = args.config
     if args.sbatch:
-        script = write_sbatch(lrs, parameters, args.sbatch, gpus=int(parameters.get("gpus", 1)), outputs=Path(args.outputs),
-                              folds=args.folds)
+        script = write_sbatch(
+            lrs,
+            parameters,
+            args.sbatch,
+            gpus=int(parameters.get("gpus", 1)),
+            outputs=Path(args.outputs),
+            folds=args.folds,
+        )
         print(f"wrote {script}; submit with: sbatch {script}")
         return
     table = sweep(lrs, parameters, Path(args.outputs), folds=args.folds, force=args.force, only_fold=args.fold)
@@ -92,8 +98,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from helpers.predict import ERROR, NOT_DONE, PREDICTIONS_FILE, REFUSED, NoInputsError, predict_images
 
     try:
-        table = predict_images(args.checkpoint, args.images, args.out_dir, config=args.config, threshold=args.threshold,
-                               postprocess=args.postprocess, device=args.device, strict=args.strict, rle=args.rle)
+        table = predict_images(
+            args.checkpoint,
+            args.images,
+            args.out_dir,
+            config=args.config,
+            threshold=args.threshold,
+            postprocess=args.postprocess,
+            device=args.device,
+            strict=args.strict,
+            rle=args.rle,
+        )
     except NoInputsError as err:
         raise SystemExit(f"predict: {err}") from None
     shown = table.drop(columns=[c for c in ("mask_path", "overlay_path", "error", "rle") if c in table.columns])
@@ -115,8 +130,10 @@ def cmd_convert_siim(args: argparse.Namespace) -> None:
         raise SystemExit(f"convert-siim: {err}") from None
     print(result.summary())
     for row in result.problems.head(20).itertuples():
-        print(f"SKIPPED {row.problem}" if row.problem.startswith(str(row.path)) else f"SKIPPED {row.path}: {row.problem}",
-              file=sys.stderr)
+        print(
+            f"SKIPPED {row.problem}" if row.problem.startswith(str(row.path)) else f"SKIPPED {row.path}: {row.problem}",
+            file=sys.stderr,
+        )
     if len(result.problems) > 20:
         print(f"... and {len(result.problems) - 20} more in {result.report_path}", file=sys.stderr)
     if result.unreadable:
@@ -157,16 +174,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="generate the demo dataset and run the whole pipeline on it (CPU)")
     demo.add_argument("--outputs", default=str(paths.DEMO_OUTPUTS_DIR))
-    demo.add_argument("--force", nargs="*", metavar="STAGE", choices=STAGES,
-                      help="rerun even what is up to date: every stage, or the stages named (e.g. --force 03_train)")
+    demo.add_argument(
+        "--force",
+        nargs="*",
+        metavar="STAGE",
+        choices=STAGES,
+        help="rerun even what is up to date: every stage, or the stages named (e.g. --force 03_train)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     pipeline = sub.add_parser("pipeline", help="run the five notebooks with pipeline/*.yaml (full data, GPU)")
     pipeline.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR))
     pipeline.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
     pipeline.add_argument("--stages", nargs="*", help="a subset of the stages, e.g. 04_evaluate 05_visualize")
-    pipeline.add_argument("--force", nargs="*", metavar="STAGE", choices=STAGES,
-                          help="rerun even what is up to date: every stage, or the stages named (e.g. --force 03_train)")
+    pipeline.add_argument(
+        "--force",
+        nargs="*",
+        metavar="STAGE",
+        choices=STAGES,
+        help="rerun even what is up to date: every stage, or the stages named (e.g. --force 03_train)",
+    )
     pipeline.set_defaults(func=cmd_pipeline)
 
     sweep = sub.add_parser("sweep", help="03_train through papermill once per learning rate")
@@ -175,26 +202,43 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a 03_train parameter")
     sweep.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR))
     sweep.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
-    sweep.add_argument("--sbatch", metavar="PATH", help="write a SLURM array script (one job per lr) instead of running")
-    sweep.add_argument("--folds", type=int, default=0, metavar="K",
-                       help="one run per fold and lr on fold<k>_train/val.txt (02_prepare with folds=K)")
+    sweep.add_argument(
+        "--sbatch", metavar="PATH", help="write a SLURM array script (one job per lr) instead of running"
+    )
+    sweep.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="one run per fold and lr on fold<k>_train/val.txt (02_prepare with folds=K)",
+    )
     sweep.add_argument("--fold", type=int, metavar="k", help="with --folds K: fold k alone (one SLURM job's share)")
     sweep.add_argument("--force", action="store_true", help="retrain runs that are already trained, from scratch")
     sweep.add_argument("--no-yaml", action="store_true", help="only the parameters given here, not 03_train.yaml's")
     sweep.set_defaults(func=cmd_sweep)
 
-    predict = sub.add_parser("predict", help="masks, overlays and a CSV for new radiographs (PNG/JPEG/DICOM files or folders)")
+    predict = sub.add_parser(
+        "predict", help="masks, overlays and a CSV for new radiographs (PNG/JPEG/DICOM files or folders)"
+    )
     predict.add_argument("--checkpoint", "--model", required=True, help="a .pth, a run folder, or an exported .onnx")
     predict.add_argument("--config", help="default: config.py beside the checkpoint")
     predict.add_argument("--out-dir", default=str(paths.OUTPUTS_DIR / "predictions"))
     predict.add_argument("--threshold", type=float, help="probability threshold alone, instead of the post-processing")
-    predict.add_argument("--postprocess", choices=POSTPROCESS_CHOICES, default="winner",
-                         help="the run's scheme tuned on val: the val winner (default), triplet, dual; none: the "
-                              "model's own decision")
+    predict.add_argument(
+        "--postprocess",
+        choices=POSTPROCESS_CHOICES,
+        default="winner",
+        help="the run's scheme tuned on val: the val winner (default), triplet, dual; none: the model's own decision",
+    )
     predict.add_argument("--device")
-    predict.add_argument("--strict", action="store_true",
-                         help="refuse inputs the model was not made for (the warnings column) instead of predicting them")
-    predict.add_argument("--rle", action="store_true", help="add an rle column: each mask in the SIIM release's RLE form")
+    predict.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse inputs the model was not made for (the warnings column) instead of predicting them",
+    )
+    predict.add_argument(
+        "--rle", action="store_true", help="add an rle column: each mask in the SIIM release's RLE form"
+    )
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, DICOM) or folders of them")
     predict.set_defaults(func=cmd_predict)
 
@@ -202,17 +246,31 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, help="a .pth or a run folder")
     export.add_argument("--config", help="default: config.py beside the checkpoint")
     export.add_argument("--out", required=True, help="the .onnx file to write (the .json goes beside it)")
-    export.add_argument("--postprocess", choices=POSTPROCESS_CHOICES, default="winner",
-                        help="the run's scheme tuned on val to put into the JSON: the val winner (default), triplet, "
-                             "dual; none leaves it out")
+    export.add_argument(
+        "--postprocess",
+        choices=POSTPROCESS_CHOICES,
+        default="winner",
+        help="the run's scheme tuned on val to put into the JSON: the val winner (default), triplet, "
+        "dual; none leaves it out",
+    )
     export.set_defaults(func=cmd_export)
 
-    convert = sub.add_parser("convert-siim", help="the original SIIM-ACR release (DICOM + RLE CSVs) -> the Kaggle PNG layout")
-    convert.add_argument("src", help="the release: the folder holding dicom-images-train/, dicom-images-test/ and the RLE CSVs (or its parent)")
-    convert.add_argument("out", help="the Kaggle layout to write (png_images/, png_masks/, the two stage_1 CSVs); raw_root for 01..05")
-    convert.add_argument("--kaggle-csvs", metavar="DIR",
-                         help="a folder with the Kaggle dataset's stage_1_train_images.csv and stage_1_test_images.csv: "
-                              "Kaggle names, stages and CSV rows")
+    convert = sub.add_parser(
+        "convert-siim", help="the original SIIM-ACR release (DICOM + RLE CSVs) -> the Kaggle PNG layout"
+    )
+    convert.add_argument(
+        "src",
+        help="the release: the folder holding dicom-images-train/, dicom-images-test/ and the RLE CSVs (or its parent)",
+    )
+    convert.add_argument(
+        "out", help="the Kaggle layout to write (png_images/, png_masks/, the two stage_1 CSVs); raw_root for 01..05"
+    )
+    convert.add_argument(
+        "--kaggle-csvs",
+        metavar="DIR",
+        help="a folder with the Kaggle dataset's stage_1_train_images.csv and stage_1_test_images.csv: "
+        "Kaggle names, stages and CSV rows",
+    )
     convert.add_argument("--workers", type=int, help="worker processes (default: every core)")
     convert.set_defaults(func=cmd_convert_siim)
 
@@ -235,8 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Failures whose message says all (the file or folder, the problem, what to do): one line, no traceback.
-SELF_EXPLAINING = (("helpers.core.locks", "FolderLocked"), ("helpers.modeling.checkpoint", "CheckpointError"),
-                   ("helpers.modeling.divergence", "TrainingDiverged"))
+SELF_EXPLAINING = (
+    ("helpers.core.locks", "FolderLocked"),
+    ("helpers.modeling.checkpoint", "CheckpointError"),
+    ("helpers.modeling.divergence", "TrainingDiverged"),
+)
 
 
 def _self_explaining(err: BaseException) -> bool:
@@ -250,9 +311,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args)
     except KeyboardInterrupt:
-        print(f"\nInterrupted. Nothing half-written is kept; run `python -m helpers {args.command}` again to go on "
-              "(finished steps are skipped, an interrupted training run resumes from its last checkpoint).",
-              file=sys.stderr, flush=True)
+        print(
+            f"\nInterrupted. Nothing half-written is kept; run `python -m helpers {args.command}` again to go on "
+            "(finished steps are skipped, an interrupted training run resumes from its last checkpoint).",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(INTERRUPTED) from None
     except Exception as err:
         if _self_explaining(err):

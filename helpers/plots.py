@@ -59,7 +59,7 @@ def plot_example_grid(scans_or_pairs: pd.DataFrame, n: int = 8, seed: int = 0, c
         _show(ax, overlay(image, mask), f"{row.name}\n{label}")
         if mask.any():
             ax.contour(mask, levels=[0.5], colors=[np.array(OVERLAY_COLOURS["truth"]) / 255], linewidths=0.8)
-    for ax in axes[len(chosen):]:
+    for ax in axes[len(chosen) :]:
         fig.delaxes(ax)
     fig.suptitle(f"{len(chosen)} random radiographs with the pneumothorax mask (seed {seed})")
     fig.legend(handles=_legend_handles(["truth"]), loc="outside lower center", ncols=1)
@@ -78,7 +78,12 @@ def plot_area_distribution(scans: pd.DataFrame) -> Figure:
         bins = np.logspace(np.log10(low), np.log10(high * 1.0001) if high > low else np.log10(low) + 0.1, 30)
         stages = scans.loc[fractions.index, "stage"]
         for stage in sorted(stages.unique()):
-            ax.hist(fractions[stages == stage], bins=bins, alpha=0.6, label=f"{stage} ({int((stages == stage).sum())} masks)")
+            ax.hist(
+                fractions[stages == stage],
+                bins=bins,
+                alpha=0.6,
+                label=f"{stage} ({int((stages == stage).sum())} masks)",
+            )
         ax.set_xscale("log")
         ax.legend(title="split")
     ax.set_xlabel("mask area / image area (log scale)")
@@ -243,11 +248,17 @@ def plot_examples(result, which: str = "worst", n: int = 4, postprocessed: bool 
         pred = predicted_mask(result, index, postprocessed)
         _show(image_ax, image, f"{row['name']}\nmax prob {row['max_prob']:.2f}")
         _show(truth_ax, overlay(image, truth), f"truth: {int(row['true_area'])} px")
-        _show(overlay_ax, overlay(image, truth, pred),
-              f"Dice {row[dice_column]:.3f}, predicted {int(row[area_column])} px")
+        _show(
+            overlay_ax,
+            overlay(image, truth, pred),
+            f"Dice {row[dice_column]:.3f}, predicted {int(row[area_column])} px",
+        )
     fig.suptitle(title)
-    fig.legend(handles=_legend_handles(["truth", "true positive", "false positive", "false negative"]),
-               loc="outside lower center", ncols=4)
+    fig.legend(
+        handles=_legend_handles(["truth", "true positive", "false positive", "false negative"]),
+        loc="outside lower center",
+        ncols=4,
+    )
     return fig
 
 
@@ -316,17 +327,31 @@ def plot_dice_vs_area(result, postprocessed: bool = True) -> Figure:
     missed = positive[area_column] == 0
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
-    ax.scatter(positive.loc[~missed, "true_area"], positive.loc[~missed, dice_column], s=14, alpha=0.7,
-               color="tab:blue", label=f"something predicted ({int((~missed).sum())})")
-    ax.scatter(positive.loc[missed, "true_area"], positive.loc[missed, dice_column], s=18, marker="x",
-               color="tab:red", label=f"nothing predicted ({int(missed.sum())})")
+    ax.scatter(
+        positive.loc[~missed, "true_area"],
+        positive.loc[~missed, dice_column],
+        s=14,
+        alpha=0.7,
+        color="tab:blue",
+        label=f"something predicted ({int((~missed).sum())})",
+    )
+    ax.scatter(
+        positive.loc[missed, "true_area"],
+        positive.loc[missed, dice_column],
+        s=18,
+        marker="x",
+        color="tab:red",
+        label=f"nothing predicted ({int(missed.sum())})",
+    )
     if len(positive):
         ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("true pneumothorax area (pixels, log scale)")
     ax.set_ylabel("per-image Dice")
-    ax.set_title(f"Dice against lesion size, positive images of {result.split} "
-                 f"({'post-processed' if postprocessed else 'mmseg decision'})")
+    ax.set_title(
+        f"Dice against lesion size, positive images of {result.split} "
+        f"({'post-processed' if postprocessed else 'mmseg decision'})"
+    )
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
@@ -381,7 +406,9 @@ def plot_confusion(result, postprocessed: bool = True) -> Figure:
     ax.set_yticks([0, 1], ["negative", "positive"])
     ax.set_xlabel("predicted")
     ax.set_ylabel("truth")
-    ax.set_title(f"Image-level detection (images)\n{result.split}, {'post-processed' if postprocessed else 'mmseg decision'}")
+    ax.set_title(
+        f"Image-level detection (images)\n{result.split}, {'post-processed' if postprocessed else 'mmseg decision'}"
+    )
     return fig
 
 
@@ -399,8 +426,15 @@ def plot_image_dice_intervals(table: pd.DataFrame) -> Figure:
     baseline = rows["config"].str.contains("baseline|seed", regex=True)
     for mask, colour, name in ((~baseline, "tab:blue", "run"), (baseline, "tab:grey", "baseline")):
         if mask.any():
-            ax.errorbar(rows.loc[mask, "image_dice"], y[mask.to_numpy()], xerr=[low[mask], high[mask]], fmt="o",
-                        color=colour, capsize=3, label=name)
+            ax.errorbar(
+                rows.loc[mask, "image_dice"],
+                y[mask.to_numpy()],
+                xerr=[low[mask], high[mask]],
+                fmt="o",
+                color=colour,
+                capsize=3,
+                label=name,
+            )
     ax.set_yticks(y, labels)
     ax.set_xlabel("per-image Dice (%), 95 % patient bootstrap interval")
     ax.grid(axis="x", alpha=0.3)

@@ -35,8 +35,20 @@ from helpers.data.rle import encode_siim
 from helpers.modeling.inference import load_model, probability_maps
 from helpers.postprocessing import PostProcess, find_tuned_postprocess, scheme_name
 
-COLUMNS = ["input", "status", "mask_path", "overlay_path", "width", "height", "predicted_area", "area_cm2",
-           "pneumothorax", "max_prob", "warnings", "error"]
+COLUMNS = [
+    "input",
+    "status",
+    "mask_path",
+    "overlay_path",
+    "width",
+    "height",
+    "predicted_area",
+    "area_cm2",
+    "pneumothorax",
+    "max_prob",
+    "warnings",
+    "error",
+]
 PREDICTIONS_FILE = "predictions.csv"
 PREDICTED, ERROR, SKIPPED, REFUSED, NOT_DONE = "predicted", "error", "skipped: not an image", "refused", "not done"
 IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
@@ -61,8 +73,10 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
         else:
             files.append(item)
     if not files:
-        raise NoInputsError(f"no input files: {', '.join(map(str, inputs)) or 'nothing'} "
-                            f"{'holds' if len(inputs) == 1 else 'hold'} no file to predict")
+        raise NoInputsError(
+            f"no input files: {', '.join(map(str, inputs)) or 'nothing'} "
+            f"{'holds' if len(inputs) == 1 else 'hold'} no file to predict"
+        )
     return files
 
 
@@ -83,7 +97,9 @@ def input_kind(path: Path) -> str:
     return "image" if head.startswith(IMAGE_SIGNATURES) else "other"
 
 
-def input_warnings(gray: np.ndarray, spacing: tuple[float, float] | None, attributes: dict[str, str] | None) -> list[str]:
+def input_warnings(
+    gray: np.ndarray, spacing: tuple[float, float] | None, attributes: dict[str, str] | None
+) -> list[str]:
     """Why an input may be outside what the model was made for (frontal chest radiographs):
 
     - any image under 256 px on a side;
@@ -101,8 +117,10 @@ def input_warnings(gray: np.ndarray, spacing: tuple[float, float] | None, attrib
     modality = attributes.get("Modality", "").upper()
     if modality not in RADIOGRAPH_MODALITIES:
         found.append(f"modality {modality or 'missing'}, not a radiograph (CR/DX)")
-    elif modality == "DX" and (attributes.get("PresentationIntentType", "").upper() == "FOR PROCESSING"
-                               or attributes.get("SOPClassUID", "") == DX_FOR_PROCESSING_SOP_CLASS):
+    elif modality == "DX" and (
+        attributes.get("PresentationIntentType", "").upper() == "FOR PROCESSING"
+        or attributes.get("SOPClassUID", "") == DX_FOR_PROCESSING_SOP_CLASS
+    ):
         found.append("DX FOR PROCESSING (raw detector data, not for presentation)")
     view = attributes.get("ViewPosition", "").upper()
     if view and view not in FRONTAL_VIEWS:
@@ -137,8 +155,10 @@ def summary_line(table: pd.DataFrame) -> str:
     """One line counting each outcome: files, predicted (with warnings), errors, refused, skipped, not done."""
     counts = table["status"].value_counts()
     warned = int(((table["status"] == PREDICTED) & (table["warnings"] != "")).sum())
-    parts = [f"{len(table)} files: {counts.get(PREDICTED, 0)} predicted ({warned} with warnings)",
-             f"{counts.get(ERROR, 0)} errors"]
+    parts = [
+        f"{len(table)} files: {counts.get(PREDICTED, 0)} predicted ({warned} with warnings)",
+        f"{counts.get(ERROR, 0)} errors",
+    ]
     parts += [f"{counts[status]} {status}" for status in (REFUSED, SKIPPED, NOT_DONE) if counts.get(status, 0)]
     return ", ".join(parts)
 
@@ -188,15 +208,21 @@ def predict_images(
         size, own_threshold, maps = onnx_model.size, onnx_model.threshold, onnx_model.probability_maps
         tuned = onnx_model.postprocess if choice != "none" else None
         if tuned is not None and choice not in ("winner", tuned.scheme.name):
-            raise ValueError(f"{checkpoint}: its side-car holds the {tuned.scheme.name} post-processing, not {choice} "
-                             f"(export again with --postprocess {postprocess})")
+            raise ValueError(
+                f"{checkpoint}: its side-car holds the {tuned.scheme.name} post-processing, not {choice} "
+                f"(export again with --postprocess {postprocess})"
+            )
     else:
         model = load_model(checkpoint, device=device, config=config)
         size, own_threshold = model.size, model.threshold
         maps = partial(probability_maps, model)
         tuned = find_tuned_postprocess(model.run_dir, model.checkpoint, choice) if threshold is None else None
     if threshold is not None:
-        tuned, fixed, message = None, PostProcess(float(threshold), 0, 0), f"post-processing: none, probability > {threshold:g} (given)"
+        tuned, fixed, message = (
+            None,
+            PostProcess(float(threshold), 0, 0),
+            f"post-processing: none, probability > {threshold:g} (given)",
+        )
     elif tuned is not None:
         fixed, message = None, tuned.describe()
     else:
@@ -215,7 +241,7 @@ def predict_images(
         with tqdm(total=len(todo), desc="predict", disable=not todo) as bar:
             for start in range(0, len(todo), batch_size):
                 read = []
-                for index, path, kind in todo[start:start + batch_size]:
+                for index, path, kind in todo[start : start + batch_size]:
                     try:
                         image, spacing, warnings = read_input(path, kind)
                     except ValueError as err:
@@ -223,8 +249,12 @@ def predict_images(
                         bar.update(1)
                         continue
                     if strict and warnings:
-                        rows[index] = {"input": str(path), "status": REFUSED, "warnings": "; ".join(warnings),
-                                       "error": f"{path}: refused (strict): {'; '.join(warnings)}"}
+                        rows[index] = {
+                            "input": str(path),
+                            "status": REFUSED,
+                            "warnings": "; ".join(warnings),
+                            "error": f"{path}: refused (strict): {'; '.join(warnings)}",
+                        }
                         bar.update(1)
                         continue
                     read.append((index, path, image, spacing, warnings))
@@ -232,13 +262,20 @@ def predict_images(
                     continue
                 resized = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for _, _, image, _, _ in read]
                 for (index, path, image, spacing, warnings), prob in zip(read, maps(resized)):
-                    rows[index] = _write_prediction(path, image, spacing, warnings, prob, out_dir, written,
-                                                    tuned, fixed, rle)
+                    rows[index] = _write_prediction(
+                        path, image, spacing, warnings, prob, out_dir, written, tuned, fixed, rle
+                    )
                     bar.update(1)
     except BaseException as fatal:  # a full disk, a failing model, Ctrl-C: the table for what was done, no orphans
         for index, path, _ in todo:
-            rows.setdefault(index, {"input": str(path), "status": NOT_DONE,
-                                    "error": f"{path}: not predicted, the run stopped ({type(fatal).__name__}: {fatal})"})
+            rows.setdefault(
+                index,
+                {
+                    "input": str(path),
+                    "status": NOT_DONE,
+                    "error": f"{path}: not predicted, the run stopped ({type(fatal).__name__}: {fatal})",
+                },
+            )
         try:
             _write_table(images, rows, out_dir, rle)
         except BaseException:
@@ -251,8 +288,18 @@ def predict_images(
     return table
 
 
-def _write_prediction(path: Path, image: np.ndarray, spacing, warnings: list[str], prob: np.ndarray, out_dir: Path,
-                      written: list[Path], tuned, fixed, rle: bool) -> dict:
+def _write_prediction(
+    path: Path,
+    image: np.ndarray,
+    spacing,
+    warnings: list[str],
+    prob: np.ndarray,
+    out_dir: Path,
+    written: list[Path],
+    tuned,
+    fixed,
+    rle: bool,
+) -> dict:
     """Post-process one probability map, write its mask and overlay (both or neither), return its row."""
     height, width = image.shape
     prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -268,10 +315,20 @@ def _write_prediction(path: Path, image: np.ndarray, spacing, warnings: list[str
     except BaseException:
         mask_path.unlink(missing_ok=True)
         raise
-    row = {"input": str(path), "status": PREDICTED, "mask_path": str(mask_path), "overlay_path": str(overlay_path),
-           "width": width, "height": height, "predicted_area": area,
-           "area_cm2": area * spacing[0] * spacing[1] / 100.0 if spacing else np.nan,
-           "pneumothorax": area > 0, "max_prob": float(prob.max()), "warnings": "; ".join(warnings), "error": ""}
+    row = {
+        "input": str(path),
+        "status": PREDICTED,
+        "mask_path": str(mask_path),
+        "overlay_path": str(overlay_path),
+        "width": width,
+        "height": height,
+        "predicted_area": area,
+        "area_cm2": area * spacing[0] * spacing[1] / 100.0 if spacing else np.nan,
+        "pneumothorax": area > 0,
+        "max_prob": float(prob.max()),
+        "warnings": "; ".join(warnings),
+        "error": "",
+    }
     if rle:
         row["rle"] = encode_siim(mask)
     return row

@@ -32,7 +32,9 @@
 
 # %% tags=["parameters"]
 raw_root = None  # the Kaggle folder or its parent; None: data/raw, or the demo data when data/raw has none
-prepared_root = None  # the folder to write; None: data/prepared/<split_mode>-<img_size> (data/demo/prepared/... for the demo)
+prepared_root = (
+    None  # the folder to write; None: data/prepared/<split_mode>-<img_size> (data/demo/prepared/... for the demo)
+)
 img_size = 512
 val_fraction = 0.2
 seed = 0
@@ -54,11 +56,21 @@ from helpers.data import patients, prepare, prepared_folder, rawdata
 check_notebook("02_prepare", globals())  # every value against its rule (helpers.core.parameters), before any work
 raw = rawdata.choose_raw_root(raw_root)  # says so when it falls back on the demo data
 result = prepare.prepare_dataset(
-    raw.root, raw.prepared_parent, out_dir=prepared_root, img_size=img_size, val_fraction=val_fraction,
-    seed=seed, split_mode=split_mode, folds=folds, test_fraction=test_fraction, patient_table=patient_table,
+    raw.root,
+    raw.prepared_parent,
+    out_dir=prepared_root,
+    img_size=img_size,
+    val_fraction=val_fraction,
+    seed=seed,
+    split_mode=split_mode,
+    folds=folds,
+    test_fraction=test_fraction,
+    patient_table=patient_table,
     workers=workers or None,
 )
-print(f"{result.out_dir}: {result.written} pairs written, {result.skipped} already there, {result.removed} stale files removed")
+print(
+    f"{result.out_dir}: {result.written} pairs written, {result.skipped} already there, {result.removed} stale files removed"
+)
 
 # %% [markdown]
 # ## Images and positive rate per split

@@ -68,12 +68,18 @@ if failed:
 for result in results:
     print(f"{result.run_dir}  ({result.split}, checkpoint {result.checkpoint.name})")
     pp = result.postprocess
-    print(f"post-processing: p > {pp.threshold:.2f}, components of at least {pp.min_component_area} px, "
-          f"masks of at least {pp.min_total_area} px (tuned on {result.metrics['postprocess']['tuned_on']})")
+    print(
+        f"post-processing: p > {pp.threshold:.2f}, components of at least {pp.min_component_area} px, "
+        f"masks of at least {pp.min_total_area} px (tuned on {result.metrics['postprocess']['tuned_on']})"
+    )
     if result.metrics["dual_threshold"]:
-        print(f"the scheme that won on val, which predict and export apply: {result.metrics['dual_threshold']['winner_on_val']}")
+        print(
+            f"the scheme that won on val, which predict and export apply: {result.metrics['dual_threshold']['winner_on_val']}"
+        )
     size = result.metrics["resolution"]
-    print(f"evaluated at {size['evaluated_at']} against the masks of {size['masks']} (model input {size['model_input']})")
+    print(
+        f"evaluated at {size['evaluated_at']} against the masks of {size['masks']} (model input {size['model_input']})"
+    )
     display(evaluation.metrics_table(result))
     display(plots.plot_confusion(result))
 
@@ -85,7 +91,9 @@ for result in results:
 # Triplet: (threshold, min component area, min total area); dual threshold: (top, min area, bottom).
 
 # %%
-display(evaluation.schemes_table(results).style.format(precision=2, na_rep="–").format({"lr": "{:g}"}).hide(axis="index"))
+display(
+    evaluation.schemes_table(results).style.format(precision=2, na_rep="–").format({"lr": "{:g}"}).hide(axis="index")
+)
 
 # %% [markdown]
 # ## Patients seen in training against unseen ones

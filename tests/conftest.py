@@ -48,7 +48,9 @@ def demo_prepared(demo_raw_dir, tmp_path_factory):
     """The demo dataset prepared at 64x64 (official split); a PrepareResult."""
     from helpers.data.prepare import prepare_dataset
 
-    return prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared"), img_size=64, split_mode="official", workers=1)
+    return prepare_dataset(
+        demo_raw_dir, tmp_path_factory.mktemp("prepared"), img_size=64, split_mode="official", workers=1
+    )
 
 
 @pytest.fixture(scope="session")
@@ -57,5 +59,13 @@ def trained_demo_run(demo_prepared, tmp_path_factory):
     from helpers.modeling.train import TrainParams, run_training
 
     work_dir = tmp_path_factory.mktemp("runs") / "demo" / "lr0.003"
-    return run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=64,
-                                    max_iters=60, val_interval=30, work_dir=str(work_dir)))
+    return run_training(
+        TrainParams(
+            config=DEMO_CONFIG,
+            prepared_root=str(demo_prepared.out_dir),
+            img_size=64,
+            max_iters=60,
+            val_interval=30,
+            work_dir=str(work_dir),
+        )
+    )

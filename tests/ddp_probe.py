@@ -34,13 +34,18 @@ class DDPProbeHook(Hook):
         # a fresh sampler like the loader's: the same seed and this process's rank and world size
         fresh = type(sampler)(loader.dataset, shuffle=sampler.shuffle, seed=sampler.seed)
         stream = list(itertools.islice(iter(fresh), runner.max_iters * loader.batch_size))
-        first_pass = stream[:len(loader.dataset) // sampler.world_size]
+        first_pass = stream[: len(loader.dataset) // sampler.world_size]
         self.record = {
-            "rank": runner.rank, "world_size": runner.world_size, "start_iter": runner.iter,
-            "sampler_rank": sampler.rank, "sampler_world_size": sampler.world_size,
-            "dataset_size": len(loader.dataset), "first_pass": first_pass,
+            "rank": runner.rank,
+            "world_size": runner.world_size,
+            "start_iter": runner.iter,
+            "sampler_rank": sampler.rank,
+            "sampler_world_size": sampler.world_size,
+            "dataset_size": len(loader.dataset),
+            "first_pass": first_pass,
             "stream_paths": [loader.dataset.get_data_info(i)["img_path"] for i in stream],
-            "wrapper": type(runner.model).__name__, "seen_paths": [],
+            "wrapper": type(runner.model).__name__,
+            "seen_paths": [],
         }
 
         self._save_weights(runner, f"rank{runner.rank}-from{runner.iter}.pt")

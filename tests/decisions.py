@@ -12,8 +12,13 @@ PROBABILITY_TOLERANCE = 1e-4  # what ONNX Runtime and PyTorch (or two batchings)
 NEAR_THRESHOLD_SHARE = 0.01  # at most this share of the pixels may sit within the tolerance of a threshold
 
 
-def assert_decisions_agree(decided: np.ndarray, expected: np.ndarray, probability: np.ndarray,
-                           thresholds: float | Iterable[float], tolerance: float = PROBABILITY_TOLERANCE) -> None:
+def assert_decisions_agree(
+    decided: np.ndarray,
+    expected: np.ndarray,
+    probability: np.ndarray,
+    thresholds: float | Iterable[float],
+    tolerance: float = PROBABILITY_TOLERANCE,
+) -> None:
     """``decided`` equals ``expected`` at every pixel whose ``probability`` is farther than ``tolerance`` from each of
     ``thresholds``; the pixels that close are at most NEAR_THRESHOLD_SHARE of all."""
     thresholds = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))

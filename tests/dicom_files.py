@@ -64,13 +64,26 @@ def encode(gray: np.ndarray, encoding: str):
     if encoding in ("12bit_monochrome2_window", "12bit_monochrome1_window"):
         shown = g if encoding == "12bit_monochrome2_window" else 255 - g
         stored = np.where(shown == 0, 0, np.where(shown == 255, 4095, 1000 + 10 * shown))
-        return dataset(stored.astype(np.uint16), encoding.split("_")[1].upper(), 12,
-                       WindowCenter=WINDOW_CENTER, WindowWidth=WINDOW_WIDTH)
+        return dataset(
+            stored.astype(np.uint16),
+            encoding.split("_")[1].upper(),
+            12,
+            WindowCenter=WINDOW_CENTER,
+            WindowWidth=WINDOW_WIDTH,
+        )
     if encoding == "16bit_rescale_window":  # modality value = 2 * stored - 1024
         modality = np.where(g == 0, -1024, np.where(g == 255, 2 * 65535 - 1024, 1000 + 10 * g))
         stored = (modality + 1024) // 2
-        return dataset(stored.astype(np.uint16), "MONOCHROME2", 16, RescaleSlope=2, RescaleIntercept=-1024,
-                       RescaleType="US", WindowCenter=WINDOW_CENTER, WindowWidth=WINDOW_WIDTH)
+        return dataset(
+            stored.astype(np.uint16),
+            "MONOCHROME2",
+            16,
+            RescaleSlope=2,
+            RescaleIntercept=-1024,
+            RescaleType="US",
+            WindowCenter=WINDOW_CENTER,
+            WindowWidth=WINDOW_WIDTH,
+        )
     raise ValueError(f"unknown encoding {encoding}")
 
 

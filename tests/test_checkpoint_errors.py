@@ -105,8 +105,9 @@ def test_resume_and_load_from_name_the_file_before_writing(trained_demo_run, dem
     last = work_dir / "iter_60.pth"
     last.write_bytes(bad_checkpoints["truncated"].read_bytes())
     (work_dir / run_folders.LAST_CHECKPOINT_FILE).write_text(str(last))
-    common = dict(config=paths.DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=64, max_iters=2,
-                  val_interval=2)
+    common = dict(
+        config=paths.DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=64, max_iters=2, val_interval=2
+    )
     with pytest.raises(CheckpointError, match=rf"^{last}: unreadable checkpoint"):
         run_training(TrainParams(**common, work_dir=str(work_dir), resume=True))
     assert sorted(p.name for p in work_dir.iterdir()) == sorted([last.name, run_folders.LAST_CHECKPOINT_FILE])

@@ -82,11 +82,17 @@ def test_the_seeds_per_lr_files_are_the_sweep_config_at_their_lr_and_reproduce_t
     for lr in SEED_LRS:
         name = SEED_CONFIG.replace("-0.01-", f"-{lr:g}-")
         cfg = Config.fromfile(str(paths.CONFIGS_DIR / f"{name}.py"))
-        assert cfg._cfg_dict.to_dict() == {**sweep, "optim_wrapper": {**sweep["optim_wrapper"], "optimizer": {
-            **sweep["optim_wrapper"]["optimizer"], "lr": lr}}}, name
+        assert cfg._cfg_dict.to_dict() == {
+            **sweep,
+            "optim_wrapper": {**sweep["optim_wrapper"], "optimizer": {**sweep["optim_wrapper"]["optimizer"], "lr": lr}},
+        }, name
         assert dict(cfg.optim_wrapper.optimizer) == {"type": "SGD", "lr": lr, "momentum": 0.9, "weight_decay": 0.0005}
         assert [(s.type, s.eta_min, s.power, s.end) for s in cfg.param_scheduler] == [("PolyLR", 1e-4, 0.9, 20000)]
-        assert (cfg.train_cfg.max_iters, cfg.train_dataloader.batch_size, cfg.model.data_preprocessor.size) == (20000, 16, (512, 512))
+        assert (cfg.train_cfg.max_iters, cfg.train_dataloader.batch_size, cfg.model.data_preprocessor.size) == (
+            20000,
+            16,
+            (512, 512),
+        )
         assert cfg.model.test_cfg == {"mode": "whole"} and cfg.model.auxiliary_head is None
         assert (paths.CONFIGS_DIR / f"{name}.py").read_text().count("\n") <= 3  # a thin child: comment, base, lr
 
@@ -94,18 +100,26 @@ def test_the_seeds_per_lr_files_are_the_sweep_config_at_their_lr_and_reproduce_t
 def inheritance_depth(config: Path | str) -> int:
     """How many files deep ``config`` inherits: 1 for a file with no ``_base_``, else 1 + its deepest base's
     (mmseg's own ``mmseg::`` bases counted like ours)."""
-    return 1 + max((inheritance_depth(Config._get_cfg_path(base, str(config))[0])
-                    for base in Config._get_base_files(str(config))), default=0)
+    return 1 + max(
+        (inheritance_depth(Config._get_cfg_path(base, str(config))[0]) for base in Config._get_base_files(str(config))),
+        default=0,
+    )
 
 
 def test_every_config_inherits_at_most_three_levels():
     """mmseg's guide: at most three levels of inheritance; ours and pretrained share one AdamW schedule file."""
-    depths = {str(p.relative_to(paths.CONFIGS_DIR)): inheritance_depth(p) for p in sorted(paths.CONFIGS_DIR.rglob("*.py"))}
-    assert depths[f"{DEMO_CONFIG}.py"] == 3 and depths["_base_/datasets/pneumothorax_512x512.py"] == 1  # counted as said
+    depths = {
+        str(p.relative_to(paths.CONFIGS_DIR)): inheritance_depth(p) for p in sorted(paths.CONFIGS_DIR.rglob("*.py"))
+    }
+    assert (
+        depths[f"{DEMO_CONFIG}.py"] == 3 and depths["_base_/datasets/pneumothorax_512x512.py"] == 1
+    )  # counted as said
     assert {name: depth for name, depth in depths.items() if depth > 3} == {}
     adamw = "./_base_/schedules/schedule_20k_adamw.py"
-    assert all(adamw in Config._get_base_files(str(paths.CONFIGS_DIR / f"{name}.py"))
-               for name in (OURS, "pretrained-r50_deeplabv3plus_ce-dice_oversample_adamw-20k_pneumothorax-512x512"))
+    assert all(
+        adamw in Config._get_base_files(str(paths.CONFIGS_DIR / f"{name}.py"))
+        for name in (OURS, "pretrained-r50_deeplabv3plus_ce-dice_oversample_adamw-20k_pneumothorax-512x512")
+    )
 
 
 def test_ours_is_the_seeds_run_but_for_its_loss_oversampling_and_adamw_schedule():
@@ -113,7 +127,10 @@ def test_ours_is_the_seeds_run_but_for_its_loss_oversampling_and_adamw_schedule(
     everything else it declares again must stay the seed's."""
     sweep = Config.fromfile(str(paths.config_path(paths.SWEEP_CONFIG))).to_dict()
     ours = Config.fromfile(str(paths.config_path(OURS))).to_dict()
-    assert ours["optim_wrapper"]["optimizer"]["type"] == "AdamW" and ours["train_dataloader"]["dataset"]["positive_repeats"] == 3
+    assert (
+        ours["optim_wrapper"]["optimizer"]["type"] == "AdamW"
+        and ours["train_dataloader"]["dataset"]["positive_repeats"] == 3
+    )
     for cfg in (sweep, ours):
         cfg["model"]["decode_head"].pop("loss_decode")
         cfg["train_dataloader"]["dataset"].pop("positive_repeats", None)
@@ -134,10 +151,13 @@ def test_the_demo_config_is_the_base_pipelines_at_128_without_photometric_distor
     demo = Config.fromfile(str(paths.config_path(DEMO_CONFIG)))
 
     def at_128(pipeline, drop=()):
-        return [dict(t, scale=(128, 128)) if t["type"] == "Resize" else dict(t) for t in pipeline if t["type"] not in drop]
+        return [
+            dict(t, scale=(128, 128)) if t["type"] == "Resize" else dict(t) for t in pipeline if t["type"] not in drop
+        ]
 
     assert [dict(t) for t in demo.train_dataloader.dataset.pipeline] == at_128(
-        base.train_dataloader.dataset.pipeline, drop=("GrayPhotoMetricDistortion",))
+        base.train_dataloader.dataset.pipeline, drop=("GrayPhotoMetricDistortion",)
+    )
     assert [dict(t) for t in demo.test_dataloader.dataset.pipeline] == at_128(base.test_dataloader.dataset.pipeline)
     assert demo.train_dataloader.dataset.pipeline[0]["color_type"] == "grayscale"
 
@@ -248,8 +268,13 @@ def _tool_options(config: Path, data_root: Path) -> list[str]:
         for index, transform in enumerate(cfg[loader].dataset.pipeline):
             if transform["type"] == "Resize":
                 options.append(f"{loader}.dataset.pipeline.{index}.scale=(64,64)")
-    options += ["model.data_preprocessor.size=(64,64)", "train_cfg.max_iters=4", "train_cfg.val_interval=4",
-                "default_hooks.checkpoint.interval=4", "default_hooks.logger.interval=1"]
+    options += [
+        "model.data_preprocessor.size=(64,64)",
+        "train_cfg.max_iters=4",
+        "train_cfg.val_interval=4",
+        "default_hooks.checkpoint.interval=4",
+        "default_hooks.logger.interval=1",
+    ]
     return options
 
 
@@ -269,16 +294,28 @@ def test_mmseg_tools_train_and_test_accept_the_demo_config(demo_prepared, tmp_pa
     options = _tool_options(config, Path(demo_prepared.out_dir).resolve())
     assert sum(".scale=(64,64)" in option for option in options) == 3
     work_dir = tmp_path / "work"
-    train_log = _run_tool([str(_mmseg_tool("train.py")), str(config), "--work-dir", str(work_dir),
-                           "--cfg-options", *options], cwd=tmp_path)
+    train_log = _run_tool(
+        [str(_mmseg_tool("train.py")), str(config), "--work-dir", str(work_dir), "--cfg-options", *options],
+        cwd=tmp_path,
+    )
     checkpoint = work_dir / "iter_4.pth"
     assert checkpoint.is_file(), train_log[-4000:]
     assert "Iter(train) [4/4]" in train_log
     assert "Dice.pneumothorax" in train_log
 
-    test_log = _run_tool([str(_mmseg_tool("test.py")), str(config), str(checkpoint), "--work-dir",
-                          str(tmp_path / "test"), "--cfg-options", *options], cwd=paths.REPO_ROOT,
-                         TORCH_FORCE_WEIGHTS_ONLY_LOAD="1")
+    test_log = _run_tool(
+        [
+            str(_mmseg_tool("test.py")),
+            str(config),
+            str(checkpoint),
+            "--work-dir",
+            str(tmp_path / "test"),
+            "--cfg-options",
+            *options,
+        ],
+        cwd=paths.REPO_ROOT,
+        TORCH_FORCE_WEIGHTS_ONLY_LOAD="1",
+    )
     assert "Load checkpoint from" in test_log
     match = re.search(r"Iter\(test\) \[\d+/\d+\].*mIoU: ([\d.]+)", test_log)
     assert match, test_log[-4000:]

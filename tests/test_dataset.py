@@ -48,7 +48,8 @@ def test_training_pipeline_gives_label_1_for_pneumothorax(config, demo_prepared)
     dataset = build(config, "train_dataloader", out_dir, positive_repeats=1)
     assert dataset.metainfo["classes"] == ("background", "pneumothorax")
     assert sorted(stem(dataset.get_data_info(i)) for i in range(len(dataset))) == sorted(
-        p.stem for p in (out_dir / "images" / "train").glob("*.png"))
+        p.stem for p in (out_dir / "images" / "train").glob("*.png")
+    )
     positives = positive_stems(out_dir, "train")
     assert positives
     negatives_checked = 0
@@ -100,6 +101,8 @@ def test_positive_repeats_needs_labels_csv_and_a_positive_count(config, demo_pre
     (copied / "labels.csv").unlink()
     with pytest.raises(FileNotFoundError, match="labels.csv"):
         build(config, "train_dataloader", copied, positive_repeats=3)
-    assert len(build(config, "train_dataloader", copied, positive_repeats=1)) == len(list((copied / "images" / "train").glob("*.png")))
+    assert len(build(config, "train_dataloader", copied, positive_repeats=1)) == len(
+        list((copied / "images" / "train").glob("*.png"))
+    )
     with pytest.raises(ValueError, match="positive_repeats"):
         build(config, "train_dataloader", demo_prepared.out_dir, positive_repeats=0)

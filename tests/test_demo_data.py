@@ -110,15 +110,22 @@ def test_worker_processes_write_the_same_bytes_and_do_not_deadlock(tmp_path):
     """OpenCV's thread pool does not survive fork() (opencv/opencv#5150): a forked worker can hang."""
     script = tmp_path / "workers.py"
     script.write_text(WORKERS_SCRIPT)
-    process = subprocess.Popen([sys.executable, str(script), str(tmp_path)], start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _, stderr = process.communicate(timeout=90)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        pytest.fail("generate_demo_dataset(workers=2) hung after in-process OpenCV use: the worker processes "
-                    "were forked with OpenCV's thread pool state (opencv/opencv#5150)")
+        pytest.fail(
+            "generate_demo_dataset(workers=2) hung after in-process OpenCV use: the worker processes "
+            "were forked with OpenCV's thread pool state (opencv/opencv#5150)"
+        )
     assert process.returncode == 0, stderr[-3000:]
 
 

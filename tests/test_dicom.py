@@ -67,12 +67,20 @@ def test_window_functions_follow_the_standard(tmp_path):
     """LINEAR_EXACT and SIGMOID (PS3.3 C.11.2.1.3) on a ramp of stored values, against the formulas."""
     ramp = np.arange(0, 4096, 16, dtype=np.uint16).reshape(16, 16)
     center, width = 2000.0, 1000.0
-    exact = read_dicom(write(tmp_path / "exact.dcm", dataset(ramp, "MONOCHROME2", 12, WindowCenter=center,
-                                                             WindowWidth=width, VOILUTFunction="LINEAR_EXACT"))).gray8
+    exact = read_dicom(
+        write(
+            tmp_path / "exact.dcm",
+            dataset(ramp, "MONOCHROME2", 12, WindowCenter=center, WindowWidth=width, VOILUTFunction="LINEAR_EXACT"),
+        )
+    ).gray8
     expected = np.clip((ramp - (center - width / 2)) / width, 0, 1) * 255
     assert np.abs(exact.astype(float) - expected).max() <= 0.5 + 1e-9
-    sigmoid = read_dicom(write(tmp_path / "sigmoid.dcm", dataset(ramp, "MONOCHROME2", 12, WindowCenter=center,
-                                                                 WindowWidth=width, VOILUTFunction="SIGMOID"))).gray8
+    sigmoid = read_dicom(
+        write(
+            tmp_path / "sigmoid.dcm",
+            dataset(ramp, "MONOCHROME2", 12, WindowCenter=center, WindowWidth=width, VOILUTFunction="SIGMOID"),
+        )
+    ).gray8
     expected = 255 / (1 + np.exp(-4 * (ramp - center) / width))
     assert np.abs(sigmoid.astype(float) - expected).max() <= 0.5 + 1e-9
 
@@ -192,10 +200,20 @@ def test_predict_mixed_folder_with_bad_dicoms(trained_demo_run, tmp_path):
     (folder / "notes.txt").write_text("not an image")
 
     table = predict_images(trained_demo_run.best_checkpoint, [folder], tmp_path / "out", threshold=-1.0, device="cpu")
-    assert [p.split("/")[-1] for p in table["input"]] == ["a_png.png", "b_jpeg.jpg", "c_window.dcm", "colour_scan.dcm",
-                                                          "corrupt_scan.dcm", "d_spaced", "notes.txt"]
+    assert [p.split("/")[-1] for p in table["input"]] == [
+        "a_png.png",
+        "b_jpeg.jpg",
+        "c_window.dcm",
+        "colour_scan.dcm",
+        "corrupt_scan.dcm",
+        "d_spaced",
+        "notes.txt",
+    ]
     rows = table.set_index(table["input"].str.split("/").str[-1])
-    assert "colour DICOM" in rows.loc["colour_scan.dcm", "error"] and "colour_scan.dcm" in rows.loc["colour_scan.dcm", "error"]
+    assert (
+        "colour DICOM" in rows.loc["colour_scan.dcm", "error"]
+        and "colour_scan.dcm" in rows.loc["colour_scan.dcm", "error"]
+    )
     assert "corrupt_scan.dcm" in rows.loc["corrupt_scan.dcm", "error"]
     assert "colour" not in rows.loc["corrupt_scan.dcm", "error"]
     assert rows.loc["notes.txt", "status"] == "skipped: not an image" and rows.loc["notes.txt", "error"] == ""
@@ -208,8 +226,9 @@ def test_predict_mixed_folder_with_bad_dicoms(trained_demo_run, tmp_path):
     saved = (tmp_path / "out" / PREDICTIONS_FILE).read_text()
     assert "corrupt_scan.dcm" in saved and "7.2" in saved
 
-    nothing = predict_images(trained_demo_run.best_checkpoint, [folder / "d_spaced"], tmp_path / "none", threshold=1.0,
-                             device="cpu")
+    nothing = predict_images(
+        trained_demo_run.best_checkpoint, [folder / "d_spaced"], tmp_path / "none", threshold=1.0, device="cpu"
+    )
     assert nothing.loc[0, "predicted_area"] == 0 and nothing.loc[0, "area_cm2"] == 0.0
     assert not nothing.loc[0, "pneumothorax"]
 
@@ -230,8 +249,9 @@ def _predict_pair(checkpoint, gray, encoding, folder, out):
 def test_dicom_and_png_predictions_agree_generated(encoding, trained_demo_run, tmp_path):
     gray = cv2.resize(generated_gray(), (64, 64), interpolation=cv2.INTER_AREA)
     gray.flat[:256] = np.arange(256)
-    (from_png, from_dicom), table = _predict_pair(trained_demo_run.best_checkpoint, gray, encoding, tmp_path / "in",
-                                                  tmp_path / "out")
+    (from_png, from_dicom), table = _predict_pair(
+        trained_demo_run.best_checkpoint, gray, encoding, tmp_path / "in", tmp_path / "out"
+    )
     np.testing.assert_array_equal(from_png, from_dicom)
     assert table.loc[0, "max_prob"] == pytest.approx(table.loc[1, "max_prob"], abs=1e-6)
 
@@ -242,7 +262,8 @@ def test_dicom_and_png_predictions_agree_real(trained_demo_run, real_sample_dir,
     """A real 1024x1024 radiograph as a 12-bit MONOCHROME1 DICOM with a window, and as its PNG."""
     png = real_pngs(real_sample_dir, 1)[0]
     gray = read_gray8(png)
-    (from_png, from_dicom), table = _predict_pair(trained_demo_run.best_checkpoint, gray, "12bit_monochrome1_window",
-                                                  tmp_path / "in", tmp_path / "out")
+    (from_png, from_dicom), table = _predict_pair(
+        trained_demo_run.best_checkpoint, gray, "12bit_monochrome1_window", tmp_path / "in", tmp_path / "out"
+    )
     assert from_png.shape == (1024, 1024)
     np.testing.assert_array_equal(from_png, from_dicom)

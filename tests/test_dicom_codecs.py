@@ -19,7 +19,7 @@ def source(bits: int) -> np.ndarray:
     gray = generated_gray(64, 48).astype(np.float64)
     if bits == 8:
         return gray.astype(np.uint8)
-    return np.round(gray * (2 ** bits - 1) / 255).astype(np.uint16)
+    return np.round(gray * (2**bits - 1) / 255).astype(np.uint16)
 
 
 def _encapsulated(pixels: np.ndarray, bits: int, syntax: str, frame: bytes):
@@ -47,6 +47,7 @@ def jpeg_lossless(predictor: int, syntax: str):
 
         frame = imagecodecs.jpeg8_encode(pixels, lossless=True, predictor=predictor, bitspersample=bits)
         return _encapsulated(pixels, bits, syntax, frame)
+
     return make
 
 
@@ -55,6 +56,7 @@ def pydicom_encoder(syntax: str, **options):
         ds = dataset(pixels, "MONOCHROME2", bits)
         ds.compress(syntax, **options)
         return ds
+
     return make
 
 
@@ -88,11 +90,11 @@ def test_each_transfer_syntax_decodes(case, tmp_path):
     difference = np.abs(stored.astype(np.int64) - pixels.astype(np.int64))
     assert difference.max() <= tolerance, (case, difference.max())
     if tolerance:  # lossy, yet the image: a peak signal-to-noise ratio of at least 35 dB
-        psnr = 10 * np.log10((2 ** bits - 1) ** 2 / np.mean(difference.astype(np.float64) ** 2))
+        psnr = 10 * np.log10((2**bits - 1) ** 2 / np.mean(difference.astype(np.float64) ** 2))
         assert psnr >= 35, (case, psnr)
     gray = read_dicom(path).gray8  # the 8-bit image the model sees: the source's, to rounding (or the loss)
-    expected = np.round(pixels.astype(np.float64) * 255 / (2 ** bits - 1))
-    assert np.abs(gray - expected).max() <= 1 + tolerance * 255 / (2 ** bits - 1)
+    expected = np.round(pixels.astype(np.float64) * 255 / (2**bits - 1))
+    assert np.abs(gray - expected).max() <= 1 + tolerance * 255 / (2**bits - 1)
 
 
 def test_dataset_without_file_meta_and_compressed_pixels(tmp_path):

@@ -51,19 +51,35 @@ def ddp_run(demo_prepared, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     probe_dir = root / "probe"
     config = root / "demo_with_probe.py"
-    config.write_text(f"_base_ = [{str(paths.config_path(DEMO_CONFIG))!r}]\n"
-                      "custom_imports = dict(imports=['tests.ddp_probe'], allow_failed_imports=False)\n"
-                      f"custom_hooks = [dict(type='DDPProbeHook', out_dir={str(probe_dir)!r})]\n")
+    config.write_text(
+        f"_base_ = [{str(paths.config_path(DEMO_CONFIG))!r}]\n"
+        "custom_imports = dict(imports=['tests.ddp_probe'], allow_failed_imports=False)\n"
+        f"custom_hooks = [dict(type='DDPProbeHook', out_dir={str(probe_dir)!r})]\n"
+    )
     work_dir = root / "run"
-    params = TrainParams(config=str(config), prepared_root=str(demo_prepared.out_dir), img_size=64, batch_size=BATCH,
-                         workers=0, max_iters=MAX_ITERS, val_interval=CHECKPOINT_INTERVAL, work_dir=str(work_dir),
-                         nproc=2)
+    params = TrainParams(
+        config=str(config),
+        prepared_root=str(demo_prepared.out_dir),
+        img_size=64,
+        batch_size=BATCH,
+        workers=0,
+        max_iters=MAX_ITERS,
+        val_interval=CHECKPOINT_INTERVAL,
+        work_dir=str(work_dir),
+        nproc=2,
+    )
     assert build_config(params).launcher == "pytorch"
 
-    script = ("import json, sys\nfrom helpers.modeling.train import TrainParams, run_training\n"
-              "run_training(TrainParams(**json.loads(sys.argv[1])))\n")
-    first = subprocess.Popen([sys.executable, "-c", script, json.dumps(asdict(params))], cwd=paths.REPO_ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = (
+        "import json, sys\nfrom helpers.modeling.train import TrainParams, run_training\n"
+        "run_training(TrainParams(**json.loads(sys.argv[1])))\n"
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(asdict(params))],
+        cwd=paths.REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 900
         while not (work_dir / "last_checkpoint").exists() and first.poll() is None and time.monotonic() < deadline:
@@ -101,7 +117,7 @@ def test_each_rank_trains_on_its_own_half_of_the_data(ddp_run):
     assert len(halves[0]) == len(halves[1]) == size // 2 and halves[0] | halves[1] <= set(range(size))
     for record in records.values():  # what the rank trained on is its shard, in its order, and the resumed
         seen = [path for batch in record["seen_paths"] for path in batch]  # session skipped what was trained
-        assert seen == record["stream_paths"][BATCH * record["start_iter"]:BATCH * MAX_ITERS]
+        assert seen == record["stream_paths"][BATCH * record["start_iter"] : BATCH * MAX_ITERS]
     assert records[0]["seen_paths"] != records[1]["seen_paths"]
 
 
@@ -112,7 +128,9 @@ def test_the_ranks_end_with_identical_weights_that_training_changed(ddp_run):
         assert torch.equal(states[0][key], states[1][key]), key
     done = int(ddp_run["killed_at"].stem.removeprefix("iter_"))
     start = torch.load(ddp_run["probe"] / f"rank0-from{done}.pt")
-    changed = [key for key in states[0] if states[0][key].is_floating_point() and not torch.equal(states[0][key], start[key])]
+    changed = [
+        key for key in states[0] if states[0][key].is_floating_point() and not torch.equal(states[0][key], start[key])
+    ]
     assert len(changed) > len(states[0]) // 2, "the resumed session did not train"
 
 
@@ -150,7 +168,9 @@ def test_a_killed_ddp_run_resumes_with_the_iteration_count_continuing(ddp_run):
     assert steps == sorted(set(steps)) and steps[-1] == MAX_ITERS
     assert MAX_ITERS in {row["step"] for row in val_rows}
     metrics = ddp_run["result"].metrics
-    assert metrics["iterations"] == MAX_ITERS and ddp_run["result"].last_checkpoint == work_dir / f"iter_{MAX_ITERS}.pth"
+    assert (
+        metrics["iterations"] == MAX_ITERS and ddp_run["result"].last_checkpoint == work_dir / f"iter_{MAX_ITERS}.pth"
+    )
 
 
 def test_the_demo_config_loss_goes_down_under_ddp(ddp_run):

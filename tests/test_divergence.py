@@ -26,8 +26,17 @@ def diverged_run(demo_prepared, tmp_path_factory):
 
     work_dir = tmp_path_factory.mktemp("runs") / "demo" / f"lr{HUGE_LR:g}"
     with pytest.raises(TrainingDiverged) as raised:
-        run_training(TrainParams(config=paths.DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=64,
-                                 lr=HUGE_LR, max_iters=8, val_interval=4, work_dir=str(work_dir)))
+        run_training(
+            TrainParams(
+                config=paths.DEMO_CONFIG,
+                prepared_root=str(demo_prepared.out_dir),
+                img_size=64,
+                lr=HUGE_LR,
+                max_iters=8,
+                val_interval=4,
+                work_dir=str(work_dir),
+            )
+        )
     return work_dir, raised.value
 
 
@@ -56,9 +65,12 @@ def test_the_hook_refuses_to_save_or_validate_a_nonfinite_model():
     from helpers.modeling.divergence import DivergenceHook, TrainingDiverged
 
     logged = []
-    runner = SimpleNamespace(iter=41, cfg=SimpleNamespace(optim_wrapper=SimpleNamespace(optimizer=SimpleNamespace(lr=0.5))),
-                             logger=SimpleNamespace(error=logged.append),
-                             model=torch.nn.Linear(2, 1))
+    runner = SimpleNamespace(
+        iter=41,
+        cfg=SimpleNamespace(optim_wrapper=SimpleNamespace(optimizer=SimpleNamespace(lr=0.5))),
+        logger=SimpleNamespace(error=logged.append),
+        model=torch.nn.Linear(2, 1),
+    )
     hook = DivergenceHook()
     with pytest.raises(TrainingDiverged, match=r"iteration 42: 1 weight tensors hold NaN .*nothing saved"):
         hook.before_save_checkpoint(runner, {"state_dict": {"w": torch.tensor([1.0, math.nan]), "b": torch.zeros(1)}})
@@ -75,8 +87,9 @@ def test_evaluation_goes_on_past_the_diverged_run_and_reports_it_failed(diverged
     from helpers.workflow.evaluate_runs import evaluate_run_folders
 
     work_dir, error = diverged_run
-    results, failures = evaluate_run_folders([work_dir, trained_demo_run.work_dir], split="test", outputs=tmp_path,
-                                      postprocess="none", n_boot=10)
+    results, failures = evaluate_run_folders(
+        [work_dir, trained_demo_run.work_dir], split="test", outputs=tmp_path, postprocess="none", n_boot=10
+    )
     assert [r.run_dir for r in results] == [trained_demo_run.work_dir.resolve()]
     assert [f.run_dir for f in failures] == [work_dir.resolve()]
     assert "its training failed" in failures[0].error and str(error) in failures[0].error
@@ -109,15 +122,22 @@ def test_a_nonfinite_checkpoint_is_refused_by_evaluation_predict_and_export(trai
         export_onnx(bad, tmp_path / "model.onnx", config=config)
     assert not (tmp_path / "model.onnx").exists()
     (bad.parent / run_folders.CONFIG_FILE).write_text(config.read_text())
-    results, failures = evaluate_run_folders([bad], split="test", outputs=tmp_path / "outputs", postprocess="none", n_boot=10)
+    results, failures = evaluate_run_folders(
+        [bad], split="test", outputs=tmp_path / "outputs", postprocess="none", n_boot=10
+    )
     assert results == [] and "NonFiniteModelError" in failures[0].error and str(bad) in failures[0].error
 
 
 def test_the_sweep_marks_the_diverged_run_failed_and_its_notebook_fails(demo_prepared, tmp_path):
     from helpers.workflow.sweep import sweep
 
-    parameters = {"config": paths.DEMO_CONFIG, "prepared_root": str(demo_prepared.out_dir), "img_size": 64,
-                  "max_iters": 4, "val_interval": 4}
+    parameters = {
+        "config": paths.DEMO_CONFIG,
+        "prepared_root": str(demo_prepared.out_dir),
+        "img_size": 64,
+        "max_iters": 4,
+        "val_interval": 4,
+    }
     table = sweep([HUGE_LR], parameters, tmp_path)
     row = table.iloc[0]
     assert not row["ok"] and row["error"].startswith("training diverged at iteration")
@@ -126,14 +146,23 @@ def test_the_sweep_marks_the_diverged_run_failed_and_its_notebook_fails(demo_pre
     assert "TrainingDiverged" in (work_dir / "03_train.html").read_text()
 
 
-def test_the_04_notebook_reports_the_diverged_run_failed_beside_the_healthy_one(diverged_run, trained_demo_run,
-                                                                                  demo_prepared, tmp_path):
+def test_the_04_notebook_reports_the_diverged_run_failed_beside_the_healthy_one(
+    diverged_run, trained_demo_run, demo_prepared, tmp_path
+):
     from helpers.workflow.notebook_runner import run_notebook
 
     work_dir, error = diverged_run
     outputs = tmp_path / "outputs"
-    report = run_notebook("04_evaluate", {"runs": [str(work_dir), str(trained_demo_run.work_dir)], "outputs_dir": str(outputs),
-                                          "prepared_root": str(demo_prepared.out_dir), "n_boot": 10}, outputs / "reports")
+    report = run_notebook(
+        "04_evaluate",
+        {
+            "runs": [str(work_dir), str(trained_demo_run.work_dir)],
+            "outputs_dir": str(outputs),
+            "prepared_root": str(demo_prepared.out_dir),
+            "n_boot": 10,
+        },
+        outputs / "reports",
+    )
     assert report.ok, report.error
     comparison = json.loads((outputs / "eval" / "comparison.json").read_text())
     statuses = {row["lr"]: (row["status"], row["error"]) for row in comparison if row["status"] != "reference"}

@@ -42,20 +42,26 @@ def _random_predictions(n: int = 12, size: int = 24, seed: int = 0) -> Predictio
     yy, xx = np.mgrid[:size, :size]
     for i in range(n):
         cy, cx, r = rng.integers(4, size - 4, 2).tolist() + [rng.uniform(2, 8)]
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r ** 2)) * rng.uniform(0.2, 1.0)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2)) * rng.uniform(0.2, 1.0)
         probs[i] = np.clip(np.round((blob + rng.uniform(0, 0.15, blob.shape)) * 255), 0, 255).astype(np.uint8)
         if i % 3:  # two thirds positive
             truth[i] = blob > rng.uniform(0.2, 0.6)
-    return Predictions(names=[f"img{i}" for i in range(n)], probs=probs, truth=truth,
-                       default_counts=np.zeros((n, 4), np.int64), max_prob=probs.reshape(n, -1).max(1) / 255,
-                       default_pred=np.zeros_like(truth))
+    return Predictions(
+        names=[f"img{i}" for i in range(n)],
+        probs=probs,
+        truth=truth,
+        default_counts=np.zeros((n, 4), np.int64),
+        max_prob=probs.reshape(n, -1).max(1) / 255,
+        default_pred=np.zeros_like(truth),
+    )
 
 
 def test_tuning_grid_equals_the_rule_applied_image_by_image():
     val = _random_predictions()
     pixels = 24 * 24
-    best, grid = tune_dual_threshold(val, top_thresholds=(0.5, 0.7, 0.9), min_areas=(0, 5 / pixels, 40 / pixels),
-                                     bottom_thresholds=(0.2, 0.4, 0.7))
+    best, grid = tune_dual_threshold(
+        val, top_thresholds=(0.5, 0.7, 0.9), min_areas=(0, 5 / pixels, 40 / pixels), bottom_thresholds=(0.2, 0.4, 0.7)
+    )
     assert (grid["bottom_threshold"] <= grid["top_threshold"]).all()
     assert len(grid) == 3 * 3 * 3 - 3 * 1  # bottom 0.7 > top 0.5 is left out for each min_area
     positive = val.truth.reshape(len(val.names), -1).any(1)
@@ -70,8 +76,12 @@ def test_tuning_grid_equals_the_rule_applied_image_by_image():
         assert row.image_dice_positive == pytest.approx(np.mean(np.array(dice)[positive])), row
     top = grid.loc[grid["image_dice"].idxmax()]
     assert grid["image_dice"].max() == pytest.approx(
-        grid[(grid.top_threshold == best.top_threshold) & (grid.min_area == best.min_area)
-             & (grid.bottom_threshold == best.bottom_threshold)]["image_dice"].item())
+        grid[
+            (grid.top_threshold == best.top_threshold)
+            & (grid.min_area == best.min_area)
+            & (grid.bottom_threshold == best.bottom_threshold)
+        ]["image_dice"].item()
+    )
     assert top["image_dice"] > grid["image_dice"].min()  # the grid discriminates: the toy data is not degenerate
 
 
@@ -119,4 +129,6 @@ def test_evaluate_run_tunes_the_dual_threshold_on_val_only(trained_demo_run, dem
     assert row["winner_on_val"] == report["winner_on_val"]
     assert row["dual_threshold_image_dice"] == pytest.approx(100 * np.mean(dice))
     assert row["triplet_image_dice"] == pytest.approx(100 * result.metrics["postprocessed"]["image_dice"])
-    assert row["dual_threshold_image_dice_lo"] <= row["dual_threshold_image_dice"] <= row["dual_threshold_image_dice_hi"]
+    assert (
+        row["dual_threshold_image_dice_lo"] <= row["dual_threshold_image_dice"] <= row["dual_threshold_image_dice_hi"]
+    )

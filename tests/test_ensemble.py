@@ -30,8 +30,14 @@ from helpers.workflow.evaluate_runs import evaluate_ensemble, evaluate_run
 
 def test_average_state_dicts_is_the_mean_and_keeps_integer_buffers():
     generator = torch.Generator().manual_seed(0)
-    states = [{"w": torch.randn(3, 4, generator=generator), "b": torch.randn(4, generator=generator).half(),
-               "bn.num_batches_tracked": torch.tensor(10 * (i + 1))} for i in range(3)]
+    states = [
+        {
+            "w": torch.randn(3, 4, generator=generator),
+            "b": torch.randn(4, generator=generator).half(),
+            "bn.num_batches_tracked": torch.tensor(10 * (i + 1)),
+        }
+        for i in range(3)
+    ]
     averaged = average_state_dicts(states)
     assert torch.allclose(averaged["w"], (states[0]["w"] + states[1]["w"] + states[2]["w"]) / 3, atol=1e-6)
     assert averaged["b"].dtype == torch.float16
@@ -49,8 +55,16 @@ def fold_sweep(demo_raw_dir, tmp_path_factory):
 
     prepared = prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared"), img_size=64, folds=2, workers=1)
     outputs = tmp_path_factory.mktemp("outputs")
-    parameters = {"config": DEMO_CONFIG, "prepared_root": str(prepared.out_dir), "img_size": 64, "batch_size": 4,
-                  "max_iters": 4, "val_interval": 2, "workers": 0, "keep_checkpoints": -1}
+    parameters = {
+        "config": DEMO_CONFIG,
+        "prepared_root": str(prepared.out_dir),
+        "img_size": 64,
+        "batch_size": 4,
+        "max_iters": 4,
+        "val_interval": 2,
+        "workers": 0,
+        "keep_checkpoints": -1,
+    }
     table = sweep([0.003], parameters, outputs, folds=2)
     return prepared, outputs, table
 
@@ -127,13 +141,16 @@ def test_checkpoint_averaging_of_the_top_k(fold_sweep):
 def test_evaluate_ensemble_joins_the_comparison_table(fold_sweep):
     prepared, outputs, _ = fold_sweep
     runs = run_folders.trained_runs(outputs)
-    singles = [evaluate_run(run, split="test", n_boot=20, device="cpu", out_dir=run_folders.eval_dir(run, "test", outputs))
-               for run in runs]
-    (name, members), = fold_groups(runs).items()
+    singles = [
+        evaluate_run(run, split="test", n_boot=20, device="cpu", out_dir=run_folders.eval_dir(run, "test", outputs))
+        for run in runs
+    ]
+    ((name, members),) = fold_groups(runs).items()
     result = evaluate_ensemble(members, name, split="test", tta=True, top_k=2, n_boot=20, device="cpu", outputs=outputs)
     assert result.metrics["postprocess"]["tuned_on"].startswith("out-of-fold")
     assert result.metrics["dual_threshold"]["val_images"] == sum(
-        len((prepared.out_dir / f"fold{k}_val.txt").read_text().split()) for k in (0, 1))
+        len((prepared.out_dir / f"fold{k}_val.txt").read_text().split()) for k in (0, 1)
+    )
     assert [c.endswith("averaged_top2.pth") for c in result.metrics["members"]] == [True, True]
     assert result.metrics["tta"] is True
     table = comparison_table([*singles, result])
@@ -142,12 +159,16 @@ def test_evaluate_ensemble_joins_the_comparison_table(fold_sweep):
     for label in (name, f"{DEMO_CONFIG} (fold 0)"):
         row = rows.loc[label]
         assert row["images"] == len(result.per_image)
-        assert not math.isnan(row["image_dice_lo"]) and row["image_dice_lo"] <= row["image_dice"] <= row["image_dice_hi"]
+        assert (
+            not math.isnan(row["image_dice_lo"]) and row["image_dice_lo"] <= row["image_dice"] <= row["image_dice_hi"]
+        )
     # a single run's evaluation folder and the ensemble's: the same files, the same keys with the same types
     single, ensemble = singles[0].out_dir, result.out_dir
     assert sorted(p.name for p in single.iterdir()) == sorted(p.name for p in ensemble.iterdir())
     for file in (run_folders.EVAL_METRICS_FILE, run_folders.EVAL_INFO_FILE):
-        assert _shape(json.loads((single / file).read_text())) == _shape(json.loads((ensemble / file).read_text())), file
+        assert _shape(json.loads((single / file).read_text())) == _shape(json.loads((ensemble / file).read_text())), (
+            file
+        )
     single_rows, ensemble_rows = (pd.read_csv(d / run_folders.PER_IMAGE_FILE) for d in (single, ensemble))
     assert dict(single_rows.dtypes) == dict(ensemble_rows.dtypes)
 
@@ -173,18 +194,29 @@ def test_sbatch_with_folds_has_one_job_per_lr_and_fold(tmp_path, task):
     from helpers.workflow.slurm import write_sbatch
 
     outputs = tmp_path / "outputs"
-    script = write_sbatch([0.01, 0.001], {"config": DEMO_CONFIG, "max_iters": 100}, tmp_path / "sweep.sbatch",
-                          outputs=outputs, folds=3)
+    script = write_sbatch(
+        [0.01, 0.001], {"config": DEMO_CONFIG, "max_iters": 100}, tmp_path / "sweep.sbatch", outputs=outputs, folds=3
+    )
     text = script.read_text()
     assert "#SBATCH --array=0-5" in text and '--lrs "$LR" --folds 3 --fold "$FOLD"' in text
     subprocess.run(["bash", "-n", str(script)], check=True)
     # the lines that pick the job's lr and fold, run for one array index (the sweep puts that run in
     # runs.fold_run_dir's folder)
     lines = text.splitlines()
-    select = "\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("LRS=")):
-                             next(i for i, line in enumerate(lines) if "-m helpers sweep --no-yaml" in line)])
-    out = subprocess.run(["bash", "-c", f'{select}\necho "$LR $FOLD"'], check=True, capture_output=True,
-                         text=True, env={"SLURM_ARRAY_TASK_ID": str(task)}).stdout.split()
+    select = "\n".join(
+        lines[
+            next(i for i, line in enumerate(lines) if line.startswith("LRS=")) : next(
+                i for i, line in enumerate(lines) if "-m helpers sweep --no-yaml" in line
+            )
+        ]
+    )
+    out = subprocess.run(
+        ["bash", "-c", f'{select}\necho "$LR $FOLD"'],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"SLURM_ARRAY_TASK_ID": str(task)},
+    ).stdout.split()
     lr, fold = [0.01, 0.001][task // 3], task % 3
     assert out == [f"{lr:g}", str(fold)]
 
@@ -194,7 +226,25 @@ def test_cli_sweep_folds_writes_the_fold_array(tmp_path):
     import sys
 
     script = tmp_path / "folds.sbatch"
-    subprocess.run([sys.executable, "-m", "helpers", "sweep", "--config", DEMO_CONFIG, "--lrs", "0.003", "--folds", "5",
-                    "--sbatch", str(script), "--outputs", str(tmp_path / "outputs")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers",
+            "sweep",
+            "--config",
+            DEMO_CONFIG,
+            "--lrs",
+            "0.003",
+            "--folds",
+            "5",
+            "--sbatch",
+            str(script),
+            "--outputs",
+            str(tmp_path / "outputs"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     text = script.read_text()
     assert "#SBATCH --array=0-4" in text and "FOLD=$((SLURM_ARRAY_TASK_ID % 5))" in text

@@ -23,7 +23,11 @@ def read_pins() -> dict[str, str]:
 
 
 def test_every_requirement_is_pinned_exactly():
-    lines = [l.strip() for l in (paths.REPO_ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    lines = [
+        l.strip()
+        for l in (paths.REPO_ROOT / "requirements.txt").read_text().splitlines()
+        if l.strip() and not l.startswith("#")
+    ]
     assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.+]*", l) for l in lines), lines
 
 
@@ -47,11 +51,18 @@ def test_installed_packages_match_the_pins():
 def test_makefile_installs_the_pinned_versions(tmp_path):
     """What ``make venv`` would run (a dry run into a scratch venv): torch and mmcv at their pins first,
     then requirements.txt, the package and the kernel."""
-    plan = subprocess.run(["make", "-n", "-B", "venv", f"VENV={tmp_path / 'venv'}"], cwd=paths.REPO_ROOT,
-                          capture_output=True, text=True, check=True).stdout
+    plan = subprocess.run(
+        ["make", "-n", "-B", "venv", f"VENV={tmp_path / 'venv'}"],
+        cwd=paths.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     pins = read_pins()
     commands = plan.splitlines()
-    torch_at = next(i for i, c in enumerate(commands) if re.search(rf"install .*torch=={re.escape(pins['torch'])}\b", c))
+    torch_at = next(
+        i for i, c in enumerate(commands) if re.search(rf"install .*torch=={re.escape(pins['torch'])}\b", c)
+    )
     mmcv_at = next(i for i, c in enumerate(commands) if f"mmcv=={pins['mmcv']}" in c)
     requirements_at = next(i for i, c in enumerate(commands) if "install -r requirements.txt" in c)
     assert torch_at < mmcv_at < requirements_at

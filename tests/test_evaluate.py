@@ -52,8 +52,13 @@ def tuned_eval(trained_demo_run, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(evaluate_runs, "predict_split", spy_predict)
         patch.setattr(PostProcess, "tune", classmethod(lambda cls, val: spy_tune(val)))
-        result = evaluate_run(trained_demo_run.work_dir, split="test", n_boot=20, device="cpu",
-                              out_dir=tmp_path_factory.mktemp("eval") / "test")
+        result = evaluate_run(
+            trained_demo_run.work_dir,
+            split="test",
+            n_boot=20,
+            device="cpu",
+            out_dir=tmp_path_factory.mktemp("eval") / "test",
+        )
     return result, calls, tuned_on
 
 
@@ -78,8 +83,9 @@ def _runner_test(run_dir: Path, checkpoint: Path, split: str, work_dir: Path) ->
 @slow
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_pooled_metrics_equal_mmseg_runner_test(trained_demo_run, tmp_path, split):
-    result = evaluate_run(trained_demo_run.work_dir, split=split, postprocess="none", n_boot=0, device="cpu",
-                          out_dir=tmp_path / "eval")
+    result = evaluate_run(
+        trained_demo_run.work_dir, split=split, postprocess="none", n_boot=0, device="cpu", out_dir=tmp_path / "eval"
+    )
     theirs = _runner_test(trained_demo_run.work_dir, result.checkpoint, split, tmp_path / "runner")
     ours = result.metrics["mmseg"]
     assert ours["images"] == len(_names(result.data_root, split))
@@ -106,10 +112,13 @@ def test_changing_test_masks_does_not_change_the_tuned_postprocess(tuned_eval, d
         mask = np.zeros_like(cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE))
         mask[:8, :8] = 1
         cv2.imwrite(str(mask_path), mask)
-    changed = evaluate_run(result.run_dir, split="test", prepared_root=root, n_boot=0, device="cpu", out_dir=tmp_path / "eval")
+    changed = evaluate_run(
+        result.run_dir, split="test", prepared_root=root, n_boot=0, device="cpu", out_dir=tmp_path / "eval"
+    )
     assert changed.postprocess == result.postprocess
-    pd.testing.assert_frame_equal(pd.read_csv(changed.out_dir / run_folders.GRID_FILE),
-                                  pd.read_csv(result.out_dir / run_folders.GRID_FILE))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(changed.out_dir / run_folders.GRID_FILE), pd.read_csv(result.out_dir / run_folders.GRID_FILE)
+    )
     assert changed.per_image["true_area"].eq(64).all()  # the edit did reach the evaluated split
     assert not changed.per_image["true_area"].equals(result.per_image["true_area"])
 
@@ -127,8 +136,18 @@ def test_load_eval_round_trip_and_predicted_masks(tuned_eval):
     for index, row in loaded.per_image.iterrows():
         assert np.count_nonzero(predicted_mask(loaded, index, postprocessed=False)) == row.pred_area
         assert np.count_nonzero(predicted_mask(loaded, index)) == row.pp_area
-    assert set(result.per_image.columns) == {"name", "patient", "seen", "positive", "true_area", "pred_area", "dice",
-                                             "pp_area", "pp_dice", "max_prob"}
+    assert set(result.per_image.columns) == {
+        "name",
+        "patient",
+        "seen",
+        "positive",
+        "true_area",
+        "pred_area",
+        "dice",
+        "pp_area",
+        "pp_dice",
+        "max_prob",
+    }
 
 
 @slow
@@ -211,8 +230,15 @@ def test_sigmoid_model_uses_the_sigmoid_and_the_head_threshold(demo_prepared):
     from helpers.modeling.mmseg_metric import PneumothoraxMetric
 
     cfg = Config.fromfile(str(paths.config_path("fcn-unet-s5-d16_unet-sigmoid_1xb16-0.01-20k_pneumothorax-512x512")))
-    loaded = LoadedModel(net=None, cfg=cfg, checkpoint=Path("untrained"), run_dir=Path("untrained"), size=(64, 64),
-                         threshold=0.5, sigmoid=True)
+    loaded = LoadedModel(
+        net=None,
+        cfg=cfg,
+        checkpoint=Path("untrained"),
+        run_dir=Path("untrained"),
+        size=(64, 64),
+        threshold=0.5,
+        sigmoid=True,
+    )
     cfg.model.backbone.base_channels = 8
     cfg.model.decode_head.update(in_channels=8, channels=8)
     cfg.model.data_preprocessor.size = (64, 64)
@@ -246,9 +272,19 @@ def test_parity_with_runner_test_holds_when_pneumothorax_is_predicted(demo_prepa
     """A model two iterations old predicts pneumothorax on many pixels: the parity is not 0 against 0."""
     from helpers.modeling.train import TrainParams, run_training
 
-    run = run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir),
-                                   img_size=64, max_iters=2, val_interval=2, work_dir=str(tmp_path / "run")))
-    result = evaluate_run(run.work_dir, split="test", postprocess="none", n_boot=0, device="cpu", out_dir=tmp_path / "eval")
+    run = run_training(
+        TrainParams(
+            config=DEMO_CONFIG,
+            prepared_root=str(demo_prepared.out_dir),
+            img_size=64,
+            max_iters=2,
+            val_interval=2,
+            work_dir=str(tmp_path / "run"),
+        )
+    )
+    result = evaluate_run(
+        run.work_dir, split="test", postprocess="none", n_boot=0, device="cpu", out_dir=tmp_path / "eval"
+    )
     ours = result.metrics["mmseg"]
     assert 0 < ours["IoU.pneumothorax"] < 100 and result.per_image["pred_area"].sum() > 0
     theirs = _runner_test(run.work_dir, result.checkpoint, "test", tmp_path / "runner")
@@ -265,7 +301,9 @@ def test_the_metrics_table_reads_counts_as_integers_and_rates_in_percent(tuned_e
     assert table.loc["images", "mmseg decision"] == mmseg["images"]
     for key in ("aAcc", "mIoU", "mDice", "Dice.pneumothorax"):  # mmseg's own, already in %
         assert table.loc[f"{key} (%)", "mmseg decision"] == mmseg[key]
-    assert table.loc["image_dice (%)", "post-processed"] == pytest.approx(100 * result.metrics["postprocessed"]["image_dice"])
+    assert table.loc["image_dice (%)", "post-processed"] == pytest.approx(
+        100 * result.metrics["postprocessed"]["image_dice"]
+    )
     assert "fg_dice" not in table.index and "fg_iou" not in table.index  # the pneumothorax Dice / IoU once, in %
     html = styled.to_html()
     assert f">{mmseg['images']}<" in html and f">{mmseg['images']}.000000<" not in html
@@ -304,5 +342,7 @@ def test_evaluating_on_data_of_another_size_stops_naming_both(trained_demo_run, 
 
     other = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, workers=1)
     with pytest.raises(PreparedDataError, match=r"64x64.*32x32"):
-        evaluate_run(trained_demo_run.work_dir, prepared_root=other.out_dir, n_boot=0, device="cpu", out_dir=tmp_path / "eval")
+        evaluate_run(
+            trained_demo_run.work_dir, prepared_root=other.out_dir, n_boot=0, device="cpu", out_dir=tmp_path / "eval"
+        )
     assert not (tmp_path / "eval").exists()

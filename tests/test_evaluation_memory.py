@@ -60,20 +60,29 @@ def _traced_peak(run: Path, prepared: Path, out_dir: Path):
 def test_evaluation_peak_memory_does_not_grow_per_pixel_with_the_images(trained_demo_run, prepared_256, tmp_path):
     small = _subset(prepared_256, tmp_path / "small", n_val=4, n_test=4)
     large = _subset(prepared_256, tmp_path / "large", n_val=8, n_test=32)
-    evaluate_run(trained_demo_run.work_dir, prepared_root=small, out_dir=tmp_path / "warm-up", batch_size=2, n_boot=10,
-                 device="cpu")  # imports and caches, once, untraced
+    evaluate_run(
+        trained_demo_run.work_dir,
+        prepared_root=small,
+        out_dir=tmp_path / "warm-up",
+        batch_size=2,
+        n_boot=10,
+        device="cpu",
+    )  # imports and caches, once, untraced
     peak_small, result_small = _traced_peak(trained_demo_run.work_dir, small, tmp_path / "eval-small")
     peak_large, result_large = _traced_peak(trained_demo_run.work_dir, large, tmp_path / "eval-large")
 
     assert result_large.metrics["image_shape"] == [SIZE, SIZE]
     assert len(result_large.per_image) == 32 and result_large.metrics["postprocess"]["val_images"] == 8
     added_images = (32 + 8) - (4 + 4)
-    returned = (result_large.per_image.memory_usage(deep=True).sum()
-                - result_small.per_image.memory_usage(deep=True).sum())
+    returned = (
+        result_large.per_image.memory_usage(deep=True).sum() - result_small.per_image.memory_usage(deep=True).sum()
+    )
     bound = returned + added_images * SIZE * SIZE // 4
     growth = peak_large - peak_small
-    assert growth <= bound, (f"peak grew by {growth / added_images:.0f} B an image "
-                             f"(bound {bound / added_images:.0f}; one byte a pixel is {SIZE * SIZE})")
+    assert growth <= bound, (
+        f"peak grew by {growth / added_images:.0f} B an image "
+        f"(bound {bound / added_images:.0f}; one byte a pixel is {SIZE * SIZE})"
+    )
     # what it wrote is still every image's: the probabilities of the evaluated split, at full size
     probs = np.load(result_large.probs_path, mmap_mode="r")
     assert probs.shape == (32, SIZE, SIZE) and probs.dtype == np.uint8

@@ -39,8 +39,17 @@ def independent_scan(root: Path) -> tuple[list[dict], int]:
                 mask_image = Image.open(ds / "png_masks" / row["new_filename"])
                 mask = np.asarray(mask_image) > 0
                 _, regions = ndimage.label(mask, structure=EIGHT_CONNECTED)
-                pairs.append({"stage": stage, "flag": int(row["has_pneumo"]), "width": image.width, "height": image.height,
-                              "modes": (image.mode, mask_image.mode), "fg": int(mask.sum()), "regions": regions})
+                pairs.append(
+                    {
+                        "stage": stage,
+                        "flag": int(row["has_pneumo"]),
+                        "width": image.width,
+                        "height": image.height,
+                        "modes": (image.mode, mask_image.mode),
+                        "fg": int(mask.sum()),
+                        "regions": regions,
+                    }
+                )
     return pairs, csv_rows
 
 
@@ -59,7 +68,9 @@ def test_explore_statistics_equal_an_independent_computation(dataset_dir, tmp_pa
     assert classes.loc["pneumothorax", "pixel percentage"] == pytest.approx(100 * fg_total / total)
     assert classes.loc["background", "pixel percentage"] == pytest.approx(100 * (total - fg_total) / total)
     assert classes.loc["pneumothorax", "num. images in this category"] == sum(p["fg"] > 0 for p in pairs)
-    assert classes.loc["background", "num. images in this category"] == sum(p["fg"] < p["width"] * p["height"] for p in pairs)
+    assert classes.loc["background", "num. images in this category"] == sum(
+        p["fg"] < p["width"] * p["height"] for p in pairs
+    )
 
     splits = result.split_table.set_index("split")
     for stage in ("train", "test", "all"):

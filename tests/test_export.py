@@ -111,8 +111,9 @@ def test_sigmoid_head_exports_its_probability(tmp_path):
         assert 0.05 < decided.mean() < 0.95
 
 
-def test_predict_onnx_and_checkpoint_alike_with_the_tuned_postprocessing(trained_demo_run, demo_prepared, tmp_path,
-                                                                         capsys):
+def test_predict_onnx_and_checkpoint_alike_with_the_tuned_postprocessing(
+    trained_demo_run, demo_prepared, tmp_path, capsys
+):
     """A copy of the run in an outputs layout, evaluated (post-processing tuned on val): predict applies it by
     default, prints it, and the ONNX export carries it, so both give the same masks on new images."""
     run_dir = tmp_path / "outputs" / "runs" / "demo" / "lr0.003"
@@ -120,8 +121,14 @@ def test_predict_onnx_and_checkpoint_alike_with_the_tuned_postprocessing(trained
     checkpoint = shutil.copy(trained_demo_run.best_checkpoint, run_dir)
     shutil.copy(trained_demo_run.work_dir / run_folders.CONFIG_FILE, run_dir)
     assert find_tuned_postprocess(run_dir, checkpoint) is None
-    result = evaluate_run(checkpoint, split="test", prepared_root=demo_prepared.out_dir, n_boot=0, device="cpu",
-                          out_dir=run_folders.eval_dir(run_dir, "test", outputs=tmp_path / "outputs"))
+    result = evaluate_run(
+        checkpoint,
+        split="test",
+        prepared_root=demo_prepared.out_dir,
+        n_boot=0,
+        device="cpu",
+        out_dir=run_folders.eval_dir(run_dir, "test", outputs=tmp_path / "outputs"),
+    )
     tuned = find_tuned_postprocess(run_dir, checkpoint)  # the val winner
     assert tuned is not None and tuned.scheme.name == result.metrics["dual_threshold"]["winner_on_val"]
     assert find_tuned_postprocess(run_dir, checkpoint, "triplet").scheme == result.postprocess
@@ -153,7 +160,9 @@ def test_predict_onnx_and_checkpoint_alike_with_the_tuned_postprocessing(trained
         prob = cv2.resize(prob, (128, 128), interpolation=cv2.INTER_LINEAR)
         torch_mask = cv2.imread(row.mask_path, 0) > 0
         np.testing.assert_array_equal(torch_mask, pp.apply(prob))
-        assert_decisions_agree(cv2.imread(onnx_mask, 0) > 0, torch_mask, prob, [v for k, v in pp.as_dict().items() if "threshold" in k])
+        assert_decisions_agree(
+            cv2.imread(onnx_mask, 0) > 0, torch_mask, prob, [v for k, v in pp.as_dict().items() if "threshold" in k]
+        )
     assert len(raw) == len(by_torch)
 
 
@@ -169,8 +178,9 @@ def _masks_through(checkpoint, inputs: Path, scheme) -> list[np.ndarray]:
     return masks
 
 
-def test_predict_applies_the_val_winner_dual_threshold_and_the_triplet_on_request(trained_demo_run, demo_prepared,
-                                                                                  tmp_path, capsys):
+def test_predict_applies_the_val_winner_dual_threshold_and_the_triplet_on_request(
+    trained_demo_run, demo_prepared, tmp_path, capsys
+):
     """A run whose triplet is tuned on a grid of one bad threshold (p > 0.01: nearly every pixel) loses on val
     to the dual threshold: predict then applies the dual threshold by default (and export writes it), and the
     triplet with ``postprocess='triplet'``."""
@@ -181,10 +191,21 @@ def test_predict_applies_the_val_winner_dual_threshold_and_the_triplet_on_reques
     checkpoint = shutil.copy(trained_demo_run.best_checkpoint, run_dir)
     shutil.copy(trained_demo_run.work_dir / run_folders.CONFIG_FILE, run_dir)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(PostProcess, "tune", classmethod(
-            lambda cls, val: tune_postprocess(val, thresholds=(0.01,), component_areas=(0.0,), total_areas=(0.0,))))
-        result = evaluate_run(checkpoint, split="test", prepared_root=demo_prepared.out_dir, n_boot=0, device="cpu",
-                              out_dir=run_folders.eval_dir(run_dir, "test", outputs=tmp_path / "outputs"))
+        patch.setattr(
+            PostProcess,
+            "tune",
+            classmethod(
+                lambda cls, val: tune_postprocess(val, thresholds=(0.01,), component_areas=(0.0,), total_areas=(0.0,))
+            ),
+        )
+        result = evaluate_run(
+            checkpoint,
+            split="test",
+            prepared_root=demo_prepared.out_dir,
+            n_boot=0,
+            device="cpu",
+            out_dir=run_folders.eval_dir(run_dir, "test", outputs=tmp_path / "outputs"),
+        )
     report = result.metrics["dual_threshold"]
     assert report["winner_on_val"] == "dual_threshold"
     assert report["val_image_dice"]["dual_threshold"] > report["val_image_dice"]["triplet"]

@@ -27,22 +27,38 @@ def dry_run_environment() -> dict[str, str]:
 def dry_run(target: str, *variables: str, env: dict | None = None) -> list[str]:
     """The commands ``make -n`` prints for ``target``."""
     env = dry_run_environment() if env is None else env
-    done = subprocess.run(["make", "-n", "-B", "--no-print-directory", "-C", str(paths.REPO_ROOT), target, "VENV=/nonexistent/venv", *variables],
-                          capture_output=True, text=True, env=env, check=True)
+    done = subprocess.run(
+        [
+            "make",
+            "-n",
+            "-B",
+            "--no-print-directory",
+            "-C",
+            str(paths.REPO_ROOT),
+            target,
+            "VENV=/nonexistent/venv",
+            *variables,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return done.stdout.splitlines()
 
 
 def mmcv_build_environment(*variables: str) -> dict[str, str]:
     """The environment the Makefile's mmcv build command would run with (on a node where a GPU is visible
     and FORCE_CUDA=1 is set in the user's shell)."""
-    line, = [line for line in dry_run("venv", *variables) if "mmcv==" in line]
+    (line,) = [line for line in dry_run("venv", *variables) if "mmcv==" in line]
     build = line.split("|| ", 1)[1]
     words = shlex.split(build)
-    prefix = words[:next(i for i, word in enumerate(words) if word.endswith("/bin/python"))]
-    assert words[len(prefix) + 1:] == ["-m", "pip", "install", "--no-build-isolation", "mmcv==2.1.0"]
+    prefix = words[: next(i for i, word in enumerate(words) if word.endswith("/bin/python"))]
+    assert words[len(prefix) + 1 :] == ["-m", "pip", "install", "--no-build-isolation", "mmcv==2.1.0"]
     node = {**os.environ, "CUDA_VISIBLE_DEVICES": "0", "FORCE_CUDA": "1"}
-    shown = subprocess.run(["sh", "-c", shlex.join([*prefix, "env"])], env=node, capture_output=True, text=True,
-                           check=True).stdout
+    shown = subprocess.run(
+        ["sh", "-c", shlex.join([*prefix, "env"])], env=node, capture_output=True, text=True, check=True
+    ).stdout
     return dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
 
 
@@ -61,9 +77,11 @@ def test_mmcv_cuda_1_builds_the_cuda_kernels():
 
 
 def test_torch_index_picks_the_wheel_index():
-    torch_line, = [line for line in dry_run("venv", "TORCH_INDEX=https://download.pytorch.org/whl/cu126") if "torch==" in line]
+    (torch_line,) = [
+        line for line in dry_run("venv", "TORCH_INDEX=https://download.pytorch.org/whl/cu126") if "torch==" in line
+    ]
     assert "--index-url https://download.pytorch.org/whl/cu126" in torch_line
-    plain, = [line for line in dry_run("venv") if "torch==" in line]
+    (plain,) = [line for line in dry_run("venv") if "torch==" in line]
     assert "--index-url" not in plain
 
 

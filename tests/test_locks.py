@@ -34,9 +34,14 @@ WRITER = textwrap.dedent("""
 
 
 def _writer(folder: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(folder)], cwd=paths.REPO_ROOT,
-                            env={**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(folder)],
+        cwd=paths.REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _hold(folder: Path) -> subprocess.Popen:
@@ -56,7 +61,7 @@ def test_two_writers_started_together_one_runs_the_other_names_the_holder(tmp_pa
     ran = (folder / "ran.txt").read_text().split()
     assert len(ran) == 1  # exactly one wrote
     winner = int(ran[0])
-    (loser_code, loser_err), = [(code, err) for pid, code, err in outcomes if pid != winner]
+    ((loser_code, loser_err),) = [(code, err) for pid, code, err in outcomes if pid != winner]
     assert [code for pid, code, _ in outcomes if pid == winner] == [0]
     assert loser_code != 0
     assert "FolderLocked" in loser_err and f"pid {winner} on host {socket.gethostname()}" in loser_err
@@ -98,8 +103,16 @@ def test_training_into_a_held_run_folder_refuses_before_writing(demo_prepared, t
     holder = _hold(work_dir)
     try:
         with pytest.raises(FolderLocked, match=f"run folder is being written by pid {holder.pid}"):
-            run_training(TrainParams(config=paths.DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=64,
-                                     max_iters=2, val_interval=2, work_dir=str(work_dir)))
+            run_training(
+                TrainParams(
+                    config=paths.DEMO_CONFIG,
+                    prepared_root=str(demo_prepared.out_dir),
+                    img_size=64,
+                    max_iters=2,
+                    val_interval=2,
+                    work_dir=str(work_dir),
+                )
+            )
     finally:
         holder.kill()
         holder.wait(timeout=30)
@@ -129,7 +142,9 @@ def test_evaluating_into_a_held_evaluation_folder_refuses(trained_demo_run, tmp_
     holder = _hold(eval_dir)
     try:
         with pytest.raises(FolderLocked, match=f"evaluation folder is being written by pid {holder.pid}"):
-            evaluate_run_folders([trained_demo_run.work_dir], split="test", outputs=outputs, postprocess="none", n_boot=10)
+            evaluate_run_folders(
+                [trained_demo_run.work_dir], split="test", outputs=outputs, postprocess="none", n_boot=10
+            )
     finally:
         holder.kill()
         holder.wait(timeout=30)

@@ -33,8 +33,12 @@ def _mmseg_metrics(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """What mmseg's IoUMetric reports for these (prediction, truth) pairs."""
     metric = IoUMetric(iou_metrics=["mIoU", "mDice"])
     metric.dataset_meta = {"classes": ("background", "pneumothorax")}
-    results = [IoUMetric.intersect_and_union(torch.from_numpy(p.astype(np.int64)), torch.from_numpy(t.astype(np.int64)), 2, 255)
-               for p, t in pairs]
+    results = [
+        IoUMetric.intersect_and_union(
+            torch.from_numpy(p.astype(np.int64)), torch.from_numpy(t.astype(np.int64)), 2, 255
+        )
+        for p, t in pairs
+    ]
     return metric.compute_metrics(results)
 
 

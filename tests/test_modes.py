@@ -60,9 +60,19 @@ def test_a_small_pipeline_under_umask_022_writes_0644_files_and_0755_folders(dem
     data, outputs = tmp_path / "data", tmp_path / "outputs"
     with umask(0o022):
         prepared = prepare_dataset(demo_raw_dir, data / "prepared", img_size=64, split_mode="official", workers=1)
-        run = run_training(TrainParams(config=paths.DEMO_CONFIG, prepared_root=str(prepared.out_dir), img_size=64,
-                                       max_iters=2, val_interval=2, work_dir=str(outputs / "runs" / "demo" / "lr0.003")))
-        results, failures = evaluate_run_folders([run.work_dir], split="test", outputs=outputs, postprocess="none", n_boot=10)
+        run = run_training(
+            TrainParams(
+                config=paths.DEMO_CONFIG,
+                prepared_root=str(prepared.out_dir),
+                img_size=64,
+                max_iters=2,
+                val_interval=2,
+                work_dir=str(outputs / "runs" / "demo" / "lr0.003"),
+            )
+        )
+        results, failures = evaluate_run_folders(
+            [run.work_dir], split="test", outputs=outputs, postprocess="none", n_boot=10
+        )
         assert results and not failures
         write_comparison(comparison_table(results, failures), outputs / "eval")
         images = sorted((prepared.out_dir / "images" / "test").glob("*.png"))[:2]

@@ -105,13 +105,22 @@ def test_shipped_table_is_the_source_table_unchanged():
 
 def test_project_functions_reproduce_the_counts_from_the_two_csvs(listed):
     summary = patients.patient_summary(listed)
-    assert summary == {"images": 12047, "patients": 6171, "patients_with_several_images": 1952,
-                       "images_of_patients_with_several_images": 7828, "most_images_of_one_patient": 61,
-                       "patients_with_mixed_labels": 600}
+    assert summary == {
+        "images": 12047,
+        "patients": 6171,
+        "patients_with_several_images": 1952,
+        "images_of_patients_with_several_images": 7828,
+        "most_images_of_one_patient": 61,
+        "patients_with_mixed_labels": 600,
+    }
     report = patients.leakage_report(assign_splits(listed, "official"))
     official_test = report["held_out"]["test"]
     assert official_test["against"] == ["train", "val"]
-    assert (official_test["shared_patients"], official_test["images_of_shared_patients"], official_test["images"]) == (662, 884, 1372)
+    assert (official_test["shared_patients"], official_test["images_of_shared_patients"], official_test["images"]) == (
+        662,
+        884,
+        1372,
+    )
     assert (official_test["positive_of_shared_patients"], official_test["positive"]) == (277, 290)
     [same] = report["same_image_across_splits"]
     assert [entry.split("/", 1)[1] for entry in same] == ["1129_test_0_.png", "10633_train_0_.png"]
@@ -212,11 +221,14 @@ def test_unknown_images_are_their_own_patients_with_a_counted_warning(demo_raw_d
     assert unknown["patient"].nunique() == 3 and (unknown["follow_up"] == -1).all()
 
 
-@pytest.mark.parametrize("content, problem", [
-    ("image_id,patient\n1,2\n", "columns are"),
-    ("image_id,patient,follow_up\n1,00000001,0\n1,00000002,0\n", "listed more than once"),
-    ("image_id,patient,follow_up\n1,00000001,x\n", "follow_up must be an integer"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("image_id,patient\n1,2\n", "columns are"),
+        ("image_id,patient,follow_up\n1,00000001,0\n1,00000002,0\n", "listed more than once"),
+        ("image_id,patient,follow_up\n1,00000001,x\n", "follow_up must be an integer"),
+    ],
+)
 def test_bad_patient_table_names_the_file_and_the_problem(tmp_path, content, problem):
     path = tmp_path / "bad.csv"
     path.write_text(content)
@@ -227,7 +239,11 @@ def test_bad_patient_table_names_the_file_and_the_problem(tmp_path, content, pro
 
 def test_prepare_patient_mode_reruns_write_nothing_and_modes_write_elsewhere(demo_raw_dir, tmp_path):
     def snapshot(folder):
-        return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
 
     first = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, split_mode="patient", test_fraction=0.2, workers=1)
     assert first.out_dir == tmp_path / "patient-32" and first.written == 100
@@ -268,14 +284,24 @@ def test_seen_unseen_breakdown_adds_up_to_the_whole():
 
 
 def test_leakage_table_keeps_counts_as_integers():
-    labels = pd.DataFrame({"name": list("abcdef"), "split": ["train", "train", "val", "test", "test", "test"],
-                           "patient": ["1", "2", "2", "1", "2", "3"], "has_pneumo": [1, 0, 0, 1, 1, 0]})
+    labels = pd.DataFrame(
+        {
+            "name": list("abcdef"),
+            "split": ["train", "train", "val", "test", "test", "test"],
+            "patient": ["1", "2", "2", "1", "2", "3"],
+            "has_pneumo": [1, 0, 0, 1, 1, 0],
+        }
+    )
     report = patients.leakage_report(labels)
     table = patients.leakage_table(report)
     counts = [c for c in table.columns if c not in ("split", "against")]
     assert all(str(table[c].dtype) == "Int64" for c in counts)
     test = table[(table["split"] == "test") & (table["against"] == "train + val")].iloc[0]
-    assert (test["shared patients"], test["images of shared patients"], test["positive of shared patients"]) == (2, 2, 2)
+    assert (test["shared patients"], test["images of shared patients"], test["positive of shared patients"]) == (
+        2,
+        2,
+        2,
+    )
     train_test = table[(table["split"] == "test") & (table["against"] == "train")].iloc[0]
     assert train_test["shared patients"] == 2 and pd.isna(train_test["images"])
     assert ".000000" not in table.style.format(na_rep="–").to_html()
@@ -286,8 +312,13 @@ def test_a_relative_patient_table_is_read_from_the_repository_root():
 
 
 def test_evaluation_patients_marks_patients_of_the_train_split():
-    labels = pd.DataFrame({"name": ["a", "b", "c", "d", "e"], "split": ["train", "train", "test", "test", "val"],
-                           "patient": ["1", "2", "2", "3", "3"]})
+    labels = pd.DataFrame(
+        {
+            "name": ["a", "b", "c", "d", "e"],
+            "split": ["train", "train", "test", "test", "val"],
+            "patient": ["1", "2", "2", "3", "3"],
+        }
+    )
     groups = patients.evaluation_patients(labels, "test", ["d", "c"])
     assert groups.to_dict("list") == {"name": ["d", "c"], "patient": ["3", "2"], "seen": [False, True]}
     with pytest.raises(ValueError, match="not in the prepared test split"):
@@ -302,7 +333,9 @@ def test_explore_reports_patients_from_the_csvs(demo_raw_dir, tmp_path):
 
     result = explore_dataset(demo_raw_dir, stages=["test"], max_images=5, workers=1, out_dir=tmp_path)
     folder = demo_raw_dir / KAGGLE
-    patient_of = dict(zip(*patients.read_patient_table(folder / patients.PATIENTS_FILE)[["image_id", "patient"]].T.to_numpy()))
+    patient_of = dict(
+        zip(*patients.read_patient_table(folder / patients.PATIENTS_FILE)[["image_id", "patient"]].T.to_numpy())
+    )
     rows = _csv_image_ids(folder)  # every CSV row, whatever the stages or the sample
     flags: dict[str, list[int]] = {}
     for _, image_id, flag in rows:
@@ -314,7 +347,10 @@ def test_explore_reports_patients_from_the_csvs(demo_raw_dir, tmp_path):
     train = {patient_of[i] for stage, i, _ in rows if stage == "train"}
     test = [patient_of[i] for stage, i, _ in rows if stage == "test"]
     overlap = result.official_overlap["held_out"]["test"]
-    assert (overlap["shared_patients"], overlap["images_of_shared_patients"]) == (len(set(test) & train), sum(p in train for p in test))
+    assert (overlap["shared_patients"], overlap["images_of_shared_patients"]) == (
+        len(set(test) & train),
+        sum(p in train for p in test),
+    )
     saved = json.loads(result.stats_path.read_text())["patients"]
     assert saved["patients"] == len(flags) and saved["official_overlap"]["held_out"]["test"] == overlap
     figure = plot_images_per_patient(result.images_per_patient)

@@ -37,7 +37,9 @@ def test_notebook_is_committed_clean_and_paired(notebook: Path):
     assert [c for c in code_cells if "parameters" in c.metadata.get("tags", [])], "no papermill parameters cell"
     assert nb.metadata["kernelspec"]["name"] == paths.KERNEL_NAME
     twin = jupytext.read(notebook.with_suffix(".py"))
-    assert [c.source for c in twin.cells] == [c.source for c in nb.cells], "the .py twin and the .ipynb differ: run make notebooks"
+    assert [c.source for c in twin.cells] == [c.source for c in nb.cells], (
+        "the .py twin and the .ipynb differ: run make notebooks"
+    )
 
 
 def test_notebooks_import_helpers_and_hold_no_logic():
@@ -58,12 +60,25 @@ def _assert_report(report, html_min_figures: int = 1):
 @pytest.mark.slow
 def test_explore_and_prepare_run_under_papermill(demo_raw_dir, tmp_path):
     outputs = tmp_path / "outputs"
-    explore = run_notebook("01_explore", {"raw_root": str(demo_raw_dir), "outputs_dir": str(outputs), "max_images": 50, "workers": 1}, outputs / "reports")
-    _assert_report(explore, html_min_figures=MIN_FIGURES['01_explore'])
+    explore = run_notebook(
+        "01_explore",
+        {"raw_root": str(demo_raw_dir), "outputs_dir": str(outputs), "max_images": 50, "workers": 1},
+        outputs / "reports",
+    )
+    _assert_report(explore, html_min_figures=MIN_FIGURES["01_explore"])
     stats = json.loads((outputs / "explore" / "explore_stats.json").read_text())
     assert stats["images_scanned"] == 50
 
-    prepare = run_notebook("02_prepare", {"raw_root": str(demo_raw_dir), "prepared_root": str(tmp_path / "prepared" / "mine"), "img_size": 32, "workers": 1}, outputs / "reports")
+    prepare = run_notebook(
+        "02_prepare",
+        {
+            "raw_root": str(demo_raw_dir),
+            "prepared_root": str(tmp_path / "prepared" / "mine"),
+            "img_size": 32,
+            "workers": 1,
+        },
+        outputs / "reports",
+    )
     _assert_report(prepare)
     written = read_prepared(tmp_path / "prepared" / "mine")
     assert (written.img_size, written.split_mode) == (32, "patient")  # the default split mode
@@ -71,7 +86,9 @@ def test_explore_and_prepare_run_under_papermill(demo_raw_dir, tmp_path):
 
 def test_failing_notebook_still_leaves_its_report(tmp_path):
     (tmp_path / "nothing-here").mkdir()  # a folder without the Kaggle layout: the notebook's own check fails
-    report = run_notebook("01_explore", {"raw_root": str(tmp_path / "nothing-here"), "outputs_dir": str(tmp_path)}, tmp_path / "reports")
+    report = run_notebook(
+        "01_explore", {"raw_root": str(tmp_path / "nothing-here"), "outputs_dir": str(tmp_path)}, tmp_path / "reports"
+    )
     assert not report.ok and "nothing-here" in report.error
     assert report.notebook.exists() and "nothing-here" in report.html.read_text()
 
@@ -85,15 +102,29 @@ def test_sweep_goes_on_after_a_failed_run(demo_prepared, tmp_path, monkeypatch):
     real_run = sweep_module.run_notebook
 
     def first_fails(stage, parameters, output_dir, **kwargs):
-        return real_run(stage, {**parameters, "fold": 7} if parameters["lr"] == 0.001 else parameters, output_dir, **kwargs)
+        return real_run(
+            stage, {**parameters, "fold": 7} if parameters["lr"] == 0.001 else parameters, output_dir, **kwargs
+        )
 
     monkeypatch.setattr(sweep_module, "run_notebook", first_fails)
-    parameters = {"config": DEMO_CONFIG, "prepared_root": str(demo_prepared.out_dir), "img_size": 64, "max_iters": 6, "val_interval": 6}
+    parameters = {
+        "config": DEMO_CONFIG,
+        "prepared_root": str(demo_prepared.out_dir),
+        "img_size": 64,
+        "max_iters": 6,
+        "val_interval": 6,
+    }
     table = sweep([0.001, 0.003], parameters, tmp_path)
     assert list(table["ok"]) == [False, True]
     assert "fold7_train.txt" in table.loc[0, "error"]
     good = run_folders.run_dir(DEMO_CONFIG, 0.003, tmp_path)
-    for name in ("03_train.ipynb", "03_train.html", run_folders.MANIFEST_FILE, run_folders.METRICS_FILE, run_folders.CONFIG_FILE):
+    for name in (
+        "03_train.ipynb",
+        "03_train.html",
+        run_folders.MANIFEST_FILE,
+        run_folders.METRICS_FILE,
+        run_folders.CONFIG_FILE,
+    ):
         assert (good / name).exists(), name
     assert run_folders.read_manifest(good)["lr"] == 0.003
     assert list(good.glob("best_mDice_iter_*.pth"))
@@ -110,7 +141,9 @@ def test_sweep_checks_every_run_before_the_first_starts(tmp_path, monkeypatch):
 
 
 def test_sbatch_script_has_one_job_per_lr(tmp_path):
-    script = write_sbatch([0.01, 0.001, 0.0001], {"config": DEMO_CONFIG, "max_iters": 100}, tmp_path / "sweep.sbatch", gpus=2)
+    script = write_sbatch(
+        [0.01, 0.001, 0.0001], {"config": DEMO_CONFIG, "max_iters": 100}, tmp_path / "sweep.sbatch", gpus=2
+    )
     text = script.read_text()
     assert "#SBATCH --array=0-2" in text and "#SBATCH --gres=gpu:2" in text
     assert "LRS=(0.01 0.001 0.0001)" in text and "-p max_iters=100" in text and "-p gpus=2" in text
@@ -127,7 +160,13 @@ PROGRESS_TEXT = re.compile(r"\d+%\|")  # tqdm's text bar: "predict test:  40%|##
 
 
 def _ran(reports) -> list[str]:
-    return sorted({r.html.stem if r.html.stem != "03_train" else f"03_train {r.html.parent.name}" for r in reports if not r.skipped})
+    return sorted(
+        {
+            r.html.stem if r.html.stem != "03_train" else f"03_train {r.html.parent.name}"
+            for r in reports
+            if not r.skipped
+        }
+    )
 
 
 @pytest.mark.slow
@@ -139,7 +178,13 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
     overrides = {
         "01_explore": {"raw_root": str(demo_raw_dir), "workers": 1},
         "02_prepare": {"raw_root": str(demo_raw_dir), "prepared_root": prepared, "img_size": 64, "workers": 1},
-        "03_train": {"lrs": [0.003, 0.001], "prepared_root": prepared, "img_size": 64, "max_iters": 30, "val_interval": 15},
+        "03_train": {
+            "lrs": [0.003, 0.001],
+            "prepared_root": prepared,
+            "img_size": 64,
+            "max_iters": 30,
+            "val_interval": 15,
+        },
         "04_evaluate": {"prepared_root": prepared, "n_boot": 50},
     }
     reports = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
@@ -161,8 +206,10 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
     assert len(ours) == 2 and all(row["split_mode"] == "patient" and row["images_seen"] == 0 for row in ours)
     evaluation = (outputs / "reports" / "04_evaluate.html").read_text()
     assert not PROGRESS_TEXT.search(evaluation) and "Iter(" not in evaluation, "progress or log lines in 04's report"
-    assert "No description has been provided" not in evaluation and "alt=\"Figure 1 of the section" in evaluation
-    assert "paired" in evaluation.lower() and 'data-mime-type="application/vnd.jupyter.stderr"' not in evaluation, "stderr in 04's report"
+    assert "No description has been provided" not in evaluation and 'alt="Figure 1 of the section' in evaluation
+    assert "paired" in evaluation.lower() and 'data-mime-type="application/vnd.jupyter.stderr"' not in evaluation, (
+        "stderr in 04's report"
+    )
     csv_before = (outputs / "eval" / "comparison.csv").read_bytes()
 
     again = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
@@ -170,12 +217,20 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
     assert (outputs / "eval" / "comparison.csv").read_bytes() == csv_before
 
     changed = {**overrides, "04_evaluate": {**overrides["04_evaluate"], "n_boot": 60}}
-    assert _ran(run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=changed)) == ["04_evaluate", "05_visualize"]
+    assert _ran(run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=changed)) == [
+        "04_evaluate",
+        "05_visualize",
+    ]
 
-    forced = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, stages=("03_train",), overrides=changed, force="03_train")
+    forced = run_pipeline(
+        paths.PIPELINE_PARAMS_DIR / "demo", outputs, stages=("03_train",), overrides=changed, force="03_train"
+    )
     assert _ran(forced) == ["03_train lr0.001", "03_train lr0.003"]
-    assert _ran(run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, stages=("04_evaluate", "05_visualize"),
-                             overrides=changed)) == ["04_evaluate", "05_visualize"], "a retrained run is evaluated again"
+    assert _ran(
+        run_pipeline(
+            paths.PIPELINE_PARAMS_DIR / "demo", outputs, stages=("04_evaluate", "05_visualize"), overrides=changed
+        )
+    ) == ["04_evaluate", "05_visualize"], "a retrained run is evaluated again"
 
 
 def test_index_without_evaluation_says_so(tmp_path):
@@ -185,7 +240,9 @@ def test_index_without_evaluation_says_so(tmp_path):
     assert 'href="reports/01_explore.html"' in text and "No evaluation yet" in text
 
 
-@pytest.mark.parametrize("profile", [paths.PIPELINE_PARAMS_DIR, paths.PIPELINE_PARAMS_DIR / "demo"], ids=["full", "demo"])
+@pytest.mark.parametrize(
+    "profile", [paths.PIPELINE_PARAMS_DIR, paths.PIPELINE_PARAMS_DIR / "demo"], ids=["full", "demo"]
+)
 def test_each_profile_names_its_data_folders_once(profile):
     """shared.yaml names raw_root and prepared_root; each stage gets those its notebook declares, and no
     stage file repeats them."""
@@ -194,9 +251,16 @@ def test_each_profile_names_its_data_folders_once(profile):
     for stage in STAGES:
         own = yaml.safe_load((profile / f"{stage}.yaml").read_text()) or {}
         assert not set(own) & set(shared), f"{profile / stage}.yaml repeats {set(own) & set(shared)}"
-    given = {stage: {k for k in ("raw_root", "prepared_root") if k in stage_parameters(stage, profile)} for stage in STAGES}
-    assert given == {"01_explore": {"raw_root"}, "02_prepare": {"raw_root", "prepared_root"},
-                     "03_train": {"prepared_root"}, "04_evaluate": {"prepared_root"}, "05_visualize": set()}
+    given = {
+        stage: {k for k in ("raw_root", "prepared_root") if k in stage_parameters(stage, profile)} for stage in STAGES
+    }
+    assert given == {
+        "01_explore": {"raw_root"},
+        "02_prepare": {"raw_root", "prepared_root"},
+        "03_train": {"prepared_root"},
+        "04_evaluate": {"prepared_root"},
+        "05_visualize": set(),
+    }
     assert stage_parameters("03_train", profile)["prepared_root"] == shared["prepared_root"]
 
 
@@ -209,6 +273,10 @@ def test_parameter_names_mean_one_thing_in_every_notebook():
     for names in declared.values():
         assert not names & {"data_root", "splits", "output_root"}
     assert {nb for nb, names in declared.items() if "raw_root" in names} == {"01_explore", "02_prepare"}
-    assert {nb for nb, names in declared.items() if "prepared_root" in names} == {"02_prepare", "03_train", "04_evaluate"}
+    assert {nb for nb, names in declared.items() if "prepared_root" in names} == {
+        "02_prepare",
+        "03_train",
+        "04_evaluate",
+    }
     assert {nb for nb, names in declared.items() if "stages" in names} == {"01_explore"}
     assert {nb for nb, names in declared.items() if "split" in names} == {"04_evaluate", "05_visualize"}

@@ -57,17 +57,23 @@ def pairs(tmp_path) -> pd.DataFrame:
         positive = i < 5
         mask = np.zeros((SIZE, SIZE), np.uint8)
         if positive:
-            mask[2:2 + i + 1, 3:6] = 255
+            mask[2 : 2 + i + 1, 3:6] = 255
             if i >= 3:
                 mask[12:14, 12:14] = 255  # a second region
         name = f"{i}_train_{int(positive)}_.png"
-        rows.append({
-            "name": name, "has_pneumo": int(positive), "stage": "train" if i % 2 else "test",
-            "image_path": _write(tmp_path / "png_images" / name, np.full((SIZE, SIZE), 10 * i, np.uint8)),
-            "mask_path": _write(tmp_path / "png_masks" / name, mask),
-            "width": SIZE, "height": SIZE, "fg_pixels": int((mask > 0).sum()),
-            "components": (2 if i >= 3 else 1) if positive else 0,
-        })
+        rows.append(
+            {
+                "name": name,
+                "has_pneumo": int(positive),
+                "stage": "train" if i % 2 else "test",
+                "image_path": _write(tmp_path / "png_images" / name, np.full((SIZE, SIZE), 10 * i, np.uint8)),
+                "mask_path": _write(tmp_path / "png_masks" / name, mask),
+                "width": SIZE,
+                "height": SIZE,
+                "fg_pixels": int((mask > 0).sum()),
+                "components": (2 if i >= 3 else 1) if positive else 0,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -113,8 +119,17 @@ def _fake_run(root: Path, lr: float, losses: list[float], dice: list[float]) -> 
     (work_dir / "20260101_000000" / "vis_data").mkdir(parents=True)
     (work_dir / "manifest.json").write_text(json.dumps({"lr": lr}))
     lines = [{"step": 10 * (i + 1), "loss": loss, "lr": lr, "time": 0.1} for i, loss in enumerate(losses)]
-    lines += [{"step": 20 * (i + 1), "mIoU": 50.0, "mDice": 60.0 + d, "aAcc": 99.0, "IoU.pneumothorax": d / 2,
-               "Dice.pneumothorax": d} for i, d in enumerate(dice)]
+    lines += [
+        {
+            "step": 20 * (i + 1),
+            "mIoU": 50.0,
+            "mDice": 60.0 + d,
+            "aAcc": 99.0,
+            "IoU.pneumothorax": d / 2,
+            "Dice.pneumothorax": d,
+        }
+        for i, d in enumerate(dice)
+    ]
     text = "\n".join(json.dumps(line) for line in lines)
     (work_dir / "20260101_000000" / "vis_data" / "scalars.json").write_text(text)
     return work_dir
@@ -152,7 +167,7 @@ NAMES = ["a", "b", "c", "d", "e", "f"]
 
 
 def _square(mask: np.ndarray, row: int, col: int, value=True) -> np.ndarray:
-    mask[row:row + 4, col:col + 4] = value
+    mask[row : row + 4, col : col + 4] = value
     return mask
 
 
@@ -164,8 +179,14 @@ def _hand_result(root: Path, run_name: str = "lr0.003"):
 
     zeros = lambda: np.zeros((SIZE, SIZE), bool)  # noqa: E731
     truths = [_square(zeros(), 2, 2) for _ in range(4)] + [zeros(), zeros()]
-    preds = [_square(zeros(), 2, 2), _square(zeros(), 2, 4), zeros(),
-             _square(_square(zeros(), 2, 2), 10, 10), _square(zeros(), 5, 5), zeros()]
+    preds = [
+        _square(zeros(), 2, 2),
+        _square(zeros(), 2, 4),
+        zeros(),
+        _square(_square(zeros(), 2, 2), 10, 10),
+        _square(zeros(), 5, 5),
+        zeros(),
+    ]
     probs = np.full((6, SIZE, SIZE), 20, np.uint8)
     for prob, pred in zip(probs, preds):
         prob[pred] = 230
@@ -186,16 +207,36 @@ def _hand_result(root: Path, run_name: str = "lr0.003"):
     max_prob = probs.reshape(6, -1).max(1) / 255
     summary = summary_metrics(counts, max_prob)
     ci = bootstrap_ci(counts, n_boot=20)
-    per_image = pd.DataFrame({
-        "name": NAMES, "positive": [t.any() for t in truths], "true_area": [int(t.sum()) for t in truths],
-        "pred_area": [int(m.sum()) for m in masks], "dice": per_image_dice(counts),
-        "pp_area": [int(m.sum()) for m in masks], "pp_dice": per_image_dice(counts), "max_prob": max_prob,
-    })
-    metrics = {"mmseg": summary, "postprocessed": summary, "ci": {"mmseg": ci, "postprocessed": ci, "n_boot": 20},
-               "postprocess": pp.as_dict(), "image_shape": [SIZE, SIZE]}
-    return EvalResult(run_dir=run_dir, checkpoint=run_dir / "best.pth", split="test", out_dir=out_dir,
-                      data_root=data_root, per_image=per_image, metrics=metrics, postprocess=pp,
-                      probs_path=out_dir / "probs.npy")
+    per_image = pd.DataFrame(
+        {
+            "name": NAMES,
+            "positive": [t.any() for t in truths],
+            "true_area": [int(t.sum()) for t in truths],
+            "pred_area": [int(m.sum()) for m in masks],
+            "dice": per_image_dice(counts),
+            "pp_area": [int(m.sum()) for m in masks],
+            "pp_dice": per_image_dice(counts),
+            "max_prob": max_prob,
+        }
+    )
+    metrics = {
+        "mmseg": summary,
+        "postprocessed": summary,
+        "ci": {"mmseg": ci, "postprocessed": ci, "n_boot": 20},
+        "postprocess": pp.as_dict(),
+        "image_shape": [SIZE, SIZE],
+    }
+    return EvalResult(
+        run_dir=run_dir,
+        checkpoint=run_dir / "best.pth",
+        split="test",
+        out_dir=out_dir,
+        data_root=data_root,
+        per_image=per_image,
+        metrics=metrics,
+        postprocess=pp,
+        probs_path=out_dir / "probs.npy",
+    )
 
 
 @pytest.fixture
@@ -280,8 +321,15 @@ def test_visualize_a_real_evaluation(trained_demo_run, demo_prepared, tmp_path):
     from helpers.evaluation import comparison_table, load_eval, predicted_mask
     from helpers.workflow.evaluate_runs import evaluate_run
 
-    evaluate_run(trained_demo_run.work_dir, split="test", prepared_root=demo_prepared.out_dir, postprocess="none",
-                 n_boot=10, out_dir=tmp_path / "eval", device="cpu")
+    evaluate_run(
+        trained_demo_run.work_dir,
+        split="test",
+        prepared_root=demo_prepared.out_dir,
+        postprocess="none",
+        n_boot=10,
+        out_dir=tmp_path / "eval",
+        device="cpu",
+    )
     real = load_eval(tmp_path / "eval")
     for which in plots.EXAMPLE_KINDS:
         for postprocessed in (True, False):

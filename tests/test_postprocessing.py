@@ -41,16 +41,22 @@ def _toy_predictions() -> Predictions:
         probs[i, 4:8, 8] = 110  # 0.43: a fringe that a threshold of 0.4 or less wrongly adds
     for i in (2, 3):
         probs[i, 10, 10:12] = 204
-    return Predictions(names=[f"img{i}" for i in range(4)], probs=probs, truth=truth,
-                       default_counts=np.array([pixel_counts(p > 127, t) for p, t in zip(probs, truth)]),
-                       max_prob=probs.reshape(4, -1).max(1) / 255, default_pred=probs > 127)
+    return Predictions(
+        names=[f"img{i}" for i in range(4)],
+        probs=probs,
+        truth=truth,
+        default_counts=np.array([pixel_counts(p > 127, t) for p, t in zip(probs, truth)]),
+        max_prob=probs.reshape(4, -1).max(1) / 255,
+        default_pred=probs > 127,
+    )
 
 
 def test_tune_postprocess_finds_the_triplet_and_its_grid_matches_apply_postprocess():
     val = _toy_predictions()
     pixels = 16 * 16
-    pp, grid = tune_postprocess(val, thresholds=(0.3, 0.5, 0.7), component_areas=(0, 3 / pixels),
-                                total_areas=(0, 20 / pixels))
+    pp, grid = tune_postprocess(
+        val, thresholds=(0.3, 0.5, 0.7), component_areas=(0, 3 / pixels), total_areas=(0, 20 / pixels)
+    )
     # threshold > 0.43 drops the fringe, components >= 3 pixels drop the false blobs: every image scores 1
     assert pp == PostProcess(threshold=0.5, min_component_area=3, min_total_area=0)
     assert len(grid) == 3 * 2 * 2
@@ -58,9 +64,12 @@ def test_tune_postprocess_finds_the_triplet_and_its_grid_matches_apply_postproce
     assert best["image_dice"].item() == 1.0
     for row in grid.itertuples():
         triplet = PostProcess(row.threshold, int(row.min_component_area), int(row.min_total_area))
-        dice = [1.0 if not (m := apply_postprocess(p, triplet)).any() and not t.any()
-                else 2 * np.count_nonzero(m & t) / (np.count_nonzero(m) + np.count_nonzero(t))
-                for p, t in zip(val.probs, val.truth)]
+        dice = [
+            1.0
+            if not (m := apply_postprocess(p, triplet)).any() and not t.any()
+            else 2 * np.count_nonzero(m & t) / (np.count_nonzero(m) + np.count_nonzero(t))
+            for p, t in zip(val.probs, val.truth)
+        ]
         assert row.image_dice == pytest.approx(np.mean(dice)), row
         assert row.image_dice_positive == pytest.approx(np.mean(dice[:2])), row
     # 0.3 keeps the fringe: 2 * 16 / (20 + 16) on each positive, negatives cleaned by the component filter

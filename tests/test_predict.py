@@ -87,4 +87,6 @@ def test_predict_names_the_unreadable_input(trained_demo_run, tmp_path):
     assert "corrupt_scan.png" in table.loc[0, "error"] and "not a readable image" in table.loc[0, "error"]
     assert np.isnan(table.loc[0, "predicted_area"])
     with pytest.raises(ValueError, match="stem"):
-        predict_images(trained_demo_run.best_checkpoint, [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"], tmp_path / "out")
+        predict_images(
+            trained_demo_run.best_checkpoint, [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"], tmp_path / "out"
+        )

@@ -40,7 +40,9 @@ def test_warnings_follow_the_attributes():
     frontal_dx = {"Modality": "DX", "ViewPosition": "PA", "BodyPartExamined": "CHEST"}
     assert input_warnings(gray, (0.2, 0.2), frontal_dx) == []
     assert input_warnings(gray, None, None) == []  # a PNG says nothing of modality or spacing
-    assert input_warnings(np.zeros((300, 255), np.uint8), None, None) == ["small image 255x300 (under 256 px on a side)"]
+    assert input_warnings(np.zeros((300, 255), np.uint8), None, None) == [
+        "small image 255x300 (under 256 px on a side)"
+    ]
     found = input_warnings(gray, None, {"Modality": "CT", "ViewPosition": "LL", "BodyPartExamined": "HEAD"})
     assert [w.split(" ")[0] for w in found] == ["modality", "view", "body", "no"]
     processing = input_warnings(gray, (0.2, 0.2), {**frontal_dx, "PresentationIntentType": "FOR PROCESSING"})
@@ -66,11 +68,14 @@ def _folder(tmp_path):
     gray = generated_gray(300, 280)
     cv2.imwrite(str(folder / "a_good.png"), gray)
     cv2.imwrite(str(folder / "b_good.jpg"), gray)
-    write(folder / "c_ct.dcm", dataset(gray, "MONOCHROME2", 8, Modality="CT", BodyPartExamined="ABDOMEN",
-                                       PixelSpacing=SPACING))
+    write(
+        folder / "c_ct.dcm",
+        dataset(gray, "MONOCHROME2", 8, Modality="CT", BodyPartExamined="ABDOMEN", PixelSpacing=SPACING),
+    )
     write(folder / "d_lateral.dcm", dataset(gray, "MONOCHROME2", 8, ViewPosition="LL", PixelSpacing=SPACING))
-    write_without_preamble(folder / "e_no_preamble", dataset(gray, "MONOCHROME2", 8, ViewPosition="PA",
-                                                              PixelSpacing=SPACING))
+    write_without_preamble(
+        folder / "e_no_preamble", dataset(gray, "MONOCHROME2", 8, ViewPosition="PA", PixelSpacing=SPACING)
+    )
     cv2.imwrite(str(folder / "f_tiny.png"), generated_gray(100, 80))
     (folder / "g_zero_bytes.png").write_bytes(b"")
     good_png = (folder / "a_good.png").read_bytes()
@@ -87,14 +92,24 @@ def test_every_file_has_its_row(trained_demo_run, tmp_path, capsys):
     from helpers.__main__ import main
 
     folder = _folder(tmp_path)
-    table = predict_images(trained_demo_run.best_checkpoint, [folder], tmp_path / "out", device="cpu", threshold=-1.0,
-                           rle=True)
+    table = predict_images(
+        trained_demo_run.best_checkpoint, [folder], tmp_path / "out", device="cpu", threshold=-1.0, rle=True
+    )
     rows = table.set_index(table["input"].str.split("/").str[-1])
     assert list(rows.index) == sorted(p.name for p in folder.iterdir())
     assert rows["status"].to_dict() == {
-        "a_good.png": PREDICTED, "b_good.jpg": PREDICTED, "c_ct.dcm": PREDICTED, "d_lateral.dcm": PREDICTED,
-        "e_no_preamble": PREDICTED, "f_tiny.png": PREDICTED, "g_zero_bytes.png": ERROR, "h_truncated.png": ERROR,
-        "i_text.png": ERROR, "j_notes.txt": SKIPPED, "k_bad_syntax.dcm": ERROR}
+        "a_good.png": PREDICTED,
+        "b_good.jpg": PREDICTED,
+        "c_ct.dcm": PREDICTED,
+        "d_lateral.dcm": PREDICTED,
+        "e_no_preamble": PREDICTED,
+        "f_tiny.png": PREDICTED,
+        "g_zero_bytes.png": ERROR,
+        "h_truncated.png": ERROR,
+        "i_text.png": ERROR,
+        "j_notes.txt": SKIPPED,
+        "k_bad_syntax.dcm": ERROR,
+    }
     for name in ("g_zero_bytes.png", "h_truncated.png", "i_text.png", "k_bad_syntax.dcm"):
         assert str(folder / name) in rows.loc[name, "error"]
     assert "not a transfer syntax" in rows.loc["k_bad_syntax.dcm", "error"]
@@ -122,17 +137,29 @@ def test_every_file_has_its_row(trained_demo_run, tmp_path, capsys):
         (batch / name).write_bytes((folder / name).read_bytes())
     capsys.readouterr()
     with pytest.raises(SystemExit) as caught:
-        main(["predict", "--checkpoint", str(trained_demo_run.best_checkpoint), "--out-dir", str(tmp_path / "cli"),
-              "--device", "cpu", str(batch)])
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(trained_demo_run.best_checkpoint),
+                "--out-dir",
+                str(tmp_path / "cli"),
+                "--device",
+                "cpu",
+                str(batch),
+            ]
+        )
     assert caught.value.code == 1
     captured = capsys.readouterr()
     assert [line.split(":")[0] for line in captured.err.splitlines() if line.startswith("FAILED")] == [
-        f"FAILED {batch / name}" for name in ("g_zero_bytes.png", "h_truncated.png", "i_text.png")]
+        f"FAILED {batch / name}" for name in ("g_zero_bytes.png", "h_truncated.png", "i_text.png")
+    ]
     assert "5 files: 2 predicted (0 with warnings), 3 errors" in captured.out
     saved = pd.read_csv(tmp_path / "cli" / PREDICTIONS_FILE, keep_default_na=False)
     assert saved["status"].tolist() == [PREDICTED, PREDICTED, ERROR, ERROR, ERROR]
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == sorted(
-        ["a_good_mask.png", "a_good_overlay.png", "b_good_mask.png", "b_good_overlay.png", PREDICTIONS_FILE])
+        ["a_good_mask.png", "a_good_overlay.png", "b_good_mask.png", "b_good_overlay.png", PREDICTIONS_FILE]
+    )
 
 
 @pytest.mark.slow

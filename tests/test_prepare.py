@@ -49,7 +49,11 @@ def split_list(out_dir: Path, filename: str) -> list[str]:
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
     """(mtime, bytes) of every file under ``folder``."""
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def check_layout(out_dir: Path, raw_root: Path, img_size: int) -> None:
@@ -67,7 +71,10 @@ def check_layout(out_dir: Path, raw_root: Path, img_size: int) -> None:
         for stem in stems:
             image = Image.open(out_dir / "images" / split / f"{stem}.png")
             mask_image = Image.open(out_dir / "masks" / split / f"{stem}.png")
-            assert (image.size, mask_image.size, image.mode, mask_image.mode) == ((img_size, img_size),) * 2 + ("L", "L")
+            assert (image.size, mask_image.size, image.mode, mask_image.mode) == ((img_size, img_size),) * 2 + (
+                "L",
+                "L",
+            )
             mask = np.asarray(mask_image)
             values |= set(np.unique(mask).tolist())
             assert mask.any() == bool(rows[stem][1]), stem
@@ -99,8 +106,12 @@ def test_prepared_files_are_exact(demo_prepared, demo_raw_dir):
             raw_mask = cv2.imread(str(ds / "png_masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
             expected_image = cv2.resize(raw_image, (64, 64), interpolation=cv2.INTER_AREA)
             expected_mask = cv2.resize((raw_mask == 255).astype(np.uint8), (64, 64), interpolation=cv2.INTER_NEAREST)
-            np.testing.assert_array_equal(cv2.imread(str(out_dir / "images" / split / f"{stem}.png"), cv2.IMREAD_UNCHANGED), expected_image)
-            np.testing.assert_array_equal(cv2.imread(str(out_dir / "masks" / split / f"{stem}.png"), cv2.IMREAD_UNCHANGED), expected_mask)
+            np.testing.assert_array_equal(
+                cv2.imread(str(out_dir / "images" / split / f"{stem}.png"), cv2.IMREAD_UNCHANGED), expected_image
+            )
+            np.testing.assert_array_equal(
+                cv2.imread(str(out_dir / "masks" / split / f"{stem}.png"), cv2.IMREAD_UNCHANGED), expected_mask
+            )
 
 
 def test_prepared_pairs_name_the_written_files_and_their_patients(demo_prepared):

@@ -36,8 +36,16 @@ def test_local_pretrained_file_loads_into_the_backbone_and_trains(demo_prepared,
     from mmengine.runner import Runner
     from mmseg.registry import MODELS
 
-    params = TrainParams(config=PRETRAINED, prepared_root=str(demo_prepared.out_dir), img_size=64, batch_size=2,
-                         max_iters=3, val_interval=100, workers=0, work_dir=str(tmp_path / "run"))  # no val: mechanics only
+    params = TrainParams(
+        config=PRETRAINED,
+        prepared_root=str(demo_prepared.out_dir),
+        img_size=64,
+        batch_size=2,
+        max_iters=3,
+        val_interval=100,
+        workers=0,
+        work_dir=str(tmp_path / "run"),
+    )  # no val: mechanics only
     # an ImageNet-like backbone file: the config's backbone with seeded random weights, BatchNorm statistics too
     init_default_scope("mmseg")
     backbone_cfg = build_config(params).model.backbone

@@ -26,13 +26,36 @@ ITERATION_LINE = re.compile(rf"Iter\(train\) \[\s*\d+/{MAX_ITERS}\].*eta: \S+.*t
 def test_the_sweep_streams_iteration_lines_while_the_run_is_under_way(demo_prepared, tmp_path):
     outputs = tmp_path / "outputs"
     lr = 0.003
-    command = [sys.executable, "-m", "helpers", "sweep", "--lrs", str(lr), "--config", DEMO_CONFIG,
-               "--params-dir", str(tmp_path / "no-yaml"), "--outputs", str(outputs),
-               "-p", f"prepared_root={demo_prepared.out_dir}", "-p", "img_size=64", "-p", "batch_size=4",
-               "-p", f"max_iters={MAX_ITERS}", "-p", f"val_interval={MAX_ITERS}", "-p", "workers=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "helpers",
+        "sweep",
+        "--lrs",
+        str(lr),
+        "--config",
+        DEMO_CONFIG,
+        "--params-dir",
+        str(tmp_path / "no-yaml"),
+        "--outputs",
+        str(outputs),
+        "-p",
+        f"prepared_root={demo_prepared.out_dir}",
+        "-p",
+        "img_size=64",
+        "-p",
+        "batch_size=4",
+        "-p",
+        f"max_iters={MAX_ITERS}",
+        "-p",
+        f"val_interval={MAX_ITERS}",
+        "-p",
+        "workers=0",
+    ]
     metrics = run_folders.run_dir(DEMO_CONFIG, lr, outputs) / run_folders.METRICS_FILE
-    process = subprocess.Popen(command, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, bufsize=1)
+    process = subprocess.Popen(
+        command, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     lines, seen_during_the_run = [], []
     for line in process.stdout:
         lines.append(line)
@@ -47,8 +70,9 @@ def test_the_sweep_streams_iteration_lines_while_the_run_is_under_way(demo_prepa
 
 def test_a_failed_cell_s_traceback_reaches_the_terminal(tmp_path, capfd):
     (tmp_path / "nothing-here").mkdir()  # passes the parameter check; the notebook's own check of the layout fails
-    report = run_notebook("01_explore", {"raw_root": str(tmp_path / "nothing-here"), "outputs_dir": str(tmp_path)},
-                          tmp_path / "reports")
+    report = run_notebook(
+        "01_explore", {"raw_root": str(tmp_path / "nothing-here"), "outputs_dir": str(tmp_path)}, tmp_path / "reports"
+    )
     assert not report.ok and report.notebook.exists()
     err = capfd.readouterr().err
     assert "01_explore failed" in err and "nothing-here" in err
@@ -56,15 +80,21 @@ def test_a_failed_cell_s_traceback_reaches_the_terminal(tmp_path, capfd):
 
 
 def _probe_notebook(path: Path) -> Path:
-    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": paths.KERNEL_NAME, "language": "python",
-                                                                 "display_name": "Python (pneumothorax)"}})
-    notebook.cells = [nbformat.v4.new_code_cell(
-        "from helpers.core.progress import text_progress, tqdm\n"
-        "print('text progress:', text_progress())\n"
-        "for _ in tqdm(range(3), desc='probe bar', mininterval=0):\n    pass\n"
-        "import warnings\n"
-        "warnings.warn('pkg_resources is deprecated as an API. (probe)', UserWarning)\n"
-        "warnings.warn('a real probe warning', UserWarning)\n")]
+    notebook = nbformat.v4.new_notebook(
+        metadata={
+            "kernelspec": {"name": paths.KERNEL_NAME, "language": "python", "display_name": "Python (pneumothorax)"}
+        }
+    )
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "from helpers.core.progress import text_progress, tqdm\n"
+            "print('text progress:', text_progress())\n"
+            "for _ in tqdm(range(3), desc='probe bar', mininterval=0):\n    pass\n"
+            "import warnings\n"
+            "warnings.warn('pkg_resources is deprecated as an API. (probe)', UserWarning)\n"
+            "warnings.warn('a real probe warning', UserWarning)\n"
+        )
+    ]
     nbformat.write(notebook, path)
     return path
 
@@ -79,8 +109,13 @@ def test_progress_bars_are_text_on_the_terminal_and_not_in_the_notebook(tmp_path
     monkeypatch.delenv("PNEUMO_PROGRESS", raising=False)
     if watched:
         monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
-    executed = papermill.execute_notebook(str(_probe_notebook(tmp_path / "probe.ipynb")), str(tmp_path / "out.ipynb"),
-                                          progress_bar=False, cwd=str(tmp_path), extra_arguments=KERNEL_ARGUMENTS)
+    executed = papermill.execute_notebook(
+        str(_probe_notebook(tmp_path / "probe.ipynb")),
+        str(tmp_path / "out.ipynb"),
+        progress_bar=False,
+        cwd=str(tmp_path),
+        extra_arguments=KERNEL_ARGUMENTS,
+    )
     outputs = executed.cells[0].outputs
     stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
     assert "text progress: True" in stdout
@@ -100,13 +135,18 @@ def test_an_interactive_client_keeps_the_widget(tmp_path):
     try:
         answers = {}
         for allow_stdin in (True, False):
-            client.execute("from helpers.core.progress import text_progress; print(text_progress())",
-                           allow_stdin=allow_stdin)
+            client.execute(
+                "from helpers.core.progress import text_progress; print(text_progress())", allow_stdin=allow_stdin
+            )
             while True:
                 message = client.get_iopub_msg(timeout=60)
                 if message["msg_type"] == "stream":
                     answers[allow_stdin] = message["content"]["text"].strip()
-                if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle" and allow_stdin in answers:
+                if (
+                    message["msg_type"] == "status"
+                    and message["content"]["execution_state"] == "idle"
+                    and allow_stdin in answers
+                ):
                     break
         assert answers == {True: "False", False: "True"}
     finally:
@@ -121,10 +161,44 @@ def test_papermill_from_the_notebooks_folder_trains_into_outputs(demo_prepared, 
     prepared_root = os.path.relpath(demo_prepared.out_dir, paths.REPO_ROOT)
     env = {**os.environ, "PNEUMO_OUTPUTS_DIR": str(outputs)}
     done = subprocess.run(
-        [sys.executable, "-m", "papermill", "03_train.ipynb", str(tmp_path / "out.ipynb"), "--log-output",
-         "-p", "lr", "0.002", "-p", "config", DEMO_CONFIG, "-p", "prepared_root", prepared_root, "-p", "img_size", "64",
-         "-p", "batch_size", "4", "-p", "max_iters", "4", "-p", "val_interval", "4", "-p", "workers", "0"],
-        cwd=paths.NOTEBOOKS_DIR, env=env, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            "03_train.ipynb",
+            str(tmp_path / "out.ipynb"),
+            "--log-output",
+            "-p",
+            "lr",
+            "0.002",
+            "-p",
+            "config",
+            DEMO_CONFIG,
+            "-p",
+            "prepared_root",
+            prepared_root,
+            "-p",
+            "img_size",
+            "64",
+            "-p",
+            "batch_size",
+            "4",
+            "-p",
+            "max_iters",
+            "4",
+            "-p",
+            "val_interval",
+            "4",
+            "-p",
+            "workers",
+            "0",
+        ],
+        cwd=paths.NOTEBOOKS_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run = outputs / "runs" / DEMO_CONFIG / "lr0.002"
     assert (run / run_folders.METRICS_FILE).is_file() and (run / "iter_4.pth").is_file()

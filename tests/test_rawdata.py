@@ -95,7 +95,7 @@ def mask_size_mismatch(ds: Path) -> tuple[Path, str]:
 def paint_mask(path: Path, start: int, value: int) -> None:
     """Set a 10x10 square of the mask at (start, start) to ``value``."""
     mask = np.asarray(Image.open(path)).copy()
-    mask[start:start + 10, start:start + 10] = value
+    mask[start : start + 10, start : start + 10] = value
     Image.fromarray(mask).save(path)
 
 
@@ -159,8 +159,18 @@ def csv_name_listed_twice(ds: Path) -> tuple[Path, str]:
 
 
 CORRUPTIONS: list[Callable[[Path], tuple[Path, str]]] = [
-    corrupt_png, truncated_png, mask_size_mismatch, mask_value_128, mask_not_empty_for_negative, csv_flag_disagrees,
-    image_without_mask, mask_without_image, png_in_no_csv, csv_wrong_columns, csv_missing, csv_flag_not_binary,
+    corrupt_png,
+    truncated_png,
+    mask_size_mismatch,
+    mask_value_128,
+    mask_not_empty_for_negative,
+    csv_flag_disagrees,
+    image_without_mask,
+    mask_without_image,
+    png_in_no_csv,
+    csv_wrong_columns,
+    csv_missing,
+    csv_flag_not_binary,
     csv_name_listed_twice,
 ]
 
@@ -180,7 +190,9 @@ def test_bad_input_names_the_file_and_leaves_raw_untouched(raw_copy, tmp_path, c
     before = tree_hashes(raw_copy)
     with pytest.raises(RawDataError) as caught:
         entry(raw_copy, tmp_path)
-    assert any(str(p) == str(path) and problem in message for p, message in caught.value.problems), caught.value.problems
+    assert any(str(p) == str(path) and problem in message for p, message in caught.value.problems), (
+        caught.value.problems
+    )
     assert f"{path}: " in str(caught.value)
     assert tree_hashes(raw_copy) == before
 
@@ -273,7 +285,9 @@ def test_download_without_the_kaggle_command_is_a_clear_error(tmp_path, monkeypa
 
 def test_download_failure_shows_kaggles_message(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/kaggle")
-    monkeypatch.setattr(subprocess, "run", lambda args, **kwargs: subprocess.CompletedProcess(args, 1, "", "401 - Unauthorized"))
+    monkeypatch.setattr(
+        subprocess, "run", lambda args, **kwargs: subprocess.CompletedProcess(args, 1, "", "401 - Unauthorized")
+    )
     with pytest.raises(RuntimeError, match="kaggle download failed: 401 - Unauthorized"):
         download_dataset(tmp_path / "dest")
 
@@ -299,7 +313,9 @@ def test_download_is_skipped_when_the_data_is_there(demo_raw_dir, monkeypatch):
     assert download_dataset(demo_raw_dir) == demo_raw_dir / KAGGLE
 
 
-def test_no_kaggle_download_but_demo_data_reads_the_demo_and_says_where_real_data_goes(demo_raw_dir, tmp_path, monkeypatch):
+def test_no_kaggle_download_but_demo_data_reads_the_demo_and_says_where_real_data_goes(
+    demo_raw_dir, tmp_path, monkeypatch
+):
     """What 01 and 02 do when opened with their defaults (raw_root None) after `make demo`."""
     from helpers.core import paths
     from helpers.data.rawdata import choose_raw_root

@@ -33,7 +33,9 @@ def test_a_record_matches_only_the_same_inputs_and_complete_outputs(tmp_path):
     assert (started.done, started.resumable) == (False, True)
     output.write_text("x")
     stage_records.write_record(path, inputs, stage_records.FINISHED, [output])
-    assert stage_records.status(path, {"code": "abc", "parameters": {"n_boot": 50}}, [output]).done  # key order is no change
+    assert stage_records.status(
+        path, {"code": "abc", "parameters": {"n_boot": 50}}, [output]
+    ).done  # key order is no change
     changed = stage_records.status(path, {**inputs, "parameters": {"n_boot": 60}}, [output])
     assert not changed.done and changed.reason == "changed: parameters"
     output.unlink()
@@ -45,11 +47,14 @@ def test_a_record_matches_only_the_same_inputs_and_complete_outputs(tmp_path):
 
 def test_the_code_version_is_the_content_of_helpers(tmp_path):
     assert stage_records.code_hash() == stage_records._tree_hash(
-        [p for p in (paths.REPO_ROOT / "helpers").rglob("*.py") if "__pycache__" not in p.parts], paths.REPO_ROOT / "helpers")
+        [p for p in (paths.REPO_ROOT / "helpers").rglob("*.py") if "__pycache__" not in p.parts],
+        paths.REPO_ROOT / "helpers",
+    )
     assert stage_records.config_hash(DEMO_CONFIG) != stage_records.config_hash(paths.SEED_CONFIG)
 
 
 # --- the paired comparison --------------------------------------------------------------------------------
+
 
 def _direct_paired_interval(a, b, patients, n_boot, seed):
     """The paired patient bootstrap written out: per resample, the drawn patients' images (a patient drawn twice
@@ -79,17 +84,22 @@ def test_one_difference_for_every_patient_is_an_interval_of_that_difference():
 
 def _result(name: str, dice, patients, tmp_path: Path) -> SimpleNamespace:
     run = tmp_path / "runs" / DEMO_CONFIG / name
-    return SimpleNamespace(run_dir=run, split="test", data_root=tmp_path / "prepared", out_dir=tmp_path / "eval" / name,
-                           per_image=pd.DataFrame({"name": [f"img{i}" for i in range(len(dice))], "patient": patients,
-                                                   "dice": dice}))
+    return SimpleNamespace(
+        run_dir=run,
+        split="test",
+        data_root=tmp_path / "prepared",
+        out_dir=tmp_path / "eval" / name,
+        per_image=pd.DataFrame({"name": [f"img{i}" for i in range(len(dice))], "patient": patients, "dice": dice}),
+    )
 
 
 def test_two_identical_runs_differ_by_an_interval_around_zero(tmp_path):
     rng = np.random.default_rng(0)
     dice = rng.random(40)
     patients = [f"p{i // 2}" for i in range(40)]
-    table = paired_comparison([_result("lr0.003", dice, patients, tmp_path), _result("lr0.001", dice.copy(), patients, tmp_path)],
-                              n_boot=200)
+    table = paired_comparison(
+        [_result("lr0.003", dice, patients, tmp_path), _result("lr0.001", dice.copy(), patients, tmp_path)], n_boot=200
+    )
     assert set(table["verdict"]) == {REFERENCE, SAME}
     other = table[table["verdict"] == SAME].iloc[0]
     assert other["diff_lo"] <= 0 <= other["diff_hi"] and other["diff"] == 0
@@ -99,8 +109,9 @@ def test_the_verdict_says_better_or_worse_only_when_the_interval_excludes_zero(t
     rng = np.random.default_rng(1)
     best = rng.uniform(0.5, 1.0, 60)
     patients = [f"p{i // 3}" for i in range(60)]
-    table = paired_comparison([_result("lr0.01", best - 0.2, patients, tmp_path), _result("lr0.003", best, patients, tmp_path)],
-                              n_boot=300)
+    table = paired_comparison(
+        [_result("lr0.01", best - 0.2, patients, tmp_path), _result("lr0.003", best, patients, tmp_path)], n_boot=300
+    )
     worse = table.set_index("lr").loc[0.01]
     assert worse["verdict"] == WORSE and worse["diff"] == pytest.approx(-20) and worse["diff_hi"] < 0
     assert worse["reference"] == f"{DEMO_CONFIG} lr 0.003"
@@ -121,9 +132,32 @@ MAX_ITERS, INTERVAL = 12, 4
 
 
 def _sweep_command(prepared: Path, outputs: Path, lrs: list[float], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "helpers", "sweep", "--no-yaml", "--lrs", *map(str, lrs), "--config", DEMO_CONFIG,
-            "--outputs", str(outputs), "-p", f"prepared_root={prepared}", "-p", "img_size=64", "-p", "batch_size=4",
-            "-p", f"max_iters={MAX_ITERS}", "-p", f"val_interval={INTERVAL}", "-p", "workers=0", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "helpers",
+        "sweep",
+        "--no-yaml",
+        "--lrs",
+        *map(str, lrs),
+        "--config",
+        DEMO_CONFIG,
+        "--outputs",
+        str(outputs),
+        "-p",
+        f"prepared_root={prepared}",
+        "-p",
+        "img_size=64",
+        "-p",
+        "batch_size=4",
+        "-p",
+        f"max_iters={MAX_ITERS}",
+        "-p",
+        f"val_interval={INTERVAL}",
+        "-p",
+        "workers=0",
+        *extra,
+    ]
 
 
 def _train_steps(session_scalars: Path) -> list[int]:
@@ -137,8 +171,9 @@ def test_a_sweep_stopped_with_ctrl_c_picks_up_where_it_stopped(demo_prepared, tm
     outputs, lrs = tmp_path / "outputs", [0.003, 0.002, 0.001]
     first, second, third = (run_folders.run_dir(DEMO_CONFIG, lr, outputs) for lr in lrs)
     command = _sweep_command(demo_prepared.out_dir, outputs, lrs)
-    process = subprocess.Popen(command, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # its own process group: the terminal's Ctrl-C reaches all of it
+    process = subprocess.Popen(
+        command, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own process group: the terminal's Ctrl-C reaches all of it
     deadline = time.monotonic() + 600
     while not (second / run_folders.LAST_CHECKPOINT_FILE).exists():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
@@ -148,7 +183,11 @@ def test_a_sweep_stopped_with_ctrl_c_picks_up_where_it_stopped(demo_prepared, tm
     assert process.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     assert err.rstrip().splitlines()[-1].startswith("Interrupted."), err[-2000:]
-    assert (first / run_folders.METRICS_FILE).exists() and not (second / run_folders.METRICS_FILE).exists() and not third.exists()
+    assert (
+        (first / run_folders.METRICS_FILE).exists()
+        and not (second / run_folders.METRICS_FILE).exists()
+        and not third.exists()
+    )
     assert not list(second.glob(".03_train-*")), "a half-written executed notebook was left behind"
     checkpoint_iter = int(Path((second / run_folders.LAST_CHECKPOINT_FILE).read_text().strip()).stem.split("_")[-1])
     first_metrics = (first / run_folders.METRICS_FILE).read_bytes()
@@ -163,18 +202,32 @@ def test_a_sweep_stopped_with_ctrl_c_picks_up_where_it_stopped(demo_prepared, tm
     assert len(sessions) == 2
     resumed = _train_steps(sessions[-1])
     assert resumed and min(resumed) > checkpoint_iter and max(resumed) == MAX_ITERS
-    assert run_folders.read_metrics(second)["iterations"] == MAX_ITERS and run_folders.read_metrics(third)["iterations"] == MAX_ITERS
+    assert (
+        run_folders.read_metrics(second)["iterations"] == MAX_ITERS
+        and run_folders.read_metrics(third)["iterations"] == MAX_ITERS
+    )
 
-    forced = subprocess.run([*_sweep_command(demo_prepared.out_dir, outputs, [0.003]), "--force"], cwd=paths.REPO_ROOT,
-                            capture_output=True, text=True, timeout=900)
+    forced = subprocess.run(
+        [*_sweep_command(demo_prepared.out_dir, outputs, [0.003]), "--force"],
+        cwd=paths.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert forced.returncode == 0 and "lr 0.003: training (--force)" in forced.stdout, forced.stderr[-3000:]
     assert len(list(first.glob(run_folders.SCALARS_GLOB))) == 1, "a forced run starts from scratch in an emptied folder"
 
 
 def test_the_slurm_job_is_the_sweep_s_own_command(tmp_path):
     """Each array job runs `helpers sweep` for its lr (and fold), so a requeued job skips or resumes."""
-    script = write_sbatch([0.01, 0.001], {"config": DEMO_CONFIG, "max_iters": 100, "prepared_root": "data/x y"},
-                          tmp_path / "sweep.sbatch", gpus=1, folds=3, outputs=tmp_path / "out")
+    script = write_sbatch(
+        [0.01, 0.001],
+        {"config": DEMO_CONFIG, "max_iters": 100, "prepared_root": "data/x y"},
+        tmp_path / "sweep.sbatch",
+        gpus=1,
+        folds=3,
+        outputs=tmp_path / "out",
+    )
     text = script.read_text()
     assert "#SBATCH --array=0-5" in text and "#SBATCH --requeue" in text
     assert '-m helpers sweep --no-yaml --lrs "$LR" --folds 3 --fold "$FOLD"' in text
@@ -186,20 +239,76 @@ def test_the_index_has_a_headline_table_of_at_most_8_columns_a_figure_and_report
     from helpers.workflow.index import write_index
 
     nan = float("nan")
-    comparison = pd.DataFrame([
-        {"config": DEMO_CONFIG, "lr": 0.003, "split": "test", "images": 20, "mIoU": 60.0, "mDice": 70.0, "fg_dice": 41.0,
-         "image_dice": 80.0, "image_dice_lo": 75.0, "image_dice_hi": 85.0, "det_auc": 0.7, "pp_image_dice": 82.0},
-        {"config": DEMO_CONFIG, "lr": 0.001, "split": "test", "images": 20, "mIoU": 55.0, "mDice": 65.0, "fg_dice": 30.0,
-         "image_dice": 70.0, "image_dice_lo": 64.0, "image_dice_hi": 77.0, "det_auc": 0.6, "pp_image_dice": 71.0},
-        {"config": "all-empty baseline", "lr": nan, "split": "test", "images": 20, "mIoU": 49.0, "mDice": 50.0,
-         "fg_dice": 0.0, "image_dice": 65.0, "image_dice_lo": nan, "image_dice_hi": nan, "det_auc": nan, "pp_image_dice": 65.0},
-    ])
-    paired = pd.DataFrame([
-        {"config": DEMO_CONFIG, "lr": 0.003, "split": "test", "reference": f"{DEMO_CONFIG} lr 0.003", "diff": 0.0,
-         "diff_lo": 0.0, "diff_hi": 0.0, "verdict": REFERENCE},
-        {"config": DEMO_CONFIG, "lr": 0.001, "split": "test", "reference": f"{DEMO_CONFIG} lr 0.003", "diff": -10.0,
-         "diff_lo": -15.0, "diff_hi": -4.0, "verdict": WORSE},
-    ])
+    comparison = pd.DataFrame(
+        [
+            {
+                "config": DEMO_CONFIG,
+                "lr": 0.003,
+                "split": "test",
+                "images": 20,
+                "mIoU": 60.0,
+                "mDice": 70.0,
+                "fg_dice": 41.0,
+                "image_dice": 80.0,
+                "image_dice_lo": 75.0,
+                "image_dice_hi": 85.0,
+                "det_auc": 0.7,
+                "pp_image_dice": 82.0,
+            },
+            {
+                "config": DEMO_CONFIG,
+                "lr": 0.001,
+                "split": "test",
+                "images": 20,
+                "mIoU": 55.0,
+                "mDice": 65.0,
+                "fg_dice": 30.0,
+                "image_dice": 70.0,
+                "image_dice_lo": 64.0,
+                "image_dice_hi": 77.0,
+                "det_auc": 0.6,
+                "pp_image_dice": 71.0,
+            },
+            {
+                "config": "all-empty baseline",
+                "lr": nan,
+                "split": "test",
+                "images": 20,
+                "mIoU": 49.0,
+                "mDice": 50.0,
+                "fg_dice": 0.0,
+                "image_dice": 65.0,
+                "image_dice_lo": nan,
+                "image_dice_hi": nan,
+                "det_auc": nan,
+                "pp_image_dice": 65.0,
+            },
+        ]
+    )
+    paired = pd.DataFrame(
+        [
+            {
+                "config": DEMO_CONFIG,
+                "lr": 0.003,
+                "split": "test",
+                "reference": f"{DEMO_CONFIG} lr 0.003",
+                "diff": 0.0,
+                "diff_lo": 0.0,
+                "diff_hi": 0.0,
+                "verdict": REFERENCE,
+            },
+            {
+                "config": DEMO_CONFIG,
+                "lr": 0.001,
+                "split": "test",
+                "reference": f"{DEMO_CONFIG} lr 0.003",
+                "diff": -10.0,
+                "diff_lo": -15.0,
+                "diff_hi": -4.0,
+                "verdict": WORSE,
+            },
+        ]
+    )
     (tmp_path / "eval").mkdir()
     comparison.to_csv(tmp_path / "eval" / "comparison.csv", index=False)
     paired.to_csv(tmp_path / "eval" / "paired.csv", index=False)
@@ -207,7 +316,7 @@ def test_the_index_has_a_headline_table_of_at_most_8_columns_a_figure_and_report
         (tmp_path / report).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / report).write_text("<html></html>")
     index = write_index(tmp_path).read_text()
-    header = index[index.index("<thead>"):index.index("</thead>")]
+    header = index[index.index("<thead>") : index.index("</thead>")]
     assert 0 < header.count("<th>") <= 8
     assert "80.00 (75.00–85.00)" in index and "worse (-10.00, -15.00 to -4.00)" in index and REFERENCE in index
     assert 'href="eval/comparison.csv"' in index and 'href="eval/paired.csv"' in index

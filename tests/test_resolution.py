@@ -22,8 +22,9 @@ def prepared_128(demo_raw_dir, tmp_path_factory):
     """The demo data prepared at 128x128: twice the 64x64 of ``demo_prepared`` (as 1024 is twice 512)."""
     from helpers.data.prepare import prepare_dataset
 
-    return prepare_dataset(demo_raw_dir, tmp_path_factory.mktemp("prepared128"), img_size=128, split_mode="official",
-                           workers=1)
+    return prepare_dataset(
+        demo_raw_dir, tmp_path_factory.mktemp("prepared128"), img_size=128, split_mode="official", workers=1
+    )
 
 
 def test_prepare_writes_the_larger_size(prepared_128, demo_prepared):
@@ -58,12 +59,33 @@ class FirstIteration(Hook):
 def test_finetune_starts_from_the_small_runs_best_checkpoint_and_trains_larger(demo_prepared, prepared_128, tmp_path):
     from mmengine.runner import Runner
 
-    small = run_training(TrainParams(config=OURS, prepared_root=str(demo_prepared.out_dir), img_size=64, batch_size=2,
-                                     max_iters=2, val_interval=2, workers=0, work_dir=str(tmp_path / "small")))
+    small = run_training(
+        TrainParams(
+            config=OURS,
+            prepared_root=str(demo_prepared.out_dir),
+            img_size=64,
+            batch_size=2,
+            max_iters=2,
+            val_interval=2,
+            workers=0,
+            work_dir=str(tmp_path / "small"),
+        )
+    )
     assert small.best_checkpoint is not None
-    cfg = build_config(TrainParams(config=FINETUNE, prepared_root=str(prepared_128.out_dir), img_size=128, batch_size=2,
-                                   max_iters=2, val_interval=2, workers=0, work_dir=str(tmp_path / "finetune"),
-                                   load_from=str(small.work_dir), seed=1))  # another seed: another fresh init
+    cfg = build_config(
+        TrainParams(
+            config=FINETUNE,
+            prepared_root=str(prepared_128.out_dir),
+            img_size=128,
+            batch_size=2,
+            max_iters=2,
+            val_interval=2,
+            workers=0,
+            work_dir=str(tmp_path / "finetune"),
+            load_from=str(small.work_dir),
+            seed=1,
+        )
+    )  # another seed: another fresh init
     assert cfg.load_from == str(small.best_checkpoint.resolve())
     runner = Runner.from_cfg(cfg)
     first = FirstIteration()
@@ -80,10 +102,18 @@ def test_finetune_starts_from_the_small_runs_best_checkpoint_and_trains_larger(d
 
 @pytest.mark.slow
 def test_evaluation_at_the_models_size_or_against_larger_masks(trained_demo_run, demo_prepared, prepared_128, tmp_path):
-    own = evaluate_run(trained_demo_run.work_dir, split="test", postprocess="none", n_boot=0, device="cpu",
-                       out_dir=tmp_path / "own")
-    larger = evaluate_run(trained_demo_run.work_dir, split="test", prepared_root=prepared_128.out_dir, postprocess="none",
-                          n_boot=0, device="cpu", out_dir=tmp_path / "larger")
+    own = evaluate_run(
+        trained_demo_run.work_dir, split="test", postprocess="none", n_boot=0, device="cpu", out_dir=tmp_path / "own"
+    )
+    larger = evaluate_run(
+        trained_demo_run.work_dir,
+        split="test",
+        prepared_root=prepared_128.out_dir,
+        postprocess="none",
+        n_boot=0,
+        device="cpu",
+        out_dir=tmp_path / "larger",
+    )
     assert own.metrics["resolution"]["model_input"] == larger.metrics["resolution"]["model_input"] == [64, 64]
     assert own.metrics["image_shape"] == own.metrics["resolution"]["evaluated_at"] == [64, 64]
     assert larger.metrics["image_shape"] == larger.metrics["resolution"]["evaluated_at"] == [128, 128]

@@ -17,15 +17,11 @@ from helpers.data.rle import (
 )
 
 # A 4x4 mask by hand. Pixels are numbered down the columns: column 1 holds pixels 4..7, column 3 holds 12..15.
-HAND_MASK = np.array([[0, 1, 0, 0],
-                      [0, 1, 0, 0],
-                      [0, 0, 0, 1],
-                      [0, 0, 0, 1]], dtype=bool)
+HAND_MASK = np.array([[0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 1]], dtype=bool)
 HAND_KAGGLE = "5 2 15 2"  # runs at pixels 4-5 and 14-15, 1-based
 HAND_SIIM = "4 2 8 2"  # 4 skipped, 2 set, then 8 skipped (6..13), 2 set
 # 2 high, 3 wide: column 0 is pixels 0-1, column 2 is pixels 4-5 (only its lower pixel, 5, set).
-WIDE_MASK = np.array([[1, 0, 0],
-                      [1, 0, 1]], dtype=bool)
+WIDE_MASK = np.array([[1, 0, 0], [1, 0, 1]], dtype=bool)
 
 
 def test_hand_made_cases():
@@ -61,8 +57,16 @@ def test_several_rows_are_a_union():
     np.testing.assert_array_equal(mask, left | right)
 
 
-@pytest.mark.parametrize("rle, problem", [("10 4 2 3", "past the"), ("14 3", "past the"), ("1 2 3", "odd count"),
-                                          ("1 x", "not an integer"), ("2 0", "non-positive")])
+@pytest.mark.parametrize(
+    "rle, problem",
+    [
+        ("10 4 2 3", "past the"),
+        ("14 3", "past the"),
+        ("1 2 3", "odd count"),
+        ("1 x", "not an integer"),
+        ("2 0", "non-positive"),
+    ],
+)
 def test_bad_runs_are_errors_naming_the_image(rle, problem):
     with pytest.raises(RleError, match=problem) as caught:
         decode_siim(rle, 4, 4, "1.2.3.4")

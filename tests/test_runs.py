@@ -51,8 +51,10 @@ def test_find_checkpoints_takes_the_newest_best_and_the_recorded_last(tmp_path):
 
 
 def test_scalars_of_resumed_sessions_merge_with_later_sessions_winning(tmp_path):
-    for session, rows in (("20260101_000000", [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}]),
-                          ("20260101_010000", [{"step": 2, "loss": 1.5}, {"step": 2, "mIoU": 40.0}])):
+    for session, rows in (
+        ("20260101_000000", [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}]),
+        ("20260101_010000", [{"step": 2, "loss": 1.5}, {"step": 2, "mIoU": 40.0}]),
+    ):
         folder = tmp_path / session / "vis_data"
         folder.mkdir(parents=True)
         (folder / "scalars.json").write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -97,7 +99,9 @@ def test_a_fold_run_is_labelled_with_its_fold(tmp_path):
     assert run == tmp_path / "runs" / SEED_CONFIG / "lr0.01_fold2"
     run.mkdir(parents=True)
     assert run_folders.run_label(run) == (f"{SEED_CONFIG} (fold 2)", 0.01)  # no manifest: the folder names
-    (run / run_folders.MANIFEST_FILE).write_text(json.dumps({"parameters": {"config": SEED_CONFIG, "fold": 0}, "lr": 0.003}))
+    (run / run_folders.MANIFEST_FILE).write_text(
+        json.dumps({"parameters": {"config": SEED_CONFIG, "fold": 0}, "lr": 0.003})
+    )
     assert run_folders.run_label(run) == (f"{SEED_CONFIG} (fold 0)", 0.003)  # the manifest wins
     assert run_folders.trained_runs(tmp_path) == []
     (run / run_folders.METRICS_FILE).write_text("{}")

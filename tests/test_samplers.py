@@ -22,8 +22,15 @@ def train_dataset(demo_prepared):
 
     import helpers.modeling  # noqa: F401  (registration)
 
-    return DATASETS.build(dict(type="PneumothoraxDataset", data_root=str(demo_prepared.out_dir), ann_file="train.txt",
-                               data_prefix=dict(img_path="images/", seg_map_path="masks/"), pipeline=[]))
+    return DATASETS.build(
+        dict(
+            type="PneumothoraxDataset",
+            data_root=str(demo_prepared.out_dir),
+            ann_file="train.txt",
+            data_prefix=dict(img_path="images/", seg_map_path="masks/"),
+            pipeline=[],
+        )
+    )
 
 
 def test_positive_flags_follow_labels_csv(train_dataset, demo_prepared):
@@ -43,20 +50,33 @@ def _draws(sampler: PositiveRateSampler, iterations: int) -> np.ndarray:
 def test_share_per_stretch_follows_the_schedule(train_dataset, world_size):
     flags = positive_flags(train_dataset)
     iterations = ITERS + 2 * STRETCH  # past the schedule's end too: it stays at `end`
-    per_rank = [_draws(PositiveRateSampler(train_dataset, start=0.8, end=0.2, iters=ITERS, batch_size=BATCH, seed=3,
-                                           rank=rank, world_size=world_size), iterations)
-                for rank in range(world_size)]
+    per_rank = [
+        _draws(
+            PositiveRateSampler(
+                train_dataset,
+                start=0.8,
+                end=0.2,
+                iters=ITERS,
+                batch_size=BATCH,
+                seed=3,
+                rank=rank,
+                world_size=world_size,
+            ),
+            iterations,
+        )
+        for rank in range(world_size)
+    ]
     positive = np.stack([flags[d].reshape(iterations, BATCH) for d in per_rank])  # (rank, iteration, sample)
     for begin in range(0, iterations, STRETCH):
         expected = scheduled_share(np.arange(begin, begin + STRETCH), 0.8, 0.2, ITERS).mean()
         n = STRETCH * BATCH * world_size
         tolerance = 4 * np.sqrt(expected * (1 - expected) / n) + 0.01  # 4 binomial standard deviations
-        observed = positive[:, begin:begin + STRETCH].mean()
+        observed = positive[:, begin : begin + STRETCH].mean()
         assert abs(observed - expected) < tolerance, (begin, observed, expected)
         for rank in range(world_size):  # every rank alone follows it too (with its smaller sample)
-            alone = positive[rank, begin:begin + STRETCH].mean()
+            alone = positive[rank, begin : begin + STRETCH].mean()
             assert abs(alone - expected) < tolerance * np.sqrt(world_size), (rank, begin, alone, expected)
-    assert positive[:, :STRETCH].mean() > positive[:, ITERS - STRETCH:ITERS].mean() + 0.3
+    assert positive[:, :STRETCH].mean() > positive[:, ITERS - STRETCH : ITERS].mean() + 0.3
 
 
 def test_ranks_split_one_global_stream_and_repeat_by_seed(train_dataset):
@@ -88,9 +108,16 @@ def test_positive_rate_parameter_builds_the_sampler_into_the_train_loader(demo_p
 
     from helpers.modeling.train import TrainParams, build_config
 
-    params = TrainParams(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir),
-                         img_size=64, batch_size=4, max_iters=40, workers=0, work_dir=str(tmp_path),
-                         positive_rate=[0.9, 0.1])
+    params = TrainParams(
+        config=DEMO_CONFIG,
+        prepared_root=str(demo_prepared.out_dir),
+        img_size=64,
+        batch_size=4,
+        max_iters=40,
+        workers=0,
+        work_dir=str(tmp_path),
+        positive_rate=[0.9, 0.1],
+    )
     cfg = build_config(params)
     init_default_scope("mmseg")
     assert cfg.train_dataloader.dataset.get("positive_repeats", 1) == 1

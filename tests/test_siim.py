@@ -70,14 +70,19 @@ def build_release(sample_root: Path, dest: Path) -> tuple[Path, pd.DataFrame]:
         rles = [own_siim_rle(h) for h in halves if h.any()] or ["-1"]
         rows[row.stage] += [(row.ImageId, rle) for rle in rles]
     write(release / "dicom-images-train" / "s" / "r" / "1.2.no.row.dcm", dataset(generated_gray(), "MONOCHROME2", 8))
-    broken = write(release / "dicom-images-test" / "s" / "r" / "1.2.broken.dcm", dataset(generated_gray(), "MONOCHROME2", 8))
+    broken = write(
+        release / "dicom-images-test" / "s" / "r" / "1.2.broken.dcm", dataset(generated_gray(), "MONOCHROME2", 8)
+    )
     broken.write_bytes(broken.read_bytes()[:600])
     rows["test"] += [("1.2.broken", "-1"), ("1.2.no.dicom", "1 5")]
-    (release / "train-rle.csv").write_text("ImageId, EncodedPixels\n" + "".join(f"{i}, {r}\n" for i, r in rows["train"]))
+    (release / "train-rle.csv").write_text(
+        "ImageId, EncodedPixels\n" + "".join(f"{i}, {r}\n" for i, r in rows["train"])
+    )
     first_train = rows["train"][0][0]
     test_rows = rows["test"] + [row for row in rows["train"] if row[0] == first_train]  # the same rows again
     (release / "stage_1_test_labels.csv").write_bytes(
-        ("\ufeffImageId, EncodedPixels\n" + "".join(f"{i}, {r}\n" for i, r in test_rows)).encode("utf-8"))
+        ("\ufeffImageId, EncodedPixels\n" + "".join(f"{i}, {r}\n" for i, r in test_rows)).encode("utf-8")
+    )
     return dest, sample
 
 
@@ -105,7 +110,9 @@ def test_convert_with_kaggle_csvs_gives_the_kaggle_files(release, real_sample_di
     for row in sample.itertuples():
         image = cv2.imread(str(out / "png_images" / row.new_filename), cv2.IMREAD_UNCHANGED)
         mask = cv2.imread(str(out / "png_masks" / row.new_filename), cv2.IMREAD_UNCHANGED)
-        np.testing.assert_array_equal(mask, cv2.imread(str(kaggle_root / "png_masks" / row.new_filename), cv2.IMREAD_UNCHANGED))
+        np.testing.assert_array_equal(
+            mask, cv2.imread(str(kaggle_root / "png_masks" / row.new_filename), cv2.IMREAD_UNCHANGED)
+        )
         dicom = next((src / "siim" / f"dicom-images-{row.stage}").rglob(f"{row.ImageId}.dcm"))
         np.testing.assert_array_equal(image, pydicom.dcmread(dicom).pixel_array)  # the DICOM's pixels exactly
         source = cv2.imread(str(kaggle_root / "png_images" / row.new_filename), cv2.IMREAD_UNCHANGED)
@@ -148,7 +155,9 @@ def test_convert_without_kaggle_csvs_and_the_not_converted_message(release, tmp_
     assert "1.2.broken.dcm" in problems["1.2.broken"] and "cannot be decoded" in problems["1.2.broken"]
     assert not list((out / "png_images").glob("*broken*"))
     index = read_index(out)
-    expected = {f"{row.ImageId}_{row.stage}_{row.has_pneumo}_.png": (row.stage, row.has_pneumo) for row in sample.itertuples()}
+    expected = {
+        f"{row.ImageId}_{row.stage}_{row.has_pneumo}_.png": (row.stage, row.has_pneumo) for row in sample.itertuples()
+    }
     assert {row.name: (row.stage, row.has_pneumo) for row in index.pairs.itertuples()} == expected
     for stage, filename in CSV_FILES.items():
         ids = pd.read_csv(out / filename)["ImageId"].tolist()
@@ -196,6 +205,9 @@ def test_a_pair_is_written_whole_or_not(tmp_path):
     (tmp_path / "out" / "png_masks").write_text("in the way")
     result = convert_siim(tmp_path / "rel", tmp_path / "out", workers=1)
     assert result.converted == 0 and result.unreadable == 1
-    assert "cannot be written" in result.problems.loc[0, "problem"] and "1.9.2_test_1_.png" in result.problems.loc[0, "problem"]
+    assert (
+        "cannot be written" in result.problems.loc[0, "problem"]
+        and "1.9.2_test_1_.png" in result.problems.loc[0, "problem"]
+    )
     assert not list((tmp_path / "out" / "png_images").glob("*.png"))
     assert pd.read_csv(tmp_path / "out" / "stage_1_test_images.csv").empty

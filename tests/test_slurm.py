@@ -35,7 +35,10 @@ def _free_port() -> int:
 
 def _munge_works() -> bool:
     encoded = subprocess.run(["munge", "-n"], capture_output=True)
-    return encoded.returncode == 0 and subprocess.run(["unmunge"], input=encoded.stdout, capture_output=True).returncode == 0
+    return (
+        encoded.returncode == 0
+        and subprocess.run(["unmunge"], input=encoded.stdout, capture_output=True).returncode == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +107,32 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscr
 def test_the_sweep_runs_as_a_slurm_array(slurm_cluster, demo_prepared, tmp_path):
     outputs = tmp_path / "outputs"
     lrs = [0.003, 0.001]
-    parameters = {"config": DEMO_CONFIG, "prepared_root": str(demo_prepared.out_dir), "img_size": 64, "batch_size": 4,
-                  "max_iters": 4, "val_interval": 4, "workers": 0}
+    parameters = {
+        "config": DEMO_CONFIG,
+        "prepared_root": str(demo_prepared.out_dir),
+        "img_size": 64,
+        "batch_size": 4,
+        "max_iters": 4,
+        "val_interval": 4,
+        "workers": 0,
+    }
     script = write_sbatch(lrs, parameters, tmp_path / "sweep.sbatch", gpus=0, cpus_per_gpu=1, hours=1, outputs=outputs)
     (outputs / "runs").mkdir(parents=True)
-    done = subprocess.run(["sbatch", "--wait", str(script)], env=slurm_cluster, capture_output=True, text=True,
-                          timeout=1800)
+    done = subprocess.run(
+        ["sbatch", "--wait", str(script)], env=slurm_cluster, capture_output=True, text=True, timeout=1800
+    )
     logs = sorted((outputs / "runs").glob("slurm-*.out"))
     assert done.returncode == 0, done.stderr + "".join(p.read_text()[-2000:] for p in logs)
     assert len(logs) == len(lrs)
     for lr in lrs:
         run = run_folders.run_dir(DEMO_CONFIG, lr, outputs)
-        for name in ("03_train.ipynb", "03_train.html", run_folders.MANIFEST_FILE, run_folders.METRICS_FILE, run_folders.CONFIG_FILE, "iter_4.pth"):
+        for name in (
+            "03_train.ipynb",
+            "03_train.html",
+            run_folders.MANIFEST_FILE,
+            run_folders.METRICS_FILE,
+            run_folders.CONFIG_FILE,
+            "iter_4.pth",
+        ):
             assert (run / name).is_file(), f"{run / name} is missing"
         assert Path((run / run_folders.LAST_CHECKPOINT_FILE).read_text().strip()) == run / "iter_4.pth"

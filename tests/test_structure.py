@@ -26,7 +26,10 @@ def import_graph() -> dict[str, set[str]]:
         targets = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("helpers"):
-                targets |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names}
+                targets |= {
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                }
             elif isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names if a.name.startswith("helpers")}
         graph[name] = {t for t in targets if t in modules and t != name}
@@ -62,13 +65,25 @@ def test_every_module_is_in_a_layer_and_the_top_stays_small():
     for module in import_graph():
         layer_of(module)
     top = sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__" and not p.name.startswith("."))
-    assert [n for n in top if not n.startswith("__")] == ["core", "data", "evaluation", "modeling", "plots.py",
-                                                         "postprocessing", "predict.py", "workflow"], top
+    assert [n for n in top if not n.startswith("__")] == [
+        "core",
+        "data",
+        "evaluation",
+        "modeling",
+        "plots.py",
+        "postprocessing",
+        "predict.py",
+        "workflow",
+    ], top
 
 
 def test_every_import_points_to_the_same_layer_or_below():
-    wrong = [f"{module} ({LAYERS[layer_of(module)][0]}) -> {target} ({LAYERS[layer_of(target)][0]})"
-             for module, targets in import_graph().items() for target in targets if layer_of(target) < layer_of(module)]
+    wrong = [
+        f"{module} ({LAYERS[layer_of(module)][0]}) -> {target} ({LAYERS[layer_of(target)][0]})"
+        for module, targets in import_graph().items()
+        for target in targets
+        if layer_of(target) < layer_of(module)
+    ]
     assert not wrong, "imports that run up the layers:\n" + "\n".join(wrong)
 
 
@@ -82,8 +97,10 @@ def test_evaluation_and_modeling_do_not_import_each_other():
 def test_postprocessing_imports_no_model_code():
     """Nothing under helpers.postprocessing imports helpers.modeling, torch, mmengine or mmseg (at any depth:
     importing it in a fresh process loads none of them)."""
-    code = ("import sys, helpers.postprocessing; print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'mmengine', 'mmseg', 'mmcv') or m.startswith('helpers.modeling'))))")
+    code = (
+        "import sys, helpers.postprocessing; print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'mmengine', 'mmseg', 'mmcv') or m.startswith('helpers.modeling'))))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == []
 

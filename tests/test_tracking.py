@@ -23,8 +23,11 @@ def test_tensorboard_event_files_hold_the_scalars_of_scalars_json(trained_demo_r
         assert len(events) == 1, events
         accumulator = EventAccumulator(str(events[0]), size_guidance={"scalars": 0})
         accumulator.Reload()
-        logged = {(tag, event.step): event.value
-                  for tag in accumulator.Tags()["scalars"] for event in accumulator.Scalars(tag)}
+        logged = {
+            (tag, event.step): event.value
+            for tag in accumulator.Tags()["scalars"]
+            for event in accumulator.Scalars(tag)
+        }
         rows = [json.loads(line) for line in (vis_data / "scalars.json").read_text().splitlines()]
         expected = {(key, row["step"]): value for row in rows for key, value in row.items() if key != "step"}
         assert {"loss", "lr", "mDice"} <= {tag for tag, _ in expected}
@@ -45,8 +48,12 @@ def test_mlflow_is_one_parameter_away(tmp_path, monkeypatch):
     cfg = build_config(TrainParams(config=DEMO_CONFIG, lr=0.002, work_dir=str(tmp_path / "lr0.002"), mlflow=True))
     local, tensorboard, mlflow = cfg.visualizer.vis_backends
     assert (local["type"], tensorboard["type"]) == ("LocalVisBackend", "TensorboardVisBackend")
-    assert mlflow == dict(type="MLflowVisBackend", exp_name=DEMO_CONFIG, run_name="lr0.002",
-                          tracking_uri=(paths.OUTPUTS_DIR / "mlruns").resolve().as_uri())
+    assert mlflow == dict(
+        type="MLflowVisBackend",
+        exp_name=DEMO_CONFIG,
+        run_name="lr0.002",
+        tracking_uri=(paths.OUTPUTS_DIR / "mlruns").resolve().as_uri(),
+    )
     assert VISBACKENDS.get(mlflow["type"]) is not None
 
 

@@ -28,8 +28,14 @@ CONFIGS = sorted(p.stem for p in paths.CONFIGS_DIR.glob("*.py"))
 
 def tiny_params(demo_prepared, work_dir: Path, **overrides) -> TrainParams:
     """The demo config at 64x64, batch 4, on the prepared demo data."""
-    settings = dict(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=64, batch_size=4,
-                    workers=0, work_dir=str(work_dir))
+    settings = dict(
+        config=DEMO_CONFIG,
+        prepared_root=str(demo_prepared.out_dir),
+        img_size=64,
+        batch_size=4,
+        workers=0,
+        work_dir=str(work_dir),
+    )
     settings.update(overrides)
     return TrainParams(**settings)
 
@@ -98,8 +104,12 @@ def test_a_killed_run_resumes_from_its_checkpoint_without_losing_steps(demo_prep
     work_dir.mkdir()
     cfg.dump(str(work_dir / "config.py"))
 
-    process = subprocess.Popen([sys.executable, "-m", "helpers.modeling.train", str(work_dir / "config.py")],
-                               cwd=paths.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "helpers.modeling.train", str(work_dir / "config.py")],
+        cwd=paths.REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while not (work_dir / "last_checkpoint").exists() and process.poll() is None:
             time.sleep(0.05)
@@ -168,8 +178,9 @@ def restore_determinism():
 
 def test_a_fixed_seed_repeats_the_loss_curve_and_another_seed_differs(demo_prepared, tmp_path, restore_determinism):
     def losses(name: str, seed: int) -> list[float]:
-        result = run_training(tiny_params(demo_prepared, tmp_path / name, seed=seed, deterministic=True,
-                                          max_iters=6, val_interval=6))
+        result = run_training(
+            tiny_params(demo_prepared, tmp_path / name, seed=seed, deterministic=True, max_iters=6, val_interval=6)
+        )
         rows, _ = read_scalars(result.work_dir)
         assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
         return [row["loss"] for row in rows]
@@ -225,8 +236,9 @@ def test_the_demo_config_learns_on_the_demo_data(tmp_path):
 
     generate_demo_dataset(tmp_path / "demo", DemoSpec(), workers=1)
     prepared = prepare_dataset(tmp_path / "demo", tmp_path / "prepared", img_size=128, workers=1)
-    result = run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(prepared.out_dir),
-                                      work_dir=str(tmp_path / "run")))
+    result = run_training(
+        TrainParams(config=DEMO_CONFIG, prepared_root=str(prepared.out_dir), work_dir=str(tmp_path / "run"))
+    )
 
     train_rows, val_rows = read_scalars(result.work_dir)
     assert train_rows[-1]["step"] == 150
@@ -256,9 +268,17 @@ def test_several_gpus_launch_torchrun_in_a_subprocess(demo_prepared, tmp_path, m
     monkeypatch.setattr(train.subprocess, "run", record_torchrun)
     monkeypatch.setattr(train.shutil, "which", lambda name, path=None: f"/opt/bin/{name}")
     monkeypatch.setattr("mmengine.runner.Runner.from_cfg", lambda cfg: pytest.fail("trained inside the process"))
-    result = train.run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=64,
-                                            max_iters=4, gpus=2, work_dir=str(tmp_path / "run")))
-    (command, kwargs), = launched
+    result = train.run_training(
+        TrainParams(
+            config=DEMO_CONFIG,
+            prepared_root=str(demo_prepared.out_dir),
+            img_size=64,
+            max_iters=4,
+            gpus=2,
+            work_dir=str(tmp_path / "run"),
+        )
+    )
+    ((command, kwargs),) = launched
     dumped = tmp_path / "run" / CONFIG_FILE
     assert command[:2] == ["/opt/bin/torchrun", "--nproc_per_node=2"]
     assert command[-5:] == ["-m", "helpers.modeling.train", str(dumped), "--launcher", "pytorch"]
@@ -274,8 +294,13 @@ def test_the_torchrun_entry_trains_a_dumped_config(demo_prepared, tmp_path):
     assert cfg.launcher == "pytorch"
     dumped = tmp_path / "config.py"
     cfg.dump(str(dumped))
-    done = subprocess.run([sys.executable, "-m", "helpers.modeling.train", str(dumped), "--launcher", "none"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "helpers.modeling.train", str(dumped), "--launcher", "none"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     train_rows, val_rows = read_scalars(tmp_path / "run")
     assert [row["step"] for row in train_rows] == [1, 2, 3, 4]
@@ -288,7 +313,9 @@ def test_training_without_prepared_data_stops_at_once_naming_the_02_command(tmp_
     monkeypatch.setattr("mmengine.runner.Runner.from_cfg", lambda cfg: pytest.fail("training started"))
     missing = tmp_path / "prepared" / "official-64"
     with pytest.raises(PreparedDataError) as raised:
-        run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(missing), img_size=64, work_dir=str(tmp_path / "run")))
+        run_training(
+            TrainParams(config=DEMO_CONFIG, prepared_root=str(missing), img_size=64, work_dir=str(tmp_path / "run"))
+        )
     message = str(raised.value)
     assert str(missing) in message and "02_prepare" in message
     assert prepare_command(missing, 64, "official") in message
@@ -300,8 +327,14 @@ def test_training_on_data_of_another_size_stops_naming_both_sizes(demo_prepared,
     """The demo data is prepared at 64x64 (its manifest says so); the config asks for 96x96."""
     monkeypatch.setattr("mmengine.runner.Runner.from_cfg", lambda cfg: pytest.fail("training started"))
     with pytest.raises(PreparedDataError) as raised:
-        run_training(TrainParams(config=DEMO_CONFIG, prepared_root=str(demo_prepared.out_dir), img_size=96,
-                                 work_dir=str(tmp_path / "run")))
+        run_training(
+            TrainParams(
+                config=DEMO_CONFIG,
+                prepared_root=str(demo_prepared.out_dir),
+                img_size=96,
+                work_dir=str(tmp_path / "run"),
+            )
+        )
     message = str(raised.value)
     assert "96x96" in message and "64x64" in message and "img_size=64" in message
     assert "-p img_size 96" in message
@@ -324,7 +357,11 @@ def test_03_defaults_fall_back_on_the_demo_when_only_the_demo_is_prepared(tmp_pa
     monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)  # the configs' relative data_roots now point under tmp_path
     seed_root = paths.resolve(Config.fromfile(str(paths.config_path(SEED_CONFIG))).train_dataloader.dataset.data_root)
     demo_root = paths.resolve(Config.fromfile(str(paths.config_path(DEMO_CONFIG))).train_dataloader.dataset.data_root)
-    assert choose_config() == (SEED_CONFIG, None, None)  # nothing prepared: the seed's, whose check names the 02 command
+    assert choose_config() == (
+        SEED_CONFIG,
+        None,
+        None,
+    )  # nothing prepared: the seed's, whose check names the 02 command
     demo_root.mkdir(parents=True)
     (demo_root / "manifest.json").write_text(json.dumps({"parameters": {"img_size": 128}}))
     config, prepared_root, note = choose_config()

@@ -64,11 +64,20 @@ def test_training_batches_equal_the_seed_pipeline(real_sample_dir, tmp_path):
 
     prepared = prepare_dataset(real_sample_dir, tmp_path / "prepared", img_size=128, workers=1)
     init_default_scope("mmseg")
-    cfg = build_config(TrainParams(config=SEED_CONFIG, prepared_root=str(prepared.out_dir), img_size=128,
-                                   work_dir=str(tmp_path / "run")))
+    cfg = build_config(
+        TrainParams(
+            config=SEED_CONFIG, prepared_root=str(prepared.out_dir), img_size=128, work_dir=str(tmp_path / "run")
+        )
+    )
     ours_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
     assert [t["type"] for t in ours_cfg.pipeline] == [
-        "LoadImageFromFile", "LoadAnnotations", "Resize", "RandomFlip", "GrayPhotoMetricDistortion", "PackSegInputs"]
+        "LoadImageFromFile",
+        "LoadAnnotations",
+        "Resize",
+        "RandomFlip",
+        "GrayPhotoMetricDistortion",
+        "PackSegInputs",
+    ]
     seed_cfg = copy.deepcopy(ours_cfg)
     seed_cfg.pipeline = seed_training_pipeline(ours_cfg.pipeline)
     ours, seed = DATASETS.build(ours_cfg), DATASETS.build(seed_cfg)

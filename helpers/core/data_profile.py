@@ -17,12 +17,19 @@ _announced: list[str] = []  # the announcement this process has printed, if any
 
 def announcement(what: str, full_place: Path | str, demo_place: Path | str) -> str:
     """The sentence that says the demo profile is used, and where the full data's ``what`` would be."""
-    return (f"Using the demo profile: the demo's {what} in {demo_place} (config {paths.DEMO_CONFIG}), since there are "
-            f"none in {full_place}, where the full data's go (README, 'Data').")
+    return (
+        f"Using the demo profile: the demo's {what} in {demo_place} (config {paths.DEMO_CONFIG}), since there are "
+        f"none in {full_place}, where the full data's go (README, 'Data')."
+    )
 
 
-def choose_profile(what: str, full_place: Path | str, demo_place: Path | str, full_has: Callable[[], bool],
-                   demo_has: Callable[[], bool]) -> tuple[str, str | None]:
+def choose_profile(
+    what: str,
+    full_place: Path | str,
+    demo_place: Path | str,
+    full_has: Callable[[], bool],
+    demo_has: Callable[[], bool],
+) -> tuple[str, str | None]:
     """(:data:`FULL` or :data:`DEMO`, the announcement or None): the full profile when it has ``what``, or when the
     demo has none either (the full one's error then says what to do); else the demo's, whose announcement is
     printed the first time a fallback chooses it in this process (later ones return it, silently)."""

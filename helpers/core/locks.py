@@ -88,14 +88,22 @@ def folder_lock(folder: Path | str, what: str = "folder") -> Iterator[Path]:
     except BlockingIOError:
         if created:
             _remove_if_empty(folder)
-        raise FolderLocked(f"{folder}: this {what} is being written by {describe_holder(_holder_of(folder))}; "
-                           f"wait for it to finish, or write elsewhere (lock file {path})") from None
+        raise FolderLocked(
+            f"{folder}: this {what} is being written by {describe_holder(_holder_of(folder))}; "
+            f"wait for it to finish, or write elsewhere (lock file {path})"
+        ) from None
     try:
         stale = read_holder(folder)
         if stale:
-            log.warning("%s: took over the lock of %s, which ended without releasing it", folder, describe_holder(stale))
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "command": " ".join(sys.argv)[:300]}
+            log.warning(
+                "%s: took over the lock of %s, which ended without releasing it", folder, describe_holder(stale)
+            )
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": " ".join(sys.argv)[:300],
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
         yield folder

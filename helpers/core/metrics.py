@@ -70,7 +70,9 @@ def pooled_metrics(counts: np.ndarray) -> dict[str, float]:
     from mmseg.evaluation.metrics import IoUMetric
 
     intersect, union, pred, label = (torch.from_numpy(a.astype(np.float64)) for a in class_areas(counts))
-    per_class = IoUMetric.total_area_to_metrics(intersect, union, pred, label, metrics=["mIoU", "mDice"], nan_to_num=None, beta=1)
+    per_class = IoUMetric.total_area_to_metrics(
+        intersect, union, pred, label, metrics=["mIoU", "mDice"], nan_to_num=None, beta=1
+    )
     summary = {"aAcc": float(np.round(np.nanmean(np.asarray(per_class["aAcc"])) * 100, 2))}
     for key, name in (("IoU", "mIoU"), ("Dice", "mDice")):
         values = np.asarray(per_class[key], dtype=np.float64)
@@ -107,8 +109,15 @@ class Detection:
         return self.tn / (self.tn + self.fp) if self.tn + self.fp else float("nan")
 
     def as_dict(self) -> dict[str, float]:
-        return {"det_tp": self.tp, "det_fp": self.fp, "det_fn": self.fn, "det_tn": self.tn, "det_auc": self.auc,
-                "sensitivity": self.sensitivity, "specificity": self.specificity}
+        return {
+            "det_tp": self.tp,
+            "det_fp": self.fp,
+            "det_fn": self.fn,
+            "det_tn": self.tn,
+            "det_auc": self.auc,
+            "sensitivity": self.sensitivity,
+            "specificity": self.specificity,
+        }
 
 
 def detection(counts: np.ndarray, scores: np.ndarray, min_area: int = 1) -> Detection:
@@ -119,8 +128,11 @@ def detection(counts: np.ndarray, scores: np.ndarray, min_area: int = 1) -> Dete
     called = (counts[:, 0] + counts[:, 1]) >= max(1, min_area)
     auc = float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth) else float("nan")
     return Detection(
-        tp=int((called & truth).sum()), fp=int((called & ~truth).sum()),
-        fn=int((~called & truth).sum()), tn=int((~called & ~truth).sum()), auc=auc,
+        tp=int((called & truth).sum()),
+        fp=int((called & ~truth).sum()),
+        fn=int((~called & truth).sum()),
+        tn=int((~called & ~truth).sum()),
+        auc=auc,
     )
 
 
@@ -144,16 +156,23 @@ def summary_metrics(counts: np.ndarray, scores: np.ndarray | None = None, min_ar
 HEADLINE = ("mIoU", "mDice", "fg_dice", "fg_iou", "image_dice", "image_dice_positive")
 
 
-def bootstrap_ci(counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                 keys: tuple[str, ...] = HEADLINE) -> dict[str, tuple[float, float]]:
+def bootstrap_ci(
+    counts: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95, keys: tuple[str, ...] = HEADLINE
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap confidence intervals over images for the headline metrics: the cluster bootstrap
     of :func:`cluster_bootstrap_ci` with every image its own cluster."""
     counts = np.atleast_2d(counts)
     return cluster_bootstrap_ci(counts, np.arange(len(counts)), n_boot=n_boot, seed=seed, level=level, keys=keys)
 
 
-def cluster_bootstrap_ci(counts: np.ndarray, clusters: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                         level: float = 0.95, keys: tuple[str, ...] = HEADLINE) -> dict[str, tuple[float, float]]:
+def cluster_bootstrap_ci(
+    counts: np.ndarray,
+    clusters: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    keys: tuple[str, ...] = HEADLINE,
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals that resample clusters (patients) instead of images.
 
     Images of one patient are correlated, so resampling images gives intervals that are too narrow. Each
@@ -182,7 +201,9 @@ def cluster_bootstrap_ci(counts: np.ndarray, clusters: np.ndarray, n_boot: int =
             "image_dice_positive": (weights @ (dice * positive)) / (weights @ positive),
         }
         alpha = (1 - level) / 2
-        return {k: (float(np.nanquantile(samples[k], alpha)), float(np.nanquantile(samples[k], 1 - alpha))) for k in keys}
+        return {
+            k: (float(np.nanquantile(samples[k], alpha)), float(np.nanquantile(samples[k], 1 - alpha))) for k in keys
+        }
 
 
 def cluster_resample_weights(clusters: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -198,8 +219,14 @@ def cluster_resample_weights(clusters: np.ndarray, n_boot: int, seed: int = 0) -
     return drawn[:, cluster_of]
 
 
-def paired_bootstrap_difference(values: np.ndarray, reference: np.ndarray, clusters: np.ndarray, n_boot: int = 1000,
-                                seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+def paired_bootstrap_difference(
+    values: np.ndarray,
+    reference: np.ndarray,
+    clusters: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
     """(mean difference, low, high): the mean over images of ``values - reference`` (two models' per-image
     scores on the same images) and its percentile interval from a paired cluster bootstrap.
 

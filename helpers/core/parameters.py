@@ -63,8 +63,11 @@ def optional(rule: Rule, meaning: str) -> Rule:
 
 
 def existing(kind: str, what: str) -> Rule:
-    return Rule(f"{what} (an existing {'folder' if kind == 'dir' else 'file'}; relative paths are from the repository "
-                "root)", lambda v: isinstance(v, str) and v != "", path=kind)
+    return Rule(
+        f"{what} (an existing {'folder' if kind == 'dir' else 'file'}; relative paths are from the repository root)",
+        lambda v: isinstance(v, str) and v != "",
+        path=kind,
+    )
 
 
 def text(what: str = "a string") -> Rule:
@@ -89,17 +92,27 @@ def _config_exists(value: Any) -> bool:
 
 IMG_MULTIPLE = 16  # the UNet s5-d16 halves the image four times; every config here takes multiples of 16
 LR = positive_number("a learning rate: a finite number")
-IMG_SIZE = Rule(f"a positive multiple of {IMG_MULTIPLE} (pixels)", lambda v: _integer(v) and v > 0 and v % IMG_MULTIPLE == 0)
+IMG_SIZE = Rule(
+    f"a positive multiple of {IMG_MULTIPLE} (pixels)", lambda v: _integer(v) and v > 0 and v % IMG_MULTIPLE == 0
+)
 CONFIG = Rule("a config name in configs/ or a path to one", _config_exists)
-POSITIVE_RATE = Rule("[start, end] or [start, end, iters]: shares in [0, 1] and a positive iteration count",
-                     lambda v: isinstance(v, (list, tuple)) and len(v) in (2, 3) and all(_number(x) and 0 <= x <= 1 for x in v[:2])
-                     and (len(v) == 2 or (_integer(v[2]) and v[2] > 0)))
+POSITIVE_RATE = Rule(
+    "[start, end] or [start, end, iters]: shares in [0, 1] and a positive iteration count",
+    lambda v: isinstance(v, (list, tuple))
+    and len(v) in (2, 3)
+    and all(_number(x) and 0 <= x <= 1 for x in v[:2])
+    and (len(v) == 2 or (_integer(v[2]) and v[2] > 0)),
+)
 TRIPLET_KEYS = ("threshold", "min_component_area", "min_total_area")
-POSTPROCESS = Rule(f'"tune", "none", or a mapping of {", ".join(TRIPLET_KEYS)}',
-                   lambda v: v in ("tune", "none") or (isinstance(v, Mapping) and set(v) <= set(TRIPLET_KEYS)))
+POSTPROCESS = Rule(
+    f'"tune", "none", or a mapping of {", ".join(TRIPLET_KEYS)}',
+    lambda v: v in ("tune", "none") or (isinstance(v, Mapping) and set(v) <= set(TRIPLET_KEYS)),
+)
 STRINGS = Rule("a list of strings", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))
-RAW_SPLITS = Rule('a non-empty list of "train" and "test"',
-              lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and set(v) <= {"train", "test"})
+RAW_SPLITS = Rule(
+    'a non-empty list of "train" and "test"',
+    lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and set(v) <= {"train", "test"},
+)
 
 
 def declared(default: Any, rule: Rule) -> Any:
@@ -113,7 +126,9 @@ def declared(default: Any, rule: Rule) -> Any:
 class ExploreParams:
     """01_explore."""
 
-    raw_root: str | None = declared(None, optional(existing("dir", "the raw data folder"), "data/raw, or the demo data"))
+    raw_root: str | None = declared(
+        None, optional(existing("dir", "the raw data folder"), "data/raw, or the demo data")
+    )
     stages: list[str] = declared(["train", "test"], RAW_SPLITS)
     max_images: int = declared(0, integer_at_least(0, "an image count (0: all)"))
     seed: int = declared(0, integer_at_least(0))
@@ -126,8 +141,12 @@ class ExploreParams:
 class PrepareParams:
     """02_prepare."""
 
-    raw_root: str | None = declared(None, optional(existing("dir", "the raw data folder"), "data/raw, or the demo data"))
-    prepared_root: str | None = declared(None, optional(text("the folder to write"), "data/prepared/<split_mode>-<img_size>"))
+    raw_root: str | None = declared(
+        None, optional(existing("dir", "the raw data folder"), "data/raw, or the demo data")
+    )
+    prepared_root: str | None = declared(
+        None, optional(text("the folder to write"), "data/prepared/<split_mode>-<img_size>")
+    )
     img_size: int = declared(512, IMG_SIZE)
     val_fraction: float = declared(0.2, fraction())
     seed: int = declared(0, integer_at_least(0))
@@ -149,21 +168,27 @@ class TrainParams:
     img_size: int | None = declared(None, optional(IMG_SIZE, "the config's"))
     seed: int = declared(0, integer_at_least(0))
     work_dir: str | None = declared(None, optional(text("a folder"), "outputs/runs/<config>/lr<lr>"))
-    prepared_root: str | None = declared(None, optional(existing("dir", "the prepared folder"), "the config's data_root"))
+    prepared_root: str | None = declared(
+        None, optional(existing("dir", "the prepared folder"), "the config's data_root")
+    )
     resume: bool = declared(False, flag())
     amp: bool | str = declared("auto", auto_or_flag())
     channels_last: bool | str = declared("auto", auto_or_flag())
     gpus: int = declared(1, integer_at_least(0, "a GPU count"))
     nproc: int = declared(1, integer_at_least(1, "a process count"))
     val_interval: int | None = declared(None, optional(integer_at_least(1), "the config's, scaled with max_iters"))
-    workers: int | None = declared(None, optional(integer_at_least(0, "a worker count"), "the config's or the CPU count's"))
+    workers: int | None = declared(
+        None, optional(integer_at_least(0, "a worker count"), "the config's or the CPU count's")
+    )
     deterministic: bool = declared(False, flag())
     # the SIIM-ACR winners' options (helpers.modeling.winners); None leaves the config as it is
     fold: int | None = declared(None, optional(integer_at_least(0, "a fold index"), "no fold"))
     positive_rate: list[float] | None = declared(None, optional(POSITIVE_RATE, "the config's sampling"))
     load_from: str | None = declared(None, optional(existing("any", "a run folder or a .pth checkpoint"), "none"))
     pretrained: str | None = declared(None, optional(existing("file", "a backbone checkpoint"), "the config's weights"))
-    keep_checkpoints: int | None = declared(None, optional(integer_at_least(-1, "a checkpoint count (-1: all)"), "the config's"))
+    keep_checkpoints: int | None = declared(
+        None, optional(integer_at_least(-1, "a checkpoint count (-1: all)"), "the config's")
+    )
     mlflow: bool = declared(False, flag())
 
     def __post_init__(self) -> None:
@@ -197,8 +222,11 @@ class VisualizeParams:
 
 
 NOTEBOOK_PARAMETERS: dict[str, type] = {
-    "01_explore": ExploreParams, "02_prepare": PrepareParams, "03_train": TrainParams,
-    "04_evaluate": EvaluateParams, "05_visualize": VisualizeParams,
+    "01_explore": ExploreParams,
+    "02_prepare": PrepareParams,
+    "03_train": TrainParams,
+    "04_evaluate": EvaluateParams,
+    "05_visualize": VisualizeParams,
 }
 STAGES = tuple(NOTEBOOK_PARAMETERS)  # the pipeline's stages, in order: one notebook each
 
@@ -223,8 +251,10 @@ def check_names(stage: str, names, source: str) -> None:
     known = declared_names(stage)
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise ParameterError(f"{source}: unknown {stage} parameter{'s' if len(unknown) > 1 else ''} "
-                             f"{', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        raise ParameterError(
+            f"{source}: unknown {stage} parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; known: {', '.join(known)}"
+        )
 
 
 def check_value(stage: str, name: str, value: Any, rule: Rule, paths_exist: bool = True) -> None:
@@ -237,11 +267,14 @@ def check_value(stage: str, name: str, value: Any, rule: Rule, paths_exist: bool
         path = paths.resolve(value)
         found = path.exists() if rule.path == "any" else path.is_dir() if rule.path == "dir" else path.is_file()
         if not found:
-            raise ParameterError(f"{stage} parameter {name} = {value!r}: {path} does not exist; allowed: {rule.allowed}")
+            raise ParameterError(
+                f"{stage} parameter {name} = {value!r}: {path} does not exist; allowed: {rule.allowed}"
+            )
 
 
-def check_parameters(stage: str, values: Mapping[str, Any], *, source: str = "parameters",
-                     paths_exist: bool = True) -> dict[str, Any]:
+def check_parameters(
+    stage: str, values: Mapping[str, Any], *, source: str = "parameters", paths_exist: bool = True
+) -> dict[str, Any]:
     """``values`` checked against the notebook's declaration (names, then each value's rule) and returned as a
     dict; the first problem raises :class:`ParameterError`. ``paths_exist``: also check that input paths exist."""
     check_names(stage, values, source)

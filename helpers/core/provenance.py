@@ -14,8 +14,11 @@ PACKAGES = ("torch", "mmcv", "mmengine", "mmsegmentation", "numpy", "opencv-pyth
 
 def git_commit() -> str | None:
     """The repository's HEAD commit, with ``-dirty`` when tracked files changed; None outside git."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=paths.REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=paths.REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -45,7 +48,11 @@ def device_info() -> dict:
     """CPU and, when present, GPU description."""
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_threads": torch.get_num_threads()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+    }
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         info["cuda"] = torch.version.cuda

@@ -113,7 +113,10 @@ def step_checkpoint(work_dir: Path | str, step: int) -> Path | None:
     """The kept checkpoint of iteration ``step`` (``iter_<step>.pth``, or the best one saved at that step);
     None when the run did not keep it."""
     work_dir = Path(work_dir)
-    candidates = [work_dir / f"iter_{int(step)}.pth", *sorted(work_dir.glob(f"best_{BEST_METRIC}_iter_{int(step)}.pth"))]
+    candidates = [
+        work_dir / f"iter_{int(step)}.pth",
+        *sorted(work_dir.glob(f"best_{BEST_METRIC}_iter_{int(step)}.pth")),
+    ]
     return next((c for c in candidates if c.is_file()), None)
 
 
@@ -166,6 +169,11 @@ def choose_outputs(outputs_dir: Path | str | None = None, split: str | None = No
         return bool(evaluations(outputs, split) if split else trained_runs(outputs))
 
     what = f"evaluations of {split}" if split else "trained runs"
-    chosen, note = choose_profile(what, paths.OUTPUTS_DIR, paths.DEMO_OUTPUTS_DIR, lambda: found(paths.OUTPUTS_DIR),
-                                  lambda: found(paths.DEMO_OUTPUTS_DIR))
+    chosen, note = choose_profile(
+        what,
+        paths.OUTPUTS_DIR,
+        paths.DEMO_OUTPUTS_DIR,
+        lambda: found(paths.OUTPUTS_DIR),
+        lambda: found(paths.DEMO_OUTPUTS_DIR),
+    )
     return (paths.DEMO_OUTPUTS_DIR, note) if chosen == DEMO else (paths.OUTPUTS_DIR, None)

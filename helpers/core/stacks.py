@@ -38,8 +38,11 @@ class StackWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = _temp_name(self.path)
         self._handle = open(self._tmp, "xb")
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8) if self.packed else self.dtype),
-                  "fortran_order": False, "shape": stored}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8) if self.packed else self.dtype),
+            "fortran_order": False,
+            "shape": stored,
+        }
         np.lib.format.write_array_header_1_0(self._handle, header)
         self.written = 0
 
@@ -47,7 +50,9 @@ class StackWriter:
         """Append ``(B, H, W)`` images (of this stack's dtype and image shape)."""
         batch = np.asarray(batch)
         if batch.shape[1:] != self.shape[1:] or batch.dtype != self.dtype:
-            raise ValueError(f"{self.path}: a batch of {batch.dtype} {batch.shape[1:]} for a stack of {self.dtype} {self.shape[1:]}")
+            raise ValueError(
+                f"{self.path}: a batch of {batch.dtype} {batch.shape[1:]} for a stack of {self.dtype} {self.shape[1:]}"
+            )
         if self.written + len(batch) > self.shape[0]:
             raise ValueError(f"{self.path}: more than the {self.shape[0]} images announced")
         data = np.packbits(batch, axis=-1) if self.packed else np.ascontiguousarray(batch)
@@ -78,7 +83,9 @@ class Stack:
         self.path = Path(path)
         with open(self.path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = read_header(handle)
             self._offset = handle.tell()
         if fortran or len(shape) != 3:
@@ -130,7 +137,7 @@ class ArrayWriter:
         self.written = 0
 
     def append(self, batch: np.ndarray) -> None:
-        self.array[self.written:self.written + len(batch)] = batch
+        self.array[self.written : self.written + len(batch)] = batch
         self.written += len(batch)
 
     def close(self) -> np.ndarray:

@@ -57,8 +57,9 @@ def _ellipse_mask(size: int, center: tuple[float, float], axes: tuple[float, flo
     return ((xx - center[0]) / axes[0]) ** 2 + ((yy - center[1]) / axes[1]) ** 2 <= 1.0
 
 
-def draw_radiograph(size: int, positive: bool, rng: np.random.Generator,
-                    anatomy_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+def draw_radiograph(
+    size: int, positive: bool, rng: np.random.Generator, anatomy_rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic frontal chest radiograph (uint8) and its pneumothorax mask ({0, 255}).
 
     ``anatomy_rng`` draws the anatomy (body, lungs, lung brightness, the side of a pneumothorax): the same
@@ -88,7 +89,11 @@ def draw_radiograph(size: int, positive: bool, rng: np.random.Generator,
         (cx, cy), (ax, ay) = lungs[side]
         outward = -1.0 if side == 0 else 1.0
         shrink = rng.uniform(0.55, 0.8)
-        collapsed = _ellipse_mask(size, (cx - outward * ax * (1 - shrink) * 0.9, cy + ay * rng.uniform(0.0, 0.15)), (ax * shrink, ay * rng.uniform(0.8, 0.92)))
+        collapsed = _ellipse_mask(
+            size,
+            (cx - outward * ax * (1 - shrink) * 0.9, cy + ay * rng.uniform(0.0, 0.15)),
+            (ax * shrink, ay * rng.uniform(0.8, 0.92)),
+        )
         upper = yy < cy + ay * rng.uniform(0.1, 0.6)
         crescent = (_ellipse_mask(size, (cx, cy), (ax, ay)) & ~collapsed & upper).astype(np.uint8)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(crescent, connectivity=8)
@@ -115,14 +120,16 @@ def _stage_plan(spec: DemoSpec) -> pd.DataFrame:
         flags[: int(round(count * spec.positive_rate))] = 1
         rng.shuffle(flags)
         for i, flag in enumerate(flags):
-            rows.append({
-                "new_filename": f"{i}_{stage}_{flag}_.png",
-                "ImageId": f"1.2.276.0.7230010.3.1.4.{spec.seed}.{stage_code}.{i}",
-                "has_pneumo": int(flag),
-                "stage": stage,
-                "index": i,
-                "stage_code": stage_code,
-            })
+            rows.append(
+                {
+                    "new_filename": f"{i}_{stage}_{flag}_.png",
+                    "ImageId": f"1.2.276.0.7230010.3.1.4.{spec.seed}.{stage_code}.{i}",
+                    "has_pneumo": int(flag),
+                    "stage": stage,
+                    "index": i,
+                    "stage_code": stage_code,
+                }
+            )
     return _assign_patients(pd.DataFrame(rows), spec)
 
 
@@ -137,7 +144,7 @@ def _assign_patients(plan: pd.DataFrame, spec: DemoSpec) -> pd.DataFrame:
     while start < len(order):
         several = spec.max_images_per_patient > 1 and rng.random() < 0.3
         count = int(rng.integers(2, spec.max_images_per_patient + 1)) if several else 1
-        visit = order[start:start + count]
+        visit = order[start : start + count]
         patient[visit], follow_up[visit] = number, np.arange(len(visit))
         start, number = start + count, number + 1
     return plan.assign(patient_number=patient, patient=[f"{p + 1:08d}" for p in patient], follow_up=follow_up)
@@ -145,13 +152,19 @@ def _assign_patients(plan: pd.DataFrame, spec: DemoSpec) -> pd.DataFrame:
 
 def _write_pair(job: tuple[str, int, int, int, int, int, int, str]) -> None:
     name, size, positive, seed, stage_code, index, patient_number, folder = job
-    image, mask = draw_radiograph(size, bool(positive), np.random.default_rng([seed, stage_code, index, 1]),
-                                  np.random.default_rng([seed, 3, patient_number]))
+    image, mask = draw_radiograph(
+        size,
+        bool(positive),
+        np.random.default_rng([seed, stage_code, index, 1]),
+        np.random.default_rng([seed, 3, patient_number]),
+    )
     cv2.imwrite(str(Path(folder) / IMAGES_FOLDER / name), image)
     cv2.imwrite(str(Path(folder) / MASKS_FOLDER / name), mask)
 
 
-def generate_demo_dataset(dest: Path | str = paths.DEMO_DIR, spec: DemoSpec = DemoSpec(), *, workers: int | None = None) -> Path:
+def generate_demo_dataset(
+    dest: Path | str = paths.DEMO_DIR, spec: DemoSpec = DemoSpec(), *, workers: int | None = None
+) -> Path:
     """Write the demo dataset to ``dest/siim-acr-pneumothorax/`` unless it is there with the same spec.
 
     The dataset is generated in a temporary folder beside ``dest`` and renamed into place, so an
@@ -168,14 +181,20 @@ def generate_demo_dataset(dest: Path | str = paths.DEMO_DIR, spec: DemoSpec = De
         folder = Path(tmp) / paths.KAGGLE_FOLDER
         (folder / IMAGES_FOLDER).mkdir(parents=True)
         (folder / MASKS_FOLDER).mkdir()
-        jobs = [(r.new_filename, spec.size, r.has_pneumo, spec.seed, r.stage_code, r.index, r.patient_number, str(folder))
-                for r in plan.itertuples()]
+        jobs = [
+            (r.new_filename, spec.size, r.has_pneumo, spec.seed, r.stage_code, r.index, r.patient_number, str(folder))
+            for r in plan.itertuples()
+        ]
         parallel_map(_write_pair, jobs, workers=workers, desc="demo dataset")
         for stage, filename in CSV_FILES.items():
             rows = plan[plan["stage"] == stage]
             rows[["new_filename", "ImageId", "has_pneumo"]].to_csv(folder / filename, index=False)
         patients = plan.rename(columns={"ImageId": "image_id"})
-        write_patient_table(patients, folder / PATIENTS_FILE, f"Synthetic patients of the demo dataset ({DemoSpec.__name__} {asdict(spec)}), written by helpers.data.demo_dataset.")
+        write_patient_table(
+            patients,
+            folder / PATIENTS_FILE,
+            f"Synthetic patients of the demo dataset ({DemoSpec.__name__} {asdict(spec)}), written by helpers.data.demo_dataset.",
+        )
         if target.exists():
             shutil.rmtree(target)
         folder.rename(target)

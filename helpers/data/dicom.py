@@ -132,7 +132,7 @@ def _voi_lut_to_8bit(values: np.ndarray, item) -> np.ndarray:
     table = (np.frombuffer(data, dtype="<u2") if isinstance(data, bytes) else np.asarray(data)).astype(np.float64)
     entries = entries or 65536
     index = np.clip(np.round(values).astype(np.int64) - first, 0, min(entries, len(table)) - 1)
-    return table[index] * (255.0 / (2 ** bits - 1))
+    return table[index] * (255.0 / (2**bits - 1))
 
 
 def _output_range(ds) -> tuple[float, float]:
@@ -140,8 +140,9 @@ def _output_range(ds) -> tuple[float, float]:
     from pydicom.pixels import apply_modality_lut
 
     bits = int(ds.get("BitsStored", 8))
-    ends = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if int(ds.get("PixelRepresentation", 0))
-                    else [0, 2 ** bits - 1])
+    ends = np.array(
+        [-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if int(ds.get("PixelRepresentation", 0)) else [0, 2**bits - 1]
+    )
     low, high = apply_modality_lut(ends, ds).astype(np.float64)
     return min(low, high), max(low, high)
 
@@ -183,25 +184,33 @@ def _decode(path: Path, ds) -> np.ndarray:
         raise DicomError(f"{path}: the DICOM file has no pixel data (not an image)")
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if int(ds.get("SamplesPerPixel", 1)) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DicomError(f"{path}: a colour DICOM ({photometric or 'no PhotometricInterpretation'}, "
-                         f"{ds.get('SamplesPerPixel', 1)} samples per pixel); expected a grayscale radiograph "
-                         "(MONOCHROME1 or MONOCHROME2)")
+        raise DicomError(
+            f"{path}: a colour DICOM ({photometric or 'no PhotometricInterpretation'}, "
+            f"{ds.get('SamplesPerPixel', 1)} samples per pixel); expected a grayscale radiograph "
+            "(MONOCHROME1 or MONOCHROME2)"
+        )
     if int(ds.get("NumberOfFrames", 1) or 1) != 1:
         raise DicomError(f"{path}: {ds.NumberOfFrames} frames; expected a single radiograph")
     if syntax is not None and not syntax.is_transfer_syntax:
         known = f" ({syntax.name})" if syntax.name != str(syntax) else ""
-        raise DicomError(f"{path}: the file's TransferSyntaxUID {syntax}{known} is not a transfer syntax, so "
-                         "how its pixel data is encoded is unknown")
+        raise DicomError(
+            f"{path}: the file's TransferSyntaxUID {syntax}{known} is not a transfer syntax, so "
+            "how its pixel data is encoded is unknown"
+        )
     try:
         return ds.pixel_array
     except Exception as err:  # pydicom raises RuntimeError, NotImplementedError or ValueError by decoder
         name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
         if syntax is not None and syntax.is_compressed and not _decoder_available(syntax):
-            raise DicomError(f"{path}: pixel data compressed as {name}, which no installed pydicom decoder "
-                             f"reads (requirements.txt lists the decoder packages): {err}") from err
+            raise DicomError(
+                f"{path}: pixel data compressed as {name}, which no installed pydicom decoder "
+                f"reads (requirements.txt lists the decoder packages): {err}"
+            ) from err
         if syntax is not None and syntax.is_compressed:
-            raise DicomError(f"{path}: pixel data compressed as {name} is damaged, the installed decoder "
-                             f"fails on it ({type(err).__name__}: {err})") from err
+            raise DicomError(
+                f"{path}: pixel data compressed as {name} is damaged, the installed decoder "
+                f"fails on it ({type(err).__name__}: {err})"
+            ) from err
         raise DicomError(f"{path}: the pixel data cannot be decoded ({name}): {err}") from err
 
 
@@ -212,19 +221,23 @@ def _sniff_encapsulated(ds):
     from pydicom.encaps import generate_fragments
 
     try:
-        fragment = next(generate_fragments(ds.PixelData[8 + int.from_bytes(ds.PixelData[4:8], "little"):]))
+        fragment = next(generate_fragments(ds.PixelData[8 + int.from_bytes(ds.PixelData[4:8], "little") :]))
     except Exception:  # not encapsulated as the standard says
         return None
     if fragment[:4] == b"\xff\x4f\xff\x51" or fragment[4:8] == b"jP  ":
         return uid.JPEG2000
-    frames = {0xC0: uid.JPEGBaseline8Bit, 0xC1: uid.JPEGExtended12Bit, 0xC3: uid.JPEGLossless,
-              0xF7: uid.JPEGLSNearLossless}
+    frames = {
+        0xC0: uid.JPEGBaseline8Bit,
+        0xC1: uid.JPEGExtended12Bit,
+        0xC3: uid.JPEGLossless,
+        0xF7: uid.JPEGLSNearLossless,
+    }
     position = 2 if fragment[:2] == b"\xff\xd8" else len(fragment)
     while position + 4 <= len(fragment) and fragment[position] == 0xFF:  # marker segments up to the frame header
         marker = fragment[position + 1]
         if marker in frames:
             return frames[marker]
-        position += 2 + int.from_bytes(fragment[position + 2:position + 4], "big")
+        position += 2 + int.from_bytes(fragment[position + 2 : position + 4], "big")
     return None
 
 
@@ -244,8 +257,9 @@ def _infer_transfer_syntax(ds) -> None:
             ds.file_meta.TransferSyntaxUID = syntax
         return
     implicit, little = ds.original_encoding
-    ds.file_meta.TransferSyntaxUID = (uid.ImplicitVRLittleEndian if implicit else
-                                      uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
+    ds.file_meta.TransferSyntaxUID = (
+        uid.ImplicitVRLittleEndian if implicit else uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian
+    )
 
 
 def read_dataset(path: str | Path):

@@ -10,8 +10,8 @@ import pandas as pd
 
 from helpers.core import paths
 from helpers.core.fileio import atomic_write_json
-from helpers.data import patients
 from helpers.core.parameters import ExploreParams
+from helpers.data import patients
 from helpers.data.rawdata import RawDataError, RawIndex, choose_raw_root, read_index, scan_pairs
 
 CLASS_NAMES = ("background", "pneumothorax")
@@ -35,7 +35,9 @@ class ExploreResult:
     stats_path: Path | None = None
 
 
-def select_pairs(pairs: pd.DataFrame, stages: list[str] | None = None, max_images: int | None = None, seed: int = 0) -> pd.DataFrame:
+def select_pairs(
+    pairs: pd.DataFrame, stages: list[str] | None = None, max_images: int | None = None, seed: int = 0
+) -> pd.DataFrame:
     """Keep the given stages; cap the count with a random sample (never the first N: positives are front-loaded)."""
     if stages:
         unknown = set(stages) - set(pairs["stage"].unique()) - {"train", "test"}
@@ -54,12 +56,14 @@ def class_pixel_table(scans: pd.DataFrame) -> pd.DataFrame:
     pixels = {"background": int((total - fg).sum()), "pneumothorax": int(fg.sum())}
     images = {"background": int(((total - fg) > 0).sum()), "pneumothorax": int((fg > 0).sum())}
     all_pixels = int(total.sum())
-    return pd.DataFrame({
-        "class name": list(CLASS_NAMES),
-        "pixel percentage": [100.0 * pixels[c] / all_pixels for c in CLASS_NAMES],
-        "num. images in this category": [images[c] for c in CLASS_NAMES],
-        "pixels": [pixels[c] for c in CLASS_NAMES],
-    })
+    return pd.DataFrame(
+        {
+            "class name": list(CLASS_NAMES),
+            "pixel percentage": [100.0 * pixels[c] / all_pixels for c in CLASS_NAMES],
+            "num. images in this category": [images[c] for c in CLASS_NAMES],
+            "pixels": [pixels[c] for c in CLASS_NAMES],
+        }
+    )
 
 
 def split_table(scans: pd.DataFrame) -> pd.DataFrame:
@@ -83,7 +87,9 @@ def area_summary(scans: pd.DataFrame) -> pd.DataFrame:
     if fractions.empty:
         return pd.DataFrame(columns=["statistic", "area fraction"])
     quantiles = {"min": 0.0, "p05": 0.05, "p25": 0.25, "median": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
-    return pd.DataFrame({"statistic": list(quantiles), "area fraction": [float(fractions.quantile(q)) for q in quantiles.values()]})
+    return pd.DataFrame(
+        {"statistic": list(quantiles), "area fraction": [float(fractions.quantile(q)) for q in quantiles.values()]}
+    )
 
 
 def components_table(scans: pd.DataFrame) -> pd.DataFrame:
@@ -142,21 +148,27 @@ def explore_dataset(
     )
     if out_dir is not None:
         result.stats_path = Path(out_dir) / STATS_FILE
-        atomic_write_json(result.stats_path, {
-            "dataset_root": str(index.root),
-            "pairs_present": len(index.pairs),
-            "csv_rows_without_files": len(index.missing),
-            "images_scanned": len(scans),
-            "stages": stages or ["train", "test"],
-            "max_images": max_images,
-            "class_table": result.class_table.to_dict(orient="records"),
-            "split_table": result.split_table.to_dict(orient="records"),
-            "positive_area_fraction": result.area_summary.to_dict(orient="records"),
-            "components": result.components_table.to_dict(orient="records"),
-            "sizes": result.sizes_table.to_dict(orient="records"),
-            "patients": {**result.patient_summary, "images_per_patient": result.images_per_patient.to_dict(orient="records"),
-                         "official_overlap": result.official_overlap},
-        })
+        atomic_write_json(
+            result.stats_path,
+            {
+                "dataset_root": str(index.root),
+                "pairs_present": len(index.pairs),
+                "csv_rows_without_files": len(index.missing),
+                "images_scanned": len(scans),
+                "stages": stages or ["train", "test"],
+                "max_images": max_images,
+                "class_table": result.class_table.to_dict(orient="records"),
+                "split_table": result.split_table.to_dict(orient="records"),
+                "positive_area_fraction": result.area_summary.to_dict(orient="records"),
+                "components": result.components_table.to_dict(orient="records"),
+                "sizes": result.sizes_table.to_dict(orient="records"),
+                "patients": {
+                    **result.patient_summary,
+                    "images_per_patient": result.images_per_patient.to_dict(orient="records"),
+                    "official_overlap": result.official_overlap,
+                },
+            },
+        )
     return result
 
 
@@ -164,6 +176,12 @@ def explore(params: ExploreParams) -> ExploreResult:
     """01's step: the raw data of ``params.raw_root`` (data/raw, or the demo data when data/raw has none, said
     once), every table, the JSON in the outputs' explore folder."""
     raw = choose_raw_root(params.raw_root)
-    return explore_dataset(raw.root, stages=params.stages, max_images=params.max_images or None, seed=params.seed,
-                           workers=params.workers or None, out_dir=paths.explore_dir(params.outputs_dir),
-                           patient_table=params.patient_table)
+    return explore_dataset(
+        raw.root,
+        stages=params.stages,
+        max_images=params.max_images or None,
+        seed=params.seed,
+        workers=params.workers or None,
+        out_dir=paths.explore_dir(params.outputs_dir),
+        patient_table=params.patient_table,
+    )

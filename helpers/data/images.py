@@ -84,8 +84,9 @@ def write_png(path: Path | str, image: np.ndarray, params: list[int] = MASK_PNG_
     return path
 
 
-def overlay(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | None = None,
-            alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+def overlay(
+    image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | None = None, alpha: float = OVERLAY_ALPHA
+) -> np.ndarray:
     """An RGB uint8 picture of a grayscale image with masks blended in at ``alpha``.
 
     With truth and prediction: true positives, false positives and false negatives in the colours of

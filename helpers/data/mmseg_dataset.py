@@ -27,12 +27,20 @@ class PneumothoraxDataset(BaseSegDataset):
 
     METAINFO = dict(classes=CLASSES, palette=PALETTE)
 
-    def __init__(self, positive_repeats: int = 1, img_suffix: str = ".png", seg_map_suffix: str = ".png",
-                 reduce_zero_label: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        positive_repeats: int = 1,
+        img_suffix: str = ".png",
+        seg_map_suffix: str = ".png",
+        reduce_zero_label: bool = False,
+        **kwargs,
+    ) -> None:
         if positive_repeats < 1:
             raise ValueError(f"positive_repeats must be >= 1, not {positive_repeats}")
         self.positive_repeats = positive_repeats
-        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, reduce_zero_label=reduce_zero_label, **kwargs)
+        super().__init__(
+            img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, reduce_zero_label=reduce_zero_label, **kwargs
+        )
 
     def load_data_list(self) -> list[dict]:
         data_list = super().load_data_list()

@@ -61,7 +61,9 @@ def read_patient_table(path: Path | str = SHIPPED_TABLE) -> pd.DataFrame:
     if list(table.columns) != TABLE_COLUMNS:
         raise ValueError(f"{path}: columns are {list(table.columns)}, expected {TABLE_COLUMNS}")
     if table[["image_id", "patient"]].isna().any().any():
-        raise ValueError(f"{path}: empty image_id or patient in row {int(table[['image_id', 'patient']].isna().any(axis=1).idxmax()) + 1}")
+        raise ValueError(
+            f"{path}: empty image_id or patient in row {int(table[['image_id', 'patient']].isna().any(axis=1).idxmax()) + 1}"
+        )
     if not pd.api.types.is_integer_dtype(table["follow_up"]):
         raise ValueError(f"{path}: follow_up must be an integer in every row")
     repeated = table["image_id"][table["image_id"].duplicated()]
@@ -85,7 +87,9 @@ def write_patient_table(table: pd.DataFrame, path: Path | str, source: str) -> P
     return Path(path)
 
 
-def attach_patients(images: pd.DataFrame, table: pd.DataFrame, source: Path | str = "the patient table") -> pd.DataFrame:
+def attach_patients(
+    images: pd.DataFrame, table: pd.DataFrame, source: Path | str = "the patient table"
+) -> pd.DataFrame:
     """``images`` (with an ``image_id`` column) plus ``patient`` and ``follow_up`` from ``table``.
 
     An image the table does not know becomes the only image of its own patient (``image:<ImageId>``,
@@ -97,7 +101,9 @@ def attach_patients(images: pd.DataFrame, table: pd.DataFrame, source: Path | st
     joined["follow_up"] = joined["image_id"].map(known["follow_up"])
     unknown = joined["patient"].isna()
     if unknown.any():
-        log.warning("%d of %d images are not in %s; each is counted as its own patient", int(unknown.sum()), len(joined), source)
+        log.warning(
+            "%d of %d images are not in %s; each is counted as its own patient", int(unknown.sum()), len(joined), source
+        )
         joined.loc[unknown, "patient"] = UNKNOWN_PATIENT_PREFIX + joined.loc[unknown, "image_id"]
         joined.loc[unknown, "follow_up"] = -1
     joined["follow_up"] = joined["follow_up"].astype(int)
@@ -124,8 +130,11 @@ def images_per_patient(images: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"images": counts.index.astype(int), "patients": counts.values.astype(int)})
 
 
-def leakage_report(labels: pd.DataFrame, splits: tuple[str, ...] = ("train", "val", "test"),
-                   pixel_duplicates: list[list[str]] | None = None) -> dict:
+def leakage_report(
+    labels: pd.DataFrame,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+    pixel_duplicates: list[list[str]] | None = None,
+) -> dict:
     """What the splits share, from a table of images (``name, split, patient, has_pneumo``; ``follow_up``).
 
     - ``pairs``: for each pair of splits, the patients in both and their images (and positives) on each side;
@@ -152,9 +161,12 @@ def leakage_report(labels: pd.DataFrame, splits: tuple[str, ...] = ("train", "va
         rows = labels[labels["split"] == split]
         shared = rows["patient"].isin(earlier)
         held_out[split] = {
-            "against": present[:position], "patients": int(rows["patient"].nunique()),
-            "shared_patients": int(rows.loc[shared, "patient"].nunique()), "images": len(rows),
-            "images_of_shared_patients": int(shared.sum()), "positive": int(rows["has_pneumo"].sum()),
+            "against": present[:position],
+            "patients": int(rows["patient"].nunique()),
+            "shared_patients": int(rows.loc[shared, "patient"].nunique()),
+            "images": len(rows),
+            "images_of_shared_patients": int(shared.sum()),
+            "positive": int(rows["has_pneumo"].sum()),
             "positive_of_shared_patients": int(rows.loc[shared, "has_pneumo"].sum()),
         }
     report = {"pairs": pairs, "held_out": held_out, "same_image_across_splits": _same_image_across_splits(labels)}
@@ -176,17 +188,31 @@ def _same_image_across_splits(labels: pd.DataFrame) -> list[list[str]]:
 
 def leakage_table(report: dict) -> pd.DataFrame:
     """One row per split against the splits before it, and per pair of splits: shared patients and images."""
-    rows = [{"split": split, "against": " + ".join(entry["against"]), "patients": entry["patients"],
-             "shared patients": entry["shared_patients"], "images": entry["images"],
-             "images of shared patients": entry["images_of_shared_patients"], "positive": entry["positive"],
-             "positive of shared patients": entry["positive_of_shared_patients"]}
-            for split, entry in report["held_out"].items()]
+    rows = [
+        {
+            "split": split,
+            "against": " + ".join(entry["against"]),
+            "patients": entry["patients"],
+            "shared patients": entry["shared_patients"],
+            "images": entry["images"],
+            "images of shared patients": entry["images_of_shared_patients"],
+            "positive": entry["positive"],
+            "positive of shared patients": entry["positive_of_shared_patients"],
+        }
+        for split, entry in report["held_out"].items()
+    ]
     for entry in report["pairs"]:
         first, second = entry["splits"]
         if [first] != report["held_out"].get(second, {}).get("against"):  # not already a row above
-            rows.append({"split": second, "against": first, "shared patients": entry["shared_patients"],
-                         "images of shared patients": entry[f"images_{second}"],
-                         "positive of shared patients": entry[f"positive_{second}"]})
+            rows.append(
+                {
+                    "split": second,
+                    "against": first,
+                    "shared patients": entry["shared_patients"],
+                    "images of shared patients": entry[f"images_{second}"],
+                    "positive of shared patients": entry[f"positive_{second}"],
+                }
+            )
     table = pd.DataFrame(rows)
     counts = [c for c in table.columns if c not in ("split", "against")]
     return table.astype({c: "Int64" for c in counts})  # counts stay integers where a row has none
@@ -196,7 +222,9 @@ def evaluation_patients(labels: pd.DataFrame, split: str, names: list[str]) -> p
     """``name, patient, seen`` for the evaluated images ``names`` (in that order), from the prepared labels;
     ``seen``: the patient also has images in the train split."""
     if "patient" not in labels:
-        raise ValueError("the prepared labels.csv has no patient column (prepared before patients were tracked): re-run 02_prepare")
+        raise ValueError(
+            "the prepared labels.csv has no patient column (prepared before patients were tracked): re-run 02_prepare"
+        )
     rows = labels[labels["split"] == split].set_index("name")
     missing = [n for n in names if n not in rows.index]
     if missing:

@@ -95,8 +95,14 @@ def grouped_holdout(has_pneumo: pd.Series, groups: pd.Series, fraction: float, s
     return per_group.index[per_group["group"].isin(set(held))]
 
 
-def assign_splits(pairs: pd.DataFrame, split_mode: str = DEFAULT_SPLIT_MODE, val_fraction: float = 0.2, seed: int = 0, folds: int = 0,
-                  test_fraction: float = TEST_FRACTION) -> pd.DataFrame:
+def assign_splits(
+    pairs: pd.DataFrame,
+    split_mode: str = DEFAULT_SPLIT_MODE,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    folds: int = 0,
+    test_fraction: float = TEST_FRACTION,
+) -> pd.DataFrame:
     """Add a ``split`` column (train / val / test) and a ``fold`` column (-1 without ``folds``).
 
     ``patient``: test, val and train share no patient (``pairs['patient']``): test is ``test_fraction`` of all
@@ -133,7 +139,9 @@ def assign_splits(pairs: pd.DataFrame, split_mode: str = DEFAULT_SPLIT_MODE, val
     if folds:
         pool = table.index[table["split"] != "test"]
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        for fold, (_, held_out) in enumerate(splitter.split(pool, table.loc[pool, "has_pneumo"], table.loc[pool, "patient"])):
+        for fold, (_, held_out) in enumerate(
+            splitter.split(pool, table.loc[pool, "has_pneumo"], table.loc[pool, "patient"])
+        ):
             table.loc[pool[held_out], "fold"] = fold
     return table
 
@@ -220,15 +228,39 @@ def prepare_dataset(
     ``patient_table``: None for the one beside the raw CSVs if there, else the shipped one.
     One writer per prepared folder: another process writing it makes this one stop (helpers.core.locks).
     """
-    out_dir = paths.resolve(out_dir) if out_dir is not None else paths.prepared_dir(split_mode, img_size, paths.resolve(out_root))
+    out_dir = (
+        paths.resolve(out_dir)
+        if out_dir is not None
+        else paths.prepared_dir(split_mode, img_size, paths.resolve(out_root))
+    )
     with folder_lock(out_dir, "prepared folder"):
-        return _prepare_into(out_dir, raw_root, img_size=img_size, val_fraction=val_fraction, seed=seed,
-                             split_mode=split_mode, folds=folds, test_fraction=test_fraction,
-                             patient_table=patient_table, workers=workers)
+        return _prepare_into(
+            out_dir,
+            raw_root,
+            img_size=img_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            split_mode=split_mode,
+            folds=folds,
+            test_fraction=test_fraction,
+            patient_table=patient_table,
+            workers=workers,
+        )
 
 
-def _prepare_into(out_dir: Path, raw_root: Path | str, *, img_size: int, val_fraction: float, seed: int, split_mode: str,
-                  folds: int, test_fraction: float, patient_table: Path | str | None, workers: int | None) -> PrepareResult:
+def _prepare_into(
+    out_dir: Path,
+    raw_root: Path | str,
+    *,
+    img_size: int,
+    val_fraction: float,
+    seed: int,
+    split_mode: str,
+    folds: int,
+    test_fraction: float,
+    patient_table: Path | str | None,
+    workers: int | None,
+) -> PrepareResult:
     """:func:`prepare_dataset`'s work, its folder locked."""
     manifest_path = out_dir / MANIFEST_FILE
     known = _previous_statistics(out_dir)
@@ -243,14 +275,18 @@ def _prepare_into(out_dir: Path, raw_root: Path | str, *, img_size: int, val_fra
         (out_dir / "masks" / split).mkdir(parents=True, exist_ok=True)
     jobs = [
         (src_i, src_m, str(dst_i), str(dst_m), img_size, bool(flag), known.get(name))
-        for src_i, src_m, dst_i, dst_m, flag, name in zip(labels["image_path"], labels["mask_path"], image_dst, mask_dst, labels["has_pneumo"], names)
+        for src_i, src_m, dst_i, dst_m, flag, name in zip(
+            labels["image_path"], labels["mask_path"], image_dst, mask_dst, labels["has_pneumo"], names
+        )
     ]
     results = parallel_map(convert_pair, jobs, workers=workers, desc=f"prepare {out_dir.name}")
     labels["fg_pixels"] = [r[0] for r in results]
     labels["pixel_hash"] = [r[1] for r in results]
     written = sum(r[2] for r in results)
     labels["name"] = names
-    labels = labels[["name", "split", "fold", "stage", "image_id", "has_pneumo", "patient", "follow_up", "fg_pixels", "pixel_hash"]]
+    labels = labels[
+        ["name", "split", "fold", "stage", "image_id", "has_pneumo", "patient", "follow_up", "fg_pixels", "pixel_hash"]
+    ]
 
     for split in SPLITS:
         entries = sorted(f"{split}/{n}" for n in labels.loc[labels["split"] == split, "name"])
@@ -260,7 +296,9 @@ def _prepare_into(out_dir: Path, raw_root: Path | str, *, img_size: int, val_fra
         pool = labels["split"] != "test"
         for part, rows in (("train", pool & ~in_fold), ("val", in_fold)):
             entries = sorted(f"{s}/{n}" for s, n in zip(labels.loc[rows, "split"], labels.loc[rows, "name"]))
-            atomic_write_text(out_dir / fold_split_file(fold, part), "".join(f"{e}\n" for e in entries), skip_if_same=True)
+            atomic_write_text(
+                out_dir / fold_split_file(fold, part), "".join(f"{e}\n" for e in entries), skip_if_same=True
+            )
     fold_files = {fold_split_file(fold, part) for fold in range(folds) for part in ("train", "val")}
     for stale in out_dir.glob(FOLD_SPLIT_GLOB):  # an earlier run with more folds
         if stale.name not in fold_files:
@@ -279,9 +317,16 @@ def _prepare_into(out_dir: Path, raw_root: Path | str, *, img_size: int, val_fra
         }
     manifest = {
         "format_version": FORMAT_VERSION,
-        "parameters": {"raw_root": str(index.root), "img_size": img_size, "val_fraction": val_fraction,
-                       "seed": seed, "split_mode": split_mode, "folds": folds, "test_fraction": test_fraction,
-                       "patient_table": str(patients.table_path(index.root, patient_table))},
+        "parameters": {
+            "raw_root": str(index.root),
+            "img_size": img_size,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "split_mode": split_mode,
+            "folds": folds,
+            "test_fraction": test_fraction,
+            "patient_table": str(patients.table_path(index.root, patient_table)),
+        },
         "counts": counts,
         "csv_rows_without_files": len(index.missing),
         "duplicates_across_splits": duplicates,
@@ -289,6 +334,12 @@ def _prepare_into(out_dir: Path, raw_root: Path | str, *, img_size: int, val_fra
         "code_version": code_version(),
     }
     atomic_write_json(manifest_path, manifest, skip_if_same=True)
-    return PrepareResult(out_dir=out_dir, labels=labels, manifest=manifest, written=written,
-                         skipped=len(jobs) - written, removed=removed, duplicates=duplicates)
-
+    return PrepareResult(
+        out_dir=out_dir,
+        labels=labels,
+        manifest=manifest,
+        written=written,
+        skipped=len(jobs) - written,
+        removed=removed,
+        duplicates=duplicates,
+    )

@@ -58,8 +58,23 @@ def prepare_command(root: Path | str, img_size: int, split_mode: str = DEFAULT_S
     """The papermill command that writes the prepared folder ``root`` at ``img_size``."""
     root = paths.resolve(root)
     raw = paths.DEMO_DIR if paths.DEMO_DIR in root.parents else paths.RAW_DIR
-    parts = ["papermill", NOTEBOOK, "outputs/reports/02_prepare.ipynb", "-p", "raw_root", _shown(raw),
-             "-p", "prepared_root", _shown(root), "-p", "img_size", str(img_size), "-p", "split_mode", split_mode]
+    parts = [
+        "papermill",
+        NOTEBOOK,
+        "outputs/reports/02_prepare.ipynb",
+        "-p",
+        "raw_root",
+        _shown(raw),
+        "-p",
+        "prepared_root",
+        _shown(root),
+        "-p",
+        "img_size",
+        str(img_size),
+        "-p",
+        "split_mode",
+        split_mode,
+    ]
     return " ".join(shlex.quote(part) for part in parts)
 
 
@@ -73,8 +88,12 @@ def read_prepared(root: Path | str) -> PreparedData:
     parameters = manifest.get("parameters", {})
     if "img_size" not in parameters:
         raise ValueError(f"{manifest_path}: no parameters.img_size (not a 02_prepare manifest; re-run 02_prepare)")
-    return PreparedData(root=root, img_size=int(parameters["img_size"]),
-                        split_mode=str(parameters.get("split_mode", "official")), manifest=manifest)
+    return PreparedData(
+        root=root,
+        img_size=int(parameters["img_size"]),
+        split_mode=str(parameters.get("split_mode", "official")),
+        manifest=manifest,
+    )
 
 
 def check_prepared(root: Path | str, img_size: int, larger_ok: bool = False) -> PreparedData:
@@ -89,12 +108,14 @@ def check_prepared(root: Path | str, img_size: int, larger_ok: bool = False) -> 
     except PreparedDataError:
         raise PreparedDataError(
             f"No prepared data in {root} (no {MANIFEST_FILE}): run 02_prepare first, e.g. "
-            f"`{prepare_command(root, img_size, split_mode)}`.") from None
+            f"`{prepare_command(root, img_size, split_mode)}`."
+        ) from None
     if data.img_size != img_size and not (larger_ok and data.img_size > img_size):
         raise PreparedDataError(
             f"The config trains at {img_size}x{img_size} but {root} holds {data.img_size}x{data.img_size} data "
             f"(its {MANIFEST_FILE}): pass img_size={data.img_size}, or prepare {img_size}x{img_size} data with "
-            f"`{prepare_command(root.with_name(f'{data.split_mode}-{img_size}'), img_size, data.split_mode)}`.")
+            f"`{prepare_command(root.with_name(f'{data.split_mode}-{img_size}'), img_size, data.split_mode)}`."
+        )
     return data
 
 

@@ -112,8 +112,13 @@ def choose_raw_root(raw_root: Path | str | None = None) -> RawChoice:
             return False
         return True
 
-    chosen, note = choose_profile("raw data", paths.RAW_DIR / paths.KAGGLE_FOLDER, paths.DEMO_DIR,
-                                  lambda: has_dataset(paths.RAW_DIR), lambda: has_dataset(paths.DEMO_DIR))
+    chosen, note = choose_profile(
+        "raw data",
+        paths.RAW_DIR / paths.KAGGLE_FOLDER,
+        paths.DEMO_DIR,
+        lambda: has_dataset(paths.RAW_DIR),
+        lambda: has_dataset(paths.DEMO_DIR),
+    )
     if chosen == DEMO:
         return RawChoice(paths.DEMO_DIR, paths.DEMO_PREPARED_DIR, note)
     return RawChoice(paths.RAW_DIR, paths.PREPARED_DIR)  # reading it raises with the download instructions when missing
@@ -143,7 +148,9 @@ def read_csvs(root: Path) -> pd.DataFrame:
     table = pd.concat(tables, ignore_index=True)
     repeated = table[table["name"].duplicated(keep=False)]
     if len(repeated):
-        raise RawDataError([(root, f"file {name} is listed more than once in the CSVs") for name in repeated["name"].unique()])
+        raise RawDataError(
+            [(root, f"file {name} is listed more than once in the CSVs") for name in repeated["name"].unique()]
+        )
     return table
 
 
@@ -171,7 +178,9 @@ def _with_patients(table: pd.DataFrame, root: Path, patient_table: Path | str | 
     return patients.attach_patients(table, patients.read_patient_table(table_file), table_file)
 
 
-def read_index(root: Path | str = paths.RAW_DIR, *, strict: bool = False, patient_table: Path | str | None = None) -> RawIndex:
+def read_index(
+    root: Path | str = paths.RAW_DIR, *, strict: bool = False, patient_table: Path | str | None = None
+) -> RawIndex:
     """Join the CSVs with the files present and with the patient table (see :func:`read_listed`).
 
     Raises :class:`RawDataError` for an image without its mask (or the reverse) and for a PNG that no CSV
@@ -255,19 +264,28 @@ def decode_png(path: Path | str) -> np.ndarray:
     return array
 
 
-def mask_problems(mask: np.ndarray, image_shape: tuple[int, ...], has_pneumo: int, mask_path: Path | str) -> list[tuple[str, str]]:
+def mask_problems(
+    mask: np.ndarray, image_shape: tuple[int, ...], has_pneumo: int, mask_path: Path | str
+) -> list[tuple[str, str]]:
     """The checks of one mask, shared by validation and prepare: a single channel, the image's size, values
     within {0, 255} or {0, 1}, and has_pneumo agreeing with it. Empty when the mask is valid."""
     mask_path = str(mask_path)
     if mask.ndim != 2:
         return [(mask_path, f"mask has {mask.shape[2]} channels, expected a single channel (L)")]
     if mask.shape != tuple(image_shape[:2]):
-        return [(mask_path, f"mask size {mask.shape[1]}x{mask.shape[0]} differs from the image's {image_shape[1]}x{image_shape[0]}")]
+        return [
+            (
+                mask_path,
+                f"mask size {mask.shape[1]}x{mask.shape[0]} differs from the image's {image_shape[1]}x{image_shape[0]}",
+            )
+        ]
     top = int(mask.max())  # valid values: every non-zero pixel equals the maximum, and that is 1 or 255
     if top not in (0, 1, 255) or (top and np.count_nonzero(mask) != np.count_nonzero(mask == top)):
         return [(mask_path, f"mask values {np.unique(mask).tolist()[:8]} are not within {{0, 255}} or {{0, 1}}")]
     if bool(top) != bool(has_pneumo):
-        return [(mask_path, f"has_pneumo is {int(has_pneumo)} in the CSV but the mask is {'not empty' if top else 'empty'}")]
+        return [
+            (mask_path, f"has_pneumo is {int(has_pneumo)} in the CSV but the mask is {'not empty' if top else 'empty'}")
+        ]
     return []
 
 
@@ -301,7 +319,9 @@ def scan_pairs(pairs: pd.DataFrame, *, workers: int | None = None, desc: str = "
     return pairs.reset_index(drop=True).join(table.drop(columns="name"))
 
 
-def validate_dataset(root: Path | str = paths.RAW_DIR, *, strict: bool = False, workers: int | None = None) -> pd.DataFrame:
+def validate_dataset(
+    root: Path | str = paths.RAW_DIR, *, strict: bool = False, workers: int | None = None
+) -> pd.DataFrame:
     """Read the index and scan every pair; raise :class:`RawDataError` listing every problem found.
 
     Returns the per-pair statistics of :func:`scan_pairs` when the dataset is valid.

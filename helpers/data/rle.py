@@ -52,8 +52,9 @@ def _runs_to_mask(starts: np.ndarray, lengths: np.ndarray, height: int, width: i
         raise RleError(f"{image_id}: RLE run starting at {int(starts[starts < 0][0])}, before the image")
     ends = starts + lengths
     if len(ends) and int(ends.max()) > size:
-        raise RleError(f"{image_id}: RLE run ends at pixel {int(ends.max())}, past the {width}x{height} image "
-                       f"({size} pixels)")
+        raise RleError(
+            f"{image_id}: RLE run ends at pixel {int(ends.max())}, past the {width}x{height} image ({size} pixels)"
+        )
     flat = np.zeros(size + 1, dtype=np.int32)
     np.add.at(flat, starts, 1)
     np.add.at(flat, ends, -1)

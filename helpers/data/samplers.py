@@ -47,9 +47,17 @@ class PositiveRateSampler(Sampler):
     ``rank`` / ``world_size`` default to mmengine's distributed state; tests pass them to simulate ranks.
     """
 
-    def __init__(self, dataset, start: float = 0.8, end: float = 0.4, iters: int | None = None,
-                 batch_size: int | None = None, seed: int | None = None, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+    def __init__(
+        self,
+        dataset,
+        start: float = 0.8,
+        end: float = 0.4,
+        iters: int | None = None,
+        batch_size: int | None = None,
+        seed: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
         if not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0):
             raise ValueError(f"positive shares must lie in [0, 1], not start={start}, end={end}")
         if iters is None or batch_size is None:
@@ -65,9 +73,11 @@ class PositiveRateSampler(Sampler):
         flags = positive_flags(dataset)
         self.positives, self.negatives = np.flatnonzero(flags), np.flatnonzero(~flags)
         if len(self.positives) == 0 or len(self.negatives) == 0:
-            raise ValueError(f"{Path(dataset.data_root) / LABELS_FILE}: the training split needs both positive and "
-                             f"negative images for a positive-rate schedule ({len(self.positives)} positive, "
-                             f"{len(self.negatives)} negative)")
+            raise ValueError(
+                f"{Path(dataset.data_root) / LABELS_FILE}: the training split needs both positive and "
+                f"negative images for a positive-rate schedule ({len(self.positives)} positive, "
+                f"{len(self.negatives)} negative)"
+            )
 
     def _global_stream(self) -> Iterator[int]:
         rng = np.random.default_rng(self.seed)

@@ -66,7 +66,9 @@ class ConversionResult:
 
     def summary(self) -> str:
         """One line: converted, written, and each kind of problem counted."""
-        text = f"{self.converted} images converted into {self.out_dir} ({self.written} files written, the rest unchanged)"
+        text = (
+            f"{self.converted} images converted into {self.out_dir} ({self.written} files written, the rest unchanged)"
+        )
         if len(self.problems):
             kinds = self.problems["problem"].map(_problem_kind).value_counts()
             text += "; skipped: " + ", ".join(f"{count} {kind}" for kind, count in kinds.items())
@@ -75,8 +77,16 @@ class ConversionResult:
 
 
 def _problem_kind(problem: str) -> str:
-    for kind in ("no RLE row", "no DICOM image", "RLE CSVs disagree", "not in the Kaggle CSVs", "has_pneumo",
-                 "not a DICOM file", "duplicate", "cannot be written"):
+    for kind in (
+        "no RLE row",
+        "no DICOM image",
+        "RLE CSVs disagree",
+        "not in the Kaggle CSVs",
+        "has_pneumo",
+        "not a DICOM file",
+        "duplicate",
+        "cannot be written",
+    ):
         if kind in problem:
             return kind
     return "unreadable"
@@ -99,8 +109,13 @@ def find_dicoms(release: Path) -> tuple[pd.DataFrame, list[tuple[str, str, str]]
             if path.suffix.lower() != ".dcm" and not is_dicom(path):
                 problems.append((str(path), "", "not a DICOM file (skipped)"))
                 continue
-            rows.append({"image_id": path.stem if path.suffix.lower() == ".dcm" else path.name, "stage": stage,
-                         "path": str(path)})
+            rows.append(
+                {
+                    "image_id": path.stem if path.suffix.lower() == ".dcm" else path.name,
+                    "stage": stage,
+                    "path": str(path),
+                }
+            )
     table = pd.DataFrame(rows, columns=["image_id", "stage", "path"])
     repeated = table["image_id"].duplicated(keep=False)
     for row in table[repeated].itertuples():
@@ -135,8 +150,12 @@ def convert_image(job: tuple[str, str, str, str, list[tuple[str, ...]]]) -> tupl
     try:
         ds = read_dataset(dicom_path)
         stored = stored_pixels(dicom_path, ds)
-        exact = stored.dtype == np.uint8 and str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME2" \
-            and "WindowCenter" not in ds and "VOILUTSequence" not in ds
+        exact = (
+            stored.dtype == np.uint8
+            and str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME2"
+            and "WindowCenter" not in ds
+            and "VOILUTSequence" not in ds
+        )
         gray = stored if exact else gray8_of(dicom_path, ds, stored)
         height, width = gray.shape
         masks = [union_mask(list(rles), height, width, image_id) for rles in label_sets]
@@ -174,7 +193,9 @@ def _kaggle_lines(kaggle_csvs: Path) -> dict[str, tuple[str, list[str], dict[str
     for stage, filename in CSV_FILES.items():
         path = Path(kaggle_csvs) / filename
         if not path.is_file():
-            raise SiimError(f"{path}: the Kaggle CSV is missing (--kaggle-csvs needs {' and '.join(CSV_FILES.values())})")
+            raise SiimError(
+                f"{path}: the Kaggle CSV is missing (--kaggle-csvs needs {' and '.join(CSV_FILES.values())})"
+            )
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
         header = lines[0].lstrip("\ufeff").strip().split(",") if lines else []
         if header != CSV_COLUMNS:
@@ -189,8 +210,9 @@ def _kaggle_lines(kaggle_csvs: Path) -> dict[str, tuple[str, list[str], dict[str
     return stages
 
 
-def convert_siim(src: str | Path, out_dir: str | Path, *, kaggle_csvs: str | Path | None = None,
-                 workers: int | None = None) -> ConversionResult:
+def convert_siim(
+    src: str | Path, out_dir: str | Path, *, kaggle_csvs: str | Path | None = None, workers: int | None = None
+) -> ConversionResult:
     """Convert the SIIM release under ``src`` into the Kaggle layout under ``out_dir`` (see the module doc).
 
     Raises :class:`SiimError` when ``src`` is not the release or holds no RLE CSV; per-image problems are
@@ -199,8 +221,10 @@ def convert_siim(src: str | Path, out_dir: str | Path, *, kaggle_csvs: str | Pat
     src, out_dir = Path(src), Path(out_dir)
     release = find_release(src)
     if release is None:
-        raise SiimError(f"{src}: not the SIIM-ACR release (no {' or '.join(RELEASE_FOLDERS.values())} folder here "
-                        "or one folder below)")
+        raise SiimError(
+            f"{src}: not the SIIM-ACR release (no {' or '.join(RELEASE_FOLDERS.values())} folder here "
+            "or one folder below)"
+        )
     csvs = find_rle_csvs(src, release)
     if not csvs:
         raise SiimError(f"{release}: no RLE CSV (a .csv with the columns ImageId and EncodedPixels) here or in {src}")
@@ -208,35 +232,61 @@ def convert_siim(src: str | Path, out_dir: str | Path, *, kaggle_csvs: str | Pat
     dicoms, found_problems = find_dicoms(release)
     problems = [dict(zip(REPORT_COLUMNS, p)) for p in found_problems]
     kaggle = _kaggle_lines(Path(kaggle_csvs)) if kaggle_csvs is not None else None
-    kaggle_ids = {image_id: (stage, row) for stage, (_, _, rows) in (kaggle or {}).items() for image_id, row in rows.items()}
+    kaggle_ids = {
+        image_id: (stage, row) for stage, (_, _, rows) in (kaggle or {}).items() for image_id, row in rows.items()
+    }
 
     jobs, planned = [], {}
     for row in dicoms.itertuples():
         label_sets = labels.get(row.image_id)
         if label_sets is None:
-            problems.append({"path": row.path, "image_id": row.image_id, "problem": "no RLE row for this image (skipped)"})
+            problems.append(
+                {"path": row.path, "image_id": row.image_id, "problem": "no RLE row for this image (skipped)"}
+            )
             continue
         flag = _has_pneumo(label_sets[0])
         if kaggle is not None:
             if row.image_id not in kaggle_ids:
-                problems.append({"path": row.path, "image_id": row.image_id,
-                                 "problem": "not in the Kaggle CSVs given by --kaggle-csvs (skipped)"})
+                problems.append(
+                    {
+                        "path": row.path,
+                        "image_id": row.image_id,
+                        "problem": "not in the Kaggle CSVs given by --kaggle-csvs (skipped)",
+                    }
+                )
                 continue
             stage, (_, name, kaggle_flag) = kaggle_ids[row.image_id]
             if kaggle_flag != flag:
-                problems.append({"path": row.path, "image_id": row.image_id,
-                                 "problem": f"has_pneumo is {kaggle_flag} in the Kaggle CSV but the RLE rows of "
-                                            f"{label_source[row.image_id]} give {flag} (skipped)"})
+                problems.append(
+                    {
+                        "path": row.path,
+                        "image_id": row.image_id,
+                        "problem": f"has_pneumo is {kaggle_flag} in the Kaggle CSV but the RLE rows of "
+                        f"{label_source[row.image_id]} give {flag} (skipped)",
+                    }
+                )
                 continue
         else:
             stage, name = row.stage, f"{row.image_id}_{row.stage}_{flag}_.png"
         planned[row.image_id] = (stage, name, flag)
-        jobs.append((row.path, row.image_id, str(out_dir / IMAGES_FOLDER / name), str(out_dir / MASKS_FOLDER / name),
-                     label_sets))
+        jobs.append(
+            (
+                row.path,
+                row.image_id,
+                str(out_dir / IMAGES_FOLDER / name),
+                str(out_dir / MASKS_FOLDER / name),
+                label_sets,
+            )
+        )
     present = set(dicoms["image_id"])
     for image_id in sorted(set(labels) - present):
-        problems.append({"path": label_source[image_id], "image_id": image_id,
-                         "problem": "RLE row(s) with no DICOM image in the release (skipped)"})
+        problems.append(
+            {
+                "path": label_source[image_id],
+                "image_id": image_id,
+                "problem": "RLE row(s) with no DICOM image in the release (skipped)",
+            }
+        )
 
     results = parallel_map(convert_image, jobs, workers=workers, desc="convert-siim")
     converted, written = set(), 0
@@ -253,9 +303,16 @@ def convert_siim(src: str | Path, out_dir: str | Path, *, kaggle_csvs: str | Pat
             keep = sorted(number for image_id, (number, _, _) in rows.items() if image_id in converted)
             text = header + "".join(lines[number] for number in keep)
         else:
-            entries = sorted((image_id, name, flag) for image_id, (s, name, flag) in planned.items()
-                             if s == stage and image_id in converted)
-            text = ",".join(CSV_COLUMNS) + "\n" + "".join(f"{name},{image_id},{flag}\n" for image_id, name, flag in entries)
+            entries = sorted(
+                (image_id, name, flag)
+                for image_id, (s, name, flag) in planned.items()
+                if s == stage and image_id in converted
+            )
+            text = (
+                ",".join(CSV_COLUMNS)
+                + "\n"
+                + "".join(f"{name},{image_id},{flag}\n" for image_id, name, flag in entries)
+            )
         written += atomic_write_text(out_dir / filename, text, skip_if_same=True)
     report = pd.DataFrame(problems, columns=REPORT_COLUMNS).sort_values(["path", "image_id"], kind="stable")
     report_path = out_dir / REPORT_FILE

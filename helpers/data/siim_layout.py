@@ -27,6 +27,8 @@ def not_converted_message(root: str | Path) -> str | None:
     release = find_release(root)
     if release is None:
         return None
-    return (f"{root} is the original SIIM-ACR release (DICOM files and RLE masks), which the notebooks read once "
-            f"it is converted to the Kaggle PNG layout:\n    python -m helpers convert-siim {release} OUT "
-            f"[--kaggle-csvs FOLDER_WITH_THE_KAGGLE_CSVS]\nthen set raw_root to OUT.")
+    return (
+        f"{root} is the original SIIM-ACR release (DICOM files and RLE masks), which the notebooks read once "
+        f"it is converted to the Kaggle PNG layout:\n    python -m helpers convert-siim {release} OUT "
+        f"[--kaggle-csvs FOLDER_WITH_THE_KAGGLE_CSVS]\nthen set raw_root to OUT."
+    )

@@ -39,9 +39,11 @@ class GrayPhotoMetricDistortion(PhotoMetricDistortion):
     def transform(self, results: dict) -> dict:
         img = results["img"]
         if img.ndim != 2 or img.dtype != np.uint8:
-            raise ValueError(f"GrayPhotoMetricDistortion needs a 2-D uint8 image (LoadImageFromFile with "
-                             f"color_type='grayscale'); {results.get('img_path', 'the image')} is "
-                             f"{img.dtype} with shape {img.shape}")
+            raise ValueError(
+                f"GrayPhotoMetricDistortion needs a 2-D uint8 image (LoadImageFromFile with "
+                f"color_type='grayscale'); {results.get('img_path', 'the image')} is "
+                f"{img.dtype} with shape {img.shape}"
+            )
         lut = super().transform({"img": np.arange(256, dtype=np.uint8)})["img"]
         results["img"] = cv2.LUT(img, lut)
         return results

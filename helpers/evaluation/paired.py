@@ -53,24 +53,59 @@ def paired_comparison(results: list, n_boot: int = 1000, seed: int = 0, column: 
         for result in group:
             scored = result.per_image.set_index("name")
             if set(scored.index) != set(reference.index):
-                raise ValueError(f"{result.out_dir} and {best.out_dir} scored different images of {split}; "
-                                 "a paired comparison needs the same ones")
+                raise ValueError(
+                    f"{result.out_dir} and {best.out_dir} scored different images of {split}; "
+                    "a paired comparison needs the same ones"
+                )
             names = reference.index
-            mean, low, high = paired_bootstrap_difference(scored.loc[names, column].to_numpy(), reference[column].to_numpy(),
-                                                          reference["patient"].astype(str).to_numpy(), n_boot=n_boot, seed=seed)
+            mean, low, high = paired_bootstrap_difference(
+                scored.loc[names, column].to_numpy(),
+                reference[column].to_numpy(),
+                reference["patient"].astype(str).to_numpy(),
+                n_boot=n_boot,
+                seed=seed,
+            )
             config, lr = run_folders.run_label(result.run_dir)
-            rows.append({"config": config, "lr": lr, "split": split, "reference": _label(best), "images": len(names),
-                         "patients": reference["patient"].nunique(), "image_dice": 100 * float(scored[column].mean()),
-                         "diff": 100 * mean, "diff_lo": 100 * low, "diff_hi": 100 * high,
-                         "verdict": REFERENCE if result is best else verdict(low, high)})
-    return pd.DataFrame(rows, columns=["config", "lr", "split", "reference", "images", "patients", "image_dice",
-                                       "diff", "diff_lo", "diff_hi", "verdict"])
+            rows.append(
+                {
+                    "config": config,
+                    "lr": lr,
+                    "split": split,
+                    "reference": _label(best),
+                    "images": len(names),
+                    "patients": reference["patient"].nunique(),
+                    "image_dice": 100 * float(scored[column].mean()),
+                    "diff": 100 * mean,
+                    "diff_lo": 100 * low,
+                    "diff_hi": 100 * high,
+                    "verdict": REFERENCE if result is best else verdict(low, high),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "config",
+            "lr",
+            "split",
+            "reference",
+            "images",
+            "patients",
+            "image_dice",
+            "diff",
+            "diff_lo",
+            "diff_hi",
+            "verdict",
+        ],
+    )
 
 
 def paired_style(table: pd.DataFrame) -> Styler:
     """:func:`paired_comparison` for reading: Dice and differences in % with 2 decimals."""
-    return (table.style.format(precision=2, na_rep="–").format({"lr": "{:g}", "images": "{:.0f}", "patients": "{:.0f}"})
-            .hide(axis="index"))
+    return (
+        table.style.format(precision=2, na_rep="–")
+        .format({"lr": "{:g}", "images": "{:.0f}", "patients": "{:.0f}"})
+        .hide(axis="index")
+    )
 
 
 def write_paired(table: pd.DataFrame, out_dir: str | Path) -> Path:

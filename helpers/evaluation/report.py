@@ -83,8 +83,14 @@ class EvalResult:
     probs_path: Path
 
 
-def choose_postprocess(postprocess: str | dict | PostProcess, preds: Predictions, val: Predictions | None,
-                       tuned_on: str, split: str, n_boot: int) -> tuple[PostProcess, dict, pd.DataFrame, dict | None, dict]:
+def choose_postprocess(
+    postprocess: str | dict | PostProcess,
+    preds: Predictions,
+    val: Predictions | None,
+    tuned_on: str,
+    split: str,
+    n_boot: int,
+) -> tuple[PostProcess, dict, pd.DataFrame, dict | None, dict]:
     """(the triplet applied, its metrics.json record, its tuning grid, the schemes' report or None, every
     scheme's values) for ``postprocess``: 'tune' tunes every scheme on ``val`` (the predictions named by
     ``tuned_on``, never the evaluated split's unless it is val), 'none' is ``PostProcess(0.5, 0, 0)``, a dict or
@@ -97,8 +103,13 @@ def choose_postprocess(postprocess: str | dict | PostProcess, preds: Predictions
         info: dict[str, Any] = {"tuned_on": tuned_on, "evaluated_on": split, "val_images": len(val.names)}
         if split == "val" and tuned_on == "val":
             info["warning"] = "tuned and evaluated on val: the post-processed metrics are optimistic"
-        return pp, info, grid, compare_schemes(tuned, len(val.names), preds, n_boot), {
-            name: scheme.as_dict() for name, (scheme, _) in tuned.items()}
+        return (
+            pp,
+            info,
+            grid,
+            compare_schemes(tuned, len(val.names), preds, n_boot),
+            {name: scheme.as_dict() for name, (scheme, _) in tuned.items()},
+        )
     if isinstance(postprocess, str) and postprocess == "none":
         pp = PostProcess()
     elif isinstance(postprocess, (dict, PostProcess)):
@@ -108,10 +119,21 @@ def choose_postprocess(postprocess: str | dict | PostProcess, preds: Predictions
     return pp, {"tuned_on": "given", "evaluated_on": split}, pd.DataFrame(), None, {PostProcess.name: pp.as_dict()}
 
 
-def evaluate_predictions(preds: Predictions, split: str, out_dir: str | Path, *, source: PredictionSource,
-                         data_root: Path, split_mode: str, groups: pd.DataFrame, val: Predictions | None = None,
-                         tuned_on: str = "val", postprocess: str | dict | PostProcess = "tune", n_boot: int = 1000,
-                         settings: dict | None = None) -> EvalResult:
+def evaluate_predictions(
+    preds: Predictions,
+    split: str,
+    out_dir: str | Path,
+    *,
+    source: PredictionSource,
+    data_root: Path,
+    split_mode: str,
+    groups: pd.DataFrame,
+    val: Predictions | None = None,
+    tuned_on: str = "val",
+    postprocess: str | dict | PostProcess = "tune",
+    n_boot: int = 1000,
+    settings: dict | None = None,
+) -> EvalResult:
     """Score ``preds`` (the mmseg decision, and post-processed, with patient bootstrap intervals and the
     seen / unseen breakdown) and write an evaluation folder (helpers.core.run_folders' files) to ``out_dir``.
 
@@ -128,11 +150,17 @@ def evaluate_predictions(preds: Predictions, split: str, out_dir: str | Path, *,
     metrics = {
         "mmseg": summary_metrics(counts, preds.max_prob),
         "postprocessed": summary_metrics(pp_counts, preds.max_prob, min_area=min_area),
-        "ci": {"mmseg": cluster_bootstrap_ci(counts, patient_of, n_boot=n_boot),
-               "postprocessed": cluster_bootstrap_ci(pp_counts, patient_of, n_boot=n_boot), "n_boot": n_boot},
-        "by_patient_seen": {"mmseg": seen_unseen.seen_unseen_metrics(counts, preds.max_prob, groups, n_boot),
-                            "postprocessed": seen_unseen.seen_unseen_metrics(pp_counts, preds.max_prob, groups, n_boot,
-                                                                             min_area=min_area)},
+        "ci": {
+            "mmseg": cluster_bootstrap_ci(counts, patient_of, n_boot=n_boot),
+            "postprocessed": cluster_bootstrap_ci(pp_counts, patient_of, n_boot=n_boot),
+            "n_boot": n_boot,
+        },
+        "by_patient_seen": {
+            "mmseg": seen_unseen.seen_unseen_metrics(counts, preds.max_prob, groups, n_boot),
+            "postprocessed": seen_unseen.seen_unseen_metrics(
+                pp_counts, preds.max_prob, groups, n_boot, min_area=min_area
+            ),
+        },
         "split": split,
         "checkpoint": str(source.checkpoint),
         "members": [str(m) for m in source.members],
@@ -143,44 +171,76 @@ def evaluate_predictions(preds: Predictions, split: str, out_dir: str | Path, *,
         "decision": source.decision,
         # the model sees its training size; its probabilities are resized to the masks' size and scored there
         # (the prepared size of data_root: the model's own, or 1024 for the original masks, as the seed did)
-        "resolution": {"model_input": list(source.model_input), "evaluated_at": list(preds.probs.shape[1:]),
-                       "masks": str(data_root)},
+        "resolution": {
+            "model_input": list(source.model_input),
+            "evaluated_at": list(preds.probs.shape[1:]),
+            "masks": str(data_root),
+        },
         "library_warnings": list(source.library_warnings),
         "dual_threshold": schemes_report,
         "definitions": DEFINITIONS,
     }
     metrics = json_safe(metrics)  # as load_eval reads it back: NaN -> None, tuples -> lists
-    per_image = pd.DataFrame({
-        "name": preds.names,
-        "patient": groups["patient"],
-        "seen": groups["seen"],
-        "positive": (counts[:, 0] + counts[:, 2]) > 0,
-        "true_area": counts[:, 0] + counts[:, 2],
-        "pred_area": counts[:, 0] + counts[:, 1],
-        "dice": per_image_dice(counts),
-        "pp_area": pp_area,
-        "pp_dice": per_image_dice(pp_counts),
-        "max_prob": preds.max_prob,
-    })
+    per_image = pd.DataFrame(
+        {
+            "name": preds.names,
+            "patient": groups["patient"],
+            "seen": groups["seen"],
+            "positive": (counts[:, 0] + counts[:, 2]) > 0,
+            "true_area": counts[:, 0] + counts[:, 2],
+            "pred_area": counts[:, 0] + counts[:, 1],
+            "dice": per_image_dice(counts),
+            "pp_area": pp_area,
+            "pp_dice": per_image_dice(pp_counts),
+            "max_prob": preds.max_prob,
+        }
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_stack(out_dir / run_folders.PROBS_FILE, preds.probs)  # moved there when already on disk, else written image by image
+    save_stack(
+        out_dir / run_folders.PROBS_FILE, preds.probs
+    )  # moved there when already on disk, else written image by image
     save_stack(out_dir / run_folders.MMSEG_PRED_FILE, preds.default_pred, packed=True)
     atomic_write_text(out_dir / run_folders.PER_IMAGE_FILE, per_image.to_csv(index=False))
     atomic_write_text(out_dir / run_folders.GRID_FILE, grid.to_csv(index=False))
     atomic_write_json(out_dir / run_folders.EVAL_METRICS_FILE, metrics)
-    atomic_write_json(out_dir / run_folders.EVAL_INFO_FILE, json_safe({
-        "run_dir": str(source.run_dir), "checkpoint": str(source.checkpoint), "split": split, "data_root": str(data_root),
-        "n_boot": n_boot, "postprocess": pp.as_dict(), "schemes": schemes,
-        "val_winner": schemes_report["winner_on_val"] if schemes_report else None,
-        "batch_size": settings.get("batch_size"), "tta": bool(settings.get("tta", False)), "device": settings.get("device"),
-        "code_version": code_version(),
-        "files": {"metrics": run_folders.EVAL_METRICS_FILE, "per_image": run_folders.PER_IMAGE_FILE, "probs": run_folders.PROBS_FILE,
-                  "mmseg_pred": run_folders.MMSEG_PRED_FILE, "postprocess_grid": run_folders.GRID_FILE},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }))
-    return EvalResult(run_dir=source.run_dir, checkpoint=source.checkpoint, split=split, out_dir=out_dir,
-                      data_root=data_root, per_image=per_image, metrics=metrics, postprocess=pp,
-                      probs_path=out_dir / run_folders.PROBS_FILE)
+    atomic_write_json(
+        out_dir / run_folders.EVAL_INFO_FILE,
+        json_safe(
+            {
+                "run_dir": str(source.run_dir),
+                "checkpoint": str(source.checkpoint),
+                "split": split,
+                "data_root": str(data_root),
+                "n_boot": n_boot,
+                "postprocess": pp.as_dict(),
+                "schemes": schemes,
+                "val_winner": schemes_report["winner_on_val"] if schemes_report else None,
+                "batch_size": settings.get("batch_size"),
+                "tta": bool(settings.get("tta", False)),
+                "device": settings.get("device"),
+                "code_version": code_version(),
+                "files": {
+                    "metrics": run_folders.EVAL_METRICS_FILE,
+                    "per_image": run_folders.PER_IMAGE_FILE,
+                    "probs": run_folders.PROBS_FILE,
+                    "mmseg_pred": run_folders.MMSEG_PRED_FILE,
+                    "postprocess_grid": run_folders.GRID_FILE,
+                },
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        ),
+    )
+    return EvalResult(
+        run_dir=source.run_dir,
+        checkpoint=source.checkpoint,
+        split=split,
+        out_dir=out_dir,
+        data_root=data_root,
+        per_image=per_image,
+        metrics=metrics,
+        postprocess=pp,
+        probs_path=out_dir / run_folders.PROBS_FILE,
+    )
 
 
 def load_eval(out_dir: str | Path) -> EvalResult:
@@ -190,9 +250,17 @@ def load_eval(out_dir: str | Path) -> EvalResult:
     metrics = json.loads((out_dir / run_folders.EVAL_METRICS_FILE).read_text())
     per_image = pd.read_csv(out_dir / run_folders.PER_IMAGE_FILE, dtype={"name": str, "patient": str})
     pp = PostProcess(**info["postprocess"])
-    return EvalResult(run_dir=Path(info["run_dir"]), checkpoint=Path(info["checkpoint"]), split=info["split"],
-                      out_dir=out_dir, data_root=Path(info["data_root"]), per_image=per_image, metrics=metrics,
-                      postprocess=pp, probs_path=out_dir / run_folders.PROBS_FILE)
+    return EvalResult(
+        run_dir=Path(info["run_dir"]),
+        checkpoint=Path(info["checkpoint"]),
+        split=info["split"],
+        out_dir=out_dir,
+        data_root=Path(info["data_root"]),
+        per_image=per_image,
+        metrics=metrics,
+        postprocess=pp,
+        probs_path=out_dir / run_folders.PROBS_FILE,
+    )
 
 
 def predicted_mask(result: EvalResult, index: int, postprocessed: bool = True) -> np.ndarray:
@@ -203,4 +271,3 @@ def predicted_mask(result: EvalResult, index: int, postprocessed: bool = True) -
     packed = np.load(result.out_dir / run_folders.MMSEG_PRED_FILE, mmap_mode="r")
     width = int(result.metrics["image_shape"][1])
     return np.unpackbits(np.asarray(packed[index]), axis=-1, count=width).astype(bool)
-

@@ -12,22 +12,37 @@ from helpers.data.patients import TRAINING_SPLIT
 
 SEEN_GROUPS = ("seen", "unseen")
 SEEN_METRICS = ("image_dice", "image_dice_positive", "fg_dice")  # the seen / unseen table's metrics
-SEEN_DEFINITION = (f"seen: the image's patient also has images in the {TRAINING_SPLIT} split (the images the model "
-                   "was trained on); unseen: the patient has none. Intervals resample patients (cluster bootstrap).")
+SEEN_DEFINITION = (
+    f"seen: the image's patient also has images in the {TRAINING_SPLIT} split (the images the model "
+    "was trained on); unseen: the patient has none. Intervals resample patients (cluster bootstrap)."
+)
 
 
-def seen_unseen_metrics(counts: np.ndarray, scores: np.ndarray | None, groups: pd.DataFrame, n_boot: int = 1000,
-                        seed: int = 0, min_area: int = 1) -> dict:
+def seen_unseen_metrics(
+    counts: np.ndarray,
+    scores: np.ndarray | None,
+    groups: pd.DataFrame,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_area: int = 1,
+) -> dict:
     """Metrics of the images whose patient was seen in training, and of the others, each with its patient-level
     bootstrap interval; ``counts`` are the pooled ``[tp, fp, fn, tn]`` of each group (they add up to the whole)."""
     counts = np.atleast_2d(counts)
     result: dict = {}
     for group, member in zip(SEEN_GROUPS, (groups["seen"].to_numpy(bool), ~groups["seen"].to_numpy(bool))):
         patients = groups["patient"].to_numpy()[member]
-        entry = {"images": int(member.sum()), "patients": int(len(set(patients))),
-                 "counts": counts[member].sum(axis=0).astype(int).tolist(), "metrics": None, "ci": {}}
+        entry = {
+            "images": int(member.sum()),
+            "patients": int(len(set(patients))),
+            "counts": counts[member].sum(axis=0).astype(int).tolist(),
+            "metrics": None,
+            "ci": {},
+        }
         if member.any():
-            entry["metrics"] = summary_metrics(counts[member], None if scores is None else np.asarray(scores)[member], min_area)
+            entry["metrics"] = summary_metrics(
+                counts[member], None if scores is None else np.asarray(scores)[member], min_area
+            )
             if n_boot > 0:
                 entry["ci"] = cluster_bootstrap_ci(counts[member], patients, n_boot=n_boot, seed=seed)
         result[group] = entry

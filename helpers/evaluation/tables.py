@@ -28,8 +28,18 @@ PERCENT_ALREADY = ("aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothor
 # 04's per-run table: counts as integers, every rate in % (fg_iou / fg_dice are IoU / Dice.pneumothorax as
 # fractions, so they are left out), the AUC as a fraction, as it is usually quoted.
 TABLE_COUNTS = ("images", "positive_images", "det_tp", "det_fp", "det_fn", "det_tn")
-TABLE_PERCENTS = ("aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax", "image_dice",
-                  "image_dice_positive", "empty_baseline_image_dice", "sensitivity", "specificity")
+TABLE_PERCENTS = (
+    "aAcc",
+    "mIoU",
+    "mDice",
+    "IoU.pneumothorax",
+    "Dice.pneumothorax",
+    "image_dice",
+    "image_dice_positive",
+    "empty_baseline_image_dice",
+    "sensitivity",
+    "specificity",
+)
 TABLE_FRACTIONS = ("det_auc",)
 STATUS_OK, STATUS_FAILED, STATUS_REFERENCE = "ok", "failed", "reference"  # the comparison's ``status`` column
 
@@ -71,8 +81,14 @@ def comparison_table(results: list[EvalResult], failures: Sequence[FailedEvaluat
     for result in results:
         config, lr = run_folders.run_label(result.run_dir)
         mmseg, ci = result.metrics["mmseg"], result.metrics["ci"]
-        row = {"config": config, "lr": lr, "status": STATUS_OK, "split": result.split,
-               "split_mode": result.metrics.get("split_mode", "unknown"), "images": mmseg["images"]}
+        row = {
+            "config": config,
+            "lr": lr,
+            "status": STATUS_OK,
+            "split": result.split,
+            "split_mode": result.metrics.get("split_mode", "unknown"),
+            "images": mmseg["images"],
+        }
         for key in HEADLINE:
             row[key] = _pct(key, mmseg[key])
             low, high = ci.get("mmseg", {}).get(key, (None, None))
@@ -88,17 +104,40 @@ def comparison_table(results: list[EvalResult], failures: Sequence[FailedEvaluat
         key = (result.split, str(result.data_root))
         if key not in baselines:
             summary = _empty_baseline(result)
-            baselines[key] = {"config": "all-empty baseline", "lr": np.nan, "status": STATUS_REFERENCE, "split": result.split,
-                              "split_mode": row["split_mode"],
-                              "images": summary["images"], **{k: _pct(k, summary[k]) for k in HEADLINE},
-                              "pp_image_dice": _pct("image_dice", summary["image_dice"])}
+            baselines[key] = {
+                "config": "all-empty baseline",
+                "lr": np.nan,
+                "status": STATUS_REFERENCE,
+                "split": result.split,
+                "split_mode": row["split_mode"],
+                "images": summary["images"],
+                **{k: _pct(k, summary[k]) for k in HEADLINE},
+                "pp_image_dice": _pct("image_dice", summary["image_dice"]),
+            }
     failed_rows = []
     for failure in failures:
         config, lr = run_folders.run_label(failure.run_dir)
-        failed_rows.append({"config": config, "lr": lr, "status": STATUS_FAILED, "split": failure.split,
-                            "checkpoint": "", "error": failure.error})
-    seed_rows = [{"config": "seed (reported)", "lr": lr, "status": STATUS_REFERENCE, "split": "seed's val (random 80/20)",
-                  "split_mode": "seed", **values} for lr, values in SEED_RESULTS.items()]
+        failed_rows.append(
+            {
+                "config": config,
+                "lr": lr,
+                "status": STATUS_FAILED,
+                "split": failure.split,
+                "checkpoint": "",
+                "error": failure.error,
+            }
+        )
+    seed_rows = [
+        {
+            "config": "seed (reported)",
+            "lr": lr,
+            "status": STATUS_REFERENCE,
+            "split": "seed's val (random 80/20)",
+            "split_mode": "seed",
+            **values,
+        }
+        for lr, values in SEED_RESULTS.items()
+    ]
     table = pd.DataFrame(rows + failed_rows + list(baselines.values()) + seed_rows).reset_index(drop=True)
     table["error"] = table["error"].fillna("") if "error" in table else ""
     return table
@@ -111,13 +150,17 @@ def metrics_table(result: EvalResult) -> Styler:
     rows = {}
     for key in TABLE_COUNTS + TABLE_PERCENTS + TABLE_FRACTIONS:
         label = f"{key} (%)" if key in TABLE_PERCENTS else key
-        rows[label] = {name: (_pct(key, values.get(key)) if key in TABLE_PERCENTS else values.get(key))
-                       for name, values in columns.items()}
+        rows[label] = {
+            name: (_pct(key, values.get(key)) if key in TABLE_PERCENTS else values.get(key))
+            for name, values in columns.items()
+        }
     table = pd.DataFrame(rows).T.astype(float)
     percents = [f"{key} (%)" for key in TABLE_PERCENTS]
-    return (table.style.format("{:.0f}", subset=pd.IndexSlice[list(TABLE_COUNTS), :], na_rep="–")
-            .format("{:.2f}", subset=pd.IndexSlice[percents, :], na_rep="–")
-            .format("{:.3f}", subset=pd.IndexSlice[list(TABLE_FRACTIONS), :], na_rep="–"))
+    return (
+        table.style.format("{:.0f}", subset=pd.IndexSlice[list(TABLE_COUNTS), :], na_rep="–")
+        .format("{:.2f}", subset=pd.IndexSlice[percents, :], na_rep="–")
+        .format("{:.3f}", subset=pd.IndexSlice[list(TABLE_FRACTIONS), :], na_rep="–")
+    )
 
 
 def seen_unseen_style(result: EvalResult) -> Styler:
@@ -128,8 +171,11 @@ def seen_unseen_style(result: EvalResult) -> Styler:
     for column in metric_columns:
         key = column.removesuffix("_lo").removesuffix("_hi")
         table[column] = [_pct(key, value) for value in table[column]]
-    return (table.style.format("{:.0f}", subset=["images", "patients"])
-            .format("{:.2f}", subset=metric_columns, na_rep="–").hide(axis="index"))
+    return (
+        table.style.format("{:.0f}", subset=["images", "patients"])
+        .format("{:.2f}", subset=metric_columns, na_rep="–")
+        .hide(axis="index")
+    )
 
 
 def comparison_style(table: pd.DataFrame) -> Styler:
@@ -137,8 +183,11 @@ def comparison_style(table: pd.DataFrame) -> Styler:
     detection AUC (a fraction) with 3."""
     counts = {column: "{:.0f}" for column in ("images", "images_seen") if column in table}
     fractions = {column: "{:.3f}" for column in TABLE_FRACTIONS if column in table}
-    return (table.style.format(precision=2, na_rep="–").format({**counts, **fractions, "lr": "{:g}"}, na_rep="–")
-            .hide(axis="index"))
+    return (
+        table.style.format(precision=2, na_rep="–")
+        .format({**counts, **fractions, "lr": "{:g}"}, na_rep="–")
+        .hide(axis="index")
+    )
 
 
 def write_comparison(table: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:

@@ -74,14 +74,21 @@ def read_checkpoint(path: Path | str) -> dict:
     try:
         loaded = load_checkpoint_safely(path)
     except Exception as err:  # torch's zip reader, EOFError, the safe unpickler, ...: they name no file
-        foreign = re.search(r"Unsupported global: GLOBAL (\S+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
+        foreign = (
+            re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+            if isinstance(err, pickle.UnpicklingError)
+            else None
+        )
         if foreign:
-            raise CheckpointError(f"{path}: not a checkpoint this project can load: it refers to {foreign[1]}, which "
-                                  "a file of weights does not hold (written by another program?)") from err
+            raise CheckpointError(
+                f"{path}: not a checkpoint this project can load: it refers to {foreign[1]}, which "
+                "a file of weights does not hold (written by another program?)"
+            ) from err
         if path.stat().st_size == 0:
             raise CheckpointError(f"{path}: unreadable checkpoint, truncated or corrupted: the file is empty") from err
-        raise CheckpointError(f"{path}: unreadable checkpoint, truncated or corrupted "
-                              f"({type(err).__name__}: {_error_line(err)})") from err
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint, truncated or corrupted ({type(err).__name__}: {_error_line(err)})"
+        ) from err
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path}: not a checkpoint: it holds a {type(loaded).__name__}, not a dict of weights")
     state = loaded.get("state_dict", loaded)
@@ -102,8 +109,11 @@ def _error_line(err: BaseException) -> str:
 
 def non_finite_tensors(state_dict: dict) -> list[str]:
     """The names of the floating-point tensors of a state dict that hold NaN or infinity."""
-    return [name for name, tensor in state_dict.items()
-            if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    return [
+        name
+        for name, tensor in state_dict.items()
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
 
 
 def check_finite(state_dict: dict, source: Path | str) -> None:
@@ -111,9 +121,11 @@ def check_finite(state_dict: dict, source: Path | str) -> None:
     bad = non_finite_tensors(state_dict)
     if bad:
         shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
-        raise NonFiniteModelError(f"{source}: the model holds NaN or infinite weights ({len(bad)} of "
-                                  f"{len(state_dict)} tensors: {shown}); its training diverged, so it cannot be "
-                                  "evaluated, used or exported (retrain with a lower learning rate)")
+        raise NonFiniteModelError(
+            f"{source}: the model holds NaN or infinite weights ({len(bad)} of "
+            f"{len(state_dict)} tensors: {shown}); its training diverged, so it cannot be "
+            "evaluated, used or exported (retrain with a lower learning rate)"
+        )
 
 
 def check_matches(model: torch.nn.Module, state_dict: dict, source: Path | str, config: Path | str) -> None:
@@ -124,10 +136,15 @@ def check_matches(model: torch.nn.Module, state_dict: dict, source: Path | str, 
     unexpected = [k for k in state_dict if k not in expected]
     reshaped = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or reshaped:
-        parts = [f"{len(names)} {kind} (e.g. {names[0]})" for kind, names in
-                 (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if names]
-        raise CheckpointError(f"{source}: not a checkpoint of the model {config} builds: of its "
-                              f"{len(expected)} tensors, {', '.join(parts)}")
+        parts = [
+            f"{len(names)} {kind} (e.g. {names[0]})"
+            for kind, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped))
+            if names
+        ]
+        raise CheckpointError(
+            f"{source}: not a checkpoint of the model {config} builds: of its "
+            f"{len(expected)} tensors, {', '.join(parts)}"
+        )
 
 
 def verified_state_dict(path: Path | str) -> dict:

@@ -66,8 +66,9 @@ class DivergenceHook(Hook):
     def _check_weights(self, runner, state_dict: dict, when: str) -> None:
         bad = non_finite_tensors(state_dict)
         if bad:
-            raise self._diverged(runner, f"{len(bad)} weight tensors hold NaN or infinity ({bad[0]}, ...); "
-                                         f"nothing {when}")
+            raise self._diverged(
+                runner, f"{len(bad)} weight tensors hold NaN or infinity ({bad[0]}, ...); nothing {when}"
+            )
 
     def before_val_epoch(self, runner) -> None:
         self._check_weights(runner, runner.model.state_dict(), "validated, no best checkpoint saved")

@@ -81,8 +81,9 @@ class EnsembleSegmentor(torch.nn.Module):
         mean = self.member_probabilities(member_logits, data_samples).mean(0)
         for sample, prob in zip(data_samples, mean):
             log_probs = torch.stack([1 - prob, prob]).clamp_min(torch.finfo(prob.dtype).tiny).log()
-            sample.set_data({"seg_logits": PixelData(data=log_probs),
-                             "pred_sem_seg": PixelData(data=(prob > 0.5).long()[None])})
+            sample.set_data(
+                {"seg_logits": PixelData(data=log_probs), "pred_sem_seg": PixelData(data=(prob > 0.5).long()[None])}
+            )
         return data_samples
 
 
@@ -91,8 +92,9 @@ def _pipeline_key(cfg) -> str:
     return json.dumps([cfg.test_dataloader.dataset.pipeline, cfg.model.data_preprocessor], sort_keys=True, default=str)
 
 
-def load_ensemble(members: Sequence[str | Path], device: str | None = None,
-                  ensemble_dir: str | Path | None = None) -> tuple[LoadedModel, list[LoadedModel]]:
+def load_ensemble(
+    members: Sequence[str | Path], device: str | None = None, ensemble_dir: str | Path | None = None
+) -> tuple[LoadedModel, list[LoadedModel]]:
     """(the ensemble as one model, its members) from run folders or ``.pth`` files; every member must share the
     first one's test pipeline and data preprocessor. The ensemble has the first member's config and size; its
     folder is ``ensemble_dir`` (default: the folder holding the members), whose manifest stands for its checkpoint."""
@@ -100,17 +102,29 @@ def load_ensemble(members: Sequence[str | Path], device: str | None = None,
     for member in members:
         model = load_model(member, device)
         if loaded and _pipeline_key(model.cfg) != _pipeline_key(loaded[0].cfg):
-            raise ValueError(f"{member}: its test pipeline or data preprocessor differs from {members[0]}'s; "
-                             "an ensemble needs the same input size and normalization")
+            raise ValueError(
+                f"{member}: its test pipeline or data preprocessor differs from {members[0]}'s; "
+                "an ensemble needs the same input size and normalization"
+            )
         loaded.append(model)
     if not loaded:
         raise ValueError("an ensemble needs at least one member")
-    folder = paths.resolve(ensemble_dir) if ensemble_dir is not None else Path(
-        os.path.commonpath([m.run_dir.resolve() for m in loaded]))
+    folder = (
+        paths.resolve(ensemble_dir)
+        if ensemble_dir is not None
+        else Path(os.path.commonpath([m.run_dir.resolve() for m in loaded]))
+    )
     warnings = list(dict.fromkeys(w for m in loaded for w in m.library_warnings))
-    ensemble = LoadedModel(net=EnsembleSegmentor([m.net for m in loaded]).eval(), cfg=loaded[0].cfg,
-                           checkpoint=folder / run_folders.MANIFEST_FILE, run_dir=folder, size=loaded[0].size,
-                           threshold=0.5, sigmoid=False, library_warnings=warnings)
+    ensemble = LoadedModel(
+        net=EnsembleSegmentor([m.net for m in loaded]).eval(),
+        cfg=loaded[0].cfg,
+        checkpoint=folder / run_folders.MANIFEST_FILE,
+        run_dir=folder,
+        size=loaded[0].size,
+        threshold=0.5,
+        sigmoid=False,
+        library_warnings=warnings,
+    )
     return ensemble, loaded
 
 
@@ -127,7 +141,9 @@ def top_k_checkpoints(run_dir: str | Path, k: int) -> list[Path]:
         if len(found) == k:
             break
     if not found:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint of a validated iteration is left (train with keep_checkpoints=-1)")
+        raise FileNotFoundError(
+            f"{run_dir}: no checkpoint of a validated iteration is left (train with keep_checkpoints=-1)"
+        )
     if len(found) < k:
         log.warning("%s: only %d of the top-%d checkpoints were kept; averaging those", run_dir, len(found), k)
     return found
@@ -139,7 +155,9 @@ def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[
     keys = list(state_dicts[0])
     for index, state in enumerate(state_dicts[1:], start=1):
         if list(state) != keys:
-            raise ValueError(f"state dict {index} has other keys than the first: the checkpoints are of different models")
+            raise ValueError(
+                f"state dict {index} has other keys than the first: the checkpoints are of different models"
+            )
     averaged = {}
     for key in keys:
         first = state_dicts[0][key]
@@ -180,36 +198,67 @@ def fold_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
         if fold is not None:
             config = paths.config_name(manifest["parameters"]["config"])
             groups[(config, float(manifest["lr"]))].append((int(fold), run_dir))
-    return {f"{config}_lr{lr:g}_{len(folds)}folds": [d for _, d in sorted(folds)]
-            for (config, lr), folds in sorted(groups.items()) if len(folds) >= 2}
+    return {
+        f"{config}_lr{lr:g}_{len(folds)}folds": [d for _, d in sorted(folds)]
+        for (config, lr), folds in sorted(groups.items())
+        if len(folds) >= 2
+    }
 
 
 def _concat(predictions: Sequence[Predictions]) -> Predictions:
     """One Predictions of several, in order; stacks on disk are chained, not read (helpers.core.stacks)."""
+
     def joined(key: str):
         parts = [getattr(p, key) for p in predictions]
         return np.concatenate(parts) if all(isinstance(a, np.ndarray) for a in parts) else ChainedStack(parts)
 
-    return Predictions(names=[n for p in predictions for n in p.names], probs=joined("probs"), truth=joined("truth"),
-                       default_counts=np.concatenate([p.default_counts for p in predictions]),
-                       max_prob=np.concatenate([p.max_prob for p in predictions]), default_pred=joined("default_pred"))
+    return Predictions(
+        names=[n for p in predictions for n in p.names],
+        probs=joined("probs"),
+        truth=joined("truth"),
+        default_counts=np.concatenate([p.default_counts for p in predictions]),
+        max_prob=np.concatenate([p.max_prob for p in predictions]),
+        default_pred=joined("default_pred"),
+    )
 
 
-def tuning_predictions(ensemble: LoadedModel, members: Sequence[LoadedModel], run_dirs: Sequence[Path],
-                       data_root: Path, batch_size: int, tta: bool, store: Path | None = None) -> tuple[Predictions, str]:
+def tuning_predictions(
+    ensemble: LoadedModel,
+    members: Sequence[LoadedModel],
+    run_dirs: Sequence[Path],
+    data_root: Path,
+    batch_size: int,
+    tta: bool,
+    store: Path | None = None,
+) -> tuple[Predictions, str]:
     """Out-of-fold predictions when every member is a distinct fold of one sweep, else the ensemble on val
     (written to the folder ``store`` when given, as helpers.modeling.inference.predict_split does)."""
     folds = [run_folders.read_manifest(d).get("parameters", {}).get("fold") for d in run_dirs]
     if None not in folds and len(set(folds)) == len(folds):
-        parts = [predict_split(member, data_root, fold_split_file(fold, "val").removesuffix(".txt"), batch_size, tta,
-                               store=None if store is None else store / f"fold{fold}")
-                 for member, fold in zip(members, folds)]
+        parts = [
+            predict_split(
+                member,
+                data_root,
+                fold_split_file(fold, "val").removesuffix(".txt"),
+                batch_size,
+                tta,
+                store=None if store is None else store / f"fold{fold}",
+            )
+            for member, fold in zip(members, folds)
+        ]
         return _concat(parts), "out-of-fold (each fold's val part, predicted by the model that did not train on it)"
     return predict_split(ensemble, data_root, "val", batch_size, tta, store=store), "val"
 
 
-def build_ensemble(run_folders: Sequence[str | Path], name: str, *, top_k: int = 0, tta: bool = False,
-                   device: str | None = None, outputs: str | Path = paths.OUTPUTS_DIR) -> tuple[LoadedModel, list[LoadedModel], list[Path]]:
+def build_ensemble(
+    run_folders: Sequence[str | Path],
+    name: str,
+    *,
+    top_k: int = 0,
+    tta: bool = False,
+    device: str | None = None,
+    outputs: str | Path = paths.OUTPUTS_DIR,
+) -> tuple[LoadedModel, list[LoadedModel], list[Path]]:
     """(the ensemble as one model, its members, their run folders) for the mean-probability ensemble of
     ``run_folders`` (each its top-k averaged checkpoint when ``top_k > 0``, else its best), in the folder
     helpers.core.run_folders.ensemble_dir names, whose manifest (written here) stands for its checkpoint."""
@@ -217,10 +266,20 @@ def build_ensemble(run_folders: Sequence[str | Path], name: str, *, top_k: int =
     folder = run_folders.ensemble_dir(name, outputs)
     member_files = [write_averaged_checkpoint(r, top_k) if top_k > 0 else r for r in run_dirs]
     ensemble, members = load_ensemble(member_files, device or default_device(), folder)
-    atomic_write_json(ensemble.checkpoint, json_safe({
-        "parameters": {"config": name}, "lr": run_folders.run_label(run_dirs[0])[1], "members": [str(r) for r in run_dirs],
-        "checkpoints": [str(m.checkpoint.resolve()) for m in members], "tta": bool(tta), "top_k": int(top_k),
-        "code_version": code_version()}))
+    atomic_write_json(
+        ensemble.checkpoint,
+        json_safe(
+            {
+                "parameters": {"config": name},
+                "lr": run_folders.run_label(run_dirs[0])[1],
+                "members": [str(r) for r in run_dirs],
+                "checkpoints": [str(m.checkpoint.resolve()) for m in members],
+                "tta": bool(tta),
+                "top_k": int(top_k),
+                "code_version": code_version(),
+            }
+        ),
+    )
     return ensemble, members, run_dirs
 
 

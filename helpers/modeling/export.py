@@ -71,8 +71,13 @@ def with_traceable_upsampling(segmentor: torch.nn.Module) -> torch.nn.Module:
     for parent in list(segmentor.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, Upsample) and not child.size and child.scale_factor:
-                setattr(parent, name, torch.nn.Upsample(scale_factor=child.scale_factor, mode=child.mode,
-                                                        align_corners=child.align_corners))
+                setattr(
+                    parent,
+                    name,
+                    torch.nn.Upsample(
+                        scale_factor=child.scale_factor, mode=child.mode, align_corners=child.align_corners
+                    ),
+                )
     return segmentor
 
 
@@ -94,8 +99,9 @@ def normalization(segmentor: torch.nn.Module) -> tuple[list[float], list[float]]
     return preprocessor.mean.flatten().tolist(), preprocessor.std.flatten().tolist()
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, *, config: str | Path | None = None,
-                postprocess: str = "winner") -> Path:
+def export_onnx(
+    checkpoint: str | Path, out: str | Path, *, config: str | Path | None = None, postprocess: str = "winner"
+) -> Path:
     """Write ``out`` (ONNX) and its side-car JSON (see the module doc); returns the ONNX path.
 
     ``postprocess``: the run's scheme tuned on val to put into the JSON when there is one: the val winner
@@ -117,28 +123,46 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, config: str | Path |
         axes[3] = multiple * Dim("width_blocks", min=1, max=MAX_SIDE // multiple)
     example = torch.zeros(2, 3, height, width)
     with torch.no_grad():
-        program = torch.onnx.export(net, (example,), dynamo=True, dynamic_shapes=(axes,), input_names=[INPUT_NAME],
-                                    output_names=[OUTPUT_NAME], opset_version=OPSET, verbose=False)
+        program = torch.onnx.export(
+            net,
+            (example,),
+            dynamo=True,
+            dynamic_shapes=(axes,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=OPSET,
+            verbose=False,
+        )
     atomic_write_bytes(out, program.model_proto.SerializeToString())
     tuned = find_tuned_postprocess(model.run_dir, model.checkpoint, postprocess)
     mean, std = normalization(model.net)
-    atomic_write_json(sidecar_path(out), {
-        "format": SIDECAR_FORMAT,
-        "model": out.name,
-        "checkpoint": str(model.checkpoint.resolve()),
-        "input": {
-            "name": INPUT_NAME, "dtype": "float32", "layout": "NCHW, 3 channels",
-            "width": width, "height": height,
-            "dynamic": {"batch": True, "size_multiple": multiple if len(axes) > 1 else None},
-            "mean": mean, "std": std,
-            "preprocessing": "8-bit gray image (DICOM as helpers.data.dicom converts it), resized to width x height "
-                             "with area interpolation, repeated on 3 channels, (gray - mean[c]) / std[c]",
+    atomic_write_json(
+        sidecar_path(out),
+        {
+            "format": SIDECAR_FORMAT,
+            "model": out.name,
+            "checkpoint": str(model.checkpoint.resolve()),
+            "input": {
+                "name": INPUT_NAME,
+                "dtype": "float32",
+                "layout": "NCHW, 3 channels",
+                "width": width,
+                "height": height,
+                "dynamic": {"batch": True, "size_multiple": multiple if len(axes) > 1 else None},
+                "mean": mean,
+                "std": std,
+                "preprocessing": "8-bit gray image (DICOM as helpers.data.dicom converts it), resized to width x height "
+                "with area interpolation, repeated on 3 channels, (gray - mean[c]) / std[c]",
+            },
+            "output": {
+                "name": OUTPUT_NAME,
+                "shape": ["batch", "height", "width"],
+                "meaning": "pneumothorax probability, to be resized bilinearly to the image's size",
+            },
+            "decision": {"type": "sigmoid" if model.sigmoid else "argmax", "threshold": model.threshold},
+            "postprocess": tuned.as_dict() if tuned is not None else None,
         },
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", "height", "width"],
-                   "meaning": "pneumothorax probability, to be resized bilinearly to the image's size"},
-        "decision": {"type": "sigmoid" if model.sigmoid else "argmax", "threshold": model.threshold},
-        "postprocess": tuned.as_dict() if tuned is not None else None,
-    })
+    )
     return out
 
 
@@ -170,14 +194,21 @@ def load_onnx(path: str | Path) -> OnnxModel:
         raise FileNotFoundError(f"{path}: no such ONNX model")
     meta_path = sidecar_path(path)
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: the ONNX model's side-car JSON is missing (written by `python -m helpers export`)")
+        raise FileNotFoundError(
+            f"{meta_path}: the ONNX model's side-car JSON is missing (written by `python -m helpers export`)"
+        )
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != SIDECAR_FORMAT:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {SIDECAR_FORMAT!r}")
     spec = meta["input"]
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     tuned = TunedPostProcess.from_dict(meta["postprocess"]) if meta.get("postprocess") else None
-    return OnnxModel(session=session, path=path, size=(int(spec["width"]), int(spec["height"])),
-                     mean=np.asarray(spec["mean"], np.float32).reshape(1, -1, 1, 1),
-                     std=np.asarray(spec["std"], np.float32).reshape(1, -1, 1, 1),
-                     threshold=float(meta["decision"]["threshold"]), postprocess=tuned)
+    return OnnxModel(
+        session=session,
+        path=path,
+        size=(int(spec["width"]), int(spec["height"])),
+        mean=np.asarray(spec["mean"], np.float32).reshape(1, -1, 1, 1),
+        std=np.asarray(spec["std"], np.float32).reshape(1, -1, 1, 1),
+        threshold=float(meta["decision"]["threshold"]),
+        postprocess=tuned,
+    )

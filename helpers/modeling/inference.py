@@ -74,7 +74,9 @@ def resolve_run(run_or_checkpoint: str | Path, config: str | Path | None = None)
         raise FileNotFoundError(f"{path}: neither a run folder nor a .pth checkpoint")
     config = paths.resolve(config) if config is not None else run_dir / run_folders.CONFIG_FILE
     if not config.is_file():
-        raise FileNotFoundError(f"{config}: no config for this checkpoint (pass config=, the run's {run_folders.CONFIG_FILE})")
+        raise FileNotFoundError(
+            f"{config}: no config for this checkpoint (pass config=, the run's {run_folders.CONFIG_FILE})"
+        )
     return run_dir, checkpoint, config
 
 
@@ -114,7 +116,9 @@ def library_warnings_kept(kept: list[str]) -> Iterator[None]:
             warnings.warn_explicit(message.message, message.category, message.filename, message.lineno)
 
 
-def load_model(run_or_checkpoint: str | Path, device: str | None = None, config: str | Path | None = None) -> LoadedModel:
+def load_model(
+    run_or_checkpoint: str | Path, device: str | None = None, config: str | Path | None = None
+) -> LoadedModel:
     """The segmentor of a run folder (best checkpoint, else last) or of a ``.pth`` file, in eval mode.
 
     mmseg's known warnings while building it are kept in ``library_warnings`` instead of being shown.
@@ -136,10 +140,19 @@ def load_model(run_or_checkpoint: str | Path, device: str | None = None, config:
     head = net.decode_head
     sigmoid = head.out_channels == 1
     if not sigmoid and head.out_channels != 2:
-        raise ValueError(f"{checkpoint}: expected a binary model (2 classes, or 1 sigmoid channel), not {head.out_channels} outputs")
-    return LoadedModel(net=net, cfg=cfg, checkpoint=checkpoint, run_dir=run_dir, size=model_input_size(cfg),
-                       threshold=float(head.threshold) if sigmoid else 0.5, sigmoid=sigmoid,
-                       library_warnings=kept)
+        raise ValueError(
+            f"{checkpoint}: expected a binary model (2 classes, or 1 sigmoid channel), not {head.out_channels} outputs"
+        )
+    return LoadedModel(
+        net=net,
+        cfg=cfg,
+        checkpoint=checkpoint,
+        run_dir=run_dir,
+        size=model_input_size(cfg),
+        threshold=float(head.threshold) if sigmoid else 0.5,
+        sigmoid=sigmoid,
+        library_warnings=kept,
+    )
 
 
 def foreground_probability(seg_logits: torch.Tensor) -> torch.Tensor:
@@ -188,15 +201,25 @@ TRUTH_FILE = "truth.npy"
 
 def _writers(shape: tuple[int, ...], store: Path | None) -> dict:
     """Where predict_split puts probs (uint8), truth and the mmseg decision (bool): arrays, or bit-packed files."""
-    kinds = {"probs": (run_folders.PROBS_FILE, np.uint8), "truth": (TRUTH_FILE, bool), "default_pred": (run_folders.MMSEG_PRED_FILE, bool)}
+    kinds = {
+        "probs": (run_folders.PROBS_FILE, np.uint8),
+        "truth": (TRUTH_FILE, bool),
+        "default_pred": (run_folders.MMSEG_PRED_FILE, bool),
+    }
     if store is None:
         return {key: ArrayWriter(shape, dtype) for key, (_, dtype) in kinds.items()}
     return {key: StackWriter(Path(store) / name, shape, dtype) for key, (name, dtype) in kinds.items()}
 
 
 @torch.no_grad()
-def predict_split(model: LoadedModel, data_root: Path | str, split: str, batch_size: int = 8,
-                  tta: bool = False, store: str | Path | None = None) -> Predictions:
+def predict_split(
+    model: LoadedModel,
+    data_root: Path | str,
+    split: str,
+    batch_size: int = 8,
+    tta: bool = False,
+    store: str | Path | None = None,
+) -> Predictions:
     """Run the model on one split with the config's test pipeline; see the module doc for TTA.
 
     ``store``: a folder where the per-pixel arrays are written batch by batch (helpers.core.stacks: probs.npy as uint8,
@@ -246,11 +269,25 @@ def predict_split(model: LoadedModel, data_root: Path | str, split: str, batch_s
             writers["truth"].append(label.bool().cpu().numpy())
             writers["default_pred"].append(pred.cpu().numpy())
             names.extend(Path(m["img_path"]).stem for m in metas)
-            del batch, data, inputs, samples, pred, label, prob  # before the next batch is loaded: one batch alive at a time
+            del (
+                batch,
+                data,
+                inputs,
+                samples,
+                pred,
+                label,
+                prob,
+            )  # before the next batch is loaded: one batch alive at a time
         arrays = {key: writer.close() for key, writer in writers.items()}
     except BaseException:
         for writer in (writers or {}).values():
             writer.discard()
         raise
-    return Predictions(names=names, probs=arrays["probs"], truth=arrays["truth"], default_counts=counts,
-                       max_prob=max_prob, default_pred=arrays["default_pred"])
+    return Predictions(
+        names=names,
+        probs=arrays["probs"],
+        truth=arrays["truth"],
+        default_counts=counts,
+        max_prob=max_prob,
+        default_pred=arrays["default_pred"],
+    )

@@ -16,8 +16,14 @@ from torch import nn
 class ForegroundDiceLoss(nn.Module):
     """1 - soft Dice of class ``foreground`` (softmax over channels; sigmoid with one channel)."""
 
-    def __init__(self, foreground: int = 1, smooth: float = 1.0, loss_weight: float = 1.0,
-                 ignore_index: int = 255, loss_name: str = "loss_fg_dice") -> None:
+    def __init__(
+        self,
+        foreground: int = 1,
+        smooth: float = 1.0,
+        loss_weight: float = 1.0,
+        ignore_index: int = 255,
+        loss_name: str = "loss_fg_dice",
+    ) -> None:
         super().__init__()
         self.foreground = foreground
         self.smooth = smooth
@@ -25,7 +31,9 @@ class ForegroundDiceLoss(nn.Module):
         self.ignore_index = ignore_index
         self._loss_name = loss_name
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight=None, ignore_index: int | None = None, **kwargs) -> torch.Tensor:
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, weight=None, ignore_index: int | None = None, **kwargs
+    ) -> torch.Tensor:
         ignore_index = self.ignore_index if ignore_index is None else ignore_index
         if pred.shape[1] == 1:
             prob = pred[:, 0].float().sigmoid()

@@ -38,6 +38,7 @@ def add_vis_backends(cfg: Config, *, experiment: str, run: str, mlflow: bool = F
     if mlflow and not mlflow_installed():
         raise ImportError("mlflow=True logs to MLflow, which is not installed: pip install mlflow-skinny")
     if mlflow and MLFLOW_BACKEND not in types:
-        backends.append(dict(type=MLFLOW_BACKEND, exp_name=experiment, run_name=run,
-                             tracking_uri=mlflow_store().resolve().as_uri()))
+        backends.append(
+            dict(type=MLFLOW_BACKEND, exp_name=experiment, run_name=run, tracking_uri=mlflow_store().resolve().as_uri())
+        )
     cfg.visualizer.vis_backends = backends

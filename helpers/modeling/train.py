@@ -43,14 +43,19 @@ log = logging.getLogger(__name__)
 LOCK_HELD_ENV = "PNEUMO_RUN_LOCK_HELD"  # set for torchrun's processes: the launching process holds the run's lock
 
 
-def choose_config(config: str | None = None, prepared_root: str | Path | None = None) -> tuple[str, str | Path | None, str | None]:
+def choose_config(
+    config: str | None = None, prepared_root: str | Path | None = None
+) -> tuple[str, str | Path | None, str | None]:
     """(config, prepared_root, note) for 03's defaults: None and None mean the seed's config on its prepared
     data, or, when that data is missing but the demo's is there (``make demo``), the demo config on the demo
     data, which the note says."""
     if config is not None or prepared_root is not None:
         return config or paths.SEED_CONFIG, prepared_root, None
-    seed_root, demo_root = (paths.resolve(Config.fromfile(str(paths.config_path(name))).train_dataloader.dataset.data_root)
-                            for name in (paths.SEED_CONFIG, paths.DEMO_CONFIG))
+    seed_root, demo_root = (
+        paths.resolve(Config.fromfile(str(paths.config_path(name))).train_dataloader.dataset.data_root)
+        for name in (paths.SEED_CONFIG, paths.DEMO_CONFIG)
+    )
+
     def has_prepared(root: Path) -> bool:
         try:
             read_prepared(root)
@@ -59,8 +64,9 @@ def choose_config(config: str | None = None, prepared_root: str | Path | None = 
         return True
 
     # without either, the seed's: training then stops with the 02 command for the seed's data
-    chosen, note = choose_profile("prepared data", seed_root, demo_root, lambda: has_prepared(seed_root),
-                                  lambda: has_prepared(demo_root))
+    chosen, note = choose_profile(
+        "prepared data", seed_root, demo_root, lambda: has_prepared(seed_root), lambda: has_prepared(demo_root)
+    )
     return (paths.DEMO_CONFIG, None, note) if chosen == DEMO else (paths.SEED_CONFIG, None, None)
 
 
@@ -71,8 +77,10 @@ def _scale(value: int, factor: float) -> int:
 def _img_size_overrides(cfg: Config, size: int) -> dict:
     """Every Resize (in the loaders and the top-level pipelines that mmseg.apis reads) and the data
     preprocessor at ``size`` x ``size``."""
-    pipelines = {f"{loader}.dataset.pipeline": cfg[loader].dataset.pipeline
-                 for loader in ("train_dataloader", "val_dataloader", "test_dataloader")}
+    pipelines = {
+        f"{loader}.dataset.pipeline": cfg[loader].dataset.pipeline
+        for loader in ("train_dataloader", "val_dataloader", "test_dataloader")
+    }
     pipelines.update({name: cfg[name] for name in ("train_pipeline", "test_pipeline") if cfg.get(name)})
     overrides: dict = {}
     for key, pipeline in pipelines.items():
@@ -105,8 +113,12 @@ def training_overrides(params: TrainParams, cfg: Config) -> dict:
         factor = params.max_iters / max_iters
         for index, scheduler in enumerate(cfg.param_scheduler):
             begin = scheduler.get("begin", 0)
-            overrides[f"param_scheduler.{index}.begin"] = min(params.max_iters - 1, _scale(begin, factor)) if begin else 0
-            overrides[f"param_scheduler.{index}.end"] = min(params.max_iters, _scale(scheduler.get("end", max_iters), factor))
+            overrides[f"param_scheduler.{index}.begin"] = (
+                min(params.max_iters - 1, _scale(begin, factor)) if begin else 0
+            )
+            overrides[f"param_scheduler.{index}.end"] = min(
+                params.max_iters, _scale(scheduler.get("end", max_iters), factor)
+            )
         max_iters = overrides["train_cfg.max_iters"] = int(params.max_iters)
         val_interval = _scale(val_interval, factor)
         overrides["default_hooks.logger.interval"] = min(cfg.default_hooks.logger.interval, _scale(max_iters, 0.05))
@@ -123,9 +135,19 @@ def training_overrides(params: TrainParams, cfg: Config) -> dict:
     overrides.update({f"{loader}.dataset.data_root": str(root) for loader in loaders})
     from helpers.modeling.winners import replacing, winners_overrides
 
-    overrides.update(winners_overrides(cfg, data_root=root, batch_size=batch_size, max_iters=max_iters, fold=params.fold,
-                                       positive_rate=params.positive_rate, load_from=params.load_from,
-                                       pretrained=params.pretrained, keep_checkpoints=params.keep_checkpoints))
+    overrides.update(
+        winners_overrides(
+            cfg,
+            data_root=root,
+            batch_size=batch_size,
+            max_iters=max_iters,
+            fold=params.fold,
+            positive_rate=params.positive_rate,
+            load_from=params.load_from,
+            pretrained=params.pretrained,
+            keep_checkpoints=params.keep_checkpoints,
+        )
+    )
     workers = params.workers
     if workers is None and torch.cuda.is_available():
         workers = min(16, max(1, default_workers() // max(1, params.gpus)))
@@ -140,10 +162,13 @@ def training_overrides(params: TrainParams, cfg: Config) -> dict:
     # every run stops at its first non-finite loss, gradient norm or weight (helpers.modeling.divergence)
     overrides["custom_hooks"] = [*cfg.get("custom_hooks", []), *hooks, dict(type="DivergenceHook")]
     overrides["env_cfg.cudnn_benchmark"] = torch.cuda.is_available()
-    overrides["randomness"] = replacing(cfg, "randomness", {"seed": int(params.seed), "deterministic": bool(params.deterministic)})
+    overrides["randomness"] = replacing(
+        cfg, "randomness", {"seed": int(params.seed), "deterministic": bool(params.deterministic)}
+    )
     overrides["launcher"] = "pytorch" if distributed.process_count(params.gpus, params.nproc) > 1 else "none"
-    work_dir = overrides["work_dir"] = str((paths.resolve(params.work_dir) if params.work_dir
-                                            else run_folders.run_dir(params.config, lr)).resolve())
+    work_dir = overrides["work_dir"] = str(
+        (paths.resolve(params.work_dir) if params.work_dir else run_folders.run_dir(params.config, lr)).resolve()
+    )
     overrides["resume"] = bool(params.resume)
     # mmengine keeps one visualizer per name in the process: a fixed name ('visualizer' in mmseg's runtime)
     # would send a second run's scalars in the same kernel or test session to the first run's folder.
@@ -156,8 +181,9 @@ def build_config(params: TrainParams) -> Config:
     source of settings."""
     cfg = Config.fromfile(str(paths.config_path(params.config)))
     cfg.merge_from_dict(training_overrides(params, cfg), allow_list_keys=True)
-    tracking.add_vis_backends(cfg, experiment=paths.config_name(params.config), run=Path(cfg.work_dir).name,
-                              mlflow=params.mlflow)
+    tracking.add_vis_backends(
+        cfg, experiment=paths.config_name(params.config), run=Path(cfg.work_dir).name, mlflow=params.mlflow
+    )
     return cfg
 
 
@@ -171,7 +197,9 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-def summarize_run(work_dir: Path | str, batch_size: int, world_size: int, wall_time_s: float | None, peak_memory_mb: float | None) -> dict:
+def summarize_run(
+    work_dir: Path | str, batch_size: int, world_size: int, wall_time_s: float | None, peak_memory_mb: float | None
+) -> dict:
     """metrics.json: best and last val metrics, throughput (images/s from mmengine's iteration times)."""
     train_rows, val_rows = run_folders.read_scalars(work_dir)
     iter_times = [row["time"] for row in train_rows if "time" in row]
@@ -196,13 +224,16 @@ def summarize_run(work_dir: Path | str, batch_size: int, world_size: int, wall_t
 
 def describe_speed(metrics: dict) -> str:
     """metrics.json's speed and resources in four lines for reading ('–' where it was not measured)."""
+
     def shown(value: float | None, pattern: str) -> str:
         return "–" if value is None else pattern.format(value)
 
-    return (f"iterations: {metrics['iterations']}\n"
-            f"images / s (training): {shown(metrics.get('images_per_s'), '{:.1f}')}\n"
-            f"wall time: {shown(None if metrics.get('wall_time_s') is None else metrics['wall_time_s'] / 60, '{:.1f} min')}\n"
-            f"peak memory: {shown(metrics.get('peak_memory_mb'), '{:.0f} MB')}")
+    return (
+        f"iterations: {metrics['iterations']}\n"
+        f"images / s (training): {shown(metrics.get('images_per_s'), '{:.1f}')}\n"
+        f"wall time: {shown(None if metrics.get('wall_time_s') is None else metrics['wall_time_s'] / 60, '{:.1f} min')}\n"
+        f"peak memory: {shown(metrics.get('peak_memory_mb'), '{:.0f} MB')}"
+    )
 
 
 def _peak_memory_mb() -> float:
@@ -229,11 +260,13 @@ def _to_log_file(logger: logging.Logger, lines: list[str]) -> None:
                 handler.handle(record)
 
 
-def write_failed_metrics(work_dir: Path | str, error: str, batch_size: int, world_size: int,
-                         wall_time_s: float | None) -> dict:
+def write_failed_metrics(
+    work_dir: Path | str, error: str, batch_size: int, world_size: int, wall_time_s: float | None
+) -> dict:
     """metrics.json of a run that failed (``status: failed`` and the error), with what it logged until then."""
-    metrics = json_safe({**summarize_run(work_dir, batch_size, world_size, wall_time_s, None),
-                         "status": "failed", "error": error})
+    metrics = json_safe(
+        {**summarize_run(work_dir, batch_size, world_size, wall_time_s, None), "status": "failed", "error": error}
+    )
     atomic_write_json(Path(work_dir) / run_folders.METRICS_FILE, metrics)
     return metrics
 
@@ -332,12 +365,27 @@ def launch_torchrun(config_file: Path, gpus: int) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:
         raise RuntimeError("torchrun not found next to this Python or on PATH")
-    command = [torchrun, f"--nproc_per_node={gpus}", "--master_port", str(29500 + os.getpid() % 1000),
-               "-m", "helpers.modeling.train", str(config_file), "--launcher", "pytorch"]
+    command = [
+        torchrun,
+        f"--nproc_per_node={gpus}",
+        "--master_port",
+        str(29500 + os.getpid() % 1000),
+        "-m",
+        "helpers.modeling.train",
+        str(config_file),
+        "--launcher",
+        "pytorch",
+    ]
     log.info("launching %s", " ".join(command))
     output = terminal_stream() if headless_kernel() else None  # the processes' logs: the terminal, not the report
-    subprocess.run(command, check=True, cwd=paths.REPO_ROOT, stdout=output, stderr=output,
-                   env={**os.environ, LOCK_HELD_ENV: str(os.getpid())})
+    subprocess.run(
+        command,
+        check=True,
+        cwd=paths.REPO_ROOT,
+        stdout=output,
+        stderr=output,
+        env={**os.environ, LOCK_HELD_ENV: str(os.getpid())},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -360,8 +408,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             Runner.from_cfg(cfg).train()
         except TrainingDiverged as err:  # recorded for the launching process (its run_training reads it)
-            write_failed_metrics(cfg.work_dir, str(err), cfg.train_dataloader.batch_size,
-                                 int(os.environ.get("WORLD_SIZE", "1")), None)
+            write_failed_metrics(
+                cfg.work_dir, str(err), cfg.train_dataloader.batch_size, int(os.environ.get("WORLD_SIZE", "1")), None
+            )
             raise
 
 

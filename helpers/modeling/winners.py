@@ -58,13 +58,16 @@ def fold_overrides(data_root: str | Path, fold: int) -> dict:
     for loader, part in (("train_dataloader", "train"), ("val_dataloader", "val")):
         split_file = fold_split_file(fold, part)
         if not (Path(data_root) / split_file).is_file():
-            raise FileNotFoundError(f"{Path(data_root) / split_file}: no such fold file (run 02_prepare with folds > {fold})")
+            raise FileNotFoundError(
+                f"{Path(data_root) / split_file}: no such fold file (run 02_prepare with folds > {fold})"
+            )
         overrides[f"{loader}.dataset.ann_file"] = split_file
     return overrides
 
 
-def positive_rate_overrides(cfg: Config, positive_rate: list[float] | tuple[float, ...] | None, batch_size: int,
-                            max_iters: int) -> dict:
+def positive_rate_overrides(
+    cfg: Config, positive_rate: list[float] | tuple[float, ...] | None, batch_size: int, max_iters: int
+) -> dict:
     """The train loader on the positive-rate schedule (when asked, or when the config names the sampler), the
     sampler given the run's batch size and schedule length."""
     sampler = dict(cfg.train_dataloader.sampler)
@@ -91,13 +94,26 @@ def pretrained_overrides(cfg: Config, pretrained: str | Path) -> dict:
     path = paths.resolve(pretrained)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such pretrained checkpoint file")
-    return {"model.pretrained": None,
-            "model.backbone.init_cfg": replacing(cfg, "model.backbone.init_cfg",
-                                                 {"type": "Pretrained", "checkpoint": str(path.resolve())})}
+    return {
+        "model.pretrained": None,
+        "model.backbone.init_cfg": replacing(
+            cfg, "model.backbone.init_cfg", {"type": "Pretrained", "checkpoint": str(path.resolve())}
+        ),
+    }
 
 
-def winners_overrides(cfg: Config, *, data_root: str | Path, batch_size: int, max_iters: int, fold: int | None = None,
-                      positive_rate=None, load_from=None, pretrained=None, keep_checkpoints: int | None = None) -> dict:
+def winners_overrides(
+    cfg: Config,
+    *,
+    data_root: str | Path,
+    batch_size: int,
+    max_iters: int,
+    fold: int | None = None,
+    positive_rate=None,
+    load_from=None,
+    pretrained=None,
+    keep_checkpoints: int | None = None,
+) -> dict:
     """The options above that are set, as config overrides (dotted keys for ``cfg.merge_from_dict``); None
     leaves the config as it is."""
     overrides = fold_overrides(data_root, int(fold)) if fold is not None else {}

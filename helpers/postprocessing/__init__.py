@@ -12,16 +12,33 @@ from helpers.postprocessing.dual_threshold import DualThreshold, apply_dual_thre
 from helpers.postprocessing.prediction_set import Predictions
 from helpers.postprocessing.triplet import PostProcess, apply_postprocess, postprocess_counts, tune_postprocess
 from helpers.postprocessing.tuned import (
-                                          CHOICES,
-                                          SCHEMES,
-                                          TunedPostProcess,
-                                          find_tuned_postprocess,
-                                          scheme_name,
-                                          tune_schemes,
-                                          val_winner,
+    CHOICES,
+    SCHEMES,
+    TunedPostProcess,
+    find_tuned_postprocess,
+    scheme_name,
+    tune_schemes,
+    val_winner,
 )
 
-__all__ = ["CHOICES", "SCHEMES", "DualThreshold", "PostProcess", "Predictions", "Scheme", "TunedPostProcess",
-           "apply_dual_threshold", "apply_postprocess", "area_grid", "binarize", "find_tuned_postprocess",
-           "postprocess_counts", "scheme_counts", "scheme_name", "tune_dual_threshold", "tune_postprocess",
-           "tune_schemes", "val_winner"]
+__all__ = [
+    "CHOICES",
+    "SCHEMES",
+    "DualThreshold",
+    "PostProcess",
+    "Predictions",
+    "Scheme",
+    "TunedPostProcess",
+    "apply_dual_threshold",
+    "apply_postprocess",
+    "area_grid",
+    "binarize",
+    "find_tuned_postprocess",
+    "postprocess_counts",
+    "scheme_counts",
+    "scheme_name",
+    "tune_dual_threshold",
+    "tune_postprocess",
+    "tune_schemes",
+    "val_winner",
+]

@@ -49,8 +49,10 @@ class DualThreshold(SchemeValues):
 
     def describe(self) -> str:
         """The rule in words."""
-        return (f"empty unless >= {self.min_area} px have probability > {self.top_threshold:g}, "
-                f"else probability > {self.bottom_threshold:g}")
+        return (
+            f"empty unless >= {self.min_area} px have probability > {self.top_threshold:g}, "
+            f"else probability > {self.bottom_threshold:g}"
+        )
 
     @classmethod
     def tune(cls, val: Predictions) -> tuple[DualThreshold, pd.DataFrame]:
@@ -77,7 +79,9 @@ def _above_counts(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 def _histograms(preds: Predictions) -> tuple[np.ndarray, np.ndarray]:
     """(N, 256) histograms of each image's uint8 probabilities: all pixels, and pixels in the true mask."""
     if preds.probs.dtype != np.uint8:
-        raise ValueError(f"tune_dual_threshold needs uint8 probabilities (as predict_split stores), not {preds.probs.dtype}")
+        raise ValueError(
+            f"tune_dual_threshold needs uint8 probabilities (as predict_split stores), not {preds.probs.dtype}"
+        )
     n = len(preds.names)
     every, inside = np.zeros((n, 256), dtype=np.int64), np.zeros((n, 256), dtype=np.int64)
     images = zip(preds.probs, preds.truth)  # one image at a time: the stacks may be on disk (helpers.core.stacks)
@@ -87,9 +91,12 @@ def _histograms(preds: Predictions) -> tuple[np.ndarray, np.ndarray]:
     return every, inside
 
 
-def tune_dual_threshold(val: Predictions, top_thresholds: Sequence[float] = DEFAULT_TOP_THRESHOLDS,
-                        min_areas: Sequence[float] = DEFAULT_MIN_AREAS,
-                        bottom_thresholds: Sequence[float] = DEFAULT_BOTTOM_THRESHOLDS) -> tuple[DualThreshold, pd.DataFrame]:
+def tune_dual_threshold(
+    val: Predictions,
+    top_thresholds: Sequence[float] = DEFAULT_TOP_THRESHOLDS,
+    min_areas: Sequence[float] = DEFAULT_MIN_AREAS,
+    bottom_thresholds: Sequence[float] = DEFAULT_BOTTOM_THRESHOLDS,
+) -> tuple[DualThreshold, pd.DataFrame]:
     """Grid-search the dual threshold for the best mean per-image Dice on ``val`` (only combinations with
     ``bottom <= top``). ``min_areas`` are fractions of the image's pixels. Ties go to the top threshold
     nearest 0.5, then the smaller ``min_area``, then the bottom threshold nearest 0.5."""
@@ -110,17 +117,25 @@ def tune_dual_threshold(val: Predictions, top_thresholds: Sequence[float] = DEFA
     positive = true_area > 0
     t_grid, a_grid, b_grid = np.meshgrid(tops, areas, bottoms, indexing="ij")
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    grid = pd.DataFrame({
-        "top_threshold": t_grid.ravel(), "min_area": a_grid.ravel(), "bottom_threshold": b_grid.ravel(),
-        "area_fraction": a_grid.ravel() / pixels,
-        "image_dice": dice.mean(0).ravel(),
-        "image_dice_positive": dice[positive].mean(0).ravel() if n_pos else np.nan,
-        "negatives_empty": (pred_area[~positive] == 0).mean(0).ravel() if n_neg else np.nan,
-    })
+    grid = pd.DataFrame(
+        {
+            "top_threshold": t_grid.ravel(),
+            "min_area": a_grid.ravel(),
+            "bottom_threshold": b_grid.ravel(),
+            "area_fraction": a_grid.ravel() / pixels,
+            "image_dice": dice.mean(0).ravel(),
+            "image_dice_positive": dice[positive].mean(0).ravel() if n_pos else np.nan,
+            "negatives_empty": (pred_area[~positive] == 0).mean(0).ravel() if n_neg else np.nan,
+        }
+    )
     grid = grid[grid["bottom_threshold"] <= grid["top_threshold"]].reset_index(drop=True)
-    ranked = grid.assign(top_distance=(grid["top_threshold"] - 0.5).abs(),
-                         bottom_distance=(grid["bottom_threshold"] - 0.5).abs()).sort_values(
-        ["image_dice", "top_distance", "min_area", "bottom_distance"], ascending=[False, True, True, True], kind="stable")
+    ranked = grid.assign(
+        top_distance=(grid["top_threshold"] - 0.5).abs(), bottom_distance=(grid["bottom_threshold"] - 0.5).abs()
+    ).sort_values(
+        ["image_dice", "top_distance", "min_area", "bottom_distance"],
+        ascending=[False, True, True, True],
+        kind="stable",
+    )
     best = ranked.iloc[0]
     return DualThreshold(float(best["top_threshold"]), int(best["min_area"]), float(best["bottom_threshold"])), grid
 

@@ -41,12 +41,16 @@ class PostProcess(SchemeValues):
 
     def scaled(self, ratio: float) -> PostProcess:
         """The same triplet for an image with ``ratio`` times the pixels: the areas scaled."""
-        return PostProcess(self.threshold, int(round(self.min_component_area * ratio)), int(round(self.min_total_area * ratio)))
+        return PostProcess(
+            self.threshold, int(round(self.min_component_area * ratio)), int(round(self.min_total_area * ratio))
+        )
 
     def describe(self) -> str:
         """The rule in words."""
-        return (f"probability > {self.threshold:g}, components >= {self.min_component_area} px, "
-                f"total >= {self.min_total_area} px")
+        return (
+            f"probability > {self.threshold:g}, components >= {self.min_component_area} px, "
+            f"total >= {self.min_total_area} px"
+        )
 
     @classmethod
     def tune(cls, val: Predictions) -> tuple[PostProcess, pd.DataFrame]:
@@ -67,9 +71,12 @@ def apply_postprocess(prob: np.ndarray, pp: PostProcess) -> np.ndarray:
     return mask
 
 
-def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                     component_areas: Sequence[float] = DEFAULT_COMPONENT_AREAS,
-                     total_areas: Sequence[float] = DEFAULT_TOTAL_AREAS) -> tuple[PostProcess, pd.DataFrame]:
+def tune_postprocess(
+    val: Predictions,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    component_areas: Sequence[float] = DEFAULT_COMPONENT_AREAS,
+    total_areas: Sequence[float] = DEFAULT_TOTAL_AREAS,
+) -> tuple[PostProcess, pd.DataFrame]:
     """Grid-search the triplet for the best mean per-image Dice on ``val``.
 
     ``component_areas`` and ``total_areas`` are fractions of the image's pixels. Ties go to the threshold
@@ -79,7 +86,9 @@ def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THR
     pixels = int(val.probs.shape[1] * val.probs.shape[2])
     comp = area_grid(component_areas, pixels)
     total = area_grid(total_areas, pixels)
-    true_area = np.zeros(len(val.names), dtype=np.int64)  # filled image by image: val may be on disk (helpers.core.stacks)
+    true_area = np.zeros(
+        len(val.names), dtype=np.int64
+    )  # filled image by image: val may be on disk (helpers.core.stacks)
     dice_sum = np.zeros((len(thresholds), len(comp), len(total)))
     dice_sum_pos = np.zeros_like(dice_sum)
     empty_neg = np.zeros_like(dice_sum)
@@ -92,7 +101,9 @@ def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THR
                 pred_area = np.zeros((len(comp), len(total)), dtype=np.int64)
                 tp = pred_area
             else:
-                count, labels, stats, _ = cv2.connectedComponentsWithStats(binarize(prob, threshold).astype(np.uint8), connectivity=8)
+                count, labels, stats, _ = cv2.connectedComponentsWithStats(
+                    binarize(prob, threshold).astype(np.uint8), connectivity=8
+                )
                 areas = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
                 comp_tp = np.bincount(labels[truth], minlength=count)[1:]
                 kept = areas[None, :] >= comp[:, None]
@@ -111,15 +122,23 @@ def tune_postprocess(val: Predictions, thresholds: Sequence[float] = DEFAULT_THR
     positive = true_area > 0
     t_grid, c_grid, m_grid = np.meshgrid(thresholds, comp, total, indexing="ij")
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    grid = pd.DataFrame({
-        "threshold": t_grid.ravel(), "min_component_area": c_grid.ravel(), "min_total_area": m_grid.ravel(),
-        "component_fraction": c_grid.ravel() / pixels, "total_fraction": m_grid.ravel() / pixels,
-        "image_dice": dice_sum.ravel() / len(val.names),
-        "image_dice_positive": dice_sum_pos.ravel() / n_pos if n_pos else np.nan,
-        "negatives_empty": empty_neg.ravel() / n_neg if n_neg else np.nan,
-    })
+    grid = pd.DataFrame(
+        {
+            "threshold": t_grid.ravel(),
+            "min_component_area": c_grid.ravel(),
+            "min_total_area": m_grid.ravel(),
+            "component_fraction": c_grid.ravel() / pixels,
+            "total_fraction": m_grid.ravel() / pixels,
+            "image_dice": dice_sum.ravel() / len(val.names),
+            "image_dice_positive": dice_sum_pos.ravel() / n_pos if n_pos else np.nan,
+            "negatives_empty": empty_neg.ravel() / n_neg if n_neg else np.nan,
+        }
+    )
     ranked = grid.assign(distance=(grid["threshold"] - 0.5).abs()).sort_values(
-        ["image_dice", "distance", "min_component_area", "min_total_area"], ascending=[False, True, True, True], kind="stable")
+        ["image_dice", "distance", "min_component_area", "min_total_area"],
+        ascending=[False, True, True, True],
+        kind="stable",
+    )
     best = ranked.iloc[0]
     pp = PostProcess(float(best["threshold"]), int(best["min_component_area"]), int(best["min_total_area"]))
     return pp, grid
@@ -129,4 +148,3 @@ def postprocess_counts(preds: Predictions, pp: PostProcess) -> tuple[np.ndarray,
     """(N, 4) pixel counts and (N,) areas of the post-processed masks."""
     counts = scheme_counts(preds, pp)
     return counts, counts[:, 0] + counts[:, 1]
-

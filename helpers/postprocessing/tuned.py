@@ -66,13 +66,19 @@ class TunedPostProcess:
 
     def describe(self) -> str:
         """One line for the user."""
-        return (f"post-processing tuned on val ({self.scheme.name}): {self.scheme.describe()} at "
-                f"{self.image_shape[1]}x{self.image_shape[0]} (areas scaled to each image's size), from {self.source}")
+        return (
+            f"post-processing tuned on val ({self.scheme.name}): {self.scheme.describe()} at "
+            f"{self.image_shape[1]}x{self.image_shape[0]} (areas scaled to each image's size), from {self.source}"
+        )
 
     def as_dict(self) -> dict:
         """For JSON (the ONNX side-car)."""
-        return {"scheme": self.scheme.name, **self.scheme.as_dict(), "image_shape": list(self.image_shape),
-                "source": self.source}
+        return {
+            "scheme": self.scheme.name,
+            **self.scheme.as_dict(),
+            "image_shape": list(self.image_shape),
+            "source": self.source,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> TunedPostProcess:
@@ -81,7 +87,9 @@ class TunedPostProcess:
         return cls(scheme, (int(data["image_shape"][0]), int(data["image_shape"][1])), str(data["source"]))
 
 
-def find_tuned_postprocess(run_dir: str | Path, checkpoint: str | Path, choice: str = WINNER) -> TunedPostProcess | None:
+def find_tuned_postprocess(
+    run_dir: str | Path, checkpoint: str | Path, choice: str = WINNER
+) -> TunedPostProcess | None:
     """The scheme 04_evaluate tuned on val for this checkpoint of the run folder ``run_dir``
     (``<outputs>/runs/<config>/lr<lr>``), from its evaluation folders (:func:`helpers.core.run_folders.eval_dir` under the
     same ``<outputs>``, the test split's first): the val winner, or the scheme ``choice`` names; None when
@@ -93,7 +101,9 @@ def find_tuned_postprocess(run_dir: str | Path, checkpoint: str | Path, choice: 
     if len(run_dir.parents) < 3:
         return None
     eval_root = run_folders.eval_dir(run_dir, "test", outputs=run_dir.parents[2]).parent
-    candidates = sorted(eval_root.glob(f"*/{run_folders.EVAL_INFO_FILE}"), key=lambda p: (p.parent.name != "test", p.parent.name))
+    candidates = sorted(
+        eval_root.glob(f"*/{run_folders.EVAL_INFO_FILE}"), key=lambda p: (p.parent.name != "test", p.parent.name)
+    )
     for eval_path in candidates:
         info = json.loads(eval_path.read_text())
         metrics_path = eval_path.parent / run_folders.EVAL_METRICS_FILE

@@ -60,7 +60,9 @@ def remove_dead_scratch(out_dir: Path) -> list[Path]:
     removed = []
     host = socket.gethostname()
     for folder in sorted(Path(out_dir).glob(f"{run_folders.SCRATCH_PREFIX}*")):
-        owner, _, _ = folder.name[len(run_folders.SCRATCH_PREFIX):].rpartition("-")  # "<host>-<pid>", then tempfile's suffix
+        owner, _, _ = folder.name[len(run_folders.SCRATCH_PREFIX) :].rpartition(
+            "-"
+        )  # "<host>-<pid>", then tempfile's suffix
         owner_host, _, pid = owner.rpartition("-")
         if not folder.is_dir() or owner_host != host or not pid.isdigit() or _process_alive(int(pid)):
             continue
@@ -70,8 +72,20 @@ def remove_dead_scratch(out_dir: Path) -> list[Path]:
     return removed
 
 
-def _evaluate_model(model: LoadedModel, source: PredictionSource, tuning, *, split: str, data_root: Path,
-                    batch_size: int, tta: bool, postprocess, n_boot: int, out_dir: Path, device: str | None) -> EvalResult:
+def _evaluate_model(
+    model: LoadedModel,
+    source: PredictionSource,
+    tuning,
+    *,
+    split: str,
+    data_root: Path,
+    batch_size: int,
+    tta: bool,
+    postprocess,
+    n_boot: int,
+    out_dir: Path,
+    device: str | None,
+) -> EvalResult:
     """Predict ``split`` with ``model`` and evaluate it; ``tuning(preds, store)`` gives (val predictions, tuned_on)
     when tuning, predicting into the folder ``store``.
 
@@ -84,17 +98,39 @@ def _evaluate_model(model: LoadedModel, source: PredictionSource, tuning, *, spl
         scratch = Path(scratch_name)
         preds = predict_split(model, data_root, split, batch_size, tta, store=scratch / split)
         groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
-        val, tuned_on = (tuning(preds, scratch / "tuning") if isinstance(postprocess, str) and postprocess == "tune"
-                         else (None, "given"))
-        return evaluate_predictions(preds, split, out_dir, source=source, data_root=data_root,
-                                    split_mode=prepared.split_mode, groups=groups, val=val, tuned_on=tuned_on,
-                                    postprocess=postprocess, n_boot=n_boot,
-                                    settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()})
+        val, tuned_on = (
+            tuning(preds, scratch / "tuning")
+            if isinstance(postprocess, str) and postprocess == "tune"
+            else (None, "given")
+        )
+        return evaluate_predictions(
+            preds,
+            split,
+            out_dir,
+            source=source,
+            data_root=data_root,
+            split_mode=prepared.split_mode,
+            groups=groups,
+            val=val,
+            tuned_on=tuned_on,
+            postprocess=postprocess,
+            n_boot=n_boot,
+            settings={"batch_size": batch_size, "tta": bool(tta), "device": device or default_device()},
+        )
 
 
-def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | Path | None = None, batch_size: int = 8,
-                 tta: bool = False, postprocess: str | dict | PostProcess = "tune", out_dir: str | Path | None = None,
-                 n_boot: int = 1000, device: str | None = None) -> EvalResult:
+def evaluate_run(
+    run: str | Path,
+    *,
+    split: str = "test",
+    prepared_root: str | Path | None = None,
+    batch_size: int = 8,
+    tta: bool = False,
+    postprocess: str | dict | PostProcess = "tune",
+    out_dir: str | Path | None = None,
+    n_boot: int = 1000,
+    device: str | None = None,
+) -> EvalResult:
     """Predict ``split`` with a run (folder or ``.pth``), score it (mmseg decision and post-processed) and write
     its evaluation folder (default: helpers.core.run_folders.eval_dir).
 
@@ -106,42 +142,91 @@ def evaluate_run(run: str | Path, *, split: str = "test", prepared_root: str | P
     """
     model = load_model(run, device)
     run_dir, checkpoint = model.run_dir.resolve(), model.checkpoint.resolve()
-    data_root = paths.resolve(prepared_root if prepared_root is not None else model.cfg.test_dataloader.dataset.data_root)
+    data_root = paths.resolve(
+        prepared_root if prepared_root is not None else model.cfg.test_dataloader.dataset.data_root
+    )
     width, height = model.size
     if width != height:
         raise ValueError(f"{model.checkpoint}: a {width}x{height} model; 02_prepare writes square images only")
-    source = PredictionSource(run_dir=run_dir, checkpoint=checkpoint, members=[checkpoint], decision=model.decision,
-                              model_input=(height, width), library_warnings=model.library_warnings)
+    source = PredictionSource(
+        run_dir=run_dir,
+        checkpoint=checkpoint,
+        members=[checkpoint],
+        decision=model.decision,
+        model_input=(height, width),
+        library_warnings=model.library_warnings,
+    )
 
     def tuning(preds, store):
-        return (preds if split == "val" else predict_split(model, data_root, "val", batch_size, tta, store=store)), "val"
+        return (
+            preds if split == "val" else predict_split(model, data_root, "val", batch_size, tta, store=store)
+        ), "val"
 
     out_dir = paths.resolve(out_dir) if out_dir is not None else run_folders.eval_dir(run_dir, split)
-    return _evaluate_model(model, source, tuning, split=split, data_root=data_root, batch_size=batch_size, tta=tta,
-                           postprocess=postprocess, n_boot=n_boot, out_dir=out_dir, device=device)
+    return _evaluate_model(
+        model,
+        source,
+        tuning,
+        split=split,
+        data_root=data_root,
+        batch_size=batch_size,
+        tta=tta,
+        postprocess=postprocess,
+        n_boot=n_boot,
+        out_dir=out_dir,
+        device=device,
+    )
 
 
-def evaluate_ensemble(run_folders: Sequence[str | Path], name: str, *, split: str = "test",
-                      prepared_root: str | Path | None = None, batch_size: int = 8, tta: bool = False, top_k: int = 0,
-                      n_boot: int = 1000, device: str | None = None, outputs: str | Path = paths.OUTPUTS_DIR) -> EvalResult:
+def evaluate_ensemble(
+    run_folders: Sequence[str | Path],
+    name: str,
+    *,
+    split: str = "test",
+    prepared_root: str | Path | None = None,
+    batch_size: int = 8,
+    tta: bool = False,
+    top_k: int = 0,
+    n_boot: int = 1000,
+    device: str | None = None,
+    outputs: str | Path = paths.OUTPUTS_DIR,
+) -> EvalResult:
     """Evaluate the mean-probability ensemble of ``run_folders`` (helpers.modeling.ensemble.build_ensemble) on
     ``split`` into ``outputs/eval/ensembles_<name>/<split>/``, like :func:`evaluate_run`; post-processing is
     tuned on out-of-fold predictions for the folds of one sweep, else on val. ``prepared_root``: as for
     :func:`evaluate_run` (default: the first member's config's)."""
-    ensemble, members, run_dirs = build_ensemble(run_folders, name, top_k=top_k, tta=tta, device=device, outputs=outputs)
-    data_root = paths.resolve(prepared_root if prepared_root is not None else ensemble.cfg.test_dataloader.dataset.data_root)
+    ensemble, members, run_dirs = build_ensemble(
+        run_folders, name, top_k=top_k, tta=tta, device=device, outputs=outputs
+    )
+    data_root = paths.resolve(
+        prepared_root if prepared_root is not None else ensemble.cfg.test_dataloader.dataset.data_root
+    )
     width, height = ensemble.size
-    source = PredictionSource(run_dir=ensemble.run_dir, checkpoint=ensemble.checkpoint,
-                              members=[m.checkpoint.resolve() for m in members],
-                              decision={"type": ENSEMBLE_DECISION, "members": len(members)},
-                              model_input=(height, width), library_warnings=ensemble.library_warnings)
+    source = PredictionSource(
+        run_dir=ensemble.run_dir,
+        checkpoint=ensemble.checkpoint,
+        members=[m.checkpoint.resolve() for m in members],
+        decision={"type": ENSEMBLE_DECISION, "members": len(members)},
+        model_input=(height, width),
+        library_warnings=ensemble.library_warnings,
+    )
 
     def tuning(preds, store):  # the members' probabilities are averaged per batch: memory is one batch's
         return tuning_predictions(ensemble, members, run_dirs, data_root, batch_size, tta, store=store)
 
-    return _evaluate_model(ensemble, source, tuning, split=split, data_root=data_root, batch_size=batch_size, tta=tta,
-                           postprocess="tune", n_boot=n_boot, out_dir=run_folders.eval_dir(ensemble.run_dir, split, outputs),
-                           device=device)
+    return _evaluate_model(
+        ensemble,
+        source,
+        tuning,
+        split=split,
+        data_root=data_root,
+        batch_size=batch_size,
+        tta=tta,
+        postprocess="tune",
+        n_boot=n_boot,
+        out_dir=run_folders.eval_dir(ensemble.run_dir, split, outputs),
+        device=device,
+    )
 
 
 def training_failure(run: Path | str) -> str | None:
@@ -153,8 +238,14 @@ def training_failure(run: Path | str) -> str | None:
     return metrics.get("error", "failed") if metrics.get("status") == "failed" else None
 
 
-def _attempt(run_dir: Path, split: str, out_dir: Path, evaluate_one: Callable[[], EvalResult],
-             results: list[EvalResult], failures: list[FailedEvaluation]) -> None:
+def _attempt(
+    run_dir: Path,
+    split: str,
+    out_dir: Path,
+    evaluate_one: Callable[[], EvalResult],
+    results: list[EvalResult],
+    failures: list[FailedEvaluation],
+) -> None:
     try:
         with folder_lock(out_dir, EVAL_FOLDER):
             results.append(evaluate_one())
@@ -165,8 +256,9 @@ def _attempt(run_dir: Path, split: str, out_dir: Path, evaluate_one: Callable[[]
         failures.append(FailedEvaluation(run_dir=run_dir, split=split, error=f"{type(err).__name__}: {err}"))
 
 
-def evaluate_run_folders(run_dirs: Sequence[str | Path], *, split: str = "test", outputs: str | Path = paths.OUTPUTS_DIR,
-                  **evaluate_kwargs) -> tuple[list[EvalResult], list[FailedEvaluation]]:
+def evaluate_run_folders(
+    run_dirs: Sequence[str | Path], *, split: str = "test", outputs: str | Path = paths.OUTPUTS_DIR, **evaluate_kwargs
+) -> tuple[list[EvalResult], list[FailedEvaluation]]:
     """:func:`evaluate_run` for each run into ``runs.eval_dir(run, split, outputs)``: the results, and the
     runs that failed (a run whose training failed is not evaluated)."""
     results: list[EvalResult] = []
@@ -185,9 +277,16 @@ def evaluate_run_folders(run_dirs: Sequence[str | Path], *, split: str = "test",
     return results, failures
 
 
-def evaluate_fold_ensembles(run_dirs: Sequence[str | Path], *, split: str = "test", tta: bool = False, top_k: int = 0,
-                            outputs: str | Path = paths.OUTPUTS_DIR, skip: Sequence[FailedEvaluation] = (),
-                            **evaluate_kwargs) -> tuple[list[EvalResult], list[FailedEvaluation]]:
+def evaluate_fold_ensembles(
+    run_dirs: Sequence[str | Path],
+    *,
+    split: str = "test",
+    tta: bool = False,
+    top_k: int = 0,
+    outputs: str | Path = paths.OUTPUTS_DIR,
+    skip: Sequence[FailedEvaluation] = (),
+    **evaluate_kwargs,
+) -> tuple[list[EvalResult], list[FailedEvaluation]]:
     """Each k-fold sweep among ``run_dirs`` (less the failed runs in ``skip``) evaluated as one ensemble
     (:func:`evaluate_ensemble`), named as 04 names it; failures as for :func:`evaluate_run_folders`."""
     skipped = {failure.run_dir for failure in skip}
@@ -197,10 +296,16 @@ def evaluate_fold_ensembles(run_dirs: Sequence[str | Path], *, split: str = "tes
     for name, members in fold_groups(healthy).items():
         name = f"{name}{'_tta' if tta else ''}{f'_top{top_k}' if top_k else ''}"
         folder = run_folders.ensemble_dir(name, outputs)
-        _attempt(folder, split, run_folders.eval_dir(folder, split, outputs),
-                 lambda members=members, name=name: evaluate_ensemble(
-                     members, name, split=split, tta=tta, top_k=top_k, outputs=outputs, **evaluate_kwargs),
-                 results, failures)
+        _attempt(
+            folder,
+            split,
+            run_folders.eval_dir(folder, split, outputs),
+            lambda members=members, name=name: evaluate_ensemble(
+                members, name, split=split, tta=tta, top_k=top_k, outputs=outputs, **evaluate_kwargs
+            ),
+            results,
+            failures,
+        )
     return results, failures
 
 
@@ -227,11 +332,19 @@ def evaluate_runs(params: EvaluateParams) -> Evaluation:
     if not run_dirs:
         raise FileNotFoundError(f"no trained runs under {outputs / 'runs'} (run 03_train first)")
     settings = {"prepared_root": params.prepared_root, "batch_size": params.batch_size, "n_boot": params.n_boot}
-    results, failed = evaluate_run_folders(run_dirs, split=params.split, outputs=outputs, tta=params.tta,
-                                           postprocess=params.postprocess, **settings)
+    results, failed = evaluate_run_folders(
+        run_dirs, split=params.split, outputs=outputs, tta=params.tta, postprocess=params.postprocess, **settings
+    )
     if params.ensemble:
-        more, more_failed = evaluate_fold_ensembles(run_dirs, split=params.split, tta=params.tta,
-                                                    top_k=params.ensemble_top_k, outputs=outputs, skip=failed, **settings)
+        more, more_failed = evaluate_fold_ensembles(
+            run_dirs,
+            split=params.split,
+            tta=params.tta,
+            top_k=params.ensemble_top_k,
+            outputs=outputs,
+            skip=failed,
+            **settings,
+        )
         results, failed = results + more, failed + more_failed
     if not results:
         raise RuntimeError(f"no run could be evaluated:\n{describe_failures(failed)}")

@@ -25,12 +25,23 @@ STAGE_DESCRIPTIONS = {
 }
 
 
-HEADLINE_COLUMNS = ("run", "split", "images", "fg_dice", "image_dice (95 % CI)", "det_auc", "pp_image_dice", "vs best run")
+HEADLINE_COLUMNS = (
+    "run",
+    "split",
+    "images",
+    "fg_dice",
+    "image_dice (95 % CI)",
+    "det_auc",
+    "pp_image_dice",
+    "vs best run",
+)
 
 
-CSV_FILES = {"eval/comparison.csv": "every metric of every run, its interval, seen / unseen patients",
-             "eval/paired.csv": "each run against the best run of its split (paired patient bootstrap)",
-             "runs/sweep.csv": "the training runs: best validation, speed"}
+CSV_FILES = {
+    "eval/comparison.csv": "every metric of every run, its interval, seen / unseen patients",
+    "eval/paired.csv": "each run against the best run of its split (paired patient bootstrap)",
+    "runs/sweep.csv": "the training runs: best validation, speed",
+}
 
 
 def _figure_html(figure, alt: str) -> str:
@@ -45,6 +56,7 @@ def _figure_html(figure, alt: str) -> str:
 
 def headline_table(comparison: pd.DataFrame, paired: pd.DataFrame | None = None) -> pd.DataFrame:
     """The index's table: one row per run and baseline, the columns of ``HEADLINE_COLUMNS`` (formatted text)."""
+
     def pct(value) -> str:
         return "–" if pd.isna(value) else f"{value:.2f}"
 
@@ -52,17 +64,31 @@ def headline_table(comparison: pd.DataFrame, paired: pd.DataFrame | None = None)
     if paired is not None:
         for row in paired.itertuples():
             verdicts[(row.config, "" if pd.isna(row.lr) else f"{row.lr:g}", row.split)] = (
-                row.verdict if row.verdict == "best run (reference)"
-                else f"{row.verdict} ({row.diff:+.2f}, {row.diff_lo:+.2f} to {row.diff_hi:+.2f})")
+                row.verdict
+                if row.verdict == "best run (reference)"
+                else f"{row.verdict} ({row.diff:+.2f}, {row.diff_lo:+.2f} to {row.diff_hi:+.2f})"
+            )
     rows = []
     for row in comparison.itertuples():
         lr = "" if pd.isna(row.lr) else f"{row.lr:g}"
-        interval = "" if pd.isna(getattr(row, "image_dice_lo", float("nan"))) else f" ({row.image_dice_lo:.2f}–{row.image_dice_hi:.2f})"
+        interval = (
+            ""
+            if pd.isna(getattr(row, "image_dice_lo", float("nan")))
+            else f" ({row.image_dice_lo:.2f}–{row.image_dice_hi:.2f})"
+        )
         auc = getattr(row, "det_auc", float("nan"))
-        rows.append({"run": f"{row.config} lr {lr}" if lr else row.config, "split": row.split,
-                     "images": "–" if pd.isna(row.images) else f"{row.images:.0f}", "fg_dice": pct(row.fg_dice),
-                     "image_dice (95 % CI)": pct(row.image_dice) + interval, "det_auc": "–" if pd.isna(auc) else f"{auc:.3f}",
-                     "pp_image_dice": pct(row.pp_image_dice), "vs best run": verdicts.get((row.config, lr, row.split), "–")})
+        rows.append(
+            {
+                "run": f"{row.config} lr {lr}" if lr else row.config,
+                "split": row.split,
+                "images": "–" if pd.isna(row.images) else f"{row.images:.0f}",
+                "fg_dice": pct(row.fg_dice),
+                "image_dice (95 % CI)": pct(row.image_dice) + interval,
+                "det_auc": "–" if pd.isna(auc) else f"{auc:.3f}",
+                "pp_image_dice": pct(row.pp_image_dice),
+                "vs best run": verdicts.get((row.config, lr, row.split), "–"),
+            }
+        )
     return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
 
 
@@ -82,11 +108,16 @@ def write_index(outputs: Path | str = paths.OUTPUTS_DIR, title: str = "Pneumotho
         table = pd.read_csv(comparison)
         paired = pd.read_csv(paired_csv) if paired_csv.exists() else None
         table_html = headline_table(table, paired).to_html(index=False, border=0, classes="metrics", escape=True)
-        figure_html = _figure_html(plot_image_dice_intervals(table),
-                                   "Per-image Dice in percent with 95 % patient bootstrap intervals, one row per run "
-                                   "and baseline, grouped by split")
-    csv_items = "\n".join(f'<li><a href="{html.escape(name)}">{html.escape(name)}</a>: {html.escape(what)}</li>'
-                           for name, what in CSV_FILES.items() if (outputs / name).exists())
+        figure_html = _figure_html(
+            plot_image_dice_intervals(table),
+            "Per-image Dice in percent with 95 % patient bootstrap intervals, one row per run "
+            "and baseline, grouped by split",
+        )
+    csv_items = "\n".join(
+        f'<li><a href="{html.escape(name)}">{html.escape(name)}</a>: {html.escape(what)}</li>'
+        for name, what in CSV_FILES.items()
+        if (outputs / name).exists()
+    )
 
     def link(path: Path) -> str:
         relative = html.escape(str(path.relative_to(outputs)))

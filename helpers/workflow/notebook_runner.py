@@ -70,7 +70,11 @@ def render_html(notebook: Path, html_path: Path) -> Path:
     body, _ = exporter.from_notebook_node(nb)
     for description in figure_descriptions(nb):  # in place of nbconvert's placeholder, or of no alt at all
         alt = f'alt="{html.escape(description)}"'
-        body = body.replace(NO_ALT, alt, 1) if NO_ALT in body else body.replace(FIGURE_IMG, f"<img {alt} {FIGURE_IMG[5:]}", 1)
+        body = (
+            body.replace(NO_ALT, alt, 1)
+            if NO_ALT in body
+            else body.replace(FIGURE_IMG, f"<img {alt} {FIGURE_IMG[5:]}", 1)
+        )
     atomic_write_text(html_path, body)
     return html_path
 
@@ -106,8 +110,9 @@ def _ctrl_c_reaches_the_kernel() -> Iterator[list[bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: str | None = None,
-                 stream: bool = True) -> Report:
+def run_notebook(
+    stage: str, parameters: dict, output_dir: Path | str, *, name: str | None = None, stream: bool = True
+) -> Report:
     """Execute ``notebooks/<stage>.ipynb`` with papermill into ``output_dir`` and render its HTML.
 
     The kernel runs in the repository root. With ``stream``, the notebook's output goes to this process's
@@ -134,9 +139,15 @@ def run_notebook(stage: str, parameters: dict, output_dir: Path | str, *, name: 
         with _ctrl_c_reaches_the_kernel() as interrupted:
             try:
                 papermill.execute_notebook(
-                    str(paths.NOTEBOOKS_DIR / f"{stage}.ipynb"), str(partial), parameters=parameters,
-                    cwd=str(paths.REPO_ROOT), progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGUMENTS,
-                    stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None,
+                    str(paths.NOTEBOOKS_DIR / f"{stage}.ipynb"),
+                    str(partial),
+                    parameters=parameters,
+                    cwd=str(paths.REPO_ROOT),
+                    progress_bar=False,
+                    log_output=False,
+                    extra_arguments=KERNEL_ARGUMENTS,
+                    stdout_file=sys.stdout if stream else None,
+                    stderr_file=sys.stderr if stream else None,
                 )
             except Exception as err:  # papermill's execution error, or a kernel that died
                 if interrupted or (isinstance(err, PapermillExecutionError) and err.ename == "KeyboardInterrupt"):

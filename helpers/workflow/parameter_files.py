@@ -35,8 +35,9 @@ def load_stage_parameters(stage: str, params_dir: Path | str = paths.PIPELINE_PA
         known = {name for notebook in NOTEBOOK_PARAMETERS for name in declared_names(notebook)}
         unknown = sorted(set(loaded) - known)
         if unknown:
-            raise ParameterError(f"{path}: {', '.join(map(repr, unknown))} is no notebook's parameter; "
-                                 f"known: {', '.join(sorted(known))}")
+            raise ParameterError(
+                f"{path}: {', '.join(map(repr, unknown))} is no notebook's parameter; known: {', '.join(sorted(known))}"
+            )
     else:
         check_names(stage, [k for k in loaded if not (stage == "03_train" and k == SWEEP_KEY)], str(path))
     return loaded

@@ -27,16 +27,24 @@ RECORDS_DIR = "records"  # outputs/records/<stage>.json: what each stage was mad
 
 
 # What each stage reads from the stages before it: a changed (or rerun) stage reruns the ones after it.
-DEPENDS_ON = {"01_explore": (), "02_prepare": (), "03_train": ("02_prepare",), "04_evaluate": ("02_prepare", "03_train"),
-              "05_visualize": ("04_evaluate",)}
+DEPENDS_ON = {
+    "01_explore": (),
+    "02_prepare": (),
+    "03_train": ("02_prepare",),
+    "04_evaluate": ("02_prepare", "03_train"),
+    "05_visualize": ("04_evaluate",),
+}
 
 
 def stage_inputs(stage: str, parameters: dict, outputs: Path) -> dict:
     """What one stage is made from (helpers.workflow.stage_records): its notebook, parameters, the code, the prepared data's
     manifest where it reads one, and the result ids of the stages it depends on."""
-    inputs = {"notebook": stage_records.notebook_hash(stage),
-              "parameters": {k: v for k, v in parameters.items() if k not in NOT_INPUTS}, "code": stage_records.code_hash(),
-              "upstream": {dep: stage_records.result_id(stage_record(dep, outputs)) for dep in DEPENDS_ON[stage]}}
+    inputs = {
+        "notebook": stage_records.notebook_hash(stage),
+        "parameters": {k: v for k, v in parameters.items() if k not in NOT_INPUTS},
+        "code": stage_records.code_hash(),
+        "upstream": {dep: stage_records.result_id(stage_record(dep, outputs)) for dep in DEPENDS_ON[stage]},
+    }
     if stage == "04_evaluate":
         inputs["prepared_manifest"] = prepared_manifest_hash(parameters.get("prepared_root"))
     return inputs
@@ -73,8 +81,16 @@ def _train_stage(parameters: dict, outputs: Path, force: bool, reports: list[Rep
     table = sweep(lrs, parameters, outputs, force=force)
     atomic_write_text(outputs / "runs" / "sweep.csv", table.drop(columns=["result_id"]).to_csv(index=False))
     for row in table.itertuples():
-        reports.append(Report(notebook=Path(row.report).with_suffix(".ipynb"), html=Path(row.report), ok=row.ok,
-                              error=row.error, seconds=row.minutes * 60, skipped=row.skipped))
+        reports.append(
+            Report(
+                notebook=Path(row.report).with_suffix(".ipynb"),
+                html=Path(row.report),
+                ok=row.ok,
+                error=row.error,
+                seconds=row.minutes * 60,
+                skipped=row.skipped,
+            )
+        )
     if not table["ok"].any():
         raise RuntimeError(f"every training run failed: {list(table['error'])}")
     ids = {"runs": sorted(str(i) for i in table["result_id"])}
@@ -84,9 +100,13 @@ def _train_stage(parameters: dict, outputs: Path, force: bool, reports: list[Rep
         stage_records.write_record(path, ids, stage_records.FINISHED, result_id=stage_records.fingerprint(ids))
 
 
-def run_pipeline(params_dir: Path | str = paths.PIPELINE_PARAMS_DIR, outputs: Path | str = paths.OUTPUTS_DIR,
-                 stages: tuple[str, ...] = STAGES, overrides: dict[str, dict] | None = None,
-                 force: bool | str | tuple[str, ...] | list[str] | set[str] = ()) -> list[Report]:
+def run_pipeline(
+    params_dir: Path | str = paths.PIPELINE_PARAMS_DIR,
+    outputs: Path | str = paths.OUTPUTS_DIR,
+    stages: tuple[str, ...] = STAGES,
+    overrides: dict[str, dict] | None = None,
+    force: bool | str | tuple[str, ...] | list[str] | set[str] = (),
+) -> list[Report]:
     """Run the stages in order with their YAML parameters (plus ``overrides``), then write index.html.
 
     A stage whose record (``outputs/records/<stage>.json``) matches its inputs and whose outputs are there is
@@ -105,8 +125,12 @@ def run_pipeline(params_dir: Path | str = paths.PIPELINE_PARAMS_DIR, outputs: Pa
             parameters.setdefault("outputs_dir", str(outputs))
         for lr in parameters.get(SWEEP_KEY, []) if stage == "03_train" else []:
             check_value(stage, "lr", lr, LR)
-        check_parameters(stage, {k: v for k, v in parameters.items() if k != SWEEP_KEY}, source=f"{stage}'s parameters",
-                         paths_exist=False)
+        check_parameters(
+            stage,
+            {k: v for k, v in parameters.items() if k != SWEEP_KEY},
+            source=f"{stage}'s parameters",
+            paths_exist=False,
+        )
         every[stage] = parameters
     reports: list[Report] = []
     for stage, parameters in every.items():

@@ -18,8 +18,17 @@ log = logging.getLogger(__name__)
 SET_PER_JOB = ("config", "lr", "work_dir", "gpus", "fold")  # write_sbatch's script sets these itself, per job
 
 
-def write_sbatch(lrs: list[float] | tuple[float, ...], parameters: dict, path: Path | str, *, gpus: int = 1,
-                 cpus_per_gpu: int = 8, hours: int = 4, outputs: Path | str = paths.OUTPUTS_DIR, folds: int = 0) -> Path:
+def write_sbatch(
+    lrs: list[float] | tuple[float, ...],
+    parameters: dict,
+    path: Path | str,
+    *,
+    gpus: int = 1,
+    cpus_per_gpu: int = 8,
+    hours: int = 4,
+    outputs: Path | str = paths.OUTPUTS_DIR,
+    folds: int = 0,
+) -> Path:
     """A SLURM array script, one job per lr (per lr and fold with ``folds=K``), each running the sweep for its
     own lr (and fold) on its own node share (``gpus=0``: CPU jobs, no GPU requested). Each job is the sweep's
     command, so a re-submitted or requeued job skips a finished run and resumes an interrupted one. The ``-p``
@@ -29,8 +38,11 @@ def write_sbatch(lrs: list[float] | tuple[float, ...], parameters: dict, path: P
     for lr in lrs:
         check_value("03_train", "lr", lr, LR)
     config = parameters.get("config") or paths.SWEEP_CONFIG
-    extra = " ".join(f"-p {shlex.quote(f'{k}={json.dumps(parameters[k])}')}" for k in declared_names("03_train")
-                     if k in parameters and k not in SET_PER_JOB)
+    extra = " ".join(
+        f"-p {shlex.quote(f'{k}={json.dumps(parameters[k])}')}"
+        for k in declared_names("03_train")
+        if k in parameters and k not in SET_PER_JOB
+    )
     lr_list = " ".join(f"{lr:g}" for lr in lrs)
     if folds:  # job i: lr i // K, fold i % K
         select = f"""LR=${{LRS[$((SLURM_ARRAY_TASK_ID / {folds}))]}}
@@ -47,7 +59,7 @@ FOLD=$((SLURM_ARRAY_TASK_ID % {folds}))"""
 #SBATCH --time={hours}:00:00
 #SBATCH --requeue
 #SBATCH --open-mode=append
-#SBATCH --output={Path(outputs) / 'runs' / 'slurm-%A_%a.out'}
+#SBATCH --output={Path(outputs) / "runs" / "slurm-%A_%a.out"}
 # Written by `python -m helpers sweep --sbatch`: one job per lr, each runs the sweep for its lr (notebooks/03_train.ipynb
 # through papermill; gpus > 1 launches torchrun from inside helpers, never DDP in the kernel). A finished run is
 # skipped and an interrupted one resumes from its last checkpoint, so a requeued or re-submitted job picks up.

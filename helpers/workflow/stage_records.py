@@ -107,15 +107,23 @@ def status(path: Path | str, inputs: dict, outputs: list[Path | str] = ()) -> St
     return Status(True, False, "up to date")
 
 
-def write_record(path: Path | str, inputs: dict, state: str, outputs: list[Path | str] = (), *,
-                 result_id: str | None = None) -> dict:
+def write_record(
+    path: Path | str, inputs: dict, state: str, outputs: list[Path | str] = (), *, result_id: str | None = None
+) -> dict:
     """Write a step's record atomically (``state`` STARTED before it runs, FINISHED after); returns it.
 
     A finished step gets ``result_id`` (default: new for every run, so the steps after it rerun too)."""
-    record = {"state": state, "fingerprint": fingerprint(inputs), "inputs": inputs,
-              "outputs": [str(p) for p in outputs], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {
+        "state": state,
+        "fingerprint": fingerprint(inputs),
+        "inputs": inputs,
+        "outputs": [str(p) for p in outputs],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     if state == FINISHED:
-        record["result_id"] = result_id or fingerprint({"fingerprint": record["fingerprint"], "finished": time.time_ns()})
+        record["result_id"] = result_id or fingerprint(
+            {"fingerprint": record["fingerprint"], "finished": time.time_ns()}
+        )
     atomic_write_json(Path(path), record)
     return record
 

@@ -33,10 +33,13 @@ def _config_hash(config: str) -> str | None:
 def run_inputs(run_parameters: dict) -> dict:
     """What one training run is made from (helpers.workflow.stage_records): 03's notebook, its parameters, the config's
     content, the code, the prepared data's manifest."""
-    return {"notebook": stage_records.notebook_hash("03_train"),
-            "parameters": {k: v for k, v in run_parameters.items() if k not in NOT_INPUTS},
-            "config": _config_hash(run_parameters["config"]), "code": stage_records.code_hash(),
-            "prepared_manifest": prepared_manifest_hash(run_parameters.get("prepared_root"))}
+    return {
+        "notebook": stage_records.notebook_hash("03_train"),
+        "parameters": {k: v for k, v in run_parameters.items() if k not in NOT_INPUTS},
+        "config": _config_hash(run_parameters["config"]),
+        "code": stage_records.code_hash(),
+        "prepared_manifest": prepared_manifest_hash(run_parameters.get("prepared_root")),
+    }
 
 
 def _start_afresh(work_dir: Path) -> None:
@@ -53,9 +56,15 @@ def _start_afresh(work_dir: Path) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
 
 
-def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | None = None,
-          outputs: Path | str = paths.OUTPUTS_DIR, folds: int = 0, *, force: bool = False,
-          only_fold: int | None = None) -> pd.DataFrame:
+def sweep(
+    lrs: list[float] | tuple[float, ...] = SEED_LRS,
+    parameters: dict | None = None,
+    outputs: Path | str = paths.OUTPUTS_DIR,
+    folds: int = 0,
+    *,
+    force: bool = False,
+    only_fold: int | None = None,
+) -> pd.DataFrame:
     """Run 03_train once per lr (and, with ``folds=K``, once per fold of each lr, on the fold files of
     02_prepare; ``only_fold``: that fold alone), each into its own run folder with its executed notebook
     and HTML report.
@@ -72,7 +81,11 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
     fold_list = [only_fold] if only_fold is not None else (range(folds) if folds else [None])
     for lr, fold in [(lr, fold) for lr in lrs for fold in fold_list]:
         check_value("03_train", "lr", lr, LR)
-        work_dir = run_folders.run_dir(config, lr, Path(outputs)) if fold is None else run_folders.fold_run_dir(config, lr, fold, Path(outputs))
+        work_dir = (
+            run_folders.run_dir(config, lr, Path(outputs))
+            if fold is None
+            else run_folders.fold_run_dir(config, lr, fold, Path(outputs))
+        )
         run_parameters = {**parameters, "config": config, "lr": float(lr), "work_dir": str(work_dir)}
         if fold is not None:
             run_parameters["fold"] = fold
@@ -84,21 +97,40 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
         record_path = work_dir / run_folders.RECORD_FILE
         expected = [work_dir / run_folders.METRICS_FILE, work_dir / "03_train.html"]
         state = stage_records.status(record_path, inputs, expected)
-        row = {"config": paths.config_name(config), "lr": lr, "fold": fold, "ok": True, "skipped": False, "minutes": 0.0,
-               "report": str(work_dir / "03_train.html"), "error": None}
+        row = {
+            "config": paths.config_name(config),
+            "lr": lr,
+            "fold": fold,
+            "ok": True,
+            "skipped": False,
+            "minutes": 0.0,
+            "report": str(work_dir / "03_train.html"),
+            "error": None,
+        }
         metrics_file = work_dir / run_folders.METRICS_FILE
-        unrecorded = (stage_records.read_record(record_path) is None and metrics_file.exists()
-                      and run_folders.read_metrics(work_dir).get("status") != "failed")
+        unrecorded = (
+            stage_records.read_record(record_path) is None
+            and metrics_file.exists()
+            and run_folders.read_metrics(work_dir).get("status") != "failed"
+        )
         if not force and (state.done or unrecorded):
-            why = (f"its record {record_path} matches" if state.done
-                   else "finished before records were kept; --force retrains it")
+            why = (
+                f"its record {record_path} matches"
+                if state.done
+                else "finished before records were kept; --force retrains it"
+            )
             print(f"{label}: already trained, skipped ({why})", flush=True)
             row["skipped"] = True
         else:
             failed = metrics_file.exists() and run_folders.read_metrics(work_dir).get("status") == "failed"  # diverged
-            resume = not force and not failed and state.resumable and run_folders.find_checkpoints(work_dir)[1] is not None
+            resume = (
+                not force and not failed and state.resumable and run_folders.find_checkpoints(work_dir)[1] is not None
+            )
             if resume:
-                print(f"{label}: resuming the interrupted run from {run_folders.find_checkpoints(work_dir)[1]}", flush=True)
+                print(
+                    f"{label}: resuming the interrupted run from {run_folders.find_checkpoints(work_dir)[1]}",
+                    flush=True,
+                )
             else:
                 print(f"{label}: training ({'--force' if force else state.reason})", flush=True)
             try:
@@ -122,8 +154,14 @@ def sweep(lrs: list[float] | tuple[float, ...] = SEED_LRS, parameters: dict | No
         if row["ok"] and metrics_file.exists():
             metrics = run_folders.read_metrics(work_dir)
             best = metrics.get("best_val") or {}
-            row.update({"best_mDice": best.get("mDice"), "best_fg_dice": best.get("Dice.pneumothorax"),
-                        "best_iter": best.get("step"), "images_per_s": metrics.get("images_per_s")})
+            row.update(
+                {
+                    "best_mDice": best.get("mDice"),
+                    "best_fg_dice": best.get("Dice.pneumothorax"),
+                    "best_iter": best.get("step"),
+                    "images_per_s": metrics.get("images_per_s"),
+                }
+            )
         rows.append(row)
         log.info("%s: %s", label, "skipped" if row["skipped"] else "ok" if row["ok"] else f"FAILED ({row['error']})")
     return pd.DataFrame(rows)
