@@ -24,11 +24,15 @@ else
 MMCV_BUILD_ENV := env -u FORCE_CUDA CUDA_VISIBLE_DEVICES=
 endif
 
-.PHONY: venv demo test test-slurm lab tensorboard sweep report benchmark notebooks clean-outputs help
+.PHONY: venv demo test test-fast lint format hooks test-slurm lab tensorboard sweep report benchmark notebooks clean-outputs help
 
 help:
 	@echo "make demo       generate the demo dataset and run the whole pipeline on it (CPU, minutes)"
-	@echo "make test       run the test suite"
+	@echo "make test       run the whole test suite (what CI runs)"
+	@echo "make test-fast  the unit lane: every test that trains, runs a notebook or the demo left out (minutes)"
+	@echo "make lint       ruff check and ruff format --check (what tests/test_lint.py asserts)"
+	@echo "make format     ruff format, ruff check --fix, and the notebooks re-paired with their py twins"
+	@echo "make hooks      install the pre-commit hooks (ruff, jupytext --sync, notebook outputs stripped)"
 	@echo "make test-slurm the SLURM sweep on a one-node cluster on localhost (needs slurm-wlm, munge; root)"
 	@echo "make tensorboard TensorBoard on outputs/runs/ (port TB_PORT=6006)"
 	@echo "make lab        JupyterLab on notebooks/ with the project's kernel"
@@ -57,6 +61,21 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+hooks: $(STAMP)
+	$(VENV)/bin/pre-commit install
 
 test-slurm: $(STAMP)
 	PNEUMO_TEST_SLURM=1 $(PY) -m pytest tests/test_slurm.py -rs

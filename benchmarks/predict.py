@@ -115,9 +115,9 @@ def main() -> None:
                 clock = Clock()
                 for path in files:
                     read(path)
-                best = tuple(min(a, b) for a, b in zip(best, clock.lap()))
+                best = tuple(min(a, b) for a, b in zip(best, clock.lap(), strict=True))
             rows.append({"model": "-", "way": f"read {name} to 8-bit gray", "wall s": best[0], "cpu s": best[1]})
-        assert all(np.array_equal(read_gray8(p), read_dicom(d).gray8) for p, d in zip(pngs, dicoms))
+        assert all(np.array_equal(read_gray8(p), read_dicom(d).gray8) for p, d in zip(pngs, dicoms, strict=True))
         for config in args.configs:
             checkpoint, onnx_path = write_models(config, root / "models")
             ways = {
@@ -127,7 +127,7 @@ def main() -> None:
             }
             best = {way: (np.inf, np.inf) for way in ways}
             loads = {way: load_seconds(model) for way, (model, _) in ways.items()}  # also the warm-up
-            for way, (model, files) in ways.items():
+            for _way, (model, files) in ways.items():
                 predict_images(model, files[:2], root / "warmup", device="cpu", batch_size=args.batch_size)
             for repeat in range(args.repeats):
                 for way in list(ways) if repeat % 2 == 0 else list(reversed(ways)):
@@ -136,9 +136,9 @@ def main() -> None:
                     predict_images(
                         model, files, root / "out" / way.replace(", ", "_"), device="cpu", batch_size=args.batch_size
                     )
-                    best[way] = tuple(min(a, b) for a, b in zip(best[way], clock.lap()))
+                    best[way] = tuple(min(a, b) for a, b in zip(best[way], clock.lap(), strict=True))
             for way in ways:  # the one-time model load is taken out (and shown in its own column)
-                wall, cpu = (total - load for total, load in zip(best[way], loads[way]))
+                wall, cpu = (total - load for total, load in zip(best[way], loads[way], strict=True))
                 rows.append(
                     {
                         "model": config.split("_")[0],

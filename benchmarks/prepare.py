@@ -2,8 +2,8 @@
 
 Generates N demo pairs of 1024x1024 PNGs in the Kaggle layout in a temporary folder, then times, in one
 run and on the same files: a plain loop (cv2 decode of image and mask, resize to 512 with INTER_AREA /
-INTER_NEAREST on the binarized mask, PNG encode with prepare's settings, write), ``prepare_dataset`` with one worker, and
-``prepare_dataset`` with all workers. OpenCV runs single-threaded everywhere, so "1 process" means one core.
+INTER_NEAREST on the binarized mask, PNG encode with prepare's settings, write), ``prepare_dataset`` with one worker,
+and ``prepare_dataset`` with all workers. OpenCV runs single-threaded everywhere, so "1 process" means one core.
 Wall time gives images/s; the CPU time of the single-process runs gives their per-image cost, which stays
 meaningful on a machine shared with other jobs (worker processes' CPU time is not counted, hence "-").
 
@@ -35,7 +35,7 @@ def plain_loop(pairs: pd.DataFrame, out_dir: Path, img_size: int) -> None:
     """The baseline: decode, resize, binarize, encode and write each pair, one after the other."""
     (out_dir / "images").mkdir(parents=True)
     (out_dir / "masks").mkdir(parents=True)
-    for name, image_path, mask_path in zip(pairs["name"], pairs["image_path"], pairs["mask_path"]):
+    for name, image_path, mask_path in zip(pairs["name"], pairs["image_path"], pairs["mask_path"], strict=True):
         image = cv2.imread(image_path, cv2.IMREAD_GRAYSCALE)
         mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
         resized = cv2.resize(image, (img_size, img_size), interpolation=cv2.INTER_AREA)
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nprepare with {args.workers} workers: {loop_wall / all_wall:.2f}x the plain loop's images/s")
     print(
         f"per image, workers=1 vs the loop: wall {1000 * one_wall / n:.2f} vs {1000 * loop_wall / n:.2f} ms "
-        f"({one_wall / loop_wall:.2f}x), CPU {1000 * one_cpu / n:.2f} vs {1000 * loop_cpu / n:.2f} ms ({one_cpu / loop_cpu:.2f}x)"
+        f"({one_wall / loop_wall:.2f}x), CPU {1000 * one_cpu / n:.2f} vs {1000 * loop_cpu / n:.2f} ms "
+        f"({one_cpu / loop_cpu:.2f}x)"
     )
 
 

@@ -12,8 +12,8 @@ models on the 1024 masks), and a mean-probability ensemble of 5 members (the tra
 is evaluated at 1024 (``helpers.workflow.evaluate_runs.evaluate_ensemble``, with 04's batch size, TTA and bootstrap).
 
 Per stage and size: wall and CPU seconds (the process and every child it waited for, such as papermill's kernel,
-or the sum sampled over its process tree when larger: a pool's workers started by a fork server are not waited for), peak
-RSS (the sum over the process tree, sampled every 0.1 s, and the largest single process from ``wait4``), bytes
+or the sum sampled over its process tree when larger: a pool's workers started by a fork server are not waited for),
+peak RSS (the sum over the process tree, sampled every 0.1 s, and the largest single process from ``wait4``), bytes
 written (the block writes ``wait4`` counts) and the disk the stage left behind. Then, per stage, the log-log
 slopes of time and memory between consecutive sizes, and the goals, each printed as met or NOT met; the exit
 status is 1 when one is missed:

@@ -121,7 +121,7 @@ def make_raw_view(raw_root: Path, prepared: Path, dest: Path) -> Path:
 
     labels = pd.read_csv(prepared / "labels.csv", dtype={"name": str})
     raw = raw_root / paths.KAGGLE_FOLDER
-    for split, name in zip(labels["split"], labels["name"]):
+    for split, name in zip(labels["split"], labels["name"], strict=True):
         for folder in ("images", "masks"):
             (dest / folder / split).mkdir(parents=True, exist_ok=True)
         image = dest / "images" / split / f"{name}.png"
@@ -422,10 +422,10 @@ def print_table(rows: list[Row]) -> None:
     ]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     print()
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for line in lines:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> None:

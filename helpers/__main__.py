@@ -1,4 +1,5 @@
-"""``python -m helpers {demo,pipeline,sweep,predict,export,convert-siim,demo-data,download,index}``: the command line."""
+"""``python -m helpers {demo,pipeline,sweep,predict,export,convert-siim,demo-data,download,index}``:
+the command line."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def plot_example_grid(scans_or_pairs: pd.DataFrame, n: int = 8, seed: int = 0, c
     rows = max(1, -(-len(chosen) // columns))
     fig = Figure(figsize=(3.2 * columns, 3.4 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax, row in zip(axes, chosen.itertuples()):
+    for ax, row in zip(axes, chosen.itertuples(), strict=True):
         image = read_gray8(row.image_path)
         mask = read_gray8(row.mask_path) > 0
         label = f"positive, {int(mask.sum())} px" if mask.any() else "negative"
@@ -168,7 +168,7 @@ def plot_learning_curves(runs: Mapping[str, Path | str] | Sequence[Path | str]) 
         for key, style in (("mDice", "-"), ("Dice.pneumothorax", "--")):
             points = [(row["step"], row[key]) for row in val_rows if key in row]
             if points:
-                x, y = zip(*points)
+                x, y = zip(*points, strict=True)
                 val_ax.plot(x, y, style, marker="o", markersize=3, color=colour, label=f"{label}: {key}")
     loss_ax.set_xlabel("iteration")
     loss_ax.set_ylabel("training loss")
@@ -241,7 +241,7 @@ def plot_examples(result, which: str = "worst", n: int = 4, postprocessed: bool 
     dice_column, area_column = _columns(postprocessed)
     fig = Figure(figsize=(10, 3.3 * len(chosen) + 0.6), layout="constrained")
     axes = fig.subplots(len(chosen), 3, squeeze=False)
-    for (image_ax, truth_ax, overlay_ax), index in zip(axes, chosen):
+    for (image_ax, truth_ax, overlay_ax), index in zip(axes, chosen, strict=True):
         row = result.per_image.iloc[index]
         image = read_gray8(Path(result.data_root) / "images" / result.split / f"{row['name']}.png")
         truth = read_gray8(Path(result.data_root) / "masks" / result.split / f"{row['name']}.png") > 0
@@ -270,7 +270,7 @@ def _comparison_labels(table: pd.DataFrame) -> list[str]:
     several_configs = table.loc[runs, "config"].nunique() > 1
     several_splits = table.loc[table["config"] != "seed (reported)", "split"].nunique() > 1
     labels = []
-    for row, is_run in zip(table.itertuples(), runs):
+    for row, is_run in zip(table.itertuples(), runs, strict=True):
         if not is_run:
             label = row.config if pd.isna(row.lr) else f"{row.config}, lr {row.lr:g}"
         else:
@@ -294,7 +294,7 @@ def plot_lr_comparison(table: pd.DataFrame, metrics: Sequence[str] = LR_COMPARIS
     ax = fig.subplots()
     x = np.arange(len(metrics))
     width = 0.8 / max(1, len(table))
-    for i, (row, label) in enumerate(zip(table.itertuples(index=False), labels)):
+    for i, (row, label) in enumerate(zip(table.itertuples(index=False), labels, strict=True)):
         values = np.array([getattr(row, m, np.nan) for m in metrics], dtype=float)
         style: dict = {}
         if row.config == "all-empty baseline":
@@ -417,7 +417,7 @@ def plot_image_dice_intervals(table: pd.DataFrame) -> Figure:
     run, the all-empty baseline; a point without a bar where there is no interval), one panel row per split."""
     rows = table[table["image_dice"].notna()].reset_index(drop=True)
     labels = [row.config if pd.isna(row.lr) else f"{row.config} lr {row.lr:g}" for row in rows.itertuples()]
-    labels = [f"{label} [{split}]" for label, split in zip(labels, rows["split"])]
+    labels = [f"{label} [{split}]" for label, split in zip(labels, rows["split"], strict=True)]
     fig = Figure(figsize=(8, 0.45 * max(2, len(rows)) + 1.2), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(rows))[::-1]

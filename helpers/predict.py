@@ -196,7 +196,7 @@ def predict_images(
 
     images = collect_inputs(images)
     kinds = [input_kind(path) for path in images]
-    stems = [path.stem for path, kind in zip(images, kinds) if kind != "other"]
+    stems = [path.stem for path, kind in zip(images, kinds, strict=True) if kind != "other"]
     repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
     if repeated:
         raise ValueError(f"several inputs share a file stem, their outputs would collide: {repeated}")
@@ -232,7 +232,7 @@ def predict_images(
     out_dir = Path(out_dir)
     rows: dict[int, dict] = {}
     written: list[Path] = []
-    todo = [(index, path, kind) for index, (path, kind) in enumerate(zip(images, kinds))]
+    todo = [(index, path, kind) for index, (path, kind) in enumerate(zip(images, kinds, strict=True))]
     for index, path, kind in todo:
         if kind == "other":
             rows[index] = {"input": str(path), "status": SKIPPED}
@@ -261,7 +261,7 @@ def predict_images(
                 if not read:
                     continue
                 resized = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for _, _, image, _, _ in read]
-                for (index, path, image, spacing, warnings), prob in zip(read, maps(resized)):
+                for (index, path, image, spacing, warnings), prob in zip(read, maps(resized), strict=True):
                     rows[index] = _write_prediction(
                         path, image, spacing, warnings, prob, out_dir, written, tuned, fixed, rle
                     )

@@ -29,7 +29,8 @@ max_images = 0  # 0: every image; otherwise a random sample of this size (quick 
 seed = 0  # for the sample
 workers = 0  # 0: all CPU cores
 outputs_dir = "outputs"
-patient_table = None  # None: patients.csv.gz beside the CSVs if there (the demo's), else the table shipped in helpers/data/resources
+# None: patients.csv.gz beside the CSVs if there (the demo's), else the table shipped in helpers/data/resources
+patient_table = None
 
 # %%
 # %matplotlib inline

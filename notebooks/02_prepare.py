@@ -69,7 +69,8 @@ result = prepare.prepare_dataset(
     workers=workers or None,
 )
 print(
-    f"{result.out_dir}: {result.written} pairs written, {result.skipped} already there, {result.removed} stale files removed"
+    f"{result.out_dir}: {result.written} pairs written, {result.skipped} already there, "
+    f"{result.removed} stale files removed"
 )
 
 # %% [markdown]

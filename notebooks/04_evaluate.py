@@ -42,7 +42,9 @@ batch_size = 8
 tta = False  # horizontal-flip test-time augmentation
 postprocess = "tune"  # "tune" (on val), "none", or a dict(threshold ..., min_component_area ..., min_total_area ...)
 n_boot = 1000
-prepared_root = None  # the prepared folder to evaluate on; None: each run's own (its config's data_root); a data/prepared/<mode>-1024 folder scores against the original masks
+# the prepared folder to evaluate on; None: each run's own (its config's data_root); a data/prepared/<mode>-1024
+# folder scores against the original masks
+prepared_root = None
 outputs_dir = None  # None: outputs/, or the demo's outputs/demo/ when only it holds results
 ensemble = False  # also evaluate each k-fold sweep (sweep --folds K) as one mean-probability ensemble
 ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k checkpoints
@@ -74,7 +76,8 @@ for result in results:
     )
     if result.metrics["dual_threshold"]:
         print(
-            f"the scheme that won on val, which predict and export apply: {result.metrics['dual_threshold']['winner_on_val']}"
+            "the scheme that won on val, which predict and export apply: "
+            f"{result.metrics['dual_threshold']['winner_on_val']}"
         )
     size = result.metrics["resolution"]
     print(

@@ -1,8 +1,14 @@
-"""Shared fixtures: small generated datasets, a prepared copy, one tiny trained run, the real sample."""
+"""Shared fixtures: small generated datasets, a prepared copy, one tiny trained run, the real sample; and the two
+lanes: every test that trains, runs a notebook, runs the pipeline or starts torchrun is marked ``slow`` here, from
+what it calls and the fixtures it uses (``make test-fast`` runs the rest)."""
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +29,67 @@ def random_pixel_counts(rng: np.random.Generator, n: int, pixels: int = 4096) ->
     tp = np.minimum(truth, rng.integers(0, 50, n))
     fp = rng.integers(0, 20, n) * (rng.random(n) < 0.4)
     return np.stack([tp, fp, truth - tp, pixels - truth - fp], axis=1)
+
+
+# A test is slow when it, a fixture it uses (at any depth), or a function of its module that either calls (at any
+# depth) calls one of these: each trains a model, executes a notebook or runs the demo.
+SLOW_CALLS = frozenset(
+    {"run_training", "run_notebook", "sweep", "run_pipeline", "execute_notebook", "launch_torchrun", "run_demo"}
+)
+SLOW_COMMANDS = frozenset({"demo", "pipeline", "sweep"})  # `python -m helpers <command>` (a sweep --sbatch only writes)
+
+
+@functools.cache
+def _module_functions(module) -> dict:
+    return {
+        name: obj for name, obj in vars(module).items() if inspect.isfunction(obj) and obj.__module__ == module.__name__
+    }
+
+
+def _called_names(function) -> set[str]:
+    """The names ``function`` calls (``f(...)`` and ``x.f(...)``) and the CLI commands it runs (``main(["demo"])``,
+    ``[python, "-m", "helpers", "demo"]``)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            target = node.func
+            names.add(target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", ""))
+        if isinstance(node, ast.List):
+            words = [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+            command = words[words.index("helpers") + 1] if "helpers" in words[:-1] else (words or [None])[0]
+            if command in SLOW_COMMANDS and "--sbatch" not in words:
+                names.add("run_demo")
+    return names
+
+
+def _is_slow(function, seen: set) -> bool:
+    if function in seen:
+        return False
+    seen.add(function)
+    called = _called_names(function)
+    if called & SLOW_CALLS:
+        return True
+    module = inspect.getmodule(function)
+    local = _module_functions(module) if module is not None else {}
+    return any(_is_slow(local[name], seen) for name in called if name in local)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that trains, runs a notebook, runs the pipeline or the demo, itself or through its
+    fixtures; a hand-written mark stays as it is."""
+    for item in items:
+        if item.get_closest_marker("slow") or not hasattr(item, "function"):
+            continue
+        functions = [item.function]
+        for name in item.fixturenames:
+            for definition in item._fixtureinfo.name2fixturedefs.get(name, ()):
+                functions.append(definition.func)
+        if any(_is_slow(function, set()) for function in functions):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -177,7 +177,7 @@ def test_config_builds_model_and_datasets(config, demo_prepared):
     assert cfg.model.data_preprocessor.size == (64, 64)
     labels = demo_prepared.labels
     expected = {}
-    for loader, split in zip(LOADERS, ("train", "val", "test")):
+    for loader, split in zip(LOADERS, ("train", "val", "test"), strict=True):
         rows = labels[labels["split"] == split]
         repeats = cfg[loader].dataset.get("positive_repeats", 1)
         expected[loader] = len(rows) + (repeats - 1) * int((rows["fg_pixels"] > 0).sum())

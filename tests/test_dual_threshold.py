@@ -1,5 +1,5 @@
-"""helpers.postprocessing.dual_threshold: the rule on a hand-built image, the tuning grid against the rule applied image by
-image, and tuning that reads the val split only (inside evaluate_run)."""
+"""helpers.postprocessing.dual_threshold: the rule on a hand-built image, the tuning grid against the rule applied image
+by image, and tuning that reads the val split only (inside evaluate_run)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_tuning_grid_equals_the_rule_applied_image_by_image():
     for row in grid.itertuples():
         dt = DualThreshold(row.top_threshold, int(row.min_area), row.bottom_threshold)
         dice = []
-        for prob, truth in zip(val.probs, val.truth):
+        for prob, truth in zip(val.probs, val.truth, strict=True):
             mask = apply_dual_threshold(prob, dt)
             total = np.count_nonzero(mask) + np.count_nonzero(truth)
             dice.append(1.0 if total == 0 else 2 * np.count_nonzero(mask & truth) / total)
@@ -116,7 +116,7 @@ def test_evaluate_run_tunes_the_dual_threshold_on_val_only(trained_demo_run, dem
     probs = np.load(result.probs_path)
     dt = DualThreshold(report["top_threshold"], report["min_area"], report["bottom_threshold"])
     dice = []
-    for prob, name in zip(probs, result.per_image["name"]):
+    for prob, name in zip(probs, result.per_image["name"], strict=True):
         truth = cv2.imread(str(demo_prepared.out_dir / "masks" / "test" / f"{name}.png"), cv2.IMREAD_UNCHANGED) > 0
         mask = apply_dual_threshold(prob, dt)
         total = np.count_nonzero(mask) + np.count_nonzero(truth)

@@ -24,11 +24,11 @@ def read_pins() -> dict[str, str]:
 
 def test_every_requirement_is_pinned_exactly():
     lines = [
-        l.strip()
-        for l in (paths.REPO_ROOT / "requirements.txt").read_text().splitlines()
-        if l.strip() and not l.startswith("#")
+        line.strip()
+        for line in (paths.REPO_ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
     ]
-    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.+]*", l) for l in lines), lines
+    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.+]*", line) for line in lines), lines
 
 
 def test_environment_yml_agrees_with_requirements():

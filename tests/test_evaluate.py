@@ -1,4 +1,5 @@
-"""helpers.evaluation (through helpers.workflow.evaluate_runs): tuning on val only, parity with mmseg's Runner.test(), reload, tables, fail-fast data checks."""
+"""helpers.evaluation (through helpers.workflow.evaluate_runs): tuning on val only, parity with mmseg's Runner.test(),
+reload, tables, fail-fast data checks."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Evaluation's memory does not grow with the number of images beyond the per-image rows it returns.
 
 ``evaluate_run`` (tuning on val included) on subsets of one prepared split at 256x256, traced with ``tracemalloc``
-(numpy reports its arrays to it), in batches of 2 (each split two batches or more at both sizes): the peak may grow by per-image statistics (counts, histograms, table rows),
-never by per-pixel data. Keeping one byte a pixel of each image (as the probabilities held in memory did) grows
-it by 64 KB an image here; the bound is a quarter of that.
+(numpy reports its arrays to it), in batches of 2 (each split two batches or more at both sizes): the peak may grow
+by per-image statistics (counts, histograms, table rows), never by per-pixel data. Keeping one byte a pixel of each
+image (as the probabilities held in memory did) grows it by 64 KB an image here; the bound is a quarter of that.
 """
 
 from __future__ import annotations

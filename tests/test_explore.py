@@ -86,7 +86,7 @@ def test_explore_statistics_equal_an_independent_computation(dataset_dir, tmp_pa
     assert area["p95"] == pytest.approx(np.quantile(fractions, 0.95))
     assert area["max"] == pytest.approx(fractions.max())
 
-    components = dict(zip(result.components_table["components"], result.components_table["masks"]))
+    components = dict(zip(result.components_table["components"], result.components_table["masks"], strict=True))
     assert components == dict(Counter(p["regions"] for p in pairs if p["fg"]))
     sizes = {(r.width, r.height, r.image_mode, r.mask_mode): r.images for r in result.sizes_table.itertuples()}
     assert sizes == dict(Counter((p["width"], p["height"], *p["modes"]) for p in pairs))

@@ -222,9 +222,9 @@ def test_predict_applies_the_val_winner_dual_threshold_and_the_triplet_on_reques
     triplet = predict_images(checkpoint, [inputs], tmp_path / "triplet", device="cpu", postprocess="triplet")
     assert "(triplet)" in capsys.readouterr().out
     dual = DualThreshold.from_dict(info["schemes"]["dual_threshold"])
-    for row, expected in zip(by_default.itertuples(), _masks_through(checkpoint, inputs, dual)):
+    for row, expected in zip(by_default.itertuples(), _masks_through(checkpoint, inputs, dual), strict=True):
         np.testing.assert_array_equal(cv2.imread(row.mask_path, 0) > 0, expected)
-    for row, expected in zip(triplet.itertuples(), _masks_through(checkpoint, inputs, result.postprocess)):
+    for row, expected in zip(triplet.itertuples(), _masks_through(checkpoint, inputs, result.postprocess), strict=True):
         np.testing.assert_array_equal(cv2.imread(row.mask_path, 0) > 0, expected)
     assert not np.array_equal(by_default["predicted_area"], triplet["predicted_area"])  # p > 0.01 marks far more
     onnx_path = export_onnx(checkpoint, tmp_path / "model.onnx")

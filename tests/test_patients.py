@@ -334,7 +334,10 @@ def test_explore_reports_patients_from_the_csvs(demo_raw_dir, tmp_path):
     result = explore_dataset(demo_raw_dir, stages=["test"], max_images=5, workers=1, out_dir=tmp_path)
     folder = demo_raw_dir / KAGGLE
     patient_of = dict(
-        zip(*patients.read_patient_table(folder / patients.PATIENTS_FILE)[["image_id", "patient"]].T.to_numpy())
+        zip(
+            *patients.read_patient_table(folder / patients.PATIENTS_FILE)[["image_id", "patient"]].T.to_numpy(),
+            strict=True,
+        )
     )
     rows = _csv_image_ids(folder)  # every CSV row, whatever the stages or the sample
     flags: dict[str, list[int]] = {}

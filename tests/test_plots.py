@@ -84,7 +84,7 @@ def test_example_grid_mixes_positives_and_negatives(pairs):
     assert sum("positive" in t for t in titles) == 2 and sum("negative" in t for t in titles) == 2
     chosen = plots.sample_examples(pairs, n=4, seed=0)
     assert set(chosen["name"]) != set(pairs["name"].head(4))
-    for title, row in zip(titles, chosen.itertuples()):
+    for title, row in zip(titles, chosen.itertuples(), strict=True):
         assert title.startswith(row.name)
         if row.has_pneumo:
             assert f"{row.fg_pixels} px" in title
@@ -188,14 +188,14 @@ def _hand_result(root: Path, run_name: str = "lr0.003"):
         zeros(),
     ]
     probs = np.full((6, SIZE, SIZE), 20, np.uint8)
-    for prob, pred in zip(probs, preds):
+    for prob, pred in zip(probs, preds, strict=True):
         prob[pred] = 230
     probs[2, 3, 3] = 100  # c: some signal below the threshold
     run_dir = root / "runs" / "demo" / run_name
     run_dir.mkdir(parents=True)
     (run_dir / run_folders.MANIFEST_FILE).write_text(json.dumps({"lr": 0.003, "parameters": {"config": "demo"}}))
     data_root = root / "prepared"
-    for i, (name, truth) in enumerate(zip(NAMES, truths)):
+    for i, (name, truth) in enumerate(zip(NAMES, truths, strict=True)):
         _write(data_root / "images" / "test" / f"{name}.png", np.full((SIZE, SIZE), 40 * i, np.uint8))
         _write(data_root / "masks" / "test" / f"{name}.png", truth.astype(np.uint8))
     out_dir = root / "eval" / run_name
@@ -203,7 +203,7 @@ def _hand_result(root: Path, run_name: str = "lr0.003"):
     np.save(out_dir / "probs.npy", probs)
     pp = PostProcess()
     masks = [apply_postprocess(p, pp) for p in probs]
-    counts = np.array([pixel_counts(m, t) for m, t in zip(masks, truths)])
+    counts = np.array([pixel_counts(m, t) for m, t in zip(masks, truths, strict=True)])
     max_prob = probs.reshape(6, -1).max(1) / 255
     summary = summary_metrics(counts, max_prob)
     ci = bootstrap_ci(counts, n_boot=20)

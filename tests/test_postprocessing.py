@@ -45,7 +45,7 @@ def _toy_predictions() -> Predictions:
         names=[f"img{i}" for i in range(4)],
         probs=probs,
         truth=truth,
-        default_counts=np.array([pixel_counts(p > 127, t) for p, t in zip(probs, truth)]),
+        default_counts=np.array([pixel_counts(p > 127, t) for p, t in zip(probs, truth, strict=True)]),
         max_prob=probs.reshape(4, -1).max(1) / 255,
         default_pred=probs > 127,
     )
@@ -68,7 +68,7 @@ def test_tune_postprocess_finds_the_triplet_and_its_grid_matches_apply_postproce
             1.0
             if not (m := apply_postprocess(p, triplet)).any() and not t.any()
             else 2 * np.count_nonzero(m & t) / (np.count_nonzero(m) + np.count_nonzero(t))
-            for p, t in zip(val.probs, val.truth)
+            for p, t in zip(val.probs, val.truth, strict=True)
         ]
         assert row.image_dice == pytest.approx(np.mean(dice)), row
         assert row.image_dice_positive == pytest.approx(np.mean(dice[:2])), row

@@ -34,7 +34,7 @@ def test_predict_matches_mmseg_inference(trained_demo_run, demo_prepared, tmp_pa
     table = predict_images(trained_demo_run.best_checkpoint, images, tmp_path, device="cpu")
     model = load_model(trained_demo_run.best_checkpoint, device="cpu").net
     model.cfg.test_pipeline = model.cfg.test_dataloader.dataset.pipeline  # the 64x64 the run trained at
-    for path, row in zip(images, table.itertuples()):
+    for path, row in zip(images, table.itertuples(), strict=True):
         sample = inference_model(model, str(path))
         probability = sample.seg_logits.data.softmax(0)[1].numpy()  # argmax of two classes: p > 0.5
         assert_decisions_agree(_read(row.mask_path) > 0, sample.pred_sem_seg.data[0].numpy() > 0, probability, 0.5)

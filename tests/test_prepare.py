@@ -187,9 +187,9 @@ def test_dropping_folds_leaves_no_stale_fold_file(demo_raw_dir, tmp_path):
 
 def test_changing_val_fraction_moves_files_and_leaves_nothing_stale(demo_raw_dir, tmp_path):
     first = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, split_mode="official", val_fraction=0.2, workers=1)
-    before = dict(zip(first.labels["name"], first.labels["split"]))
+    before = dict(zip(first.labels["name"], first.labels["split"], strict=True))
     second = prepare_dataset(demo_raw_dir, tmp_path, img_size=32, split_mode="official", val_fraction=0.3, workers=1)
-    after = dict(zip(second.labels["name"], second.labels["split"]))
+    after = dict(zip(second.labels["name"], second.labels["split"], strict=True))
     moved = [n for n in after if after[n] != before[n]]
     assert moved
     assert second.written == len(moved)

@@ -102,8 +102,9 @@ def _probe_notebook(path: Path) -> Path:
 @pytest.mark.parametrize("watched", [True, False], ids=["kernel-copies-fds", "plain-fds"])
 def test_progress_bars_are_text_on_the_terminal_and_not_in_the_notebook(tmp_path, capfd, monkeypatch, watched):
     """Under papermill the bar is text, written to the kernel's own stderr (the terminal), never into the
-    notebook; so are real warnings, and the known library notices (pkg_resources, the kernel's TCP notice) not at all. ipykernel copies file descriptor 2 into the notebook except under pytest (PYTEST_CURRENT_TEST):
-    both ways are run."""
+    notebook; so are real warnings, and the known library notices (pkg_resources, the kernel's TCP notice) not at
+    all. ipykernel copies file descriptor 2 into the notebook except under pytest (PYTEST_CURRENT_TEST): both ways
+    are run."""
     import papermill
 
     monkeypatch.delenv("PNEUMO_PROGRESS", raising=False)

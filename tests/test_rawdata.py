@@ -244,10 +244,10 @@ def test_real_sample_is_valid_and_its_missing_rows_are_reported(real_sample_dir)
     flags = {r["new_filename"]: int(r["has_pneumo"]) for stage in CSVS for r in csv_rows(ds, stage)}
     scans = validate_dataset(real_sample_dir, workers=1)
     assert sorted(scans["name"]) == files
-    assert dict(zip(scans["name"], scans["has_pneumo"])) == {n: flags[n] for n in files}
+    assert dict(zip(scans["name"], scans["has_pneumo"], strict=True)) == {n: flags[n] for n in files}
     assert ((scans["fg_pixels"] > 0) == (scans["has_pneumo"] == 1)).all()
     sizes = {Image.open(ds / "png_images" / n).size for n in files}
-    assert set(zip(scans["width"], scans["height"])) == sizes
+    assert set(zip(scans["width"], scans["height"], strict=True)) == sizes
     index = read_index(real_sample_dir)
     assert len(index.missing) == len(flags) - len(files)
     assert not set(index.missing["name"]) & set(files)

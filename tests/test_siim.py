@@ -1,4 +1,5 @@
-"""convert-siim: a small SIIM-ACR release built from the real sample (DICOM + RLE) -> the Kaggle layout, pixel for pixel."""
+"""convert-siim: a small SIIM-ACR release built from the real sample (DICOM + RLE) -> the Kaggle layout, pixel for
+pixel."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def test_convert_with_kaggle_csvs_gives_the_kaggle_files(release, real_sample_di
             assert np.abs(image.astype(int) - source).mean() < 2  # JPEG at quality 95
         else:
             np.testing.assert_array_equal(image, source)  # the sample's own PNG, pixel for pixel
-    for stage, filename in CSV_FILES.items():
+    for _stage, filename in CSV_FILES.items():
         kaggle_lines = (kaggle_root / filename).read_text().splitlines()
         written = (out / filename).read_text().splitlines()
         assert written[0] == kaggle_lines[0]
@@ -159,7 +160,7 @@ def test_convert_without_kaggle_csvs_and_the_not_converted_message(release, tmp_
         f"{row.ImageId}_{row.stage}_{row.has_pneumo}_.png": (row.stage, row.has_pneumo) for row in sample.itertuples()
     }
     assert {row.name: (row.stage, row.has_pneumo) for row in index.pairs.itertuples()} == expected
-    for stage, filename in CSV_FILES.items():
+    for _stage, filename in CSV_FILES.items():
         ids = pd.read_csv(out / filename)["ImageId"].tolist()
         assert ids == sorted(ids)
 

@@ -3,6 +3,7 @@ checkpoints they write load with ``weights_only=True``; the demo config learns o
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -86,9 +87,9 @@ def test_max_iters_scales_the_schedule_and_intervals(max_iters, config):
     for scheduler in schedulers:
         assert 0 <= scheduler["begin"] < scheduler["end"] <= max_iters
     assert schedulers[0]["begin"] == 0 and schedulers[-1]["end"] == max_iters
-    for before, after in zip(schedulers, schedulers[1:]):
+    for before, after in itertools.pairwise(schedulers):
         assert after["begin"] == before["end"], "the schedulers must hand over without gap or overlap"
-    for old, new in zip(original.param_scheduler, schedulers):
+    for old, new in zip(original.param_scheduler, schedulers, strict=True):
         assert abs(new["end"] - old["end"] * factor) <= 1
     assert 1 <= cfg.train_cfg.val_interval <= max_iters
     assert cfg.train_cfg.val_interval == max(1, round(original.train_cfg.val_interval * factor))

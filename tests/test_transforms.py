@@ -92,7 +92,7 @@ def test_training_batches_equal_the_seed_pipeline(real_sample_dir, tmp_path):
     batches = {name: preprocessor(pseudo_collate(batch), training=True) for name, batch in items.items()}
     assert batches["ours"]["inputs"].shape == (len(ours), 3, 128, 128)
     assert torch.equal(batches["ours"]["inputs"], batches["seed"]["inputs"])
-    for mine, theirs in zip(batches["ours"]["data_samples"], batches["seed"]["data_samples"]):
+    for mine, theirs in zip(batches["ours"]["data_samples"], batches["seed"]["data_samples"], strict=True):
         assert torch.equal(mine.gt_sem_seg.data, theirs.gt_sem_seg.data)
     flipped = sum(s.flip for s in batches["ours"]["data_samples"])
     assert 0 < flipped < len(ours), "both flip branches should be exercised"

@@ -163,13 +163,15 @@ def _write_pair(job: tuple[str, int, int, int, int, int, int, str]) -> None:
 
 
 def generate_demo_dataset(
-    dest: Path | str = paths.DEMO_DIR, spec: DemoSpec = DemoSpec(), *, workers: int | None = None
+    dest: Path | str = paths.DEMO_DIR, spec: DemoSpec | None = None, *, workers: int | None = None
 ) -> Path:
-    """Write the demo dataset to ``dest/siim-acr-pneumothorax/`` unless it is there with the same spec.
+    """Write the demo dataset to ``dest/siim-acr-pneumothorax/`` unless it is there with the same spec
+    (``spec`` None: the default ``DemoSpec()``).
 
     The dataset is generated in a temporary folder beside ``dest`` and renamed into place, so an
     interrupted run leaves nothing half-written. Returns the dataset folder.
     """
+    spec = DemoSpec() if spec is None else spec
     dest = Path(dest)
     target = dest / paths.KAGGLE_FOLDER
     params_path = dest / PARAMS_FILE
@@ -193,7 +195,8 @@ def generate_demo_dataset(
         write_patient_table(
             patients,
             folder / PATIENTS_FILE,
-            f"Synthetic patients of the demo dataset ({DemoSpec.__name__} {asdict(spec)}), written by helpers.data.demo_dataset.",
+            f"Synthetic patients of the demo dataset ({DemoSpec.__name__} {asdict(spec)}), "
+            "written by helpers.data.demo_dataset.",
         )
         if target.exists():
             shutil.rmtree(target)

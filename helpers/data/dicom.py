@@ -73,7 +73,7 @@ def _is_bare_dataset(path: Path) -> bool:
                 return False
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
         return len(ds) > 0 or len(getattr(ds, "file_meta", ()) or ()) > 0
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever pydicom raises on a file that is not DICOM means "no"
         return False
 
 
@@ -173,7 +173,7 @@ def _decoder_available(syntax) -> bool:
 
     try:
         return bool(get_decoder(syntax).is_available)
-    except Exception:  # pydicom has no decoder at all for it
+    except Exception:  # noqa: BLE001 - pydicom has no decoder at all for it
         return False
 
 
@@ -222,7 +222,7 @@ def _sniff_encapsulated(ds):
 
     try:
         fragment = next(generate_fragments(ds.PixelData[8 + int.from_bytes(ds.PixelData[4:8], "little") :]))
-    except Exception:  # not encapsulated as the standard says
+    except Exception:  # noqa: BLE001 - not encapsulated as the standard says
         return None
     if fragment[:4] == b"\xff\x4f\xff\x51" or fragment[4:8] == b"jP  ":
         return uid.JPEG2000

@@ -1,4 +1,5 @@
-"""Image I/O with the project's settings: PNG and JPEG radiographs to 8-bit gray (DICOM: helpers.data.dicom), PNG encoding, overlays.
+"""Image I/O with the project's settings: PNG and JPEG radiographs to 8-bit gray (DICOM: helpers.data.dicom), PNG
+encoding, overlays.
 
 Prepared images are read at every training step, so they are encoded for decoding speed
 (benchmarks/train.py): uncompressed PNG without filters, decoded in 0.2 ms against 3.1 ms for level-1

@@ -62,7 +62,8 @@ def read_patient_table(path: Path | str = SHIPPED_TABLE) -> pd.DataFrame:
         raise ValueError(f"{path}: columns are {list(table.columns)}, expected {TABLE_COLUMNS}")
     if table[["image_id", "patient"]].isna().any().any():
         raise ValueError(
-            f"{path}: empty image_id or patient in row {int(table[['image_id', 'patient']].isna().any(axis=1).idxmax()) + 1}"
+            f"{path}: empty image_id or patient in row "
+            f"{int(table[['image_id', 'patient']].isna().any(axis=1).idxmax()) + 1}"
         )
     if not pd.api.types.is_integer_dtype(table["follow_up"]):
         raise ValueError(f"{path}: follow_up must be an integer in every row")
@@ -182,7 +183,7 @@ def _same_image_across_splits(labels: pd.DataFrame) -> list[list[str]]:
     groups = []
     for _, group in known.groupby(["patient", "follow_up"]):
         if group["split"].nunique() > 1:
-            groups.append(sorted(f"{s}/{n}" for s, n in zip(group["split"], group["name"])))
+            groups.append(sorted(f"{s}/{n}" for s, n in zip(group["split"], group["name"], strict=True)))
     return sorted(groups)
 
 

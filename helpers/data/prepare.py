@@ -83,7 +83,7 @@ def grouped_holdout(has_pneumo: pd.Series, groups: pd.Series, fraction: float, s
         """How far the two parts are from holding the same share of their targets, per class."""
         return float(np.abs(held_part / (fraction * totals) - rest_part / ((1 - fraction) * totals)).sum())
 
-    for group, positive, negative in zip(sizes.index, sizes["sum"], sizes["negative"]):
+    for group, positive, negative in zip(sizes.index, sizes["sum"], sizes["negative"], strict=True):
         counts = np.array([positive, negative])
         if imbalance(held_counts + counts, rest_counts) < imbalance(held_counts, rest_counts + counts):
             held_counts += counts
@@ -179,7 +179,7 @@ def find_duplicates(labels: pd.DataFrame) -> list[list[str]]:
     groups = []
     for _, group in labels.groupby("pixel_hash"):
         if len(group) > 1 and group["split"].nunique() > 1:
-            groups.append(sorted(f"{s}/{n}" for s, n in zip(group["split"], group["name"])))
+            groups.append(sorted(f"{s}/{n}" for s, n in zip(group["split"], group["name"], strict=True)))
     return sorted(groups)
 
 
@@ -192,7 +192,9 @@ def _previous_statistics(out_dir: Path) -> dict[str, tuple[int, str]]:
         _remove_stale(out_dir, set())
         return {}
     previous = read_labels(out_dir)
-    return {n: (int(f), h) for n, f, h in zip(previous["name"], previous["fg_pixels"], previous["pixel_hash"])}
+    return {
+        n: (int(f), h) for n, f, h in zip(previous["name"], previous["fg_pixels"], previous["pixel_hash"], strict=True)
+    }
 
 
 def _remove_stale(out_dir: Path, expected: set[Path]) -> int:
@@ -267,8 +269,8 @@ def _prepare_into(
     index = read_index(paths.resolve(raw_root), patient_table=patient_table)
     labels = assign_splits(index.pairs, split_mode, val_fraction, seed, folds, test_fraction)
     names = labels["name"].str.removesuffix(".png")
-    image_dst = [out_dir / "images" / s / f"{n}.png" for s, n in zip(labels["split"], names)]
-    mask_dst = [out_dir / "masks" / s / f"{n}.png" for s, n in zip(labels["split"], names)]
+    image_dst = [out_dir / "images" / s / f"{n}.png" for s, n in zip(labels["split"], names, strict=True)]
+    mask_dst = [out_dir / "masks" / s / f"{n}.png" for s, n in zip(labels["split"], names, strict=True)]
     removed = _remove_stale(out_dir, set(image_dst) | set(mask_dst))
     for split in SPLITS:
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -276,7 +278,7 @@ def _prepare_into(
     jobs = [
         (src_i, src_m, str(dst_i), str(dst_m), img_size, bool(flag), known.get(name))
         for src_i, src_m, dst_i, dst_m, flag, name in zip(
-            labels["image_path"], labels["mask_path"], image_dst, mask_dst, labels["has_pneumo"], names
+            labels["image_path"], labels["mask_path"], image_dst, mask_dst, labels["has_pneumo"], names, strict=True
         )
     ]
     results = parallel_map(convert_pair, jobs, workers=workers, desc=f"prepare {out_dir.name}")
@@ -295,7 +297,9 @@ def _prepare_into(
         in_fold = labels["fold"] == fold
         pool = labels["split"] != "test"
         for part, rows in (("train", pool & ~in_fold), ("val", in_fold)):
-            entries = sorted(f"{s}/{n}" for s, n in zip(labels.loc[rows, "split"], labels.loc[rows, "name"]))
+            entries = sorted(
+                f"{s}/{n}" for s, n in zip(labels.loc[rows, "split"], labels.loc[rows, "name"], strict=True)
+            )
             atomic_write_text(
                 out_dir / fold_split_file(fold, part), "".join(f"{e}\n" for e in entries), skip_if_same=True
             )

@@ -26,7 +26,8 @@ FOLDER_NAME = re.compile(r"^(?P<mode>[a-z]+)-(?P<size>\d+)$")  # paths.prepared_
 
 
 def fold_split_file(fold: int, part: str) -> str:
-    """The split file of one fold that 02_prepare writes with ``folds=K``: ``fold<k>_train.txt`` / ``fold<k>_val.txt``."""
+    """The split file of one fold that 02_prepare writes with ``folds=K``:
+    ``fold<k>_train.txt`` / ``fold<k>_val.txt``."""
     if part not in ("train", "val"):
         raise ValueError(f"a fold has a train and a val part, not {part!r}")
     return f"fold{int(fold)}_{part}.txt"
@@ -139,6 +140,10 @@ def prepared_pairs(root: Path | str) -> pd.DataFrame:
     (relative ``root`` from the repository root)."""
     root = paths.resolve(root)
     labels = read_labels(root, "reading the prepared pairs")
-    labels["image_path"] = [str(root / "images" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
-    labels["mask_path"] = [str(root / "masks" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"])]
+    labels["image_path"] = [
+        str(root / "images" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"], strict=True)
+    ]
+    labels["mask_path"] = [
+        str(root / "masks" / s / f"{n}.png") for s, n in zip(labels["split"], labels["name"], strict=True)
+    ]
     return labels

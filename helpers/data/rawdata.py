@@ -313,7 +313,7 @@ def scan_pair(row: tuple[str, str, str, int]) -> PairScan:
 
 def scan_pairs(pairs: pd.DataFrame, *, workers: int | None = None, desc: str = "scan pairs") -> pd.DataFrame:
     """Scan every pair in parallel; one row of statistics per pair (``problems`` empty when valid)."""
-    rows = list(zip(pairs["name"], pairs["image_path"], pairs["mask_path"], pairs["has_pneumo"]))
+    rows = list(zip(pairs["name"], pairs["image_path"], pairs["mask_path"], pairs["has_pneumo"], strict=True))
     scans = parallel_map(scan_pair, rows, workers=workers, desc=desc)
     table = pd.DataFrame([scan.__dict__ for scan in scans])
     return pairs.reset_index(drop=True).join(table.drop(columns="name"))

@@ -95,7 +95,7 @@ def encode_siim(mask: np.ndarray) -> str:
     if not len(starts):
         return EMPTY
     gaps = starts - np.concatenate([[0], starts[:-1] + lengths[:-1]])
-    return " ".join(f"{g} {n}" for g, n in zip(gaps, lengths))
+    return " ".join(f"{g} {n}" for g, n in zip(gaps, lengths, strict=True))
 
 
 def encode_kaggle(mask: np.ndarray) -> str:
@@ -103,7 +103,7 @@ def encode_kaggle(mask: np.ndarray) -> str:
     starts, lengths = _runs(mask)
     if not len(starts):
         return EMPTY
-    return " ".join(f"{s + 1} {n}" for s, n in zip(starts, lengths))
+    return " ".join(f"{s + 1} {n}" for s, n in zip(starts, lengths, strict=True))
 
 
 def read_rle_csv(path: str | Path) -> pd.DataFrame:

@@ -49,7 +49,8 @@ class SiimError(ValueError):
 @dataclass
 class ConversionResult:
     """What one conversion did: ``converted`` images, ``written`` files whose bytes changed (image/mask pairs
-    and CSVs; 0 on a re-run), and the ``problems`` table (``path, image_id, problem``) also written to ``report_path``."""
+    and CSVs; 0 on a re-run), and the ``problems`` table (``path, image_id, problem``) also written to
+    ``report_path``."""
 
     out_dir: Path
     converted: int
@@ -166,7 +167,7 @@ def convert_image(job: tuple[str, str, str, str, list[tuple[str, ...]]]) -> tupl
     except (DicomError, RleError, FileNotFoundError) as err:
         _remove(image_out, mask_out)
         return image_id, str(err), False
-    except Exception as err:  # a decoder plugin's own error: still this file's problem, named
+    except Exception as err:  # noqa: BLE001 - a decoder plugin's own error: still this file's problem, named
         _remove(image_out, mask_out)
         return image_id, f"{dicom_path}: cannot be converted ({type(err).__name__}: {err})", False
     try:
@@ -230,7 +231,7 @@ def convert_siim(
         raise SiimError(f"{release}: no RLE CSV (a .csv with the columns ImageId and EncodedPixels) here or in {src}")
     labels, label_source = read_labels(csvs)
     dicoms, found_problems = find_dicoms(release)
-    problems = [dict(zip(REPORT_COLUMNS, p)) for p in found_problems]
+    problems = [dict(zip(REPORT_COLUMNS, p, strict=True)) for p in found_problems]
     kaggle = _kaggle_lines(Path(kaggle_csvs)) if kaggle_csvs is not None else None
     kaggle_ids = {
         image_id: (stage, row) for stage, (_, _, rows) in (kaggle or {}).items() for image_id, row in rows.items()
@@ -290,7 +291,7 @@ def convert_siim(
 
     results = parallel_map(convert_image, jobs, workers=workers, desc="convert-siim")
     converted, written = set(), 0
-    for (path, *_), (image_id, problem, changed) in zip(jobs, results):
+    for (path, *_), (image_id, problem, changed) in zip(jobs, results, strict=True):
         if problem:
             problems.append({"path": path, "image_id": image_id, "problem": problem})
         else:

@@ -1,7 +1,7 @@
 """Where the original SIIM-ACR release is: its folders, found under a root, and what to tell a notebook given it.
 
-Apart from :mod:`helpers.data.siim_convert` (the conversion) so that :mod:`helpers.data.rawdata` can point a user who gives the
-release as ``raw_root`` to ``convert-siim`` without importing the conversion (which imports ``rawdata``).
+Apart from :mod:`helpers.data.siim_convert` (the conversion) so that :mod:`helpers.data.rawdata` can point a user who
+gives the release as ``raw_root`` to ``convert-siim`` without importing the conversion (which imports ``rawdata``).
 """
 
 from __future__ import annotations

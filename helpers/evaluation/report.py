@@ -37,19 +37,33 @@ from helpers.postprocessing import PostProcess, Predictions, apply_postprocess, 
 
 DEFINITIONS = {
     "aAcc": "mmseg's pixel accuracy: correctly classified pixels over all pixels of the split, in %.",
-    "mIoU": "mmseg's IoUMetric: IoU = I/U per class from pixels pooled over the split, averaged over background and pneumothorax, in %.",
-    "mDice": "mmseg's IoUMetric: Dice = 2I/(P+L) per class from pooled pixels, averaged over background and pneumothorax, in %.",
-    "IoU.pneumothorax": "The pneumothorax class's pooled IoU alone, in % (NaN when neither truth nor prediction has any).",
+    "mIoU": (
+        "mmseg's IoUMetric: IoU = I/U per class from pixels pooled over the split, "
+        "averaged over background and pneumothorax, in %."
+    ),
+    "mDice": (
+        "mmseg's IoUMetric: Dice = 2I/(P+L) per class from pooled pixels, "
+        "averaged over background and pneumothorax, in %."
+    ),
+    "IoU.pneumothorax": (
+        "The pneumothorax class's pooled IoU alone, in % (NaN when neither truth nor prediction has any)."
+    ),
     "Dice.pneumothorax": "The pneumothorax class's pooled Dice alone, in %.",
     "fg_iou": "The pneumothorax class's pooled IoU as a fraction.",
     "fg_dice": "The pneumothorax class's pooled Dice as a fraction.",
-    "image_dice": "SIIM-ACR competition metric: mean over images of 2|P∩T|/(|P|+|T|), 1 for an empty prediction on an empty truth.",
+    "image_dice": (
+        "SIIM-ACR competition metric: mean over images of 2|P∩T|/(|P|+|T|), "
+        "1 for an empty prediction on an empty truth."
+    ),
     "image_dice_positive": "The per-image Dice averaged over images with pneumothorax only.",
     "empty_baseline_image_dice": "The per-image Dice of predicting every mask empty: the fraction of negative images.",
     "sensitivity": "Images with pneumothorax whose predicted area reaches min_area, over all images with pneumothorax.",
     "specificity": "Images without pneumothorax whose predicted area stays below min_area, over all such images.",
     "det_auc": "ROC AUC of the image's maximum pneumothorax probability for telling positive from negative images.",
-    "ci": "95 % percentile bootstrap intervals resampling patients with replacement (cluster bootstrap: all images of a drawn patient).",
+    "ci": (
+        "95 % percentile bootstrap intervals resampling patients with replacement "
+        "(cluster bootstrap: all images of a drawn patient)."
+    ),
     "by_patient_seen": seen_unseen.SEEN_DEFINITION,
     "mmseg": "Metrics of the segmentor's own decision (argmax, or sigmoid > threshold), identical to Runner.test().",
     "postprocessed": "Metrics after the probability threshold and the minimum component and total areas.",

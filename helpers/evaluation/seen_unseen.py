@@ -30,7 +30,7 @@ def seen_unseen_metrics(
     bootstrap interval; ``counts`` are the pooled ``[tp, fp, fn, tn]`` of each group (they add up to the whole)."""
     counts = np.atleast_2d(counts)
     result: dict = {}
-    for group, member in zip(SEEN_GROUPS, (groups["seen"].to_numpy(bool), ~groups["seen"].to_numpy(bool))):
+    for group, member in zip(SEEN_GROUPS, (groups["seen"].to_numpy(bool), ~groups["seen"].to_numpy(bool)), strict=True):
         patients = groups["patient"].to_numpy()[member]
         entry = {
             "images": int(member.sum()),

@@ -68,7 +68,7 @@ class EnsembleSegmentor(torch.nn.Module):
         from mmseg.structures import SegDataSample
 
         probs = []
-        for member, logits in zip(self.members, member_logits):
+        for member, logits in zip(self.members, member_logits, strict=True):
             samples = member.postprocess_result(logits, [SegDataSample(metainfo=s.metainfo) for s in data_samples])
             probs.append(foreground_probability(torch.stack([s.seg_logits.data for s in samples])))
         return torch.stack(probs)
@@ -79,7 +79,7 @@ class EnsembleSegmentor(torch.nn.Module):
         from mmengine.structures import PixelData
 
         mean = self.member_probabilities(member_logits, data_samples).mean(0)
-        for sample, prob in zip(data_samples, mean):
+        for sample, prob in zip(data_samples, mean, strict=True):
             log_probs = torch.stack([1 - prob, prob]).clamp_min(torch.finfo(prob.dtype).tiny).log()
             sample.set_data(
                 {"seg_logits": PixelData(data=log_probs), "pred_sem_seg": PixelData(data=(prob > 0.5).long()[None])}
@@ -179,7 +179,7 @@ def write_averaged_checkpoint(run_dir: str | Path, k: int) -> Path:
     if target.is_file() and read_checkpoint(target)["meta"].get("averaged_from") == source_names:
         return target
     checkpoints = [read_checkpoint(p) for p in sources]  # errors name the file
-    for path, checkpoint in zip(sources, checkpoints):
+    for path, checkpoint in zip(sources, checkpoints, strict=True):
         check_finite(checkpoint["state_dict"], path)
     meta = {key: value for key, value in checkpoints[0].get("meta", {}).items() if key == "dataset_meta"}
     meta.update(averaged_from=source_names, top_k=k)
@@ -244,7 +244,7 @@ def tuning_predictions(
                 tta,
                 store=None if store is None else store / f"fold{fold}",
             )
-            for member, fold in zip(members, folds)
+            for member, fold in zip(members, folds, strict=True)
         ]
         return _concat(parts), "out-of-fold (each fold's val part, predicted by the model that did not train on it)"
     return predict_split(ensemble, data_root, "val", batch_size, tta, store=store), "val"

@@ -151,8 +151,10 @@ def export_onnx(
                 "dynamic": {"batch": True, "size_multiple": multiple if len(axes) > 1 else None},
                 "mean": mean,
                 "std": std,
-                "preprocessing": "8-bit gray image (DICOM as helpers.data.dicom converts it), resized to width x height "
-                "with area interpolation, repeated on 3 channels, (gray - mean[c]) / std[c]",
+                "preprocessing": (
+                    "8-bit gray image (DICOM as helpers.data.dicom converts it), resized to width x height "
+                    "with area interpolation, repeated on 3 channels, (gray - mean[c]) / std[c]"
+                ),
             },
             "output": {
                 "name": OUTPUT_NAME,

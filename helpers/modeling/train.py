@@ -231,7 +231,8 @@ def describe_speed(metrics: dict) -> str:
     return (
         f"iterations: {metrics['iterations']}\n"
         f"images / s (training): {shown(metrics.get('images_per_s'), '{:.1f}')}\n"
-        f"wall time: {shown(None if metrics.get('wall_time_s') is None else metrics['wall_time_s'] / 60, '{:.1f} min')}\n"
+        "wall time: "
+        f"{shown(None if metrics.get('wall_time_s') is None else metrics['wall_time_s'] / 60, '{:.1f} min')}\n"
         f"peak memory: {shown(metrics.get('peak_memory_mb'), '{:.0f} MB')}"
     )
 

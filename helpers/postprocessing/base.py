@@ -66,4 +66,5 @@ def area_grid(fractions: Sequence[float], pixels: int) -> np.ndarray:
 
 def scheme_counts(preds: Predictions, scheme: Scheme) -> np.ndarray:
     """(N, 4) pixel counts ``[tp, fp, fn, tn]`` of ``scheme``'s masks against the truth."""
-    return np.array([pixel_counts(scheme.apply(p), t) for p, t in zip(preds.probs, preds.truth)]).reshape(-1, 4)
+    counts = [pixel_counts(scheme.apply(p), t) for p, t in zip(preds.probs, preds.truth, strict=True)]
+    return np.array(counts).reshape(-1, 4)

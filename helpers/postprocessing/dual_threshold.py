@@ -84,7 +84,8 @@ def _histograms(preds: Predictions) -> tuple[np.ndarray, np.ndarray]:
         )
     n = len(preds.names)
     every, inside = np.zeros((n, 256), dtype=np.int64), np.zeros((n, 256), dtype=np.int64)
-    images = zip(preds.probs, preds.truth)  # one image at a time: the stacks may be on disk (helpers.core.stacks)
+    # one image at a time: the stacks may be on disk (helpers.core.stacks)
+    images = zip(preds.probs, preds.truth, strict=True)
     for i, (prob, truth) in enumerate(tqdm(images, total=n, desc="dual-threshold histograms", unit="image")):
         every[i] = np.bincount(prob.ravel(), minlength=256)
         inside[i] = np.bincount(prob[truth], minlength=256)

@@ -16,7 +16,8 @@ class Predictions:
     not from ``probs``, so that its pooled metrics are exactly ``IoUMetric``'s)."""
 
     names: list[str]
-    # the per-pixel stacks are arrays, or helpers.core.stacks.Stack (on disk, read image by image) when predicted with store=
+    # the per-pixel stacks are arrays, or helpers.core.stacks.Stack (on disk, read image by image) when predicted
+    # with store=
     probs: np.ndarray | Stack  # (N, H, W) uint8, round(255 * p_pneumothorax)
     truth: np.ndarray | Stack  # (N, H, W) bool
     default_counts: np.ndarray  # (N, 4) [tp, fp, fn, tn] of mmseg's decision

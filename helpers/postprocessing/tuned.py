@@ -91,9 +91,9 @@ def find_tuned_postprocess(
     run_dir: str | Path, checkpoint: str | Path, choice: str = WINNER
 ) -> TunedPostProcess | None:
     """The scheme 04_evaluate tuned on val for this checkpoint of the run folder ``run_dir``
-    (``<outputs>/runs/<config>/lr<lr>``), from its evaluation folders (:func:`helpers.core.run_folders.eval_dir` under the
-    same ``<outputs>``, the test split's first): the val winner, or the scheme ``choice`` names; None when
-    there is none."""
+    (``<outputs>/runs/<config>/lr<lr>``), from its evaluation folders (:func:`helpers.core.run_folders.eval_dir`
+    under the same ``<outputs>``, the test split's first): the val winner, or the scheme ``choice`` names; None
+    when there is none."""
     wanted = scheme_name(choice)
     if wanted == NONE:
         return None

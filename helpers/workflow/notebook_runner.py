@@ -149,7 +149,7 @@ def run_notebook(
                     stdout_file=sys.stdout if stream else None,
                     stderr_file=sys.stderr if stream else None,
                 )
-            except Exception as err:  # papermill's execution error, or a kernel that died
+            except Exception as err:  # noqa: BLE001 - papermill's execution error, or a kernel that died: reported
                 if interrupted or (isinstance(err, PapermillExecutionError) and err.ename == "KeyboardInterrupt"):
                     raise KeyboardInterrupt from None  # the partial notebook goes with the temporary folder
                 error = f"{type(err).__name__}: {err}"

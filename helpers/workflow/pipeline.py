@@ -37,8 +37,8 @@ DEPENDS_ON = {
 
 
 def stage_inputs(stage: str, parameters: dict, outputs: Path) -> dict:
-    """What one stage is made from (helpers.workflow.stage_records): its notebook, parameters, the code, the prepared data's
-    manifest where it reads one, and the result ids of the stages it depends on."""
+    """What one stage is made from (helpers.workflow.stage_records): its notebook, parameters, the code, the prepared
+    data's manifest where it reads one, and the result ids of the stages it depends on."""
     inputs = {
         "notebook": stage_records.notebook_hash(stage),
         "parameters": {k: v for k, v in parameters.items() if k not in NOT_INPUTS},

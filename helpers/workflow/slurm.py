@@ -60,9 +60,10 @@ FOLD=$((SLURM_ARRAY_TASK_ID % {folds}))"""
 #SBATCH --requeue
 #SBATCH --open-mode=append
 #SBATCH --output={Path(outputs) / "runs" / "slurm-%A_%a.out"}
-# Written by `python -m helpers sweep --sbatch`: one job per lr, each runs the sweep for its lr (notebooks/03_train.ipynb
-# through papermill; gpus > 1 launches torchrun from inside helpers, never DDP in the kernel). A finished run is
-# skipped and an interrupted one resumes from its last checkpoint, so a requeued or re-submitted job picks up.
+# Written by `python -m helpers sweep --sbatch`: one job per lr, each runs the sweep for its lr
+# (notebooks/03_train.ipynb through papermill; gpus > 1 launches torchrun from inside helpers, never DDP in the
+# kernel). A finished run is skipped and an interrupted one resumes from its last checkpoint, so a requeued or
+# re-submitted job picks up.
 set -euo pipefail
 cd {shlex.quote(str(paths.REPO_ROOT))}
 LRS=({lr_list})
