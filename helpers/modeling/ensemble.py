@@ -251,7 +251,7 @@ def tuning_predictions(
 
 
 def build_ensemble(
-    run_folders: Sequence[str | Path],
+    member_runs: Sequence[str | Path],
     name: str,
     *,
     top_k: int = 0,
@@ -260,9 +260,9 @@ def build_ensemble(
     outputs: str | Path = paths.OUTPUTS_DIR,
 ) -> tuple[LoadedModel, list[LoadedModel], list[Path]]:
     """(the ensemble as one model, its members, their run folders) for the mean-probability ensemble of
-    ``run_folders`` (each its top-k averaged checkpoint when ``top_k > 0``, else its best), in the folder
+    ``member_runs`` (each its top-k averaged checkpoint when ``top_k > 0``, else its best), in the folder
     helpers.core.run_folders.ensemble_dir names, whose manifest (written here) stands for its checkpoint."""
-    run_dirs = [paths.resolve(r).resolve() for r in run_folders]
+    run_dirs = [paths.resolve(r).resolve() for r in member_runs]
     folder = run_folders.ensemble_dir(name, outputs)
     member_files = [write_averaged_checkpoint(r, top_k) if top_k > 0 else r for r in run_dirs]
     ensemble, members = load_ensemble(member_files, device or default_device(), folder)

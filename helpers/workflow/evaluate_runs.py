@@ -179,7 +179,7 @@ def evaluate_run(
 
 
 def evaluate_ensemble(
-    run_folders: Sequence[str | Path],
+    member_runs: Sequence[str | Path],
     name: str,
     *,
     split: str = "test",
@@ -191,12 +191,12 @@ def evaluate_ensemble(
     device: str | None = None,
     outputs: str | Path = paths.OUTPUTS_DIR,
 ) -> EvalResult:
-    """Evaluate the mean-probability ensemble of ``run_folders`` (helpers.modeling.ensemble.build_ensemble) on
+    """Evaluate the mean-probability ensemble of ``member_runs`` (helpers.modeling.ensemble.build_ensemble) on
     ``split`` into ``outputs/eval/ensembles_<name>/<split>/``, like :func:`evaluate_run`; post-processing is
     tuned on out-of-fold predictions for the folds of one sweep, else on val. ``prepared_root``: as for
     :func:`evaluate_run` (default: the first member's config's)."""
     ensemble, members, run_dirs = build_ensemble(
-        run_folders, name, top_k=top_k, tta=tta, device=device, outputs=outputs
+        member_runs, name, top_k=top_k, tta=tta, device=device, outputs=outputs
     )
     data_root = paths.resolve(
         prepared_root if prepared_root is not None else ensemble.cfg.test_dataloader.dataset.data_root
