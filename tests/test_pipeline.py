@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from helpers.workflow.parameter_files import stage_parameters
 from helpers.workflow.pipeline import run_pipeline
 from helpers.workflow.slurm import write_sbatch
 from helpers.workflow.sweep import sweep
+from tests.lab import save_as_lab_does
 
 NOTEBOOKS = [paths.NOTEBOOKS_DIR / f"{stage}.ipynb" for stage in STAGES]
 EMBEDDED_PNG = 'src="data:image/png;base64,'  # a figure in an output cell (the template has its own PNG)
@@ -170,9 +172,10 @@ def _ran(reports) -> list[str]:
 
 
 @pytest.mark.slow
-def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
+def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path, monkeypatch):
     """Generate -> 01 -> 02 -> 03 (two lrs) -> 04 -> 05 -> index.html, with test-sized parameters; run again it
-    skips everything; a changed 04 parameter reruns 04 and 05 only; --force 03_train retrains."""
+    skips everything, also once every notebook was saved with its outputs as JupyterLab does; a changed 04
+    parameter reruns 04 and 05 only; --force 03_train retrains."""
     outputs = tmp_path / "outputs"
     prepared = str(tmp_path / "prepared" / "patient-64")  # the demo's split mode
     overrides = {
@@ -212,7 +215,12 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
     )
     csv_before = (outputs / "eval" / "comparison.csv").read_bytes()
 
-    again = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
+    shutil.copytree(paths.NOTEBOOKS_DIR, tmp_path / "notebooks")  # every notebook run and saved in Lab
+    for stage in STAGES:
+        save_as_lab_does(tmp_path / "notebooks" / f"{stage}.ipynb")
+    with monkeypatch.context() as saved:
+        saved.setattr(paths, "NOTEBOOKS_DIR", tmp_path / "notebooks")
+        again = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
     assert all(r.ok and r.skipped for r in again) and len(again) == len(reports), _ran(again)
     assert (outputs / "eval" / "comparison.csv").read_bytes() == csv_before
 
