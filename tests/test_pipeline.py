@@ -11,6 +11,8 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import pandas as pd
+import papermill
 import pytest
 import yaml
 
@@ -18,8 +20,8 @@ from helpers.core import paths, run_folders
 from helpers.core.parameters import STAGES, ParameterError
 from helpers.core.paths import DEMO_CONFIG
 from helpers.data.prepared_folder import read_prepared
-from helpers.workflow.index import write_index
-from helpers.workflow.notebook_runner import run_notebook
+from helpers.workflow.index import headline_table, write_index
+from helpers.workflow.notebook_runner import PIPELINE_RUN_ENV, run_notebook
 from helpers.workflow.parameter_files import stage_parameters
 from helpers.workflow.pipeline import run_pipeline
 from helpers.workflow.slurm import write_sbatch
@@ -171,11 +173,19 @@ def _ran(reports) -> list[str]:
     )
 
 
+def _assert_index_agrees_with_its_csvs(outputs: Path) -> None:
+    """The index's headline table is the one its linked comparison.csv and paired.csv make."""
+    comparison, paired = (pd.read_csv(outputs / "eval" / name) for name in ("comparison.csv", "paired.csv"))
+    table = headline_table(comparison, paired)
+    assert table.to_html(index=False, border=0, classes="metrics", escape=True) in (outputs / "index.html").read_text()
+
+
 @pytest.mark.slow
 def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path, monkeypatch):
     """Generate -> 01 -> 02 -> 03 (two lrs) -> 04 -> 05 -> index.html, with test-sized parameters; run again it
-    skips everything, also once every notebook was saved with its outputs as JupyterLab does; a changed 04
-    parameter reruns 04 and 05 only; --force 03_train retrains."""
+    skips everything, also once every notebook was saved with its outputs as JupyterLab does; 04 run by hand with
+    another n_boot keeps its record and the index true, and the pipeline then redoes 04 and 05 only; so does a
+    changed 04 parameter; --force 03_train retrains."""
     outputs = tmp_path / "outputs"
     prepared = str(tmp_path / "prepared" / "patient-64")  # the demo's split mode
     overrides = {
@@ -223,6 +233,22 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path, monkeypa
         again = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
     assert all(r.ok and r.skipped for r in again) and len(again) == len(reports), _ran(again)
     assert (outputs / "eval" / "comparison.csv").read_bytes() == csv_before
+
+    by_hand = {**overrides["04_evaluate"], "outputs_dir": str(outputs), "n_boot": 40}  # 04 run in Lab, say
+    monkeypatch.delenv(PIPELINE_RUN_ENV, raising=False)
+    notebook = str(paths.NOTEBOOKS_DIR / "04_evaluate.ipynb")
+    papermill.execute_notebook(notebook, str(tmp_path / "by_hand.ipynb"), parameters=by_hand, cwd=str(paths.REPO_ROOT))
+    record = json.loads((outputs / "records" / "04_evaluate.json").read_text())
+    assert record["inputs"]["parameters"]["n_boot"] == 40 and not (outputs / "reports" / "04_evaluate.html").exists()
+    assert (outputs / "eval" / "comparison.csv").read_bytes() != csv_before
+    _assert_index_agrees_with_its_csvs(outputs)
+    assert _ran(run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)) == [
+        "04_evaluate",
+        "05_visualize",
+    ], "after 04 by hand, the pipeline redoes 04 (its parameters) and 05 (its input) only"
+    assert json.loads((outputs / "records" / "04_evaluate.json").read_text())["inputs"]["parameters"]["n_boot"] == 50
+    assert (outputs / "eval" / "comparison.csv").read_bytes() == csv_before, "the pipeline's parameters, its numbers"
+    _assert_index_agrees_with_its_csvs(outputs)
 
     changed = {**overrides, "04_evaluate": {**overrides["04_evaluate"], "n_boot": 60}}
     assert _ran(run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=changed)) == [

@@ -36,6 +36,9 @@ class Report:
     skipped: bool = False  # up to date: its record matched, nothing ran
 
 
+PIPELINE_RUN_ENV = "PNEUMO_PIPELINE_RUN"  # set while the pipeline or the sweep runs a notebook: they keep its record
+
+
 NO_ALT = 'alt="No description has been provided for this image"'  # nbconvert's placeholder for a figure
 
 
@@ -77,6 +80,21 @@ def render_html(notebook: Path, html_path: Path) -> Path:
         )
     atomic_write_text(html_path, body)
     return html_path
+
+
+@contextlib.contextmanager
+def _run_by_the_pipeline() -> Iterator[None]:
+    """The kernels started inside the block see :data:`PIPELINE_RUN_ENV` (a notebook's own record is then the
+    caller's to write, with the report: helpers.workflow.interactive)."""
+    previous = os.environ.get(PIPELINE_RUN_ENV)
+    os.environ[PIPELINE_RUN_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(PIPELINE_RUN_ENV, None)
+        else:
+            os.environ[PIPELINE_RUN_ENV] = previous
 
 
 @contextlib.contextmanager
@@ -136,7 +154,7 @@ def run_notebook(
     error = None
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=f".{name}-") as tmp:
         partial = Path(tmp) / executed.name
-        with _ctrl_c_reaches_the_kernel() as interrupted:
+        with _ctrl_c_reaches_the_kernel() as interrupted, _run_by_the_pipeline():
             try:
                 papermill.execute_notebook(
                     str(paths.NOTEBOOKS_DIR / f"{stage}.ipynb"),
