@@ -27,6 +27,7 @@ from helpers.workflow.pipeline import run_pipeline
 from helpers.workflow.slurm import write_sbatch
 from helpers.workflow.sweep import sweep
 from tests.lab import save_as_lab_does
+from tests.test_reports import SCRIPT_FROM_A_HOST
 
 NOTEBOOKS = [paths.NOTEBOOKS_DIR / f"{stage}.ipynb" for stage in STAGES]
 EMBEDDED_PNG = 'src="data:image/png;base64,'  # a figure in an output cell (the template has its own PNG)
@@ -207,8 +208,11 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path, monkeypa
     for stage in STAGES:
         assert any(Path(link).stem == stage for link in linked), f"{stage} not linked from index.html"
     for link in linked:
-        figures = (outputs / link).read_text().count(EMBEDDED_PNG)
+        report = (outputs / link).read_text()
+        figures = report.count(EMBEDDED_PNG)
         assert figures >= MIN_FIGURES[Path(link).stem], f"{link} embeds {figures} figures"
+        assert re.search(rf"<title>{Path(link).stem[:2]} · [^<]+ · [^<]+</title>", report), f"{link}: no stage title"
+        assert not SCRIPT_FROM_A_HOST.search(report), f"{link} loads a script from another host"
     assert "seed (reported)" in index and 'href="eval/comparison.csv"' in index and 'href="eval/paired.csv"' in index
     headline = re.search(r"<table.*?</table>", index, re.S).group(0)
     assert 0 < len(re.findall(r"<th>", re.search(r"<thead>.*?</thead>", headline, re.S).group(0))) <= 8
