@@ -45,7 +45,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     generate_demo_dataset(paths.DEMO_DIR)
     outputs = Path(args.outputs)
-    run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, force=_force(args.force))
+    run_pipeline(paths.DEMO_PARAMS_DIR, outputs, force=_force(args.force))
     print(f"\nDemo finished. Open {(outputs / 'index.html').resolve()}")
 
 

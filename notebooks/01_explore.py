@@ -23,12 +23,13 @@
 # from the CSVs and the patient table (ImageId -> NIH ChestX-ray14 patient).
 
 # %% tags=["parameters"]
+# On the demo fallback (no full data, `make demo` run) the values left as they are take the demo's (pipeline/demo/).
 raw_root = None  # the Kaggle folder or its parent; None: data/raw, or the demo data when data/raw has none
 stages = ["train", "test"]  # the official stage_1 stages to include
 max_images = 0  # 0: every image; otherwise a random sample of this size (quick looks)
 seed = 0  # for the sample
 workers = 0  # 0: all CPU cores
-outputs_dir = "outputs"
+outputs_dir = "outputs"  # writes outputs_dir/explore/ (outputs/demo/explore/ on the demo fallback)
 # None: patients.csv.gz beside the CSVs if there (the demo's), else the table shipped in helpers/data/resources
 patient_table = None
 
@@ -38,10 +39,10 @@ import pandas as pd
 from IPython.display import display
 
 from helpers import plots
-from helpers.core.parameters import check_notebook
 from helpers.data import explore, patients
+from helpers.workflow.interactive import notebook_parameters, record_run
 
-params = check_notebook("01_explore", globals())  # every value against its rule, before any work
+params = notebook_parameters("01_explore", globals())  # every value against its rule, before any work
 result = explore.explore(params)  # says so when it falls back on the demo data
 print(result.index.describe())
 print(f"statistics written to {result.stats_path}")
@@ -79,7 +80,7 @@ display(result.sizes_table.style.hide(axis="index"))
 # ## Examples (random, positives and negatives), mask overlaid
 
 # %%
-display(plots.plot_example_grid(result.scans, n=8, seed=seed))
+display(plots.plot_example_grid(result.scans, n=8, seed=params.seed))
 
 # %% [markdown]
 # ## Patients: images per patient, mixed labels, the official split's overlap
@@ -95,3 +96,6 @@ display(plots.plot_images_per_patient(result.images_per_patient))
 # %%
 display(patients.leakage_table(result.official_overlap).style.format(na_rep="–").hide(axis="index"))
 print("the same radiograph in both official stages:", result.official_overlap["same_image_across_splits"] or "none")
+
+# %%
+record_run("01_explore", params)  # a run by hand is a run: its record, as the pipeline writes it

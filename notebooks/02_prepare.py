@@ -31,16 +31,17 @@
 # report below gives, for every split, the patients and images it shares with the others.
 
 # %% tags=["parameters"]
+# On the demo fallback (no full data, `make demo` run) the values left as they are take the demo's (pipeline/demo/).
 raw_root = None  # the Kaggle folder or its parent; None: data/raw, or the demo data when data/raw has none
 prepared_root = (
     None  # the folder to write; None: data/prepared/<split_mode>-<img_size> (data/demo/prepared/... for the demo)
 )
-img_size = 512
+img_size = 512  # 128 on the demo fallback
 val_fraction = 0.2
 seed = 0
 split_mode = "patient"  # "patient", "official" or "seed"
 folds = 0  # > 0 adds a stratified k-fold grouped by patient over train + val (fold{k}_train.txt / fold{k}_val.txt)
-test_fraction = 0.11  # split_mode "patient": the test share
+test_fraction = 0.11  # split_mode "patient": the test share (0.2 on the demo fallback)
 patient_table = None  # None: patients.csv.gz beside the raw CSVs if there (the demo's), else the shipped one
 workers = 0  # 0: all CPU cores
 
@@ -50,23 +51,23 @@ import pandas as pd
 from IPython.display import display
 
 from helpers import plots
-from helpers.core.parameters import check_notebook
 from helpers.data import patients, prepare, prepared_folder, rawdata
+from helpers.workflow.interactive import notebook_parameters, record_run
 
-check_notebook("02_prepare", globals())  # every value against its rule (helpers.core.parameters), before any work
-raw = rawdata.choose_raw_root(raw_root)  # says so when it falls back on the demo data
+params = notebook_parameters("02_prepare", globals())  # every value checked, before any work
+raw = rawdata.choose_raw_root(params.raw_root)  # says so when it falls back on the demo data
 result = prepare.prepare_dataset(
     raw.root,
     raw.prepared_parent,
-    out_dir=prepared_root,
-    img_size=img_size,
-    val_fraction=val_fraction,
-    seed=seed,
-    split_mode=split_mode,
-    folds=folds,
-    test_fraction=test_fraction,
-    patient_table=patient_table,
-    workers=workers or None,
+    out_dir=params.prepared_root,
+    img_size=params.img_size,
+    val_fraction=params.val_fraction,
+    seed=params.seed,
+    split_mode=params.split_mode,
+    folds=params.folds,
+    test_fraction=params.test_fraction,
+    patient_table=params.patient_table,
+    workers=params.workers or None,
 )
 print(
     f"{result.out_dir}: {result.written} pairs written, {result.skipped} already there, "
@@ -104,4 +105,7 @@ print("the same radiograph (patient and follow-up) in two splits:", leakage["sam
 # ## Prepared examples (mask values {0, 1}, drawn in colour)
 
 # %%
-display(plots.plot_example_grid(prepared_folder.prepared_pairs(result.out_dir), n=6, seed=seed))
+display(plots.plot_example_grid(prepared_folder.prepared_pairs(result.out_dir), n=6, seed=params.seed))
+
+# %%
+record_run("02_prepare", params)  # a run by hand is a run: its record, as the pipeline writes it

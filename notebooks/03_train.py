@@ -23,13 +23,14 @@
 # Sweep all learning rates with `python -m helpers sweep`.
 
 # %% tags=["parameters"]
-config = None  # a name in configs/ or a path; None: the seed's UNet at lr 0.01 (the demo's without real data)
-lr = None  # None: the config's
+# On the demo fallback (no full data, `make demo` run) the values left as they are take the demo's (pipeline/demo/).
+config = None  # a name in configs/ or a path; None: the seed's UNet (the demo's config on the demo fallback)
+lr = None  # None: the config's (0.01 for the seed's); 0.003 on the demo fallback, the demo sweep's first
 max_iters = None  # None: the config's (20k for the seed's runs)
 batch_size = None  # None: the config's (16)
 img_size = None  # None: the config's (512); must be the prepared data's size (its manifest.json)
 seed = 0
-work_dir = None  # None: outputs/runs/<config>/lr<lr>/
+work_dir = None  # None: outputs/runs/<config>/lr<lr>/ (under outputs/demo/ on the demo fallback)
 prepared_root = None  # the prepared folder (02's output); None: the config's data_root (data/prepared/patient-512)
 resume = False  # continue from the last checkpoint in work_dir
 amp = "auto"  # "auto": bf16 AMP on a GPU, float32 on the CPU
@@ -54,11 +55,10 @@ from IPython.display import display
 
 from helpers import plots
 from helpers.core import run_folders
-from helpers.core.parameters import check_notebook
-from helpers.modeling.train import choose_config, describe_speed, run_training
+from helpers.modeling.train import describe_speed, run_training
+from helpers.workflow.interactive import notebook_parameters, record_run
 
-config, prepared_root, _ = choose_config(config, prepared_root)  # says so when it falls back on the demo
-params = check_notebook("03_train", globals())  # TrainParams, every value checked (helpers.core.parameters)
+params = notebook_parameters("03_train", globals())  # TrainParams, every value checked; says so on the demo fallback
 result = run_training(params)
 metrics = result.metrics
 print(f"run folder: {result.work_dir}")
@@ -87,3 +87,6 @@ display(pd.DataFrame(rows).T.style.format(precision=2, na_rep="–").format({"st
 # %%
 print(describe_speed(metrics))
 print(f"manifest: {result.work_dir / run_folders.MANIFEST_FILE}\nmetrics: {result.work_dir / run_folders.METRICS_FILE}")
+
+# %%
+record_run("03_train", params, result.work_dir)  # a run by hand is a run: its record, as the sweep writes it

@@ -36,12 +36,13 @@
 # only**, then applied to the evaluated split.
 
 # %% tags=["parameters"]
+# On the demo fallback (no full data, `make demo` run) the values left as they are take the demo's (pipeline/demo/).
 runs = []  # run folders or checkpoints; []: every run under outputs_dir/runs/
 split = "test"
-batch_size = 8
+batch_size = 8  # 16 on the demo fallback
 tta = False  # horizontal-flip test-time augmentation
 postprocess = "tune"  # "tune" (on val), "none", or a dict(threshold ..., min_component_area ..., min_total_area ...)
-n_boot = 1000
+n_boot = 1000  # bootstrap resamples (200 on the demo fallback)
 # the prepared folder to evaluate on; None: each run's own (its config's data_root); a data/prepared/<mode>-1024
 # folder scores against the original masks
 prepared_root = None
@@ -54,10 +55,10 @@ ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k 
 from IPython.display import display
 
 from helpers import evaluation, plots
-from helpers.core.parameters import check_notebook
 from helpers.workflow.evaluate_runs import describe_failures, evaluate_runs
+from helpers.workflow.interactive import notebook_parameters, record_run
 
-params = check_notebook("04_evaluate", globals())  # every value against its rule, before any work
+params = notebook_parameters("04_evaluate", globals())  # every value against its rule, before any work
 evaluation_run = evaluate_runs(params)  # each run on its own: one that fails is reported, the others go on
 outputs, results, failed = evaluation_run.outputs, evaluation_run.results, evaluation_run.failed
 if failed:
@@ -132,3 +133,6 @@ paired_table = evaluation.paired_comparison(results, n_boot=params.n_boot)
 paired_path = evaluation.write_paired(paired_table, outputs / "eval")
 display(evaluation.paired_style(paired_table))
 print(f"written: {paired_path}")
+
+# %%
+record_run("04_evaluate", params)  # a run by hand is a run: its record, as the pipeline writes it

@@ -20,6 +20,7 @@
 # computed here). Overlays: true positive, false positive and false negative pixels in distinct colours.
 
 # %% tags=["parameters"]
+# On the demo fallback (no full data, `make demo` run) the values left as they are take the demo's (pipeline/demo/).
 outputs_dir = None  # None: outputs/, or the demo's outputs/demo/ when only it holds results
 split = "test"
 n_examples = 4
@@ -31,11 +32,11 @@ from IPython.display import display
 
 from helpers import evaluation, plots
 from helpers.core import run_folders
-from helpers.core.parameters import check_notebook
+from helpers.workflow.interactive import notebook_parameters, record_run
 
-check_notebook("05_visualize", globals())  # every value against its rule (helpers.core.parameters), before any work
-outputs, _ = run_folders.choose_outputs(outputs_dir, split)  # says so when it falls back on the demo's outputs
-eval_dirs = run_folders.evaluations(outputs, split)
+params = notebook_parameters("05_visualize", globals())  # every value checked; says so on the demo fallback
+outputs = run_folders.choose_outputs(params.outputs_dir, params.split)[0]
+eval_dirs = run_folders.evaluations(outputs, params.split)
 if not eval_dirs:
     raise FileNotFoundError(f"no evaluations under {outputs / 'eval'} (run 04_evaluate first)")
 results = [evaluation.load_eval(d) for d in eval_dirs]
@@ -47,14 +48,14 @@ print(f"examples from the best run by per-image Dice: {best.run_dir}")
 
 # %%
 for which in ("best", "median", "worst"):
-    display(plots.plot_examples(best, which, n=n_examples))
+    display(plots.plot_examples(best, which, n=params.n_examples))
 
 # %% [markdown]
 # ## False positives on negative images, and missed positives
 
 # %%
-display(plots.plot_examples(best, "false_positive", n=n_examples))
-display(plots.plot_examples(best, "missed", n=n_examples))
+display(plots.plot_examples(best, "false_positive", n=params.n_examples))
+display(plots.plot_examples(best, "missed", n=params.n_examples))
 
 # %% [markdown]
 # ## Learning curves of all runs
@@ -75,3 +76,6 @@ display(plots.plot_lr_comparison(pd.read_csv(comparison_path)))
 # %%
 display(plots.plot_dice_vs_area(best))
 display(plots.plot_roc(results))
+
+# %%
+record_run("05_visualize", params)  # a run by hand is a run: its record, as the pipeline writes it

@@ -181,14 +181,15 @@ def test_the_pipeline_refuses_a_bad_value_before_creating_any_folder(stage, give
 
 
 def test_the_notebook_checks_its_own_parameters():
-    """papermill without helpers: the notebook's first step is check_notebook on its globals."""
+    """papermill without helpers: the notebook's first step checks its globals (notebook_parameters: check_notebook,
+    after the demo's values on the demo fallback)."""
     namespace = {**defaults("02_prepare"), "img_size": -5}
     with pytest.raises(ParameterError, match=r"notebooks/02_prepare|02_prepare parameter img_size = -5"):
         check_notebook("02_prepare", namespace)
     params = check_notebook("03_train", {**defaults("03_train"), "config": DEMO_CONFIG, "lr": 0.01})
     assert isinstance(params, TrainParams) and params.lr == 0.01
     for stage in NOTEBOOK_PARAMETERS:
-        assert f'check_notebook("{stage}", globals())' in (paths.NOTEBOOKS_DIR / f"{stage}.py").read_text()
+        assert f'notebook_parameters("{stage}", globals())' in (paths.NOTEBOOKS_DIR / f"{stage}.py").read_text()
 
 
 @pytest.mark.slow

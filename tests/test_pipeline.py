@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import jupytext
 import nbformat
+import pandas as pd
+import papermill
 import pytest
 import yaml
 
@@ -17,12 +20,14 @@ from helpers.core import paths, run_folders
 from helpers.core.parameters import STAGES, ParameterError
 from helpers.core.paths import DEMO_CONFIG
 from helpers.data.prepared_folder import read_prepared
-from helpers.workflow.index import write_index
-from helpers.workflow.notebook_runner import run_notebook
+from helpers.workflow.index import headline_table, write_index
+from helpers.workflow.notebook_runner import PIPELINE_RUN_ENV, run_notebook
 from helpers.workflow.parameter_files import stage_parameters
 from helpers.workflow.pipeline import run_pipeline
 from helpers.workflow.slurm import write_sbatch
 from helpers.workflow.sweep import sweep
+from tests.lab import save_as_lab_does
+from tests.test_reports import SCRIPT_FROM_A_HOST
 
 NOTEBOOKS = [paths.NOTEBOOKS_DIR / f"{stage}.ipynb" for stage in STAGES]
 EMBEDDED_PNG = 'src="data:image/png;base64,'  # a figure in an output cell (the template has its own PNG)
@@ -169,10 +174,19 @@ def _ran(reports) -> list[str]:
     )
 
 
+def _assert_index_agrees_with_its_csvs(outputs: Path) -> None:
+    """The index's headline table is the one its linked comparison.csv and paired.csv make."""
+    comparison, paired = (pd.read_csv(outputs / "eval" / name) for name in ("comparison.csv", "paired.csv"))
+    table = headline_table(comparison, paired)
+    assert table.to_html(index=False, border=0, classes="metrics", escape=True) in (outputs / "index.html").read_text()
+
+
 @pytest.mark.slow
-def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
+def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path, monkeypatch):
     """Generate -> 01 -> 02 -> 03 (two lrs) -> 04 -> 05 -> index.html, with test-sized parameters; run again it
-    skips everything; a changed 04 parameter reruns 04 and 05 only; --force 03_train retrains."""
+    skips everything, also once every notebook was saved with its outputs as JupyterLab does; 04 run by hand with
+    another n_boot keeps its record and the index true, and the pipeline then redoes 04 and 05 only; so does a
+    changed 04 parameter; --force 03_train retrains."""
     outputs = tmp_path / "outputs"
     prepared = str(tmp_path / "prepared" / "patient-64")  # the demo's split mode
     overrides = {
@@ -194,8 +208,11 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
     for stage in STAGES:
         assert any(Path(link).stem == stage for link in linked), f"{stage} not linked from index.html"
     for link in linked:
-        figures = (outputs / link).read_text().count(EMBEDDED_PNG)
+        report = (outputs / link).read_text()
+        figures = report.count(EMBEDDED_PNG)
         assert figures >= MIN_FIGURES[Path(link).stem], f"{link} embeds {figures} figures"
+        assert re.search(rf"<title>{Path(link).stem[:2]} · [^<]+ · [^<]+</title>", report), f"{link}: no stage title"
+        assert not SCRIPT_FROM_A_HOST.search(report), f"{link} loads a script from another host"
     assert "seed (reported)" in index and 'href="eval/comparison.csv"' in index and 'href="eval/paired.csv"' in index
     headline = re.search(r"<table.*?</table>", index, re.S).group(0)
     assert 0 < len(re.findall(r"<th>", re.search(r"<thead>.*?</thead>", headline, re.S).group(0))) <= 8
@@ -212,9 +229,30 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path):
     )
     csv_before = (outputs / "eval" / "comparison.csv").read_bytes()
 
-    again = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
+    shutil.copytree(paths.NOTEBOOKS_DIR, tmp_path / "notebooks")  # every notebook run and saved in Lab
+    for stage in STAGES:
+        save_as_lab_does(tmp_path / "notebooks" / f"{stage}.ipynb")
+    with monkeypatch.context() as saved:
+        saved.setattr(paths, "NOTEBOOKS_DIR", tmp_path / "notebooks")
+        again = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
     assert all(r.ok and r.skipped for r in again) and len(again) == len(reports), _ran(again)
     assert (outputs / "eval" / "comparison.csv").read_bytes() == csv_before
+
+    by_hand = {**overrides["04_evaluate"], "outputs_dir": str(outputs), "n_boot": 40}  # 04 run in Lab, say
+    monkeypatch.delenv(PIPELINE_RUN_ENV, raising=False)
+    notebook = str(paths.NOTEBOOKS_DIR / "04_evaluate.ipynb")
+    papermill.execute_notebook(notebook, str(tmp_path / "by_hand.ipynb"), parameters=by_hand, cwd=str(paths.REPO_ROOT))
+    record = json.loads((outputs / "records" / "04_evaluate.json").read_text())
+    assert record["inputs"]["parameters"]["n_boot"] == 40 and not (outputs / "reports" / "04_evaluate.html").exists()
+    assert (outputs / "eval" / "comparison.csv").read_bytes() != csv_before
+    _assert_index_agrees_with_its_csvs(outputs)
+    assert _ran(run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)) == [
+        "04_evaluate",
+        "05_visualize",
+    ], "after 04 by hand, the pipeline redoes 04 (its parameters) and 05 (its input) only"
+    assert json.loads((outputs / "records" / "04_evaluate.json").read_text())["inputs"]["parameters"]["n_boot"] == 50
+    assert (outputs / "eval" / "comparison.csv").read_bytes() == csv_before, "the pipeline's parameters, its numbers"
+    _assert_index_agrees_with_its_csvs(outputs)
 
     changed = {**overrides, "04_evaluate": {**overrides["04_evaluate"], "n_boot": 60}}
     assert _ran(run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=changed)) == [

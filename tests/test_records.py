@@ -18,10 +18,12 @@ import pytest
 
 from helpers.core import paths, run_folders
 from helpers.core.metrics import paired_bootstrap_difference
+from helpers.core.parameters import STAGES
 from helpers.core.paths import DEMO_CONFIG
 from helpers.evaluation.paired import BETTER, REFERENCE, SAME, WORSE, paired_comparison, verdict
 from helpers.workflow import stage_records
 from helpers.workflow.slurm import write_sbatch
+from tests.lab import save_as_lab_does
 
 
 def test_a_record_matches_only_the_same_inputs_and_complete_outputs(tmp_path):
@@ -43,6 +45,31 @@ def test_a_record_matches_only_the_same_inputs_and_complete_outputs(tmp_path):
     first = stage_records.result_id(path)
     stage_records.write_record(path, inputs, stage_records.FINISHED, [output])
     assert stage_records.result_id(path) != first, "a step that ran again gets a new result id (its dependants rerun)"
+
+
+def test_a_notebook_s_record_is_its_code_not_its_outputs(tmp_path, monkeypatch):
+    import shutil
+
+    import nbformat
+
+    shutil.copytree(paths.NOTEBOOKS_DIR, tmp_path / "notebooks")
+    before = {stage: stage_records.notebook_hash(stage) for stage in STAGES}
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", tmp_path / "notebooks")
+    assert {stage: stage_records.notebook_hash(stage) for stage in STAGES} == before
+    for stage in STAGES:
+        save_as_lab_does(tmp_path / "notebooks" / f"{stage}.ipynb")
+    assert {stage: stage_records.notebook_hash(stage) for stage in STAGES} == before, "saving in Lab changed a record"
+    notebook = tmp_path / "notebooks" / "04_evaluate.ipynb"
+    nb = nbformat.read(notebook, as_version=4)
+    next(c for c in nb.cells if c.cell_type == "markdown").source += "\nA sentence more."
+    nbformat.write(nb, notebook)
+    assert stage_records.notebook_hash("04_evaluate") == before["04_evaluate"]
+    next(
+        c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+    ).source += "\nprint('edited')"
+    nbformat.write(nb, notebook)
+    assert stage_records.notebook_hash("04_evaluate") != before["04_evaluate"], "an edited code cell is a change"
+    assert stage_records.notebook_hash("no_such_stage") is None
 
 
 def test_the_code_version_is_the_content_of_helpers(tmp_path):

@@ -22,6 +22,7 @@ DEMO_OUTPUTS_DIR = OUTPUTS_DIR / "demo"  # where `make demo` writes its runs, ev
 CONFIGS_DIR = REPO_ROOT / "configs"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PIPELINE_PARAMS_DIR = REPO_ROOT / "pipeline"
+DEMO_PARAMS_DIR = PIPELINE_PARAMS_DIR / "demo"  # the demo's YAML: `make demo`'s parameters, a notebook's on fallback
 
 KAGGLE_DATASET = "vbookshelf/pneumothorax-chest-xray-images-and-masks"
 KAGGLE_FOLDER = "siim-acr-pneumothorax"

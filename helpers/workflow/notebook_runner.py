@@ -36,6 +36,9 @@ class Report:
     skipped: bool = False  # up to date: its record matched, nothing ran
 
 
+PIPELINE_RUN_ENV = "PNEUMO_PIPELINE_RUN"  # set while the pipeline or the sweep runs a notebook: they keep its record
+
+
 NO_ALT = 'alt="No description has been provided for this image"'  # nbconvert's placeholder for a figure
 
 
@@ -59,14 +62,44 @@ def figure_descriptions(nb) -> list[str]:
     return descriptions
 
 
-def render_html(notebook: Path, html_path: Path) -> Path:
-    """Render an executed notebook to HTML without code cells (figures embedded as base64, each with alt
-    text naming the section it belongs to)."""
+# JupyterLab's template without what it loads from a CDN (require.js, MathJax, mermaid, the widget manager): a report
+# opened offline, or on a network that forbids those hosts, is the same report, and nothing leaves the machine.
+SELF_CONTAINED_TEMPLATE = "self_contained.html.j2"
+_SELF_CONTAINED = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+"""
+
+
+def report_title(nb, run: str) -> str:
+    """A report's title: the notebook's first heading (``04 · Evaluate``) and the run it reports on."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            heading = next((line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")), "")
+            if heading:
+                return f"{heading} · {run}"
+    return run
+
+
+def render_html(notebook: Path, html_path: Path, run: str | None = None) -> Path:
+    """Render an executed notebook to self-contained HTML without code cells (figures embedded as base64, each
+    with alt text naming the section it belongs to; no script from another host), titled with its stage and
+    ``run`` (default: the folder it is written to)."""
     import nbformat
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        extra_loaders=[DictLoader({SELF_CONTAINED_TEMPLATE: _SELF_CONTAINED})],
+        template_file=SELF_CONTAINED_TEMPLATE,
+    )
     nb = nbformat.read(notebook, as_version=4)
+    nb.metadata["title"] = report_title(nb, run or _run_label(html_path.parent))
     body, _ = exporter.from_notebook_node(nb)
     for description in figure_descriptions(nb):  # in place of nbconvert's placeholder, or of no alt at all
         alt = f'alt="{html.escape(description)}"'
@@ -77,6 +110,30 @@ def render_html(notebook: Path, html_path: Path) -> Path:
         )
     atomic_write_text(html_path, body)
     return html_path
+
+
+def _run_label(folder: Path) -> str:
+    """The run a report folder belongs to, as a reader knows it: ``outputs/demo`` for a stage report
+    (``outputs/demo/reports``), ``outputs/demo/runs/<config>/lr0.003`` for a training run's."""
+    folder = folder.resolve()
+    if folder.name == "reports":
+        folder = folder.parent
+    return str(folder.relative_to(paths.REPO_ROOT)) if folder.is_relative_to(paths.REPO_ROOT) else str(folder)
+
+
+@contextlib.contextmanager
+def _run_by_the_pipeline() -> Iterator[None]:
+    """The kernels started inside the block see :data:`PIPELINE_RUN_ENV` (a notebook's own record is then the
+    caller's to write, with the report: helpers.workflow.interactive)."""
+    previous = os.environ.get(PIPELINE_RUN_ENV)
+    os.environ[PIPELINE_RUN_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(PIPELINE_RUN_ENV, None)
+        else:
+            os.environ[PIPELINE_RUN_ENV] = previous
 
 
 @contextlib.contextmanager
@@ -136,7 +193,7 @@ def run_notebook(
     error = None
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=f".{name}-") as tmp:
         partial = Path(tmp) / executed.name
-        with _ctrl_c_reaches_the_kernel() as interrupted:
+        with _ctrl_c_reaches_the_kernel() as interrupted, _run_by_the_pipeline():
             try:
                 papermill.execute_notebook(
                     str(paths.NOTEBOOKS_DIR / f"{stage}.ipynb"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from helpers.core import paths
 from helpers.core.fileio import atomic_write_text
-from helpers.core.parameters import LR, STAGES, check_parameters, check_value
+from helpers.core.parameters import LR, STAGES, check_parameters, check_value, defaults
 from helpers.data.prepared_folder import MANIFEST_FILE as PREPARED_MANIFEST_FILE
 from helpers.workflow import stage_records
 from helpers.workflow.index import write_index
@@ -37,11 +37,12 @@ DEPENDS_ON = {
 
 
 def stage_inputs(stage: str, parameters: dict, outputs: Path) -> dict:
-    """What one stage is made from (helpers.workflow.stage_records): its notebook, parameters, the code, the prepared
-    data's manifest where it reads one, and the result ids of the stages it depends on."""
+    """What one stage is made from (helpers.workflow.stage_records): its notebook, every declared parameter (its
+    default where none is given, so that a run by hand and the pipeline's agree), the code, the prepared data's
+    manifest where it reads one, and the result ids of the stages it depends on."""
     inputs = {
         "notebook": stage_records.notebook_hash(stage),
-        "parameters": {k: v for k, v in parameters.items() if k not in NOT_INPUTS},
+        "parameters": {k: v for k, v in {**defaults(stage), **parameters}.items() if k not in NOT_INPUTS},
         "code": stage_records.code_hash(),
         "upstream": {dep: stage_records.result_id(stage_record(dep, outputs)) for dep in DEPENDS_ON[stage]},
     }

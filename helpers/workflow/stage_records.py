@@ -53,8 +53,20 @@ def code_hash() -> str:
 
 
 def notebook_hash(stage: str) -> str | None:
-    """A hash of ``notebooks/<stage>.ipynb`` as papermill executes it."""
-    return file_hash(paths.NOTEBOOKS_DIR / f"{stage}.ipynb")
+    """A hash of what runs of ``notebooks/<stage>.ipynb``: its code cells' sources, in order (None when there is no
+    notebook). Outputs, execution counts, metadata and markdown are not in it: saving a notebook in JupyterLab,
+    run or not, changes no record; editing a code cell does. The parameters are a record's input of their own."""
+    import nbformat
+
+    path = paths.NOTEBOOKS_DIR / f"{stage}.ipynb"
+    if not path.is_file():
+        return None
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable notebook ({err})") from err
+    sources = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    return hashlib.sha256(json.dumps(sources).encode()).hexdigest()
 
 
 def config_hash(config: str | Path) -> str:
