@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from helpers.core import paths, run_folders
+from helpers.core.locks import LOCK_FILE
 from helpers.core.parameters import STAGES, ParameterError
 from helpers.core.paths import DEMO_CONFIG
 from helpers.data.prepared_folder import read_prepared
@@ -181,14 +182,12 @@ def _assert_index_agrees_with_its_csvs(outputs: Path) -> None:
     assert table.to_html(index=False, border=0, classes="metrics", escape=True) in (outputs / "index.html").read_text()
 
 
-@pytest.mark.slow
-def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path, monkeypatch):
-    """Generate -> 01 -> 02 -> 03 (two lrs) -> 04 -> 05 -> index.html, with test-sized parameters; run again it
-    skips everything, also once every notebook was saved with its outputs as JupyterLab does; 04 run by hand with
-    another n_boot keeps its record and the index true, and the pipeline then redoes 04 and 05 only; so does a
-    changed 04 parameter; --force 03_train retrains."""
-    outputs = tmp_path / "outputs"
-    prepared = str(tmp_path / "prepared" / "patient-64")  # the demo's split mode
+@pytest.fixture(scope="module")
+def demo_pipeline(demo_raw_dir, tmp_path_factory) -> tuple[Path, dict, list]:
+    """The whole demo pipeline run once, with test-sized parameters: (outputs folder, overrides, reports). Generate ->
+    01 -> 02 -> 03 (two lrs) -> 04 -> 05 -> index.html. The tests below read it in order, the last ones change it."""
+    root = tmp_path_factory.mktemp("whole-demo")
+    prepared = str(root / "prepared" / "patient-64")  # the demo's split mode
     overrides = {
         "01_explore": {"raw_root": str(demo_raw_dir), "workers": 1},
         "02_prepare": {"raw_root": str(demo_raw_dir), "prepared_root": prepared, "img_size": 64, "workers": 1},
@@ -201,7 +200,14 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path, monkeypa
         },
         "04_evaluate": {"prepared_root": prepared, "n_boot": 50},
     }
-    reports = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
+    reports = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", root / "outputs", overrides=overrides)
+    return root / "outputs", overrides, reports
+
+
+def test_whole_demo_pipeline_produces_the_index(demo_pipeline):
+    """Every stage ran and is linked from index.html with its figures, a stage title and no script from another
+    host; the headline table, the paired verdicts, and 04's report free of progress, logs and stderr."""
+    outputs, _, reports = demo_pipeline
     assert all(r.ok for r in reports)
     index = (outputs / "index.html").read_text()
     linked = re.findall(r'href="([^"]+\.html)"', index)
@@ -227,18 +233,31 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path, monkeypa
     assert "paired" in evaluation.lower() and 'data-mime-type="application/vnd.jupyter.stderr"' not in evaluation, (
         "stderr in 04's report"
     )
-    csv_before = (outputs / "eval" / "comparison.csv").read_bytes()
+    _assert_index_agrees_with_its_csvs(outputs)
 
-    shutil.copytree(paths.NOTEBOOKS_DIR, tmp_path / "notebooks")  # every notebook run and saved in Lab
+
+def test_a_rerun_skips_every_stage_also_once_lab_saved_every_notebook(demo_pipeline, tmp_path, monkeypatch):
+    """Every notebook saved with its outputs as JupyterLab does: the pipeline again skips every stage, and its
+    comparison stays byte for byte."""
+    outputs, overrides, reports = demo_pipeline
+    csv_before = (outputs / "eval" / "comparison.csv").read_bytes()
+    shutil.copytree(paths.NOTEBOOKS_DIR, tmp_path / "notebooks")
     for stage in STAGES:
         save_as_lab_does(tmp_path / "notebooks" / f"{stage}.ipynb")
-    with monkeypatch.context() as saved:
-        saved.setattr(paths, "NOTEBOOKS_DIR", tmp_path / "notebooks")
-        again = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", tmp_path / "notebooks")
+    again = run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=overrides)
     assert all(r.ok and r.skipped for r in again) and len(again) == len(reports), _ran(again)
     assert (outputs / "eval" / "comparison.csv").read_bytes() == csv_before
 
-    by_hand = {**overrides["04_evaluate"], "outputs_dir": str(outputs), "n_boot": 40}  # 04 run in Lab, say
+
+def test_04_by_hand_keeps_its_record_and_the_index_true_and_the_pipeline_redoes_04_and_05_only(
+    demo_pipeline, tmp_path, monkeypatch
+):
+    """04 run by hand (papermill from a shell, as in Lab) with another n_boot: its record, CSVs and the index agree;
+    then the pipeline (its YAML's n_boot: a changed 04 parameter) redoes 04 and 05 only, and its numbers return."""
+    outputs, overrides, _ = demo_pipeline
+    csv_before = (outputs / "eval" / "comparison.csv").read_bytes()
+    by_hand = {**overrides["04_evaluate"], "outputs_dir": str(outputs), "n_boot": 40}
     monkeypatch.delenv(PIPELINE_RUN_ENV, raising=False)
     notebook = str(paths.NOTEBOOKS_DIR / "04_evaluate.ipynb")
     papermill.execute_notebook(notebook, str(tmp_path / "by_hand.ipynb"), parameters=by_hand, cwd=str(paths.REPO_ROOT))
@@ -254,21 +273,35 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path, monkeypa
     assert (outputs / "eval" / "comparison.csv").read_bytes() == csv_before, "the pipeline's parameters, its numbers"
     _assert_index_agrees_with_its_csvs(outputs)
 
-    changed = {**overrides, "04_evaluate": {**overrides["04_evaluate"], "n_boot": 60}}
-    assert _ran(run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, overrides=changed)) == [
-        "04_evaluate",
-        "05_visualize",
-    ]
 
+def test_force_03_retrains_every_run_from_an_empty_folder_and_then_04_is_due(demo_pipeline, tmp_path, monkeypatch):
+    """--force 03_train on a copy of the demo's outputs: each lr's notebook runs again from an emptied run folder
+    (not resumed), and the next pipeline run evaluates again. The notebooks are spies: the behaviour under test is
+    the pipeline's, and the demo above already trained and evaluated for real."""
+    from helpers.workflow import pipeline as pipeline_module
+    from helpers.workflow import sweep as sweep_module
+    from helpers.workflow.notebook_runner import Report
+
+    source, overrides, _ = demo_pipeline
+    outputs = Path(shutil.copytree(source, tmp_path / "outputs"))
+    started = []
+
+    def spy(stage, parameters, output_dir, **kwargs):
+        folder = Path(output_dir)
+        left = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE) if stage == "03_train" else []
+        started.append((stage, parameters.get("lr"), parameters.get("resume"), left))
+        return Report(notebook=folder / f"{stage}.ipynb", html=folder / f"{stage}.html", ok=True)
+
+    monkeypatch.setattr(sweep_module, "run_notebook", spy)
+    monkeypatch.setattr(pipeline_module, "run_notebook", spy)
     forced = run_pipeline(
-        paths.PIPELINE_PARAMS_DIR / "demo", outputs, stages=("03_train",), overrides=changed, force="03_train"
+        paths.PIPELINE_PARAMS_DIR / "demo", outputs, stages=("03_train",), overrides=overrides, force="03_train"
     )
     assert _ran(forced) == ["03_train lr0.001", "03_train lr0.003"]
-    assert _ran(
-        run_pipeline(
-            paths.PIPELINE_PARAMS_DIR / "demo", outputs, stages=("04_evaluate", "05_visualize"), overrides=changed
-        )
-    ) == ["04_evaluate", "05_visualize"], "a retrained run is evaluated again"
+    assert sorted(started) == [("03_train", lr, False, [run_folders.RECORD_FILE]) for lr in (0.001, 0.003)]
+    started.clear()
+    run_pipeline(paths.PIPELINE_PARAMS_DIR / "demo", outputs, stages=("04_evaluate",), overrides=overrides)
+    assert [stage for stage, *_ in started] == ["04_evaluate"], "a retrained run is evaluated again"
 
 
 def test_index_without_evaluation_says_so(tmp_path):
