@@ -34,7 +34,16 @@ def random_pixel_counts(rng: np.random.Generator, n: int, pixels: int = 4096) ->
 # A test is slow when it, a fixture it uses (at any depth), or a function of its module that either calls (at any
 # depth) calls one of these: each trains a model, executes a notebook or runs the demo.
 SLOW_CALLS = frozenset(
-    {"run_training", "run_notebook", "sweep", "run_pipeline", "execute_notebook", "launch_torchrun", "run_demo"}
+    {
+        "run_training",
+        "build_runner",
+        "run_notebook",
+        "sweep",
+        "run_pipeline",
+        "execute_notebook",
+        "launch_torchrun",
+        "run_demo",
+    }
 )
 SLOW_COMMANDS = frozenset({"demo", "pipeline", "sweep"})  # `python -m helpers <command>` (a sweep --sbatch only writes)
 
@@ -90,6 +99,23 @@ def pytest_collection_modifyitems(config, items):
                 functions.append(definition.func)
         if any(_is_slow(function, set()) for function in functions):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _the_fast_lane_never_trains(request, monkeypatch):
+    """In a test not marked slow, training (mmengine's Runner.train) and executing a notebook (papermill) fail the
+    test: the check that the marking above missed nothing that runs in this process."""
+    if not request.node.get_closest_marker("slow"):
+
+        def refuse(*args, **kwargs):
+            pytest.fail(
+                f"{request.node.nodeid} trains or runs a notebook but is not marked slow: "
+                "add what it calls to SLOW_CALLS in tests/conftest.py"
+            )
+
+        monkeypatch.setattr("mmengine.runner.Runner.train", refuse)
+        monkeypatch.setattr("papermill.execute_notebook", refuse)
+    yield
 
 
 @pytest.fixture(scope="session")
