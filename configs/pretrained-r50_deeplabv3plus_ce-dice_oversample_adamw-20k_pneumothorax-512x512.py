@@ -3,7 +3,7 @@
 # downloaded by mmengine on first use), with our recipe: weighted cross-entropy plus foreground Dice,
 # positives listed 3 times, AdamW with warm-up and poly decay, 20k iterations at batch 16, 512x512.
 # Without internet, 03_train's `pretrained` parameter points the backbone at a local copy of that file.
-# Not measured for its score here: our machines could not fetch the weights (see the README).
+# Not measured for its score (see docs/winners.md).
 _base_ = [
     "mmseg::_base_/models/deeplabv3plus_r50-d8.py",
     "./_base_/datasets/pneumothorax_512x512_oversample.py",

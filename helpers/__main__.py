@@ -10,11 +10,13 @@ from pathlib import Path
 
 import yaml
 
+from helpers import __version__
 from helpers.core import paths
-from helpers.data.demo_dataset import DemoSpec
-from helpers.postprocessing.tuned import CHOICES as POSTPROCESS_CHOICES
+from helpers.data.demo_spec import DemoSpec
 
 INTERRUPTED = 130  # the shell's exit status after Ctrl-C
+# helpers.postprocessing.tuned.CHOICES, typed here so that --help does not import pandas (tests/test_cli.py checks)
+POSTPROCESS_CHOICES = ("winner", "triplet", "dual", "none")
 
 
 def _parse_value(text: str):
@@ -167,14 +169,56 @@ def cmd_index(args: argparse.Namespace) -> None:
     print(write_index(Path(args.outputs)))
 
 
+# Shown under each subcommand's --help (tests/test_cli.py parses every one).
+EXAMPLES = {
+    "demo": ["python -m helpers demo", "python -m helpers demo --force 04_evaluate 05_visualize"],
+    "pipeline": [
+        "python -m helpers pipeline",
+        "python -m helpers pipeline --stages 04_evaluate 05_visualize",
+        "python -m helpers pipeline --force 03_train",
+    ],
+    "sweep": [
+        "python -m helpers sweep",
+        "python -m helpers sweep --lrs 0.01 0.001 -p max_iters=20000 -p gpus=4",
+        "python -m helpers sweep --sbatch sweep.sbatch -p gpus=1 --folds 5",
+    ],
+    "predict": [
+        "python -m helpers predict --checkpoint outputs/runs/CONFIG/lr0.01 scans/ --out-dir preds/",
+        "python -m helpers predict --checkpoint model.onnx scan1.dcm scan2.png --postprocess none --rle",
+    ],
+    "export": ["python -m helpers export --checkpoint outputs/runs/CONFIG/lr0.01 --out model.onnx"],
+    "convert-siim": [
+        "python -m helpers convert-siim siim/ data/raw/siim-acr-pneumothorax --kaggle-csvs kaggle_csvs/",
+    ],
+    "demo-data": ["python -m helpers demo-data", "python -m helpers demo-data --n-train 80 --n-test 20 --size 128"],
+    "download": ["python -m helpers download"],
+    "index": ["python -m helpers index", "python -m helpers index --outputs outputs/demo"],
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (none for an option off or unset by default), the examples as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from helpers.core.parameters import STAGES
 
-    parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers",
+        description=__doc__ + "\nAlso installed as the console script `pneumothorax`.",
+        epilog="Each command's options, defaults and examples: python -m helpers COMMAND --help",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="generate the demo dataset and run the whole pipeline on it (CPU)")
-    demo.add_argument("--outputs", default=str(paths.DEMO_OUTPUTS_DIR))
+    demo.add_argument("--outputs", default=str(paths.DEMO_OUTPUTS_DIR), help="where runs, evaluations and reports go")
     demo.add_argument(
         "--force",
         nargs="*",
@@ -185,8 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     pipeline = sub.add_parser("pipeline", help="run the five notebooks with pipeline/*.yaml (full data, GPU)")
-    pipeline.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR))
-    pipeline.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
+    pipeline.add_argument(
+        "--params-dir", default=str(paths.PIPELINE_PARAMS_DIR), help="the folder of YAML files, one per stage"
+    )
+    pipeline.add_argument("--outputs", default=str(paths.OUTPUTS_DIR), help="where runs, evaluations and reports go")
     pipeline.add_argument("--stages", nargs="*", help="a subset of the stages, e.g. 04_evaluate 05_visualize")
     pipeline.add_argument(
         "--force",
@@ -201,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--lrs", nargs="*", type=float, help="default: the YAML's lrs (the seed's three)")
     sweep.add_argument("--config", help="a config name in configs/ or a path")
     sweep.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a 03_train parameter")
-    sweep.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR))
-    sweep.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
+    sweep.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR), help="the folder holding 03_train.yaml")
+    sweep.add_argument("--outputs", default=str(paths.OUTPUTS_DIR), help="runs go to OUTPUTS/runs/")
     sweep.add_argument(
         "--sbatch", metavar="PATH", help="write a SLURM array script (one job per lr) instead of running"
     )
@@ -223,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--checkpoint", "--model", required=True, help="a .pth, a run folder, or an exported .onnx")
     predict.add_argument("--config", help="default: config.py beside the checkpoint")
-    predict.add_argument("--out-dir", default=str(paths.OUTPUTS_DIR / "predictions"))
+    predict.add_argument(
+        "--out-dir", default=str(paths.OUTPUTS_DIR / "predictions"), help="masks, overlays and predictions.csv"
+    )
     predict.add_argument("--threshold", type=float, help="probability threshold alone, instead of the post-processing")
     predict.add_argument(
         "--postprocess",
@@ -231,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="winner",
         help="the run's scheme tuned on val: the val winner (default), triplet, dual; none: the model's own decision",
     )
-    predict.add_argument("--device")
+    predict.add_argument("--device", help="cpu, cuda, cuda:1 (None: CUDA when available)")
     predict.add_argument(
         "--strict",
         action="store_true",
@@ -276,20 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=cmd_convert_siim)
 
     demo_data = sub.add_parser("demo-data", help="only generate the demo dataset")
-    demo_data.add_argument("--dest", default=str(paths.DEMO_DIR))
-    demo_data.add_argument("--n-train", type=int, default=DemoSpec.n_train)
-    demo_data.add_argument("--n-test", type=int, default=DemoSpec.n_test)
-    demo_data.add_argument("--size", type=int, default=DemoSpec.size)
-    demo_data.add_argument("--seed", type=int, default=DemoSpec.seed)
+    demo_data.add_argument("--dest", default=str(paths.DEMO_DIR), help="the folder to write the Kaggle layout into")
+    demo_data.add_argument("--n-train", type=int, default=DemoSpec.n_train, help="train-stage images")
+    demo_data.add_argument("--n-test", type=int, default=DemoSpec.n_test, help="test-stage images")
+    demo_data.add_argument("--size", type=int, default=DemoSpec.size, help="image side in pixels")
+    demo_data.add_argument("--seed", type=int, default=DemoSpec.seed, help="random seed")
     demo_data.set_defaults(func=cmd_demo_data)
 
     download = sub.add_parser("download", help="download the Kaggle dataset (needs kaggle credentials)")
-    download.add_argument("--dest", default=str(paths.RAW_DIR))
+    download.add_argument("--dest", default=str(paths.RAW_DIR), help="where to unpack the dataset")
     download.set_defaults(func=cmd_download)
 
     index = sub.add_parser("index", help="rewrite outputs/index.html")
-    index.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
+    index.add_argument("--outputs", default=str(paths.OUTPUTS_DIR), help="the outputs folder whose index.html to write")
     index.set_defaults(func=cmd_index)
+    for name, command in sub.choices.items():
+        command.formatter_class = HelpFormatter
+        command.epilog = "examples:\n" + "\n".join(f"  {example}" for example in EXAMPLES[name])
     return parser
 
 

@@ -40,7 +40,7 @@ nproc = 1  # > 1 without GPUs: torchrun with this many CPU processes (gloo)
 val_interval = None  # None: the config's, scaled with max_iters
 workers = None  # data loader workers; None: the config's on a CPU, from the CPU count on a GPU
 deterministic = False  # mmengine's deterministic mode (deterministic cuDNN algorithms; slower)
-# The SIIM-ACR winners' options (README, "The winners' toolkit"); None leaves the config as it is.
+# The SIIM-ACR winners' options (docs/winners.md); None leaves the config as it is.
 fold = None  # k: train on fold{k}_train.txt, validate on fold{k}_val.txt (02_prepare with folds > k)
 positive_rate = None  # [start, end] (or [start, end, iters]): positive share scheduled over training
 load_from = None  # a run folder (its best checkpoint) or a .pth to start from, e.g. a 512 run for 1024 fine-tuning

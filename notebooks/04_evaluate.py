@@ -52,7 +52,7 @@ ensemble_top_k = 0  # > 0: each member is the weight average of its run's top-k 
 
 # %%
 # %matplotlib inline
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from helpers import evaluation, plots
 from helpers.workflow.evaluate_runs import describe_failures, evaluate_runs
@@ -86,6 +86,17 @@ for result in results:
     )
     display(evaluation.metrics_table(result))
     display(plots.plot_confusion(result))
+
+# %% [markdown]
+# ## Model cards
+#
+# One per run, also written as `MODEL_CARD.md` beside its evaluation and linked from the index: the model, its
+# data and split, the metrics with their patient-bootstrap intervals, the post-processing and how it was chosen,
+# what the model is for and its known limits.
+
+# %%
+for result in results:
+    display(Markdown(evaluation.model_card(result.out_dir)))
 
 # %% [markdown]
 # ## Post-processing: our triplet against the 1st place's dual threshold

@@ -18,7 +18,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def pixel_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -126,6 +125,8 @@ def detection(counts: np.ndarray, scores: np.ndarray, min_area: int = 1) -> Dete
     counts = np.atleast_2d(counts)
     truth = (counts[:, 0] + counts[:, 2]) > 0
     called = (counts[:, 0] + counts[:, 1]) >= max(1, min_area)
+    from sklearn.metrics import roc_auc_score  # here: scikit-learn takes ~2 s to import, the CLI's --help none
+
     auc = float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth) else float("nan")
     return Detection(
         tp=int((called & truth).sum()),

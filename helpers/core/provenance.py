@@ -9,7 +9,7 @@ from importlib import metadata
 from helpers import __version__
 from helpers.core import paths
 
-PACKAGES = ("torch", "mmcv", "mmengine", "mmsegmentation", "numpy", "opencv-python-headless", "papermill")
+PACKAGES = ("torch", "mmcv", "mmengine", "mmsegmentation", "numpy", "opencv-python", "papermill")
 
 
 def git_commit() -> str | None:

@@ -19,6 +19,7 @@ An evaluation folder (``outputs/eval/<config>_lr<lr>/<split>/``, 04_evaluate's o
     eval.json                    what was evaluated, how, and the files below
     metrics.json                 every metric of the split (EVAL_METRICS_FILE: not the run's METRICS_FILE)
     per_image.csv, probs.npy, mmseg_pred.npy, postprocess_grid.csv
+    MODEL_CARD.md                the model, data, metrics, post-processing, intended use and limits
     .predicting-<host>-<pid>-*/  while it runs: its per-pixel predictions (val for tuning, the split's truth);
                                  removed when it ends, or by the next evaluation when its process died
 
@@ -51,6 +52,7 @@ PER_IMAGE_FILE = "per_image.csv"
 PROBS_FILE = "probs.npy"
 MMSEG_PRED_FILE = "mmseg_pred.npy"
 GRID_FILE = "postprocess_grid.csv"
+MODEL_CARD_FILE = "MODEL_CARD.md"  # helpers.evaluation.model_card
 SCRATCH_PREFIX = ".predicting-"  # + "<host>-<pid>-": an evaluation's scratch folder, inside its evaluation folder
 
 FOLD_SUFFIX = "_fold"  # a fold run's folder: lr<lr>_fold<k>

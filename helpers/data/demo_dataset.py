@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -26,22 +26,11 @@ import pandas as pd
 
 from helpers.core import paths
 from helpers.core.parallel import parallel_map
+from helpers.data.demo_spec import DemoSpec
 from helpers.data.patients import PATIENTS_FILE, write_patient_table
 from helpers.data.rawdata import CSV_FILES, IMAGES_FOLDER, MASKS_FOLDER
 
 PARAMS_FILE = "demo_params.json"
-
-
-@dataclass(frozen=True)
-class DemoSpec:
-    """What to generate: image counts per stage, size, positive rate, seed, largest patient."""
-
-    n_train: int = 240
-    n_test: int = 60
-    size: int = 256
-    positive_rate: float = 0.22
-    seed: int = 0
-    max_images_per_patient: int = 6  # 1: every image its own patient
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:

@@ -6,8 +6,10 @@ Never loads a model (nnU-Net's rule): helpers.workflow.evaluate_runs runs a mode
 - :mod:`.seen_unseen`: images of patients seen in training against the others.
 - :mod:`.tables`: the per-run tables and the comparison across runs.
 - :mod:`.paired`: each run against the best run of its split, on the same patients (paired bootstrap).
+- :mod:`.model_card`: the model card of an evaluated run (``MODEL_CARD.md``).
 """
 
+from helpers.evaluation.model_card import model_card, model_cards, write_model_card
 from helpers.evaluation.paired import PAIRED_FILE, paired_comparison, paired_style, write_paired
 from helpers.evaluation.report import (
     DEFINITIONS,
@@ -47,11 +49,14 @@ __all__ = [
     "evaluate_predictions",
     "load_eval",
     "metrics_table",
+    "model_card",
+    "model_cards",
     "paired_comparison",
     "paired_style",
     "predicted_mask",
     "schemes_table",
     "seen_unseen_style",
     "write_comparison",
+    "write_model_card",
     "write_paired",
 ]

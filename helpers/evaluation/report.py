@@ -32,6 +32,7 @@ from helpers.core.metrics import cluster_bootstrap_ci, per_image_dice, summary_m
 from helpers.core.provenance import code_version
 from helpers.core.stacks import save_stack
 from helpers.evaluation import seen_unseen
+from helpers.evaluation.model_card import write_model_card
 from helpers.evaluation.schemes import compare_schemes
 from helpers.postprocessing import PostProcess, Predictions, apply_postprocess, postprocess_counts, tune_schemes
 
@@ -239,11 +240,13 @@ def evaluate_predictions(
                     "probs": run_folders.PROBS_FILE,
                     "mmseg_pred": run_folders.MMSEG_PRED_FILE,
                     "postprocess_grid": run_folders.GRID_FILE,
+                    "model_card": run_folders.MODEL_CARD_FILE,
                 },
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
         ),
     )
+    write_model_card(out_dir)
     return EvalResult(
         run_dir=source.run_dir,
         checkpoint=source.checkpoint,

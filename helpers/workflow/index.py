@@ -95,6 +95,7 @@ def headline_table(comparison: pd.DataFrame, paired: pd.DataFrame | None = None)
 def write_index(outputs: Path | str = paths.OUTPUTS_DIR, title: str = "Pneumothorax segmentation: reports") -> Path:
     """``outputs/index.html``: a headline table (at most 8 columns; every other number in the linked CSVs), a
     figure of per-image Dice with intervals for every run and baseline, and the reports grouped by stage."""
+    from helpers.evaluation.model_card import model_cards
     from helpers.evaluation.paired import PAIRED_FILE
     from helpers.plots import plot_image_dice_intervals
 
@@ -123,6 +124,22 @@ def write_index(outputs: Path | str = paths.OUTPUTS_DIR, title: str = "Pneumotho
         relative = html.escape(str(path.relative_to(outputs)))
         return f'<a href="{relative}">{relative}</a>'
 
+    cards = model_cards(outputs)
+    cards["label"] = [
+        run if pd.isna(lr) else f"{run} lr {lr:g}" for run, lr in zip(cards["run"], cards["lr"], strict=True)
+    ]
+    cards_html = (
+        "<h2>Model cards</h2>\n<p>Per run: the model, its data and split, the metrics with intervals, the "
+        "post-processing, intended use and known limits.</p>\n<ul>\n"
+        + "\n".join(
+            f"<li>{html.escape(row.label)}: {link(outputs / row.card.relative_to(paths.resolve(outputs)))}</li>"
+            for row in cards.itertuples()
+        )
+        + "\n</ul>"
+        if len(cards)
+        else ""
+    )
+
     sections = []
     for stage in STAGES:
         found = [p for p in reports if p.stem == stage]
@@ -150,6 +167,7 @@ seed project's README.</p>
 {csv_items}
 </ul>
 {figure_html}
+{cards_html}
 <h2>Reports</h2>
 {chr(10).join(sections)}
 </body></html>
