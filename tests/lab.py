@@ -16,5 +16,7 @@ def save_as_lab_does(notebook: Path) -> None:
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"cell {count} ran\n")]
         cell.metadata["execution"] = {"iopub.status.idle": "2026-12-01T10:00:00Z"}
     nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
-    nb.metadata["widgets"] = {"state": {}}
+    nb.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2, "version_minor": 0}
+    }
     nbformat.write(nb, notebook)
