@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import helpers
 from helpers.core import paths, run_folders
 from helpers.core.metrics import paired_bootstrap_difference
 from helpers.core.parameters import STAGES
@@ -73,9 +74,9 @@ def test_a_notebook_s_record_is_its_code_not_its_outputs(tmp_path, monkeypatch):
 
 
 def test_the_code_version_is_the_content_of_helpers(tmp_path):
+    package = Path(helpers.__file__).parent
     assert stage_records.code_hash() == stage_records._tree_hash(
-        [p for p in (paths.REPO_ROOT / "helpers").rglob("*.py") if "__pycache__" not in p.parts],
-        paths.REPO_ROOT / "helpers",
+        [p for p in package.rglob("*.py") if "__pycache__" not in p.parts], package
     )
     assert stage_records.config_hash(DEMO_CONFIG) != stage_records.config_hash(paths.SEED_CONFIG)
 

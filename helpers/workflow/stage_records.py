@@ -44,12 +44,14 @@ def _tree_hash(files: list[Path], root: Path) -> str:
     return digest.hexdigest()
 
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the helpers package this process runs
+
+
 @functools.lru_cache(maxsize=1)
 def code_hash() -> str:
-    """The code version that decides a result: a hash of every ``helpers/**/*.py`` (edits to tests, README
-    or benchmarks rerun nothing)."""
-    root = paths.REPO_ROOT / "helpers"
-    return _tree_hash([p for p in root.rglob("*.py") if "__pycache__" not in p.parts], root)
+    """The code version that decides a result: a hash of every ``helpers/**/*.py`` of the running package (edits
+    to tests, README or benchmarks rerun nothing)."""
+    return _tree_hash([p for p in PACKAGE_DIR.rglob("*.py") if "__pycache__" not in p.parts], PACKAGE_DIR)
 
 
 def notebook_hash(stage: str) -> str | None:
