@@ -3,6 +3,9 @@
 Every ``plot_*`` function returns a matplotlib ``Figure`` built without pyplot (no global figure state:
 nothing to close; a notebook shows it with ``display(fig)`` or as a cell's last expression) and computes
 no metric itself: the numbers come from ``helpers.data.explore``, ``helpers.evaluation`` or a run's logs.
+Distributions, heatmaps and grouped comparisons are drawn with seaborn's axes-level API on the figure's own
+axes; image grids, learning curves, scatter, ROC and intervals with matplotlib. One seaborn theme
+(:data:`THEME`) is set once, when this module is imported.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -20,6 +24,15 @@ from helpers.data.explore import components_table, positive_area_fractions
 from helpers.data.images import OVERLAY_COLOURS, overlay, read_gray8
 
 EXAMPLE_KINDS = ("best", "worst", "median", "false_positive", "missed")
+THEME = {"style": "whitegrid", "context": "notebook"}
+
+
+def set_theme() -> None:
+    """The one theme of every figure (seaborn's, on matplotlib's rcParams); called once, at import."""
+    sns.set_theme(**THEME)
+
+
+set_theme()
 
 
 def _legend_handles(names: Sequence[str]) -> list[Patch]:
@@ -74,18 +87,12 @@ def plot_area_distribution(scans: pd.DataFrame) -> Figure:
     if fractions.empty:
         ax.text(0.5, 0.5, "no positive masks", ha="center", va="center", transform=ax.transAxes)
     else:
-        low, high = fractions.min(), fractions.max()
-        bins = np.logspace(np.log10(low), np.log10(high * 1.0001) if high > low else np.log10(low) + 0.1, 30)
         stages = scans.loc[fractions.index, "stage"]
-        for stage in sorted(stages.unique()):
-            ax.hist(
-                fractions[stages == stage],
-                bins=bins,
-                alpha=0.6,
-                label=f"{stage} ({int((stages == stage).sum())} masks)",
-            )
-        ax.set_xscale("log")
-        ax.legend(title="split")
+        counts = stages.value_counts()
+        split = stages.map(lambda stage: f"{stage} ({int(counts[stage])} masks)")
+        frame = pd.DataFrame({"fraction": fractions, "split": split})
+        order = [f"{stage} ({int(counts[stage])} masks)" for stage in sorted(counts.index)]
+        sns.histplot(frame, x="fraction", hue="split", hue_order=order, bins=30, log_scale=True, alpha=0.6, ax=ax)
     ax.set_xlabel("mask area / image area (log scale)")
     ax.set_ylabel("positive images")
     ax.set_title("Size of the pneumothorax masks")
@@ -94,15 +101,17 @@ def plot_area_distribution(scans: pd.DataFrame) -> Figure:
 
 def plot_components(scans: pd.DataFrame) -> Figure:
     """Bar chart: how many positive masks have 1, 2, ... connected regions."""
-    table = components_table(scans)
+    table = components_table(scans).assign(components=lambda t: t["components"].astype(str))
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
-    bars = ax.bar(table["components"].astype(str), table["masks"], color="tab:blue", label="positive masks")
-    ax.bar_label(bars)
+    sns.barplot(table, x="components", y="masks", errorbar=None, label="positive masks", ax=ax)
+    for bars in ax.containers:  # none when there is no positive mask
+        ax.bar_label(bars)
     ax.set_xlabel("connected regions in the mask (8-connectivity)")
     ax.set_ylabel("positive masks")
     ax.set_title("Connected regions per pneumothorax mask")
-    ax.legend()
+    if ax.patches:
+        ax.legend()
     return fig
 
 
@@ -110,32 +119,48 @@ def plot_images_per_patient(images_per_patient: pd.DataFrame) -> Figure:
     """Histogram: how many patients have 1, 2, ... images (``helpers.data.patients.images_per_patient``), log y."""
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
-    ax.bar(images_per_patient["images"], images_per_patient["patients"], width=0.8, color="tab:blue", label="patients")
+    sns.barplot(images_per_patient, x="images", y="patients", native_scale=True, errorbar=None, label="patients", ax=ax)
     ax.set_yscale("log")
     ax.set_xlabel("images of the patient")
     ax.set_ylabel("patients (log scale)")
     ax.set_title(f"Images per patient ({int(images_per_patient['patients'].sum())} patients)")
-    ax.legend()
+    if ax.patches:
+        ax.legend()
     return fig
+
+
+CLASS_COLOURS = ("0.5", "tab:red")
 
 
 def plot_class_balance(class_table: pd.DataFrame) -> Figure:
     """The class table as two bar charts: share of all pixels (log y) and images containing each class."""
     fig = Figure(figsize=(9, 4), layout="constrained")
     pixels_ax, images_ax = fig.subplots(1, 2)
-    colours = ["0.5", "tab:red"]
     names = class_table["class name"]
-    bars = pixels_ax.bar(names, class_table["pixel percentage"], color=colours)
-    pixels_ax.bar_label(bars, fmt="%.2f %%")
+    palette = dict(zip(names, CLASS_COLOURS, strict=True))
+    for ax, column, fmt in (
+        (pixels_ax, "pixel percentage", "%.2f %%"),
+        (images_ax, "num. images in this category", "%g"),
+    ):
+        sns.barplot(
+            class_table,
+            x="class name",
+            y=column,
+            hue="class name",
+            palette=palette,
+            saturation=1,
+            errorbar=None,
+            legend=False,
+            ax=ax,
+        )
+        for bars in ax.containers:
+            ax.bar_label(bars, fmt=fmt)
+        ax.set_xlabel("class")
     pixels_ax.set_yscale("log")
     pixels_ax.set_ylabel("% of all pixels (log scale)")
     pixels_ax.set_title("Pixels per class")
-    bars = images_ax.bar(names, class_table["num. images in this category"], color=colours)
-    images_ax.bar_label(bars)
     images_ax.set_ylabel("images containing the class")
     images_ax.set_title("Images per class")
-    for ax in (pixels_ax, images_ax):
-        ax.set_xlabel("class")
     fig.suptitle("Class balance")
     return fig
 
@@ -281,6 +306,24 @@ def _comparison_labels(table: pd.DataFrame) -> list[str]:
     return labels
 
 
+def _comparison_styles(table: pd.DataFrame) -> list[dict]:
+    """Bar style per row: runs coloured in turn, the seed hatched in its lr's run colour, the baseline grey."""
+    run_colours: dict[float, str] = {}
+    styles = []
+    for i, row in enumerate(table.itertuples(index=False)):
+        if row.config == "all-empty baseline":
+            styles.append({"facecolor": "0.6"})
+        elif row.config == "seed (reported)":
+            styles.append(
+                {"facecolor": run_colours.get(row.lr, f"C{i}"), "hatch": "//", "alpha": 0.55, "edgecolor": "k"}
+            )
+        else:
+            colour = f"C{len(run_colours) % 10}"
+            run_colours.setdefault(row.lr, colour)
+            styles.append({"facecolor": colour})
+    return styles
+
+
 def plot_lr_comparison(table: pd.DataFrame, metrics: Sequence[str] = LR_COMPARISON_METRICS) -> Figure:
     """Grouped bars of ``helpers.evaluation.comparison_table``: one bar per row and metric, in %.
 
@@ -289,33 +332,47 @@ def plot_lr_comparison(table: pd.DataFrame, metrics: Sequence[str] = LR_COMPARIS
     """
     metrics = [m for m in metrics if m in table.columns]
     labels = _comparison_labels(table)
-    run_colours: dict[float, str] = {}
+    styles = _comparison_styles(table)
+    rows = [str(i) for i in range(len(table))]  # the hue: one level per row, even where two labels coincide
+    long = (
+        table.reset_index(drop=True)[metrics]
+        .assign(row=rows)
+        .melt(id_vars="row", var_name="metric", value_name="value")
+        .astype({"value": float})
+    )
     fig = Figure(figsize=(min(18, 4 + len(metrics) * (0.5 + 0.22 * len(table))), 5), layout="constrained")
     ax = fig.subplots()
-    x = np.arange(len(metrics))
-    width = 0.8 / max(1, len(table))
-    for i, (row, label) in enumerate(zip(table.itertuples(index=False), labels, strict=True)):
-        values = np.array([getattr(row, m, np.nan) for m in metrics], dtype=float)
-        style: dict = {}
-        if row.config == "all-empty baseline":
-            style = {"color": "0.6"}
-        elif row.config == "seed (reported)":
-            style = {"color": run_colours.get(row.lr, f"C{i}"), "hatch": "//", "alpha": 0.55, "edgecolor": "k"}
-        else:
-            colour = f"C{len(run_colours) % 10}"
-            run_colours.setdefault(row.lr, colour)
-            style = {"color": colour}
-        low = np.array([getattr(row, f"{m}_lo", np.nan) for m in metrics], dtype=float)
-        high = np.array([getattr(row, f"{m}_hi", np.nan) for m in metrics], dtype=float)
-        has_ci = ~(np.isnan(low) | np.isnan(high) | np.isnan(values))
-        yerr = np.where(has_ci, [values - low, high - values], 0.0) if has_ci.any() else None
-        ax.bar(x + (i - (len(table) - 1) / 2) * width, values, width, yerr=yerr, capsize=3, label=label, **style)
-    ax.set_xticks(x, metrics)
+    sns.barplot(
+        long,
+        x="metric",
+        y="value",
+        hue="row",
+        order=metrics,
+        hue_order=rows,
+        palette={row: style["facecolor"] for row, style in zip(rows, styles, strict=True)},
+        saturation=1,
+        errorbar=None,
+        legend=False,
+        ax=ax,
+    )
+    for bars, row, style in zip(list(ax.containers), table.itertuples(index=False), styles, strict=True):
+        intervals = []  # (bar centre, value, low, high) of the bars with an interval
+        for bar in bars:
+            bar.set(**style)
+            centre = bar.get_x() + bar.get_width() / 2
+            metric = metrics[round(centre)]  # the categorical axis puts metric k at x = k
+            value, low, high = (getattr(row, name, np.nan) for name in (metric, f"{metric}_lo", f"{metric}_hi"))
+            if not np.isnan([value, low, high]).any():
+                intervals.append((centre, value, low, high))
+        if intervals:
+            x, y, low, high = np.array(intervals).T
+            ax.errorbar(x, y, yerr=[y - low, high - y], fmt="none", ecolor="k", capsize=3)
+    handles = [Patch(label=label, **style) for label, style in zip(labels, styles, strict=True)]
     ax.set_xlabel("metric (mIoU, mDice: mmseg, both classes; fg_*: pneumothorax pooled; image_*: per-image Dice)")
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
     ax.set_title("Runs compared (error bars: 95 % bootstrap interval; hatched: the seed's reported numbers)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -399,11 +456,18 @@ def plot_confusion(result, postprocessed: bool = True) -> Figure:
     matrix = np.array([[values["det_tn"], values["det_fp"]], [values["det_fn"], values["det_tp"]]], dtype=int)
     fig = Figure(figsize=(5, 4.2), layout="constrained")
     ax = fig.subplots()
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
-    ax.set_xticks([0, 1], ["empty", "pneumothorax"])
-    ax.set_yticks([0, 1], ["negative", "positive"])
+    sns.heatmap(
+        matrix,
+        annot=True,
+        fmt="d",
+        cmap="Blues",
+        cbar=False,
+        square=True,
+        xticklabels=["empty", "pneumothorax"],
+        yticklabels=["negative", "positive"],
+        ax=ax,
+    )
+    ax.tick_params(axis="y", labelrotation=0)
     ax.set_xlabel("predicted")
     ax.set_ylabel("truth")
     ax.set_title(

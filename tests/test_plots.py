@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import cv2
+import matplotlib as mpl
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.container import BarContainer
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba
+from matplotlib.container import BarContainer, ErrorbarContainer
 
 from helpers import plots
 from helpers.core import run_folders
@@ -17,6 +23,26 @@ from helpers.data.explore import class_pixel_table, components_table
 from helpers.data.images import OVERLAY_ALPHA, OVERLAY_COLOURS, overlay, read_gray8
 
 SIZE = 16
+SEABORN_FUNCTIONS = ("barplot", "histplot", "heatmap")
+
+
+@pytest.fixture
+def seaborn_calls(monkeypatch) -> list[tuple[str, object]]:
+    """Every (seaborn function, axes it drew on) while the test runs; the functions still draw."""
+    calls: list[tuple[str, object]] = []
+    for name in SEABORN_FUNCTIONS:
+        real = getattr(sns, name)
+
+        def spy(*args, _name=name, _real=real, **kwargs):
+            calls.append((_name, kwargs.get("ax")))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(sns, name, spy)
+    return calls
+
+
+def _bar_heights(ax) -> list[list[float]]:
+    return [[p.get_height() for p in c] for c in ax.containers if isinstance(c, BarContainer)]
 
 
 def _blend(gray: int, colour: tuple[int, int, int]) -> list[int]:
@@ -91,24 +117,80 @@ def test_example_grid_mixes_positives_and_negatives(pairs):
     assert len(plots.sample_examples(pairs.head(5), n=4)) == 4  # only positives: still n images
 
 
-def test_area_and_components_and_class_balance(pairs):
+def test_area_distribution_is_a_seaborn_histogram_per_split(pairs, seaborn_calls):
     fig = plots.plot_area_distribution(pairs)
     ax = fig.axes[0]
-    assert len(ax.containers) == 2  # one histogram per split
-    assert sum(p.get_height() for c in ax.containers for p in c) == 5
-    assert ax.get_xscale() == "log" and ax.get_legend() is not None
-
-    fig = plots.plot_components(pairs)
-    heights = [p.get_height() for p in fig.axes[0].containers[0]]
-    assert heights == components_table(pairs)["masks"].tolist() == [3, 2]
-
-    table = class_pixel_table(pairs)
-    fig = plots.plot_class_balance(table)
-    assert len(fig.axes) == 2
-    assert [p.get_height() for p in fig.axes[1].containers[0]] == [10, 5]
+    assert seaborn_calls == [("histplot", ax)]
+    heights = _bar_heights(ax)
+    assert len(heights) == 2 and sorted(sum(h) for h in heights) == [2, 3]  # train: 2 masks, test: 3
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["test (3 masks)", "train (2 masks)"]
+    assert ax.get_legend().get_title().get_text() == "split"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("mask area / image area (log scale)", "positive images")
+    left = min(p.get_x() for c in ax.containers for p in c)
+    right = max(p.get_x() + p.get_width() for c in ax.containers for p in c)
+    fractions = pairs.loc[pairs["has_pneumo"] == 1, "fg_pixels"] / SIZE**2
+    assert left <= fractions.min() and right >= fractions.max()
 
     empty = plots.plot_area_distribution(pairs[pairs["has_pneumo"] == 0])
     assert "no positive masks" in [t.get_text() for t in empty.axes[0].texts]
+
+
+def test_components_and_images_per_patient_are_seaborn_bars(pairs, seaborn_calls):
+    fig = plots.plot_components(pairs)
+    ax = fig.axes[0]
+    assert seaborn_calls == [("barplot", ax)]
+    assert _bar_heights(ax) == [components_table(pairs)["masks"].tolist()] == [[3, 2]]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+    assert [t.get_text() for t in ax.texts] == ["3", "2"]  # the bar labels
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["positive masks"]
+    assert len(plots.plot_components(pairs[pairs["has_pneumo"] == 0]).axes[0].patches) == 0
+
+    seaborn_calls.clear()
+    per_patient = pd.DataFrame({"images": [1, 2, 5], "patients": [7, 3, 1]})
+    fig = plots.plot_images_per_patient(per_patient)
+    ax = fig.axes[0]
+    assert seaborn_calls == [("barplot", ax)]
+    assert [p.get_height() for p in ax.patches] == [7, 3, 1]
+    assert [p.get_x() + p.get_width() / 2 for p in ax.patches] == pytest.approx([1, 2, 5])  # numeric x kept
+    assert ax.get_yscale() == "log" and ax.get_title() == "Images per patient (11 patients)"
+
+
+def test_class_balance_is_seaborn_bars_of_the_table(pairs, seaborn_calls):
+    table = class_pixel_table(pairs)
+    fig = plots.plot_class_balance(table)
+    pixels_ax, images_ax = fig.axes
+    assert seaborn_calls == [("barplot", pixels_ax), ("barplot", images_ax)]
+    pixel_bars = [p for c in pixels_ax.containers for p in c]
+    image_bars = [p for c in images_ax.containers for p in c]
+    assert [p.get_height() for p in pixel_bars] == pytest.approx(table["pixel percentage"].tolist())
+    assert [p.get_height() for p in image_bars] == [10, 5]
+    assert [p.get_facecolor() for p in image_bars] == [to_rgba(c) for c in plots.CLASS_COLOURS]
+    assert [t.get_text() for t in images_ax.get_xticklabels()] == ["background", "pneumothorax"]
+    assert [t.get_text() for t in pixels_ax.texts] == [f"{v:.2f} %" for v in table["pixel percentage"]]
+    assert pixels_ax.get_yscale() == "log" and fig.get_suptitle() == "Class balance"
+
+
+def test_theme_is_set_once_at_import(monkeypatch, pairs, result):
+    calls = []
+    monkeypatch.setattr(sns, "set_theme", lambda **kwargs: calls.append(kwargs))
+    importlib.reload(plots)
+    assert calls == [plots.THEME]
+    from helpers.evaluation import comparison_table
+
+    plots.plot_area_distribution(pairs)
+    plots.plot_components(pairs)
+    plots.plot_images_per_patient(pd.DataFrame({"images": [1, 2], "patients": [3, 1]}))
+    plots.plot_class_balance(class_pixel_table(pairs))
+    plots.plot_lr_comparison(comparison_table([result]))
+    plots.plot_confusion(result)
+    plots.plot_examples(result, "best", n=1)
+    assert calls == [plots.THEME]  # no figure sets it again
+    assert plt.get_fignums() == []  # seaborn drew on the figures' own axes: no pyplot figure left open
+    with sns.axes_style(plots.THEME["style"]), sns.plotting_context(plots.THEME["context"]):
+        themed = {key: mpl.rcParams[key] for key in ("axes.grid", "axes.facecolor", "font.size", "grid.color")}
+    assert {key: mpl.rcParams[key] for key in themed} == themed  # the import's theme is in force
+    assert mpl.rcParams["font.size"] != mpl.rcParamsDefault["font.size"]
 
 
 # --- 03_train -----------------------------------------------------------------------------------------
@@ -280,21 +362,40 @@ def test_plot_examples_empty_selection_says_none(result):
     assert fig.axes[0].texts[0].get_text().startswith("none")
 
 
-def test_lr_comparison_bars_and_error_bars(result):
+def _bars_by_metric(ax, metrics) -> list[dict[str, float]]:
+    """Per bar container (one per table row), metric -> bar height, from where each bar stands."""
+    return [
+        {metrics[round(p.get_x() + p.get_width() / 2)]: p.get_height() for p in c}
+        for c in ax.containers
+        if isinstance(c, BarContainer)
+    ]
+
+
+def test_lr_comparison_is_seaborn_grouped_bars_with_the_intervals(result, seaborn_calls):
     from helpers.evaluation import comparison_table
 
     table = comparison_table([result])
     fig = plots.plot_lr_comparison(table)
     ax = fig.axes[0]
-    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert seaborn_calls == [("barplot", ax)]
+    metrics = list(plots.LR_COMPARISON_METRICS)
+    bars = _bars_by_metric(ax, metrics)
     assert len(bars) == len(table) == 5  # our run, the all-empty baseline, 3 seed rows
+    for heights, (_, row) in zip(bars, table.iterrows(), strict=True):
+        assert heights == pytest.approx({m: row[m] for m in metrics if not np.isnan(row[m])})
+    assert bars[2] == {"mIoU": 76.48, "mDice": 84.68}  # the seed reported two metrics
+    intervals = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(intervals) == 1  # only our run has bootstrap intervals
+    segments = intervals[0].lines[2][0].get_segments()
     run = table.iloc[0]
-    assert [p.get_height() for p in bars[0]] == pytest.approx([run[m] for m in plots.LR_COMPARISON_METRICS])
-    assert bars[0].errorbar is not None and bars[4].errorbar is None  # the seed has no interval
-    seed_heights = [p.get_height() for p in bars[2]]
-    assert seed_heights[:2] == [76.48, 84.68] and np.isnan(seed_heights[2])
+    assert np.array([segment[:, 1] for segment in segments]) == pytest.approx(
+        np.array([(run[f"{m}_lo"], run[f"{m}_hi"]) for m in metrics])
+    )
+    seed_bars = [c for c in ax.containers if isinstance(c, BarContainer)][2]
+    assert {p.get_hatch() for p in seed_bars} == {"//"}
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[0] == "lr 0.003" and "seed (reported), lr 0.01" in labels and "all-empty baseline" in labels
+    assert [t.get_text() for t in ax.get_xticklabels()] == metrics
 
 
 def test_dice_vs_area_roc_and_confusion(result, tmp_path):
@@ -309,9 +410,31 @@ def test_dice_vs_area_roc_and_confusion(result, tmp_path):
     assert lines[0].get_label() == f"demo/lr0.003 [test]: AUC {result.metrics['mmseg']['det_auc']:.3f}"
     assert plots.plot_roc({"mine": result}).axes[0].lines[0].get_label().startswith("mine: AUC")
 
+
+def test_confusion_is_a_seaborn_heatmap_of_the_counts(result, seaborn_calls):
     fig = plots.plot_confusion(result)
-    counts = [t.get_text() for t in fig.axes[0].texts]
-    assert counts == ["1", "1", "1", "3"]  # tn, fp / fn, tp
+    ax = fig.axes[0]
+    assert seaborn_calls == [("heatmap", ax)] and len(fig.axes) == 1  # no colour bar
+    detection = result.metrics["postprocessed"]
+    expected = [[detection["det_tn"], detection["det_fp"]], [detection["det_fn"], detection["det_tp"]]]
+    assert np.asarray(ax.collections[0].get_array()).reshape(2, 2).tolist() == expected == [[1, 1], [1, 3]]
+    assert [t.get_text() for t in ax.texts] == ["1", "1", "1", "3"]  # tn, fp / fn, tp
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["empty", "pneumothorax"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["negative", "positive"]
+    assert {t.get_rotation() for t in ax.get_yticklabels()} == {0}
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "truth")
+
+
+def test_theme_leaves_the_rendered_overlay_colours_exact(result):
+    """Drawn through Agg, the overlay's true-positive square shows the overlay colour itself."""
+    fig = plots.plot_examples(result, "best", n=1)  # image a: prediction == truth, the square at rows 2-5
+    FigureCanvasAgg(fig).draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())
+    overlay_ax = fig.axes[2]
+    assert not overlay_ax.axison  # no themed grid or face over the picture
+    x, y = overlay_ax.transData.transform((3.5, 3.5))
+    expected = _blend(40 * NAMES.index("a"), OVERLAY_COLOURS["true positive"])
+    assert pixels[pixels.shape[0] - int(y), int(x), :3].tolist() == expected
 
 
 @pytest.mark.slow
@@ -352,8 +475,9 @@ def test_visualize_a_real_evaluation(trained_demo_run, demo_prepared, tmp_path):
     assert len(missed.get_offsets()) == int((positive["pp_area"] == 0).sum())
     assert plots.plot_roc(real).axes[0].lines[0].get_label().endswith(f"AUC {real.metrics['mmseg']['det_auc']:.3f}")
     table = comparison_table([real])
-    bars = [c for c in plots.plot_lr_comparison(table).axes[0].containers if isinstance(c, BarContainer)]
-    assert [p.get_height() for p in bars[0]] == pytest.approx([table.iloc[0][m] for m in plots.LR_COMPARISON_METRICS])
+    metrics = list(plots.LR_COMPARISON_METRICS)
+    bars = _bars_by_metric(plots.plot_lr_comparison(table).axes[0], metrics)
+    assert bars[0] == pytest.approx({m: table.iloc[0][m] for m in metrics if not np.isnan(table.iloc[0][m])})
     detection = real.metrics["postprocessed"]
     texts = [t.get_text() for t in plots.plot_confusion(real).axes[0].texts]
     assert texts == [str(detection[k]) for k in ("det_tn", "det_fp", "det_fn", "det_tp")]
