@@ -52,7 +52,7 @@ def plot_example_grid(scans_or_pairs: pd.DataFrame, n: int = 8, seed: int = 0, c
     rows = max(1, -(-len(chosen) // columns))
     fig = Figure(figsize=(3.2 * columns, 3.4 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax, row in zip(axes, chosen.itertuples(), strict=True):
+    for ax, row in zip(axes[: len(chosen)], chosen.itertuples(), strict=True):
         image = read_gray8(row.image_path)
         mask = read_gray8(row.mask_path) > 0
         label = f"positive, {int(mask.sum())} px" if mask.any() else "negative"

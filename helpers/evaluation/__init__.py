@@ -5,10 +5,17 @@ Never loads a model (nnU-Net's rule): helpers.workflow.evaluate_runs runs a mode
 - :mod:`.schemes`: the post-processing schemes scored side by side.
 - :mod:`.seen_unseen`: images of patients seen in training against the others.
 - :mod:`.tables`: the per-run tables and the comparison across runs.
-- :mod:`.paired`: each run against the best run of its split, on the same patients (paired bootstrap).
+- :mod:`.paired`: each run against the best run of its split, on the same patients (paired bootstrap), and the
+  smallest difference that comparison could detect on the split.
 """
 
-from helpers.evaluation.paired import PAIRED_FILE, paired_comparison, paired_style, write_paired
+from helpers.evaluation.paired import (
+    PAIRED_FILE,
+    detectable_sentence,
+    paired_comparison,
+    paired_style,
+    write_paired,
+)
 from helpers.evaluation.report import (
     DEFINITIONS,
     EvalResult,
@@ -42,6 +49,7 @@ __all__ = [
     "FailedEvaluation",
     "PredictionSource",
     "compare_schemes",
+    "detectable_sentence",
     "comparison_style",
     "comparison_table",
     "evaluate_predictions",
