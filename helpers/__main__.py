@@ -1,9 +1,10 @@
-"""``python -m helpers {demo,pipeline,sweep,predict,export,convert-siim,demo-data,download,index}``:
-the command line."""
+"""``python -m helpers {demo,pipeline,sweep,prepare,patient-split,predict,export,convert-siim,demo-data,download,
+index}``: the command line."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -97,6 +98,76 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from helpers.core.parameters import check_parameters, defaults
+    from helpers.data.prepare import prepare_dataset
+    from helpers.data.rawdata import choose_raw_root
+
+    given = _key_values(args.param)
+    values = {**defaults("02_prepare"), **check_parameters("02_prepare", given, source="-p")}
+    raw = choose_raw_root(values["raw_root"])
+    if raw.note:
+        print(raw.note)
+    result = prepare_dataset(
+        raw.root,
+        raw.prepared_parent,
+        out_dir=values["prepared_root"],
+        img_size=values["img_size"],
+        val_fraction=values["val_fraction"],
+        seed=values["seed"],
+        split_mode=values["split_mode"],
+        folds=values["folds"],
+        test_fraction=values["test_fraction"],
+        patient_table=values["patient_table"],
+        workers=values["workers"] or None,
+    )
+    source = result.manifest["split_source"]  # its message is logged
+    if source["version"]:
+        print(f"split: {source['version']}, {source['file']}, sha256 {source['sha256']}")
+    counts = ", ".join(
+        f"{split} {c['images']} ({c['positive']} positive)" for split, c in result.manifest["counts"].items()
+    )
+    print(
+        f"{result.out_dir}: {counts}; {result.written} pairs written, {result.skipped} already there, "
+        f"{result.removed} stale files removed"
+    )
+
+
+def cmd_patient_split(args: argparse.Namespace) -> None:
+    from helpers.data import patient_split
+    from helpers.data.prepare import build_patient_split
+
+    if args.csvs is None:
+        table = patient_split.read_split()
+        print(f"{patient_split.VERSION}: {patient_split.PACKAGE_PATH}, sha256 {patient_split.SHA256}")
+        print(patient_split.describe(table).to_string(index=False))
+        return
+    rebuilt = build_patient_split(args.csvs, patient_table=args.patient_table)
+    data = patient_split.split_file_bytes(rebuilt)
+    digest = hashlib.sha256(data).hexdigest()
+    print(patient_split.describe(rebuilt).to_string(index=False))
+    if args.out:
+        patient_split.write_split(rebuilt, args.out)
+        print(f"wrote {args.out}, sha256 {digest}")
+    if digest == patient_split.SHA256:
+        print(f"rebuilt from {args.csvs}: equal to the shipped {patient_split.VERSION} (sha256 {digest})")
+        return
+    shipped = patient_split.read_split()
+    merged = rebuilt.merge(shipped, on="new_filename", how="outer", suffixes=("", "_shipped"), indicator=True)
+    differ = merged[
+        (merged["_merge"] != "both")
+        | (merged["split"] != merged["split_shipped"])
+        | (merged["fold"] != merged["fold_shipped"])
+        | (merged["patient"] != merged["patient_shipped"])
+    ]
+    print(
+        f"rebuilt from {args.csvs}: NOT the shipped {patient_split.VERSION} (sha256 {digest}); "
+        f"{len(differ)} rows differ (first: {', '.join(differ['new_filename'].head(5))})",
+        file=sys.stderr,
+    )
+    raise SystemExit(1)
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     from helpers.predict import ERROR, NOT_DONE, PREDICTIONS_FILE, REFUSED, NoInputsError, predict_images
 
@@ -182,6 +253,14 @@ EXAMPLES = {
         "python -m helpers sweep --lrs 0.01 0.001 -p max_iters=20000 -p gpus=4",
         "python -m helpers sweep --sbatch sweep.sbatch -p gpus=1 --folds 5",
     ],
+    "prepare": [
+        "python -m helpers prepare",
+        "python -m helpers prepare -p raw_root=data/raw -p img_size=1024 -p split_mode=official",
+    ],
+    "patient-split": [
+        "python -m helpers patient-split",
+        "python -m helpers patient-split --csvs data/raw/siim-acr-pneumothorax --out rebuilt.csv",
+    ],
     "predict": [
         "python -m helpers predict --checkpoint outputs/runs/CONFIG/lr0.01 scans/ --out-dir preds/",
         "python -m helpers predict --checkpoint model.onnx scan1.dcm scan2.png --postprocess none --rle",
@@ -263,6 +342,29 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--force", action="store_true", help="retrain runs that are already trained, from scratch")
     sweep.add_argument("--no-yaml", action="store_true", help="only the parameters given here, not 03_train.yaml's")
     sweep.set_defaults(func=cmd_sweep)
+
+    prepare = sub.add_parser(
+        "prepare", help="02_prepare without the notebook: split, binarize, resize (the split source is printed)"
+    )
+    prepare.add_argument(
+        "-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a 02_prepare parameter"
+    )
+    prepare.set_defaults(func=cmd_prepare)
+
+    split = sub.add_parser(
+        "patient-split",
+        help="the shipped benchmark split patient-v1: its counts, or rebuilt from the Kaggle CSVs and compared",
+    )
+    split.add_argument(
+        "--csvs", metavar="DIR", help="the folder with the two full Kaggle CSVs (or its parent): rebuild and compare"
+    )
+    split.add_argument("--out", metavar="FILE", help="with --csvs: write the rebuilt split file here")
+    split.add_argument(
+        "--patient-table",
+        metavar="FILE",
+        help="with --csvs: default the one beside the CSVs if there, else the shipped one",
+    )
+    split.set_defaults(func=cmd_patient_split)
 
     predict = sub.add_parser(
         "predict", help="masks, overlays and a CSV for new radiographs (PNG/JPEG/DICOM files or folders)"

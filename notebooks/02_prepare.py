@@ -23,6 +23,9 @@
 # Split modes:
 # - `patient` (the default): train / val / test share no patient, each stratified by has_pneumo; test is
 #   `test_fraction` of the images (default 0.11, near stage_1_test's 11.4 %), val `val_fraction` of the rest.
+#   With the default seed and fractions on the Kaggle images (all of them, or a partial download) it is the
+#   shipped benchmark split `patient-v1` (docs/data.md, "The patient split"), read from the package, not
+#   recomputed; another seed or fraction computes a fresh split, and the line below the run says which.
 # - `official`: stage_1_test is test, val is drawn from stage_1_train by patient. Its test shares patients
 #   with training (on the full data 884 of its 1,372 images): kept for comparison.
 # - `seed`: the seed's random 80/20 of all images (random_state=0, no test split), image-level as it was.
@@ -73,6 +76,8 @@ print(
     f"{result.out_dir}: {result.written} pairs written, {result.skipped} already there, "
     f"{result.removed} stale files removed"
 )
+split_source = result.manifest["split_source"]
+print(split_source["message"] + (f" (sha256 {split_source['sha256']})" if split_source["version"] else ""))
 
 # %% [markdown]
 # ## Images and positive rate per split

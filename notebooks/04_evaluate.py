@@ -138,11 +138,16 @@ print(f"written: {csv_path}, {json_path}")
 # The difference in per-image Dice (run minus best, in %) on the same test images, with a 95 % interval
 # from a paired patient bootstrap: each resample draws patients with replacement and scores both runs on
 # the same drawn patients. `better` / `worse` when the interval excludes 0, else `no detectable difference`.
+# `detectable` is the smallest difference this split could detect for that pair, at the same 95 %: the
+# interval's larger reach from the difference, `max(diff - diff_lo, diff_hi - diff)`, so `no detectable
+# difference` reads as "less than `detectable` points". It shrinks as the test split grows (about as one over
+# the square root of its patients); the sentence under the table gives it for each split.
 
 # %%
 paired_table = evaluation.paired_comparison(results, n_boot=params.n_boot)
 paired_path = evaluation.write_paired(paired_table, outputs / "eval")
 display(evaluation.paired_style(paired_table))
+print(evaluation.detectable_sentence(paired_table) or "no run to compare with the best one")
 print(f"written: {paired_path}")
 
 # %%

@@ -1,5 +1,5 @@
 """Re-runs skip what is done: step records, the sweep's skip / resume after Ctrl-C, the SLURM job's command;
-the paired comparison of runs against a direct computation."""
+the paired comparison of runs against a direct computation, and the smallest difference it detects."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ import pytest
 
 import helpers
 from helpers.core import paths, run_folders
-from helpers.core.metrics import paired_bootstrap_difference
+from helpers.core.metrics import paired_bootstrap_difference, per_image_dice
 from helpers.core.parameters import STAGES
 from helpers.core.paths import DEMO_CONFIG
-from helpers.evaluation.paired import BETTER, REFERENCE, SAME, WORSE, paired_comparison, verdict
+from helpers.evaluation.paired import BETTER, REFERENCE, SAME, WORSE, detectable_sentence, paired_comparison, verdict
 from helpers.workflow import stage_records
+from helpers.workflow.index import headline_table
 from helpers.workflow.slurm import write_sbatch
+from tests.conftest import random_pixel_counts
 from tests.lab import save_as_lab_does
 
 
@@ -144,6 +146,61 @@ def test_the_verdict_says_better_or_worse_only_when_the_interval_excludes_zero(t
     assert worse["verdict"] == WORSE and worse["diff"] == pytest.approx(-20) and worse["diff_hi"] < 0
     assert worse["reference"] == f"{DEMO_CONFIG} lr 0.003"
     assert (verdict(0.1, 0.3), verdict(-0.3, -0.1), verdict(-0.1, 0.1)) == (BETTER, WORSE, SAME)
+
+
+def _two_runs_on_a_test_split(n_images: int, tmp_path: Path) -> list[SimpleNamespace]:
+    """Two runs' per-image Dice on a synthetic test split of ``n_images`` (two images a patient): pixel counts as
+    conftest's ``random_pixel_counts``, the second run finding up to 9 more lesion pixels on each image."""
+    rng = np.random.default_rng(n_images)
+    counts = random_pixel_counts(rng, n_images)
+    truth = counts[:, 0] + counts[:, 2]
+    found = np.minimum(truth, counts[:, 0] + rng.integers(0, 10, n_images))
+    other = np.stack([found, counts[:, 1], truth - found, counts[:, 3]], axis=1)
+    patients = [f"p{i // 2}" for i in range(n_images)]
+    return [
+        _result("lr0.003", per_image_dice(counts), patients, tmp_path),
+        _result("lr0.001", per_image_dice(other), patients, tmp_path),
+    ]
+
+
+def test_the_detectable_difference_is_the_intervals_larger_reach_and_shrinks_as_the_split_grows(tmp_path):
+    detectable = {}
+    for n_images in (200, 1800):
+        table = paired_comparison(_two_runs_on_a_test_split(n_images, tmp_path / str(n_images)), n_boot=2000)
+        best, other = table[table["verdict"] == REFERENCE].iloc[0], table[table["verdict"] != REFERENCE].iloc[0]
+        assert np.isnan(best["detectable"])
+        assert other["detectable"] == pytest.approx(
+            max(other["diff"] - other["diff_lo"], other["diff_hi"] - other["diff"])
+        )
+        assert (other["verdict"] == SAME) == (abs(other["diff"]) <= other["detectable"])
+        detectable[n_images] = other["detectable"]
+        sentence = detectable_sentence(table)
+        assert f"On test ({n_images} images, {n_images // 2} patients)" in sentence
+        assert f"{other['detectable']:.2f} points or more" in sentence
+    # nine times the patients: about a third of the detectable difference (one over the square root)
+    assert 0 < detectable[1800] < 0.5 * detectable[200], detectable
+    assert detectable[1800] == pytest.approx(detectable[200] / 3, rel=0.35)
+
+
+def test_the_headline_reads_no_detectable_difference_as_less_than_the_detectable_one(tmp_path):
+    rng = np.random.default_rng(2)
+    dice = rng.random(40)
+    patients = [f"p{i // 2}" for i in range(40)]
+    runs = [
+        _result("lr0.003", dice, patients, tmp_path),
+        _result("lr0.001", np.clip(dice + rng.normal(0, 0.1, 40), 0, 1), patients, tmp_path),
+    ]
+    paired = paired_comparison(runs, n_boot=500)
+    other = paired[paired["verdict"] != REFERENCE].iloc[0]
+    assert other["verdict"] == SAME
+    comparison = pd.DataFrame(
+        {"config": [DEMO_CONFIG] * 2, "lr": [0.003, 0.001], "split": ["test"] * 2, "images": [40, 40]}
+    ).assign(fg_dice=50.0, image_dice=60.0, pp_image_dice=61.0)
+    run = f"{DEMO_CONFIG} lr {other['lr']:g}"
+    cell = headline_table(comparison, paired).set_index("run").loc[run, "vs best run"]
+    assert cell.startswith(f"{SAME}: less than {other['detectable']:.2f} (")
+    old = headline_table(comparison, paired.drop(columns="detectable"))  # a paired.csv from before the column
+    assert old.set_index("run").loc[run, "vs best run"].startswith(f"{SAME} (")
 
 
 def test_runs_scored_on_different_images_are_not_paired(tmp_path):
@@ -320,9 +377,12 @@ def test_the_index_has_a_headline_table_of_at_most_8_columns_a_figure_and_report
                 "lr": 0.003,
                 "split": "test",
                 "reference": f"{DEMO_CONFIG} lr 0.003",
+                "images": 20,
+                "patients": 12,
                 "diff": 0.0,
                 "diff_lo": 0.0,
                 "diff_hi": 0.0,
+                "detectable": nan,
                 "verdict": REFERENCE,
             },
             {
@@ -330,9 +390,12 @@ def test_the_index_has_a_headline_table_of_at_most_8_columns_a_figure_and_report
                 "lr": 0.001,
                 "split": "test",
                 "reference": f"{DEMO_CONFIG} lr 0.003",
+                "images": 20,
+                "patients": 12,
                 "diff": -10.0,
                 "diff_lo": -15.0,
                 "diff_hi": -4.0,
+                "detectable": 6.0,
                 "verdict": WORSE,
             },
         ]
@@ -346,7 +409,11 @@ def test_the_index_has_a_headline_table_of_at_most_8_columns_a_figure_and_report
     index = write_index(tmp_path).read_text()
     header = index[index.index("<thead>") : index.index("</thead>")]
     assert 0 < header.count("<th>") <= 8
-    assert "80.00 (75.00–85.00)" in index and "worse (-10.00, -15.00 to -4.00)" in index and REFERENCE in index
+    assert "80.00 (75.00–85.00)" in index and "worse (-10.00, -15.00 to -4.00; detects 6.00)" in index
+    assert REFERENCE in index
+    assert (
+        "On test (20 images, 12 patients) the paired comparison detects a difference in per-image Dice of 6.00" in index
+    )
     assert 'href="eval/comparison.csv"' in index and 'href="eval/paired.csv"' in index
     assert '<img src="data:image/png;base64,' in index and 'alt="Per-image Dice' in index
     assert index.index("<h3>01_explore</h3>") < index.index("<h3>03_train</h3>") < index.index("<h3>04_evaluate</h3>")

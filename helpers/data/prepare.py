@@ -7,7 +7,12 @@ Output (``data/prepared/<split_mode>-<size>/``)::
     train.txt, val.txt, test.txt         entries like ``train/NAME`` (mmseg appends ``.png``)
     fold{k}_train.txt, fold{k}_val.txt   with ``folds=K``: K-fold over train + val, stratified, grouped by patient
     labels.csv                           name, split, fold, has_pneumo, patient, fg_pixels, pixel_hash, ...
-    manifest.json                        parameters, counts, positive rates, duplicates, leakage, code version
+    manifest.json                        parameters, split source, counts, positive rates, duplicates, leakage,
+                                         code version
+
+The ``patient`` split with the default seed and fractions is the shipped benchmark split ``patient-v1``
+(:mod:`helpers.data.patient_split`), read for the images present, never recomputed (:func:`split_pairs`); the
+manifest's ``split_source`` names it and its sha256, or says that the split was computed.
 
 A re-run with the same parameters writes nothing; changed split parameters move only what changed.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +35,7 @@ from helpers.core.fileio import atomic_write_json, atomic_write_text
 from helpers.core.locks import folder_lock
 from helpers.core.parallel import parallel_map
 from helpers.core.provenance import code_version
-from helpers.data import patients
+from helpers.data import patient_split, patients
 from helpers.data.images import IMAGE_PNG_PARAMS, write_png
 from helpers.data.prepared_folder import (
     DEFAULT_SPLIT_MODE,
@@ -39,7 +45,9 @@ from helpers.data.prepared_folder import (
     fold_split_file,
     read_labels,
 )
-from helpers.data.rawdata import RawDataError, decode_png, mask_problems, read_index
+from helpers.data.rawdata import RawDataError, decode_png, mask_problems, read_index, read_listed
+
+log = logging.getLogger(__name__)
 
 SPLIT_MODES = ("patient", "official", "seed")
 TEST_FRACTION = 0.11  # the patient split's default test share: stage_1_test is 1,372 of 12,047 images (11.4 %)
@@ -135,6 +143,14 @@ def assign_splits(
         pool = table[table["split"] == "train"]
         val_rows = grouped_holdout(pool["has_pneumo"], pool["patient"], val_fraction, seed)
     table.loc[val_rows, "split"] = "val"
+    return assign_folds(table, folds, seed)
+
+
+def assign_folds(table: pd.DataFrame, folds: int, seed: int = 0) -> pd.DataFrame:
+    """``table`` (with ``split``, ``has_pneumo``, ``patient``) with a ``fold`` column: a k-fold over train + val,
+    stratified by has_pneumo and grouped by patient (scikit-learn's ``StratifiedGroupKFold``, shuffled with
+    ``seed``); -1 for test, and everywhere with ``folds`` 0."""
+    table = table.copy()
     table["fold"] = -1
     if folds:
         pool = table.index[table["split"] != "test"]
@@ -144,6 +160,74 @@ def assign_splits(
         ):
             table.loc[pool[held_out], "fold"] = fold
     return table
+
+
+def split_pairs(
+    pairs: pd.DataFrame,
+    split_mode: str = DEFAULT_SPLIT_MODE,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    folds: int = 0,
+    test_fraction: float = TEST_FRACTION,
+) -> tuple[pd.DataFrame, dict]:
+    """02_prepare's split: :func:`assign_splits`' table, and where the split comes from (the manifest's
+    ``split_source``: ``version``, ``sha256``, ``file``, ``folds``, ``message``).
+
+    ``patient`` mode with the default seed and fractions (those of ``patient-v1``) on images of the Kaggle dataset,
+    all of them or part (a partial download), takes the shipped split's rows for the images present
+    (:mod:`helpers.data.patient_split`), and its folds with ``folds`` 5; other fold counts are computed over the
+    shipped train + val. Any other seed or fraction, other images, or another mode: computed by
+    :func:`assign_splits` as before, and the message says that it is not the shipped split (``version`` None).
+    """
+    computed = {"version": None, "sha256": None, "file": None, "folds": "computed" if folds else "none"}
+    if split_mode != "patient":
+        table = assign_splits(pairs, split_mode, val_fraction, seed, folds, test_fraction)
+        return table, {
+            **computed,
+            "message": f"split_mode {split_mode}: computed ({patient_split.VERSION} is the patient mode's)",
+        }
+    differ = patient_split.parameters_differ(seed, test_fraction, val_fraction)
+    reason = ", ".join(differ)
+    assignment = None
+    if not differ and "patient" in pairs:  # without patients assign_splits says what is wrong
+        assignment, reason = patient_split.shipped_assignment(pairs)
+    if assignment is None:
+        table = assign_splits(pairs, split_mode, val_fraction, seed, folds, test_fraction)
+        message = f"patient split computed, not the shipped {patient_split.VERSION}: {reason}"
+        log.info("%s", message)
+        return table, {**computed, "message": message}
+    table = pairs.copy()
+    table["split"] = assignment["split"]
+    if folds == patient_split.FOLDS:
+        table["fold"] = assignment["fold"].astype(int)
+        fold_source = "shipped"
+    else:
+        table = assign_folds(table, folds, seed)
+        fold_source = "computed" if folds else "none"
+    message = f"patient split: the shipped {patient_split.VERSION} ({reason})"
+    if fold_source == "computed":
+        message += (
+            f"; its {folds} folds computed over its train + val ({patient_split.VERSION} ships {patient_split.FOLDS})"
+        )
+    log.info("%s", message)
+    source = {
+        "version": patient_split.VERSION,
+        "sha256": patient_split.SHA256,
+        "file": patient_split.PACKAGE_PATH,
+        "folds": fold_source,
+        "message": message,
+    }
+    return table, source
+
+
+def build_patient_split(csv_root: Path | str = paths.RAW_DIR, patient_table: Path | str | None = None) -> pd.DataFrame:
+    """The shipped split's table rebuilt with today's code: :func:`assign_splits` in ``patient`` mode with
+    ``patient-v1``'s parameters and folds over every row of the two CSVs under ``csv_root`` (no image needed),
+    their patients from ``patient_table`` (None: a ``patients.csv.gz`` beside the CSVs if there, else the shipped
+    table: :func:`helpers.data.patients.table_path`), in the split file's form."""
+    listed = read_listed(paths.resolve(csv_root), patient_table=patient_table)
+    table = assign_splits(listed, "patient", folds=patient_split.FOLDS, **patient_split.PARAMETERS)
+    return patient_split.split_file_table(table)
 
 
 def convert_pair(job: tuple[str, str, str, str, int, bool, tuple[int, str] | None]) -> tuple[int, str, bool]:
@@ -267,7 +351,7 @@ def _prepare_into(
     manifest_path = out_dir / MANIFEST_FILE
     known = _previous_statistics(out_dir)
     index = read_index(paths.resolve(raw_root), patient_table=patient_table)
-    labels = assign_splits(index.pairs, split_mode, val_fraction, seed, folds, test_fraction)
+    labels, split_source = split_pairs(index.pairs, split_mode, val_fraction, seed, folds, test_fraction)
     names = labels["name"].str.removesuffix(".png")
     image_dst = [out_dir / "images" / s / f"{n}.png" for s, n in zip(labels["split"], names, strict=True)]
     mask_dst = [out_dir / "masks" / s / f"{n}.png" for s, n in zip(labels["split"], names, strict=True)]
@@ -331,6 +415,7 @@ def _prepare_into(
             "test_fraction": test_fraction,
             "patient_table": str(patients.table_path(index.root, patient_table)),
         },
+        "split_source": split_source,
         "counts": counts,
         "csv_rows_without_files": len(index.missing),
         "duplicates_across_splits": duplicates,

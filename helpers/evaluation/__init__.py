@@ -5,12 +5,19 @@ Never loads a model (nnU-Net's rule): helpers.workflow.evaluate_runs runs a mode
 - :mod:`.schemes`: the post-processing schemes scored side by side.
 - :mod:`.seen_unseen`: images of patients seen in training against the others.
 - :mod:`.tables`: the per-run tables and the comparison across runs.
-- :mod:`.paired`: each run against the best run of its split, on the same patients (paired bootstrap).
+- :mod:`.paired`: each run against the best run of its split, on the same patients (paired bootstrap), and the
+  smallest difference that comparison could detect on the split.
 - :mod:`.model_card`: the model card of an evaluated run (``MODEL_CARD.md``).
 """
 
 from helpers.evaluation.model_card import model_card, model_cards, write_model_card
-from helpers.evaluation.paired import PAIRED_FILE, paired_comparison, paired_style, write_paired
+from helpers.evaluation.paired import (
+    PAIRED_FILE,
+    detectable_sentence,
+    paired_comparison,
+    paired_style,
+    write_paired,
+)
 from helpers.evaluation.report import (
     DEFINITIONS,
     EvalResult,
@@ -44,6 +51,7 @@ __all__ = [
     "FailedEvaluation",
     "PredictionSource",
     "compare_schemes",
+    "detectable_sentence",
     "comparison_style",
     "comparison_table",
     "evaluate_predictions",

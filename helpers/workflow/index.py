@@ -60,14 +60,22 @@ def headline_table(comparison: pd.DataFrame, paired: pd.DataFrame | None = None)
     def pct(value) -> str:
         return "–" if pd.isna(value) else f"{value:.2f}"
 
+    from helpers.evaluation.paired import REFERENCE, SAME
+
     verdicts = {}
     if paired is not None:
         for row in paired.itertuples():
-            verdicts[(row.config, "" if pd.isna(row.lr) else f"{row.lr:g}", row.split)] = (
-                row.verdict
-                if row.verdict == "best run (reference)"
-                else f"{row.verdict} ({row.diff:+.2f}, {row.diff_lo:+.2f} to {row.diff_hi:+.2f})"
-            )
+            detectable = getattr(row, "detectable", float("nan"))  # a paired.csv written before the column
+            interval = f"{row.diff:+.2f}, {row.diff_lo:+.2f} to {row.diff_hi:+.2f}"
+            if row.verdict == REFERENCE:
+                text = row.verdict
+            elif pd.isna(detectable):
+                text = f"{row.verdict} ({interval})"
+            elif row.verdict == SAME:
+                text = f"{row.verdict}: less than {detectable:.2f} ({interval})"
+            else:
+                text = f"{row.verdict} ({interval}; detects {detectable:.2f})"
+            verdicts[(row.config, "" if pd.isna(row.lr) else f"{row.lr:g}", row.split)] = text
     rows = []
     for row in comparison.itertuples():
         lr = "" if pd.isna(row.lr) else f"{row.lr:g}"
@@ -96,7 +104,7 @@ def write_index(outputs: Path | str = paths.OUTPUTS_DIR, title: str = "Pneumotho
     """``outputs/index.html``: a headline table (at most 8 columns; every other number in the linked CSVs), a
     figure of per-image Dice with intervals for every run and baseline, and the reports grouped by stage."""
     from helpers.evaluation.model_card import model_cards
-    from helpers.evaluation.paired import PAIRED_FILE
+    from helpers.evaluation.paired import PAIRED_FILE, detectable_sentence
     from helpers.plots import plot_image_dice_intervals
 
     outputs = Path(outputs)
@@ -109,6 +117,9 @@ def write_index(outputs: Path | str = paths.OUTPUTS_DIR, title: str = "Pneumotho
         table = pd.read_csv(comparison)
         paired = pd.read_csv(paired_csv) if paired_csv.exists() else None
         table_html = headline_table(table, paired).to_html(index=False, border=0, classes="metrics", escape=True)
+        if paired is not None and "detectable" in paired:
+            sentence = detectable_sentence(paired)
+            table_html += f"\n<p>{html.escape(sentence)}</p>" if sentence else ""
         figure_html = _figure_html(
             plot_image_dice_intervals(table),
             "Per-image Dice in percent with 95 % patient bootstrap intervals, one row per run "
@@ -159,8 +170,10 @@ img{{max-width:100%}}</style></head>
 image_dice the SIIM-ACR per-image Dice (empty on empty = 1) of the model's own decision, with its 95 % interval
 from a bootstrap over patients; pp_image_dice the same after the post-processing tuned on val; det_auc the ROC AUC
 of detecting an image with pneumothorax (a fraction). 'vs best run': the per-image Dice difference to the best run
-of the same split, with a paired patient bootstrap interval. The 'seed (reported)' rows are the numbers in the
-seed project's README.</p>
+of the same split, with a paired patient bootstrap interval and the smallest difference that comparison could
+detect on this split at the same 95 % (the interval's larger reach from the difference): 'no detectable
+difference: less than X' means that whatever separates the two runs is smaller than the X points this split can
+tell from none. The 'seed (reported)' rows are the numbers in the seed project's README.</p>
 <h2>Headline metrics</h2>
 {table_html}
 <ul>
