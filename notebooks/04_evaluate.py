@@ -149,6 +149,8 @@ paired_path = evaluation.write_paired(paired_table, outputs / "eval")
 display(evaluation.paired_style(paired_table))
 print(evaluation.detectable_sentence(paired_table) or "no run to compare with the best one")
 print(f"written: {paired_path}")
+for result in results:  # each model card gains its run's paired verdict and what the split can detect
+    evaluation.write_model_card(result.out_dir)
 
 # %%
 record_run("04_evaluate", params)  # a run by hand is a run: its record, as the pipeline writes it

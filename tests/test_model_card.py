@@ -12,7 +12,8 @@ import pandas as pd
 from helpers.core import run_folders
 from helpers.core.metrics import pixel_counts
 from helpers.data.prepared_folder import read_labels
-from helpers.evaluation import PredictionSource, evaluate_predictions, model_cards
+from helpers.evaluation import PredictionSource, evaluate_predictions, model_cards, write_model_card
+from helpers.evaluation.paired import PAIRED_FILE
 from helpers.postprocessing import Predictions
 from helpers.workflow.index import write_index
 
@@ -94,3 +95,28 @@ def test_the_model_card_says_the_data_split_metrics_postprocessing_and_limits(de
     assert cards["card"].tolist() == [card_path]
     index = write_index(tmp_path / "outputs").read_text()
     assert f'href="eval/demo_cfg_lr0.003/test/{run_folders.MODEL_CARD_FILE}"' in index
+
+    assert "## Compared with the best run" not in card  # 04 writes paired.csv after every run is scored
+    paired = pd.DataFrame(
+        [
+            {
+                "config": "demo_cfg",
+                "lr": 0.003,
+                "split": "test",
+                "reference": "other lr 0.001",
+                "images": len(test),
+                "patients": test["patient"].nunique(),
+                "image_dice": 80.0,
+                "diff": -1.5,
+                "diff_lo": -3.25,
+                "diff_hi": 0.25,
+                "detectable": 1.75,
+                "verdict": "no detectable difference",
+            }
+        ]
+    )
+    paired.to_csv(tmp_path / "outputs" / "eval" / PAIRED_FILE, index=False)
+    card = write_model_card(out_dir).read_text()
+    assert "## Compared with the best run" in card and "(other lr 0.001)" in card
+    assert "-1.50 points [-3.25, +0.25]" in card and "**no detectable difference**" in card
+    assert "detects a difference of 1.75 points or more" in card

@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from helpers.core import paths, run_folders
@@ -128,6 +129,33 @@ def _postprocessing(metrics: dict, info: dict) -> list[str]:
     return lines
 
 
+def _paired_lines(eval_dir: Path, label: str, lr: float, split: str) -> list[str]:
+    """The run's row of the paired comparison (``outputs/eval/paired.csv``, written by 04 after every run is
+    scored), as a section; none when 04 has not written it yet."""
+    from helpers.evaluation.paired import PAIRED_FILE, REFERENCE
+
+    paired_csv = eval_dir.parents[1] / PAIRED_FILE
+    if not paired_csv.is_file():
+        return []
+    table = pd.read_csv(paired_csv)
+    same_lr = table["lr"].isna() if math.isnan(lr) else np.isclose(table["lr"], lr)
+    rows = table[(table["config"] == label) & same_lr & (table["split"] == split)]
+    if rows.empty:
+        return []
+    row = rows.iloc[0]
+    if row["verdict"] == REFERENCE:
+        text = f"The best run of {split} by per-image Dice: the reference of the paired comparison."
+    else:
+        text = (
+            f"Against the best run of {split} ({row['reference']}), on the same {row['images']:.0f} images of "
+            f"{row['patients']:.0f} patients: per-image Dice {row['diff']:+.2f} points "
+            f"[{row['diff_lo']:+.2f}, {row['diff_hi']:+.2f}] (paired patient bootstrap, 95 %), "
+            f"**{row['verdict']}**. This split detects a difference of {row['detectable']:.2f} points or more; "
+            "'no detectable difference' means less than that."
+        )
+    return ["## Compared with the best run", "", text, ""]
+
+
 def model_card(eval_dir: Path | str) -> str:
     """The model card (Markdown) of the evaluation folder ``eval_dir``."""
     eval_dir = paths.resolve(eval_dir)
@@ -196,6 +224,7 @@ def model_card(eval_dir: Path | str) -> str:
         f"All-empty baseline (every mask empty): per-image Dice "
         f"{_shown('image_dice', metrics['mmseg'].get('empty_baseline_image_dice'))}.",
         "",
+        *_paired_lines(eval_dir, label, lr, split),
         "## Post-processing",
         "",
         *_postprocessing(metrics, info),
