@@ -35,6 +35,7 @@ from pathlib import Path
 
 from helpers.core import paths
 from helpers.core.data_profile import DEMO, choose_profile
+from helpers.core.fileio import read_json
 
 CONFIG_FILE = "config.py"
 MANIFEST_FILE = "manifest.json"
@@ -120,18 +121,34 @@ def step_checkpoint(work_dir: Path | str, step: int) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+# What re-makes a run folder's files (the last words of the error when one does not read back).
+RUN_REMEDY = (
+    "03_train writes it: retrain this run (`python -m helpers sweep --force` with its lr; its checkpoints stay "
+    "until then), or put back a good copy of the file"
+)
+EVAL_REMEDY = "04_evaluate writes it: re-run 04_evaluate (`python -m helpers pipeline --force 04_evaluate`)"
+
+
 def read_manifest(work_dir: Path | str) -> dict:
-    """The run's ``manifest.json`` ({} when the run has none, e.g. a checkpoint copied on its own)."""
+    """The run's ``manifest.json`` ({} when the run has none, e.g. a checkpoint copied on its own); one that
+    does not parse raises :class:`helpers.core.fileio.CorruptFileError` naming it."""
     path = Path(work_dir) / MANIFEST_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, RUN_REMEDY) if path.is_file() else {}
 
 
 def read_metrics(work_dir: Path | str) -> dict:
-    """The run's ``metrics.json`` (03_train's summary); raises naming the file when training has not finished."""
+    """The run's ``metrics.json`` (03_train's summary); raises naming the file when training has not finished,
+    or (:class:`helpers.core.fileio.CorruptFileError`) when it does not parse."""
     path = Path(work_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics yet (the run has not finished training)")
-    return json.loads(path.read_text())
+    return read_json(path, RUN_REMEDY)
+
+
+def read_eval_file(eval_folder: Path | str, name: str = EVAL_INFO_FILE) -> dict:
+    """One JSON file of an evaluation folder (``eval.json``, its ``metrics.json``); one that does not parse
+    raises :class:`helpers.core.fileio.CorruptFileError` naming it and saying to re-run 04_evaluate."""
+    return read_json(Path(eval_folder) / name, EVAL_REMEDY)
 
 
 def run_label(work_dir: Path | str) -> tuple[str, float]:
