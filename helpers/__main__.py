@@ -8,8 +8,6 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
-
 from helpers.core import paths
 from helpers.data.demo_dataset import DemoSpec
 from helpers.postprocessing.tuned import CHOICES as POSTPROCESS_CHOICES
@@ -17,9 +15,12 @@ from helpers.postprocessing.tuned import CHOICES as POSTPROCESS_CHOICES
 INTERRUPTED = 130  # the shell's exit status after Ctrl-C
 
 
-def _parse_value(text: str):
-    """``-p key=value`` values are YAML (numbers, booleans, lists, null), like papermill's ``-y``."""
-    return yaml.safe_load(text)
+def _parse_value(text: str, source: str = "-p"):
+    """``-p key=value`` values are YAML (numbers, booleans, lists, null), like papermill's ``-y``; ``2e4`` and
+    ``3e-3`` are numbers (helpers.core.parameters.parse_yaml)."""
+    from helpers.core.parameters import parse_yaml
+
+    return parse_yaml(text, source)
 
 
 def _key_values(pairs: list[str]) -> dict:
@@ -28,8 +29,15 @@ def _key_values(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise SystemExit(f"-p expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        result[key] = _parse_value(value)
+        result[key] = _parse_value(value, f"-p {key}")
     return result
+
+
+# 03_train parameters that the sweep sets for each run itself: a -p of them would be overwritten in silence.
+SWEEP_SETS = {
+    "work_dir": "each run's folder is <outputs>/runs/<config>/lr<lr>/: choose the outputs with --outputs",
+    "resume": "the sweep resumes an interrupted run by itself (--force retrains from scratch)",
+}
 
 
 def _force(given: list[str] | None) -> bool | list[str]:
@@ -61,19 +69,33 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from helpers.core.parameters import check_names
+    from helpers.core.parameters import LR, ParameterError, check_names, check_parameters, check_value
     from helpers.workflow.parameter_files import SWEEP_KEY, stage_parameters
     from helpers.workflow.slurm import write_sbatch
     from helpers.workflow.sweep import SEED_LRS, sweep
 
     parameters = {} if args.no_yaml else stage_parameters("03_train", Path(args.params_dir))
-    lrs = args.lrs or parameters.pop(SWEEP_KEY, None) or list(SEED_LRS)
-    parameters.pop(SWEEP_KEY, None)
     given = _key_values(args.param)
     check_names("03_train", given, "-p")
+    for name, why in SWEEP_SETS.items():
+        if name in given:
+            raise ParameterError(f"-p {name}: the sweep sets it for every run ({why})")
+    if "lr" in given and args.lrs:
+        raise ParameterError(f"-p lr={given['lr']!r} and --lrs {' '.join(map(str, args.lrs))}: give the lrs once")
+    if "fold" in given and args.folds:
+        raise ParameterError("-p fold and --folds: with --folds K the sweep runs every fold (one alone: --fold k)")
+    if "lr" in given:  # -p lr=X alone: the sweep of that one lr, in place of the YAML's lrs
+        check_value("03_train", "lr", given["lr"], LR)
+        lrs = [given.pop("lr")]
+    else:
+        lrs = args.lrs or parameters.get(SWEEP_KEY) or list(SEED_LRS)
+    parameters.pop(SWEEP_KEY, None)
     parameters.update(given)
     if args.config:
         parameters["config"] = args.config
+    for lr in lrs:
+        check_value("03_train", "lr", lr, LR)
+    check_parameters("03_train", parameters, source="the sweep's parameters (-p and 03_train.yaml)", paths_exist=False)
     if args.sbatch:
         script = write_sbatch(
             lrs,
@@ -200,7 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="03_train through papermill once per learning rate")
     sweep.add_argument("--lrs", nargs="*", type=float, help="default: the YAML's lrs (the seed's three)")
     sweep.add_argument("--config", help="a config name in configs/ or a path")
-    sweep.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a 03_train parameter")
+    sweep.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a 03_train parameter (checked before any run starts); -p lr=X alone sweeps that one lr (with --lrs: "
+        "an error); work_dir and resume are the sweep's own",
+    )
     sweep.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR))
     sweep.add_argument("--outputs", default=str(paths.OUTPUTS_DIR))
     sweep.add_argument(
@@ -295,9 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Failures whose message says all (the file or folder, the problem, what to do): one line, no traceback.
 SELF_EXPLAINING = (
+    ("helpers.core.fileio", "CorruptFileError"),
+    ("helpers.core.parameters", "ParameterError"),
+    ("helpers.data.prepared_folder", "PreparedDataError"),
     ("helpers.core.locks", "FolderLocked"),
     ("helpers.modeling.checkpoint", "CheckpointError"),
     ("helpers.modeling.divergence", "TrainingDiverged"),
+    ("helpers.workflow.pipeline", "StageFailed"),
 )
 
 
