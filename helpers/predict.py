@@ -37,7 +37,7 @@ import pandas as pd
 from helpers.core.fileio import atomic_write_text
 from helpers.core.progress import tqdm
 from helpers.data.dicom import is_dicom, read_dicom
-from helpers.data.images import IMAGE_SUFFIXES, overlay, read_gray8, write_png
+from helpers.data.images import IMAGE_SUFFIXES, ImageTooLarge, overlay, read_gray8, write_png
 from helpers.data.rle import encode_siim
 from helpers.modeling.inference import load_model, probability_maps
 from helpers.postprocessing import PostProcess, find_tuned_postprocess, scheme_name
@@ -66,6 +66,10 @@ FRONTAL_VIEWS = ("PA", "AP")
 CHEST_PARTS = ("CHEST", "THORAX", "LUNG")
 DX_FOR_PROCESSING_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1.1"
 MIN_SIDE = 256
+# Pixels an image may have (predict_images' max_pixels, --max-pixels): 50 MP, about 7,000 x 7,000, above the
+# largest flat-panel detectors (4,300 x 4,300 is 18.5 MP). predict holds about 20 bytes a pixel of an image at
+# its peak (the probability map at the input's size, the mask, the uint8 overlay): about 1 GB at the limit.
+MAX_PIXELS = 50_000_000
 
 
 class NoInputsError(ValueError):
@@ -220,17 +224,24 @@ def input_warnings(
     return found
 
 
-def read_input(path: Path, kind: str) -> tuple[np.ndarray, tuple[float, float] | None, list[str]]:
-    """(8-bit gray image, pixel spacing or None, warnings) of one PNG/JPEG or DICOM input. Any failure, from
-    any decoder, is raised as a ValueError naming the file."""
+def read_input(
+    path: Path, kind: str, max_pixels: int | None = MAX_PIXELS
+) -> tuple[np.ndarray, tuple[float, float] | None, list[str]]:
+    """(8-bit gray image, pixel spacing or None, warnings) of one PNG/JPEG or DICOM input. An image of more
+    than ``max_pixels`` raises :class:`helpers.data.images.ImageTooLarge` (before decoding when its header
+    says its size); any other failure, from any decoder, is raised as a ValueError naming the file."""
     try:
         if kind == "missing":
             raise FileNotFoundError(f"{path}: no such file")
         if kind == "dicom":
-            image = read_dicom(path)
+            image = read_dicom(path, max_pixels)
             return image.gray8, image.spacing_mm, input_warnings(image.gray8, image.spacing_mm, image.attributes)
-        gray = read_gray8(path)
+        gray = read_gray8(path, max_pixels)
         return gray, None, input_warnings(gray, None, None)
+    except ImageTooLarge:
+        raise
+    except MemoryError as err:  # a decoder's buffer: this file's problem, not the run's
+        raise ValueError(f"{path}: not enough memory to decode it ({err or 'MemoryError'})") from err
     except Exception as err:  # a decoder's own exception (cv2.error, RuntimeError, ...) is this file's error
         message = str(err)
         if str(path) not in message:
@@ -264,6 +275,7 @@ def predict_images(
     batch_size: int = 4,
     strict: bool = False,
     rle: bool = False,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> pd.DataFrame:
     """Segment each image; write ``<name>_mask.png``, ``<name>_overlay.png`` and ``predictions.csv``; one
     table row per input, in order (see the module doc), and print :func:`summary_line`.
@@ -275,7 +287,10 @@ def predict_images(
     (argmax, i.e. 0.5 for two classes, or ``decode_head.threshold`` for a sigmoid head). The line saying
     which is printed. ``area_cm2`` needs the DICOM's PixelSpacing (or ImagerPixelSpacing). ``strict``
     refuses the inputs :func:`input_warnings` flags instead of predicting them; ``rle`` adds the column
-    ``rle``, the mask in the SIIM release's form (:func:`helpers.data.rle.encode_siim`).
+    ``rle``, the mask in the SIIM release's form (:func:`helpers.data.rle.encode_siim`). An image of more than
+    ``max_pixels`` pixels (:data:`MAX_PIXELS`; None: no limit) is ``refused`` with its size and the limit,
+    before it is decoded when its header (PNG, JPEG, DICOM) says its size, so that one image cannot take the
+    machine's memory.
 
     Raises :class:`NoInputsError` when there is no file; a fatal error (a full disk, a failing model) is raised
     after ``predictions.csv`` is written for what was done.
@@ -288,6 +303,8 @@ def predict_images(
     choice = scheme_name(postprocess)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if max_pixels is not None and max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1 (or None: no limit), not {max_pixels}")
     if Path(checkpoint).suffix == ONNX_SUFFIX:
         onnx_model = load_onnx(checkpoint)
         size, own_threshold, maps = onnx_model.size, onnx_model.threshold, onnx_model.probability_maps
@@ -330,7 +347,11 @@ def predict_images(
                 read = []
                 for index, path, kind in todo[start : start + batch_size]:
                     try:
-                        image, spacing, warnings = read_input(path, kind)
+                        image, spacing, warnings = read_input(path, kind, max_pixels)
+                    except ImageTooLarge as err:
+                        rows[index] = {"input": str(path), "status": REFUSED, "error": str(err)}
+                        bar.update(1)
+                        continue
                     except ValueError as err:
                         rows[index] = {"input": str(path), "status": ERROR, "error": str(err)}
                         bar.update(1)
@@ -398,7 +419,7 @@ def _write_prediction(
     try:
         write_png(mask_path, mask.astype(np.uint8) * 255)
         written.append(mask_path)
-        write_png(overlay_path, cv2.cvtColor(overlay(image, None, mask), cv2.COLOR_RGB2BGR))
+        write_png(overlay_path, overlay(image, None, mask)[:, :, ::-1])  # BGR, as OpenCV encodes
         written.append(overlay_path)
     except BaseException:
         mask_path.unlink(missing_ok=True)

@@ -342,9 +342,16 @@ def describe(ds) -> dict[str, str]:
     return {keyword: str(ds.get(keyword, "") or "").strip() for keyword in DESCRIPTIVE_KEYWORDS}
 
 
-def read_dicom(path: str | Path) -> DicomImage:
+def read_dicom(path: str | Path, max_pixels: int | None = None) -> DicomImage:
     """Read one DICOM radiograph as the 8-bit gray image the model sees, its pixel spacing and what it says it
-    shows (see the module doc). Raises FileNotFoundError or :class:`DicomError`, each naming the file."""
+    shows (see the module doc). Raises FileNotFoundError or :class:`DicomError`, each naming the file, and
+    :class:`helpers.data.images.ImageTooLarge` before decoding when Rows x Columns is over ``max_pixels``."""
+    from helpers.data.images import check_pixels
+
     ds = read_dataset(path)
+    rows, columns = ds.get("Rows"), ds.get("Columns")
+    if isinstance(rows, int) and isinstance(columns, int):
+        check_pixels(path, columns, rows, max_pixels, ", from its Rows and Columns")
     stored = stored_pixels(path, ds)
+    check_pixels(path, stored.shape[1], stored.shape[0], max_pixels)
     return DicomImage(gray8_of(path, ds, stored), pixel_spacing(ds), describe(ds))
