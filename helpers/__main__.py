@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 
 from helpers.core import paths
@@ -13,6 +15,7 @@ from helpers.data.demo_dataset import DemoSpec
 from helpers.postprocessing.tuned import CHOICES as POSTPROCESS_CHOICES
 
 INTERRUPTED = 130  # the shell's exit status after Ctrl-C
+MAX_PIXELS = 50_000_000  # helpers.predict.MAX_PIXELS (not imported here: --help stays light)
 
 
 def _parse_value(text: str, source: str = "-p"):
@@ -118,8 +121,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    import time
+
     from helpers.predict import ERROR, NOT_DONE, PREDICTIONS_FILE, REFUSED, NoInputsError, predict_images
 
+    started = time.time()
     try:
         table = predict_images(
             args.checkpoint,
@@ -131,9 +137,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
             device=args.device,
             strict=args.strict,
             rle=args.rle,
+            max_pixels=args.max_pixels or None,
         )
     except NoInputsError as err:
         raise SystemExit(f"predict: {err}") from None
+    except OSError as err:  # a full disk, a folder that cannot be written: predictions.csv holds what was done
+        table = Path(args.out_dir) / PREDICTIONS_FILE
+        done = f"; {table} lists what was done" if table.is_file() and table.stat().st_mtime >= started else ""
+        raise SystemExit(f"predict: {err}{done}") from None
     shown = table.drop(columns=[c for c in ("mask_path", "overlay_path", "error", "rle") if c in table.columns])
     print(shown.to_string(index=False))
     print(f"masks, overlays and {PREDICTIONS_FILE} in {Path(args.out_dir).resolve()}")
@@ -270,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--rle", action="store_true", help="add an rle column: each mask in the SIIM release's RLE form"
     )
+    predict.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse an image of more pixels, before decoding it where its header says (default {MAX_PIXELS:,}; "
+        "0: no limit)",
+    )
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, DICOM) or folders of them")
     predict.set_defaults(func=cmd_predict)
 
@@ -340,23 +359,53 @@ def _self_explaining(err: BaseException) -> bool:
     return isinstance(err, tuple(classes))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (SLURM's pre-emption, ``kill``, a container stopping): stopped as Ctrl-C stops, temporary files
+    removed, the interrupted training run resumable."""
+
+
+TERMINATED = 143  # 128 + SIGTERM, what the shell reports for a process that SIGTERM ended
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
+    import shlex
+    import signal
+
+    from helpers.core.locks import COMMAND_ENV
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    own_command = COMMAND_ENV not in os.environ
+    if own_command:  # what the locks taken by this process and its kernels name
+        os.environ[COMMAND_ENV] = shlex.join(["python", "-m", "helpers", *words])
+    previous = (
+        signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    )
     try:
         args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        what = "Terminated (SIGTERM)" if isinstance(err, Terminated) else "Interrupted"
         print(
-            f"\nInterrupted. Nothing half-written is kept; run `python -m helpers {args.command}` again to go on "
+            f"\n{what}. Nothing half-written is kept; run `python -m helpers {args.command}` again to go on "
             "(finished steps are skipped, an interrupted training run resumes from its last checkpoint).",
             file=sys.stderr,
             flush=True,
         )
-        raise SystemExit(INTERRUPTED) from None
+        raise SystemExit(TERMINATED if isinstance(err, Terminated) else INTERRUPTED) from None
     except Exception as err:
         if _self_explaining(err):
             raise SystemExit(f"error: {err}") from err
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if own_command:
+            os.environ.pop(COMMAND_ENV, None)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,18 @@ tool) raises :class:`CorruptFileError` naming the file, what is wrong and what r
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import secrets
+import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class CorruptFileError(ValueError):
@@ -144,3 +149,35 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def scratch_prefix(tag: str) -> str:
+    """The name start of a scratch folder this process makes: ``<tag><host>-<pid>-`` (``tempfile`` adds the
+    rest), so that :func:`remove_dead_scratch` can tell whose it is."""
+    return f"{tag}{socket.gethostname()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_dead_scratch(folder: Path | str, tag: str) -> list[Path]:
+    """Remove the scratch folders ``<tag><host>-<pid>-*`` in ``folder`` whose process on this host has died
+    (SIGKILL, out of memory, a pre-empted job): a killed stage's partial notebook, a killed evaluation's
+    predictions. Those of live processes, of other hosts, and other names are kept. Returns the removed ones."""
+    removed, host = [], socket.gethostname()
+    for path in sorted(Path(folder).glob(f"{tag}*")):
+        owner = path.name[len(tag) :].rpartition("-")[0]  # "<host>-<pid>", then tempfile's suffix
+        owner_host, _, pid = owner.rpartition("-")
+        if not path.is_dir() or owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.warning("%s: removed the scratch folder of a process that died (pid %s)", path, pid)
+        removed.append(path)
+    return removed

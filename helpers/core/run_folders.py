@@ -102,12 +102,18 @@ def read_scalars(work_dir: Path | str) -> tuple[list[dict], list[dict]]:
 
 
 def find_checkpoints(work_dir: Path | str) -> tuple[Path | None, Path | None]:
-    """(best by val mDice, last) checkpoints of a run folder."""
+    """(best by val mDice, last) checkpoints of a run folder.
+
+    ``last_checkpoint`` (mmengine's pointer) holds the absolute path it was saved under; it is read relative to
+    the run folder: the checkpoint of that name in this folder, so that a copied or moved outputs folder finds
+    its own checkpoint, never the original tree's (a pointer outside the folder whose file is not here names
+    none)."""
     work_dir = Path(work_dir)
     best = sorted(work_dir.glob(f"best_{BEST_METRIC}_iter_*.pth"), key=lambda p: p.stat().st_mtime)
     last_file = work_dir / LAST_CHECKPOINT_FILE
-    last = Path(last_file.read_text().strip()) if last_file.exists() else None
-    return (best[-1] if best else None), (last if last and last.exists() else None)
+    pointer = last_file.read_text().strip() if last_file.is_file() else ""
+    last = work_dir / Path(pointer).name if pointer else None
+    return (best[-1] if best else None), (last if last is not None and last.is_file() else None)
 
 
 def step_checkpoint(work_dir: Path | str, step: int) -> Path | None:

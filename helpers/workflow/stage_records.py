@@ -26,8 +26,8 @@ from pathlib import Path
 
 from helpers.core import paths
 from helpers.core.fileio import CorruptFileError, atomic_write_json, check_readable, read_json
+from helpers.data.prepared_folder import LABELS_FILE, read_prepared
 from helpers.data.prepared_folder import MANIFEST_FILE as PREPARED_MANIFEST_FILE
-from helpers.data.prepared_folder import read_prepared
 
 STARTED, FINISHED = "started", "finished"
 
@@ -104,7 +104,7 @@ def check_output(path: Path | str) -> None:
     image size)."""
     path = Path(path)
     check_readable(path)
-    if path.name == PREPARED_MANIFEST_FILE and (path.parent / "labels.csv").exists():
+    if path.name == PREPARED_MANIFEST_FILE and (path.parent / LABELS_FILE).exists():
         read_prepared(path.parent)
 
 
