@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
-
-import yaml
 
 from helpers import __version__
 from helpers.core import paths
@@ -18,11 +18,15 @@ from helpers.data.demo_spec import DemoSpec
 INTERRUPTED = 130  # the shell's exit status after Ctrl-C
 # helpers.postprocessing.tuned.CHOICES, typed here so that --help does not import pandas (tests/test_cli.py checks)
 POSTPROCESS_CHOICES = ("winner", "triplet", "dual", "none")
+MAX_PIXELS = 50_000_000  # helpers.predict.MAX_PIXELS (not imported here: --help stays light)
 
 
-def _parse_value(text: str):
-    """``-p key=value`` values are YAML (numbers, booleans, lists, null), like papermill's ``-y``."""
-    return yaml.safe_load(text)
+def _parse_value(text: str, source: str = "-p"):
+    """``-p key=value`` values are YAML (numbers, booleans, lists, null), like papermill's ``-y``; ``2e4`` and
+    ``3e-3`` are numbers (helpers.core.parameters.parse_yaml)."""
+    from helpers.core.parameters import parse_yaml
+
+    return parse_yaml(text, source)
 
 
 def _key_values(pairs: list[str]) -> dict:
@@ -31,8 +35,15 @@ def _key_values(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise SystemExit(f"-p expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        result[key] = _parse_value(value)
+        result[key] = _parse_value(value, f"-p {key}")
     return result
+
+
+# 03_train parameters that the sweep sets for each run itself: a -p of them would be overwritten in silence.
+SWEEP_SETS = {
+    "work_dir": "each run's folder is <outputs>/runs/<config>/lr<lr>/: choose the outputs with --outputs",
+    "resume": "the sweep resumes an interrupted run by itself (--force retrains from scratch)",
+}
 
 
 def _force(given: list[str] | None) -> bool | list[str]:
@@ -64,19 +75,33 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from helpers.core.parameters import check_names
+    from helpers.core.parameters import LR, ParameterError, check_names, check_parameters, check_value
     from helpers.workflow.parameter_files import SWEEP_KEY, stage_parameters
     from helpers.workflow.slurm import write_sbatch
     from helpers.workflow.sweep import SEED_LRS, sweep
 
     parameters = {} if args.no_yaml else stage_parameters("03_train", Path(args.params_dir))
-    lrs = args.lrs or parameters.pop(SWEEP_KEY, None) or list(SEED_LRS)
-    parameters.pop(SWEEP_KEY, None)
     given = _key_values(args.param)
     check_names("03_train", given, "-p")
+    for name, why in SWEEP_SETS.items():
+        if name in given:
+            raise ParameterError(f"-p {name}: the sweep sets it for every run ({why})")
+    if "lr" in given and args.lrs:
+        raise ParameterError(f"-p lr={given['lr']!r} and --lrs {' '.join(map(str, args.lrs))}: give the lrs once")
+    if "fold" in given and args.folds:
+        raise ParameterError("-p fold and --folds: with --folds K the sweep runs every fold (one alone: --fold k)")
+    if "lr" in given:  # -p lr=X alone: the sweep of that one lr, in place of the YAML's lrs
+        check_value("03_train", "lr", given["lr"], LR)
+        lrs = [given.pop("lr")]
+    else:
+        lrs = args.lrs or parameters.get(SWEEP_KEY) or list(SEED_LRS)
+    parameters.pop(SWEEP_KEY, None)
     parameters.update(given)
     if args.config:
         parameters["config"] = args.config
+    for lr in lrs:
+        check_value("03_train", "lr", lr, LR)
+    check_parameters("03_train", parameters, source="the sweep's parameters (-p and 03_train.yaml)", paths_exist=False)
     if args.sbatch:
         script = write_sbatch(
             lrs,
@@ -169,8 +194,11 @@ def cmd_patient_split(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    import time
+
     from helpers.predict import ERROR, NOT_DONE, PREDICTIONS_FILE, REFUSED, NoInputsError, predict_images
 
+    started = time.time()
     try:
         table = predict_images(
             args.checkpoint,
@@ -182,9 +210,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
             device=args.device,
             strict=args.strict,
             rle=args.rle,
+            max_pixels=args.max_pixels or None,
         )
     except NoInputsError as err:
         raise SystemExit(f"predict: {err}") from None
+    except OSError as err:  # a full disk, a folder that cannot be written: predictions.csv holds what was done
+        table = Path(args.out_dir) / PREDICTIONS_FILE
+        done = f"; {table} lists what was done" if table.is_file() and table.stat().st_mtime >= started else ""
+        raise SystemExit(f"predict: {err}{done}") from None
     shown = table.drop(columns=[c for c in ("mask_path", "overlay_path", "error", "rle") if c in table.columns])
     print(shown.to_string(index=False))
     print(f"masks, overlays and {PREDICTIONS_FILE} in {Path(args.out_dir).resolve()}")
@@ -325,7 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="03_train through papermill once per learning rate")
     sweep.add_argument("--lrs", nargs="*", type=float, help="default: the YAML's lrs (the seed's three)")
     sweep.add_argument("--config", help="a config name in configs/ or a path")
-    sweep.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a 03_train parameter")
+    sweep.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a 03_train parameter (checked before any run starts); -p lr=X alone sweeps that one lr (with --lrs: "
+        "an error); work_dir and resume are the sweep's own",
+    )
     sweep.add_argument("--params-dir", default=str(paths.PIPELINE_PARAMS_DIR), help="the folder holding 03_train.yaml")
     sweep.add_argument("--outputs", default=str(paths.OUTPUTS_DIR), help="runs go to OUTPUTS/runs/")
     sweep.add_argument(
@@ -390,6 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--rle", action="store_true", help="add an rle column: each mask in the SIIM release's RLE form"
     )
+    predict.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse an image of more pixels, before decoding it where its header says (default {MAX_PIXELS:,}; "
+        "0: no limit)",
+    )
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, DICOM) or folders of them")
     predict.set_defaults(func=cmd_predict)
 
@@ -448,9 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Failures whose message says all (the file or folder, the problem, what to do): one line, no traceback.
 SELF_EXPLAINING = (
+    ("helpers.core.fileio", "CorruptFileError"),
+    ("helpers.core.parameters", "ParameterError"),
+    ("helpers.data.prepared_folder", "PreparedDataError"),
     ("helpers.core.locks", "FolderLocked"),
     ("helpers.modeling.checkpoint", "CheckpointError"),
     ("helpers.modeling.divergence", "TrainingDiverged"),
+    ("helpers.workflow.pipeline", "StageFailed"),
 )
 
 
@@ -459,23 +512,53 @@ def _self_explaining(err: BaseException) -> bool:
     return isinstance(err, tuple(classes))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (SLURM's pre-emption, ``kill``, a container stopping): stopped as Ctrl-C stops, temporary files
+    removed, the interrupted training run resumable."""
+
+
+TERMINATED = 143  # 128 + SIGTERM, what the shell reports for a process that SIGTERM ended
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
+    import shlex
+    import signal
+
+    from helpers.core.locks import COMMAND_ENV
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    own_command = COMMAND_ENV not in os.environ
+    if own_command:  # what the locks taken by this process and its kernels name
+        os.environ[COMMAND_ENV] = shlex.join(["python", "-m", "helpers", *words])
+    previous = (
+        signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    )
     try:
         args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        what = "Terminated (SIGTERM)" if isinstance(err, Terminated) else "Interrupted"
         print(
-            f"\nInterrupted. Nothing half-written is kept; run `python -m helpers {args.command}` again to go on "
+            f"\n{what}. Nothing half-written is kept; run `python -m helpers {args.command}` again to go on "
             "(finished steps are skipped, an interrupted training run resumes from its last checkpoint).",
             file=sys.stderr,
             flush=True,
         )
-        raise SystemExit(INTERRUPTED) from None
+        raise SystemExit(TERMINATED if isinstance(err, Terminated) else INTERRUPTED) from None
     except Exception as err:
         if _self_explaining(err):
             raise SystemExit(f"error: {err}") from err
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if own_command:
+            os.environ.pop(COMMAND_ENV, None)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,8 @@ def test_predict_names_the_unreadable_input(trained_demo_run, tmp_path):
     table = predict_images(trained_demo_run.best_checkpoint, [broken], tmp_path / "out", device="cpu")
     assert "corrupt_scan.png" in table.loc[0, "error"] and "not a readable image" in table.loc[0, "error"]
     assert np.isnan(table.loc[0, "predicted_area"])
-    with pytest.raises(ValueError, match="stem"):
-        predict_images(
-            trained_demo_run.best_checkpoint, [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"], tmp_path / "out"
-        )
+    # two inputs of one name no longer stop the run (issue 27): each is a row, its outputs named apart
+    table = predict_images(
+        trained_demo_run.best_checkpoint, [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"], tmp_path / "two"
+    )
+    assert table["status"].tolist() == ["error", "error"] and "no such file" in table.loc[1, "error"]

@@ -115,7 +115,9 @@ def test_convert_with_kaggle_csvs_gives_the_kaggle_files(release, real_sample_di
             mask, cv2.imread(str(kaggle_root / "png_masks" / row.new_filename), cv2.IMREAD_UNCHANGED)
         )
         dicom = next((src / "siim" / f"dicom-images-{row.stage}").rglob(f"{row.ImageId}.dcm"))
-        np.testing.assert_array_equal(image, pydicom.dcmread(dicom).pixel_array)  # the DICOM's pixels exactly
+        decoded = pydicom.dcmread(dicom)
+        decoded.pixel_array_options(decoding_plugin="pillow")  # JPEG Baseline as the Kaggle PNGs were decoded
+        np.testing.assert_array_equal(image, decoded.pixel_array)  # the DICOM's pixels exactly
         source = cv2.imread(str(kaggle_root / "png_images" / row.new_filename), cv2.IMREAD_UNCHANGED)
         if pydicom.dcmread(dicom).file_meta.TransferSyntaxUID.is_compressed:
             assert np.abs(image.astype(int) - source).mean() < 2  # JPEG at quality 95

@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 LOCK_FILE = ".lock"
 
 
+COMMAND_ENV = "PNEUMO_COMMAND"  # the command the user ran, for the processes it starts (notebook kernels, torchrun)
+
+
+def user_command() -> str:
+    """The command the user ran: :data:`COMMAND_ENV` when a parent set it (``python -m helpers`` does, so a
+    lock taken in a notebook's kernel names ``python -m helpers sweep ...``, not ``ipykernel_launcher -f ...``),
+    else this process's own command line."""
+    return os.environ.get(COMMAND_ENV) or " ".join(sys.argv)
+
+
 class FolderLocked(RuntimeError):
     """Another process (or another writer in this one) is writing the folder."""
 
@@ -102,7 +112,7 @@ def folder_lock(folder: Path | str, what: str = "folder") -> Iterator[Path]:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": " ".join(sys.argv)[:300],
+            "command": user_command()[:300],
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)

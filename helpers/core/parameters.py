@@ -11,9 +11,12 @@ one line in the notebook's parameters cell.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+
+import yaml
 
 from helpers.core import paths
 
@@ -284,8 +287,68 @@ def check_parameters(
     return dict(values)
 
 
+PAPERMILL_CELL = "# Parameters"  # the first line of the cell papermill injects (tag injected-parameters)
+
+
+def injected_names(namespace: Mapping[str, Any]) -> list[str]:
+    """The names papermill injected into a kernel: the assignments of every cell in the kernel's input history
+    (IPython's ``In``, part of the globals) that begins as papermill's injected-parameters cell does; [] when
+    the namespace holds no history (plain Python) or papermill passed nothing."""
+    import ast
+
+    history = namespace.get("In")
+    names: list[str] = []
+    for source in history if isinstance(history, list) else []:
+        if not isinstance(source, str) or not source.startswith(PAPERMILL_CELL + "\n"):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
 def check_notebook(stage: str, namespace: Mapping[str, Any]):
-    """The notebook's first step: its parameters (read from ``namespace``, the kernel's globals) checked, as
-    the notebook's dataclass."""
+    """The notebook's first step: the names papermill injected must be declared (papermill itself only warns
+    of an unknown ``-p``, and a typo would run with the default), then its parameters (read from
+    ``namespace``, the kernel's globals) checked, as the notebook's dataclass."""
+    check_names(stage, injected_names(namespace), f"notebooks/{stage}.ipynb run with papermill -p")
     values = {name: namespace[name] for name in declared_names(stage)}
     return NOTEBOOK_PARAMETERS[stage](**check_parameters(stage, values, source=f"notebooks/{stage}"))
+
+
+class _NumberLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``2e4`` and ``3e-3`` as numbers (YAML 1.1, PyYAML's, wants a dot in a
+    float and takes them for strings; YAML 1.2 and Python do not): an exponent number written without a dot
+    whose value is whole (``2e4``) is an int, so that it passes an integer parameter's rule."""
+
+
+_EXPONENT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+
+
+def _exponent_number(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | float:
+    text = loader.construct_scalar(node)
+    value = float(text)
+    return int(value) if "." not in text and value.is_integer() and abs(value) < 2**63 else value
+
+
+_NumberLoader.add_implicit_resolver("!exponent-number", _EXPONENT, list("-+0123456789."))
+_NumberLoader.add_constructor("!exponent-number", _exponent_number)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML as every parameter is read (the stage files, ``-p key=value``): numbers like ``2e4`` are numbers;
+    a syntax error raises :class:`ParameterError` naming ``source`` (a file, or the flag), the line and the
+    column, in one line."""
+    try:
+        return yaml.load(text, Loader=_NumberLoader)  # a SafeLoader: plain data only
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = "; ".join(str(part) for part in (err.context, err.problem) if part)
+        raise ParameterError(f"{source}{where}: not valid YAML ({what})") from None
+    except yaml.YAMLError as err:
+        raise ParameterError(f"{source}: not valid YAML ({err})") from None

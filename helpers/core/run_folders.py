@@ -36,6 +36,7 @@ from pathlib import Path
 
 from helpers.core import paths
 from helpers.core.data_profile import DEMO, choose_profile
+from helpers.core.fileio import read_json
 
 CONFIG_FILE = "config.py"
 MANIFEST_FILE = "manifest.json"
@@ -103,12 +104,18 @@ def read_scalars(work_dir: Path | str) -> tuple[list[dict], list[dict]]:
 
 
 def find_checkpoints(work_dir: Path | str) -> tuple[Path | None, Path | None]:
-    """(best by val mDice, last) checkpoints of a run folder."""
+    """(best by val mDice, last) checkpoints of a run folder.
+
+    ``last_checkpoint`` (mmengine's pointer) holds the absolute path it was saved under; it is read relative to
+    the run folder: the checkpoint of that name in this folder, so that a copied or moved outputs folder finds
+    its own checkpoint, never the original tree's (a pointer outside the folder whose file is not here names
+    none)."""
     work_dir = Path(work_dir)
     best = sorted(work_dir.glob(f"best_{BEST_METRIC}_iter_*.pth"), key=lambda p: p.stat().st_mtime)
     last_file = work_dir / LAST_CHECKPOINT_FILE
-    last = Path(last_file.read_text().strip()) if last_file.exists() else None
-    return (best[-1] if best else None), (last if last and last.exists() else None)
+    pointer = last_file.read_text().strip() if last_file.is_file() else ""
+    last = work_dir / Path(pointer).name if pointer else None
+    return (best[-1] if best else None), (last if last is not None and last.is_file() else None)
 
 
 def step_checkpoint(work_dir: Path | str, step: int) -> Path | None:
@@ -122,18 +129,34 @@ def step_checkpoint(work_dir: Path | str, step: int) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+# What re-makes a run folder's files (the last words of the error when one does not read back).
+RUN_REMEDY = (
+    "03_train writes it: retrain this run (`python -m helpers sweep --force` with its lr; its checkpoints stay "
+    "until then), or put back a good copy of the file"
+)
+EVAL_REMEDY = "04_evaluate writes it: re-run 04_evaluate (`python -m helpers pipeline --force 04_evaluate`)"
+
+
 def read_manifest(work_dir: Path | str) -> dict:
-    """The run's ``manifest.json`` ({} when the run has none, e.g. a checkpoint copied on its own)."""
+    """The run's ``manifest.json`` ({} when the run has none, e.g. a checkpoint copied on its own); one that
+    does not parse raises :class:`helpers.core.fileio.CorruptFileError` naming it."""
     path = Path(work_dir) / MANIFEST_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, RUN_REMEDY) if path.is_file() else {}
 
 
 def read_metrics(work_dir: Path | str) -> dict:
-    """The run's ``metrics.json`` (03_train's summary); raises naming the file when training has not finished."""
+    """The run's ``metrics.json`` (03_train's summary); raises naming the file when training has not finished,
+    or (:class:`helpers.core.fileio.CorruptFileError`) when it does not parse."""
     path = Path(work_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics yet (the run has not finished training)")
-    return json.loads(path.read_text())
+    return read_json(path, RUN_REMEDY)
+
+
+def read_eval_file(eval_folder: Path | str, name: str = EVAL_INFO_FILE) -> dict:
+    """One JSON file of an evaluation folder (``eval.json``, its ``metrics.json``); one that does not parse
+    raises :class:`helpers.core.fileio.CorruptFileError` naming it and saying to re-run 04_evaluate."""
+    return read_json(Path(eval_folder) / name, EVAL_REMEDY)
 
 
 def run_label(work_dir: Path | str) -> tuple[str, float]:

@@ -14,7 +14,8 @@ were made:
 
 The transform is computed once per distinct stored value (a lookup table) when the pixels are integers,
 which is most of the cost saved on a 1024x1024 radiograph. Compressed pixel data is decoded by pydicom's
-plugins, installed with requirements.txt: JPEG Baseline, Extended and Lossless (Process 14, SV1 included) by
+plugins, installed with requirements.txt: JPEG Baseline by Pillow (libjpeg-turbo: the decoder that gives the
+Kaggle PNGs pixel for pixel; docs/predict.md), JPEG Extended and Lossless (Process 14, SV1 included) by
 pylibjpeg-libjpeg, JPEG-LS (lossless and near-lossless) by pyjpegls, JPEG 2000 and HTJ2K (8 to 16 bits,
 lossless and lossy) by pylibjpeg-openjpeg, RLE by pylibjpeg-rle or pydicom itself, Deflate by pydicom.
 A file without the preamble or the file meta (older archives) is read with pydicom's ``force``, its transfer
@@ -37,6 +38,9 @@ MAX_LUT_ENTRIES = 1 << 17
 DESCRIPTIVE_KEYWORDS = ("Modality", "ViewPosition", "BodyPartExamined", "PresentationIntentType", "SOPClassUID")
 ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian: the first item of encapsulated pixel data
 FIRST_GROUPS = (b"\x02\x00", b"\x08\x00")  # a dataset without preamble starts in group 0002 or 0008
+
+
+KAGGLE_JPEG_PLUGIN = "pillow"  # pydicom's plugin for JPEG Baseline: Pillow's libjpeg-turbo, as the Kaggle PNGs
 
 
 class DicomError(ValueError):
@@ -177,6 +181,32 @@ def _decoder_available(syntax) -> bool:
         return False
 
 
+def _plugin_available(syntax, plugin: str) -> bool:
+    """Whether pydicom's decoder for ``syntax`` has ``plugin`` installed and usable."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return plugin in get_decoder(syntax).available_plugins
+    except Exception:  # noqa: BLE001 - no decoder for it at all
+        return False
+
+
+def _pixel_array(ds, syntax) -> np.ndarray:
+    """``ds.pixel_array``, JPEG Baseline through pydicom's Pillow plugin (libjpeg-turbo, the decoder that
+    reproduces the Kaggle PNGs exactly; pylibjpeg-libjpeg, pydicom's default once installed, rounds about 3 % of
+    the pixels of a SIIM radiograph one gray level the other way), else pydicom's first available plugin. A
+    file the Pillow plugin fails on is tried with the others."""
+    from pydicom.uid import JPEGBaseline8Bit
+
+    if syntax == JPEGBaseline8Bit and _plugin_available(syntax, KAGGLE_JPEG_PLUGIN):
+        try:
+            ds.pixel_array_options(decoding_plugin=KAGGLE_JPEG_PLUGIN)
+            return ds.pixel_array
+        except Exception:  # noqa: BLE001 - any decoder failure: the other plugins decide, and name it
+            ds.pixel_array_options(decoding_plugin="")
+    return ds.pixel_array
+
+
 def _decode(path: Path, ds) -> np.ndarray:
     """The stored pixel values of a single-frame grayscale image, or a DicomError saying why not."""
     syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
@@ -198,7 +228,7 @@ def _decode(path: Path, ds) -> np.ndarray:
             "how its pixel data is encoded is unknown"
         )
     try:
-        return ds.pixel_array
+        return _pixel_array(ds, syntax)
     except Exception as err:  # pydicom raises RuntimeError, NotImplementedError or ValueError by decoder
         name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
         if syntax is not None and syntax.is_compressed and not _decoder_available(syntax):
@@ -312,9 +342,16 @@ def describe(ds) -> dict[str, str]:
     return {keyword: str(ds.get(keyword, "") or "").strip() for keyword in DESCRIPTIVE_KEYWORDS}
 
 
-def read_dicom(path: str | Path) -> DicomImage:
+def read_dicom(path: str | Path, max_pixels: int | None = None) -> DicomImage:
     """Read one DICOM radiograph as the 8-bit gray image the model sees, its pixel spacing and what it says it
-    shows (see the module doc). Raises FileNotFoundError or :class:`DicomError`, each naming the file."""
+    shows (see the module doc). Raises FileNotFoundError or :class:`DicomError`, each naming the file, and
+    :class:`helpers.data.images.ImageTooLarge` before decoding when Rows x Columns is over ``max_pixels``."""
+    from helpers.data.images import check_pixels
+
     ds = read_dataset(path)
+    rows, columns = ds.get("Rows"), ds.get("Columns")
+    if isinstance(rows, int) and isinstance(columns, int):
+        check_pixels(path, columns, rows, max_pixels, ", from its Rows and Columns")
     stored = stored_pixels(path, ds)
+    check_pixels(path, stored.shape[1], stored.shape[0], max_pixels)
     return DicomImage(gray8_of(path, ds, stored), pixel_spacing(ds), describe(ds))

@@ -20,7 +20,6 @@ A re-run with the same parameters writes nothing; changed split parameters move 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from helpers.core import paths
-from helpers.core.fileio import atomic_write_json, atomic_write_text
+from helpers.core.fileio import CorruptFileError, atomic_write_json, atomic_write_text, read_json
 from helpers.core.locks import folder_lock
 from helpers.core.parallel import parallel_map
 from helpers.core.provenance import code_version
@@ -272,7 +271,11 @@ def _previous_statistics(out_dir: Path) -> dict[str, tuple[int, str]]:
     manifest_path, labels_path = out_dir / MANIFEST_FILE, out_dir / LABELS_FILE
     if not manifest_path.exists() or not labels_path.exists():
         return {}
-    if json.loads(manifest_path.read_text()).get("format_version") != FORMAT_VERSION:
+    try:
+        format_version = read_json(manifest_path, "").get("format_version")
+    except CorruptFileError:  # a truncated manifest: every pair's statistics are read again, the files kept
+        return {}
+    if format_version != FORMAT_VERSION:
         _remove_stale(out_dir, set())
         return {}
     previous = read_labels(out_dir)

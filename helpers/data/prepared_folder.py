@@ -7,7 +7,6 @@ another size stops at once with one sentence naming what is missing and the 02_p
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.core import paths
+from helpers.core.fileio import CorruptFileError, read_json
 
 MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "labels.csv"
@@ -79,16 +79,29 @@ def prepare_command(root: Path | str, img_size: int, split_mode: str = DEFAULT_S
     return " ".join(shlex.quote(part) for part in parts)
 
 
+def remake_advice(root: Path | str) -> str:
+    """What re-makes the prepared folder ``root``'s files: 02_prepare into it (the command, when the folder's
+    name says its size)."""
+    root = paths.resolve(root)
+    match = FOLDER_NAME.match(root.name)
+    if not match:
+        return f"02_prepare writes it: re-run 02_prepare with prepared_root={_shown(root)}"
+    return f"02_prepare writes it: re-run 02_prepare, e.g. `{prepare_command(root, int(match['size']), match['mode'])}`"
+
+
 def read_prepared(root: Path | str) -> PreparedData:
-    """The prepared folder ``root`` (relative paths from the repository root) as its manifest describes it."""
+    """The prepared folder ``root`` (relative paths from the repository root) as its manifest describes it; a
+    manifest that does not read back raises :class:`helpers.core.fileio.CorruptFileError` naming it and the
+    02_prepare command that re-makes it."""
     root = paths.resolve(root)
     manifest_path = root / MANIFEST_FILE
     if not manifest_path.is_file():
         raise PreparedDataError(f"{manifest_path}: no prepared data here (02_prepare writes it)")
-    manifest = json.loads(manifest_path.read_text())
-    parameters = manifest.get("parameters", {})
-    if "img_size" not in parameters:
-        raise ValueError(f"{manifest_path}: no parameters.img_size (not a 02_prepare manifest; re-run 02_prepare)")
+    remedy = remake_advice(root)
+    manifest = read_json(manifest_path, remedy)
+    parameters = manifest.get("parameters")
+    if not isinstance(parameters, dict) or "img_size" not in parameters:
+        raise CorruptFileError(f"{manifest_path}: no parameters.img_size (not a 02_prepare manifest); {remedy}")
     return PreparedData(
         root=root,
         img_size=int(parameters["img_size"]),

@@ -17,7 +17,6 @@ The folder's file names are ``helpers.core.run_folders``'s.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,8 +262,8 @@ def evaluate_predictions(
 def load_eval(out_dir: str | Path) -> EvalResult:
     """An :class:`EvalResult` read back from the folder :func:`evaluate_predictions` wrote."""
     out_dir = paths.resolve(out_dir)
-    info = json.loads((out_dir / run_folders.EVAL_INFO_FILE).read_text())
-    metrics = json.loads((out_dir / run_folders.EVAL_METRICS_FILE).read_text())
+    info = run_folders.read_eval_file(out_dir)
+    metrics = run_folders.read_eval_file(out_dir, run_folders.EVAL_METRICS_FILE)
     per_image = pd.read_csv(out_dir / run_folders.PER_IMAGE_FILE, dtype={"name": str, "patient": str})
     pp = PostProcess(**info["postprocess"])
     return EvalResult(

@@ -170,6 +170,11 @@ def training_overrides(params: TrainParams, cfg: Config) -> dict:
         (paths.resolve(params.work_dir) if params.work_dir else run_folders.run_dir(params.config, lr)).resolve()
     )
     overrides["resume"] = bool(params.resume)
+    if params.resume:  # a copied or moved run folder resumes from its own last checkpoint, not where mmengine's
+        _, last = run_folders.find_checkpoints(work_dir)  # pointer says it was saved (the original tree's)
+        pointer = Path(work_dir) / run_folders.LAST_CHECKPOINT_FILE
+        if last is not None and Path(pointer.read_text().strip()) != last:
+            overrides["load_from"] = str(last)
     # mmengine keeps one visualizer per name in the process: a fixed name ('visualizer' in mmseg's runtime)
     # would send a second run's scalars in the same kernel or test session to the first run's folder.
     overrides["visualizer.name"] = f"visualizer:{work_dir}:{time.time_ns()}"
@@ -216,9 +221,9 @@ def summarize_run(
         best = max(val_rows, key=lambda row: row.get(run_folders.BEST_METRIC, -1))
         summary["best_val"] = best
         summary["last_val"] = val_rows[-1]
-    best_ckpt, last_ckpt = run_folders.find_checkpoints(work_dir)
-    summary["best_checkpoint"] = str(best_ckpt) if best_ckpt else None
-    summary["last_checkpoint"] = str(last_ckpt) if last_ckpt else None
+    best_ckpt, last_ckpt = run_folders.find_checkpoints(work_dir)  # names in the run folder (it may be moved)
+    summary["best_checkpoint"] = best_ckpt.name if best_ckpt else None
+    summary["last_checkpoint"] = last_ckpt.name if last_ckpt else None
     return summary
 
 
@@ -275,11 +280,10 @@ def write_failed_metrics(
 def check_start_checkpoints(cfg: Config, resume: bool) -> None:
     """The checkpoint a resumed run continues from (its last) and a ``load_from`` one must be readable and
     finite; else one CheckpointError naming the file, before anything is written."""
-    if resume:
-        _, last = run_folders.find_checkpoints(cfg.work_dir)
-        if last is not None:
-            verified_state_dict(last)
-    if cfg.get("load_from"):
+    last = run_folders.find_checkpoints(cfg.work_dir)[1] if resume else None
+    if last is not None:
+        verified_state_dict(last)
+    if cfg.get("load_from") and (last is None or Path(cfg.load_from) != last):
         verified_state_dict(cfg.load_from)
 
 

@@ -8,7 +8,6 @@ the winner by default, or a scheme by name (``triplet``, ``dual``/``dual_thresho
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,11 +104,11 @@ def find_tuned_postprocess(
         eval_root.glob(f"*/{run_folders.EVAL_INFO_FILE}"), key=lambda p: (p.parent.name != "test", p.parent.name)
     )
     for eval_path in candidates:
-        info = json.loads(eval_path.read_text())
+        info = run_folders.read_eval_file(eval_path.parent)
         metrics_path = eval_path.parent / run_folders.EVAL_METRICS_FILE
         if Path(info.get("checkpoint", "")).name != Path(checkpoint).name or not metrics_path.is_file():
             continue
-        metrics = json.loads(metrics_path.read_text())
+        metrics = run_folders.read_eval_file(eval_path.parent, run_folders.EVAL_METRICS_FILE)
         if metrics.get("postprocess", {}).get("tuned_on") != "val":
             continue
         name = (info.get("val_winner") or PostProcess.name) if wanted == WINNER else wanted

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.core import paths
-from helpers.core.fileio import atomic_write_text
+from helpers.core.fileio import atomic_write_text, remove_dead_scratch, scratch_prefix
 from helpers.core.parameters import check_parameters
 from helpers.core.progress import KERNEL_ARGUMENTS
 
@@ -175,7 +175,10 @@ def run_notebook(
     The kernel runs in the repository root. With ``stream``, the notebook's output goes to this process's
     stdout/stderr while it runs (progress bars and mmengine's log lines reach the terminal directly, never
     the notebook: helpers.core.progress), and a failed cell's traceback to stderr. A failing notebook still gets
-    its executed copy and HTML (showing the error); the returned Report says it failed. Ctrl-C stops the
+    its executed copy and HTML (showing the error), except one refused because another process is writing its
+    folder (helpers.core.locks), which leaves that process's report as it is; the returned Report says it
+    failed. The scratch folder of a run of the same notebook whose process died (kill -9) is removed first.
+    Ctrl-C stops the
     running cell and raises KeyboardInterrupt here, keeping no executed copy of the interrupted notebook.
     Parameters the notebook does not declare, or values its declaration (helpers.core.parameters) does not allow,
     raise ParameterError before anything is created.
@@ -190,8 +193,9 @@ def run_notebook(
     executed = output_dir / f"{name}.ipynb"
     html_path = output_dir / f"{name}.html"
     start = time.perf_counter()
-    error = None
-    with tempfile.TemporaryDirectory(dir=output_dir, prefix=f".{name}-") as tmp:
+    error, refused = None, False
+    remove_dead_scratch(output_dir, f".{name}-")  # a killed run's partial notebook
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=scratch_prefix(f".{name}-")) as tmp:
         partial = Path(tmp) / executed.name
         with _ctrl_c_reaches_the_kernel() as interrupted, _run_by_the_pipeline():
             try:
@@ -210,14 +214,16 @@ def run_notebook(
                 if interrupted or (isinstance(err, PapermillExecutionError) and err.ename == "KeyboardInterrupt"):
                     raise KeyboardInterrupt from None  # the partial notebook goes with the temporary folder
                 error = f"{type(err).__name__}: {err}"
+                # another process holds the folder: its report is not overwritten with this refusal
+                refused = isinstance(err, PapermillExecutionError) and err.ename == "FolderLocked"
                 if stream and isinstance(err, PapermillExecutionError):
                     print(f"{name} failed:{err}", file=sys.stderr, flush=True)  # the cell's traceback
                     log.error("%s failed: %s: %s (traceback above)", name, err.ename, err.evalue)
                 else:
                     log.error("%s failed: %s", name, error)
-        if partial.exists():
+        if partial.exists() and not refused:
             partial.replace(executed)
-    if executed.exists():
+    if executed.exists() and not refused:
         render_html(executed, html_path)
     if interrupted:  # Ctrl-C came between cells: the notebook ran to its end, and the caller stops now
         raise KeyboardInterrupt

@@ -7,10 +7,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import yaml
-
 from helpers.core import paths
-from helpers.core.parameters import NOTEBOOK_PARAMETERS, ParameterError, check_names, declared_names
+from helpers.core.parameters import NOTEBOOK_PARAMETERS, ParameterError, check_names, declared_names, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +21,16 @@ SWEEP_KEY = "lrs"  # in 03_train.yaml: the learning rates of the sweep; everythi
 
 def load_stage_parameters(stage: str, params_dir: Path | str = paths.PIPELINE_PARAMS_DIR) -> dict:
     """The YAML parameter file of one stage (empty when the file does not exist); a key its notebook does not
-    declare (``lrs`` besides, for 03_train) raises ParameterError naming the file, the key and the known ones.
+    declare (``lrs`` besides, for 03_train) raises ParameterError naming the file, the key and the known ones,
+    and so does a syntax error (with its line and column). Numbers like ``2e4`` are numbers
+    (:func:`helpers.core.parameters.parse_yaml`).
     ``shared.yaml`` may hold any key that some notebook declares."""
     path = Path(params_dir) / f"{stage}.yaml"
     if not path.exists():
         return {}
-    loaded = yaml.safe_load(path.read_text()) or {}
+    loaded = parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: expected a mapping of parameter names to values")
+        raise ParameterError(f"{path}: expected a mapping of parameter names to values")
     if stage == SHARED_FILE:
         known = {name for notebook in NOTEBOOK_PARAMETERS for name in declared_names(notebook)}
         unknown = sorted(set(loaded) - known)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from helpers.core import paths
-from helpers.core.fileio import atomic_write_text
+from helpers.core import paths, run_folders
+from helpers.core.fileio import CorruptFileError, atomic_write_text
 from helpers.core.parameters import LR, STAGES, check_parameters, check_value, defaults
 from helpers.data.prepared_folder import MANIFEST_FILE as PREPARED_MANIFEST_FILE
 from helpers.workflow import stage_records
@@ -18,6 +18,10 @@ from helpers.workflow.stage_records import NOT_INPUTS, prepared_manifest_hash
 from helpers.workflow.sweep import SEED_LRS, sweep
 
 log = logging.getLogger(__name__)
+
+
+class StageFailed(RuntimeError):
+    """A stage's notebook failed (its report shows the error), or every training run of the sweep did."""
 
 
 STAGES_WITH_OUTPUTS_DIR = ("01_explore", "04_evaluate", "05_visualize")
@@ -56,14 +60,33 @@ def stage_record(stage: str, outputs: Path | str) -> Path:
     return Path(outputs) / RECORDS_DIR / f"{stage}.json"
 
 
+# The files of each evaluation folder that 05 and predict read back (helpers.core.run_folders).
+EVALUATION_FILES = (
+    run_folders.EVAL_INFO_FILE,
+    run_folders.EVAL_METRICS_FILE,
+    run_folders.PER_IMAGE_FILE,
+    run_folders.PROBS_FILE,
+    run_folders.MMSEG_PRED_FILE,
+)
+
+
 def stage_outputs(stage: str, parameters: dict, outputs: Path) -> list[Path]:
-    """The files a finished stage has left (its report, and what the stages after it read)."""
+    """The files a finished stage has left (its report, and what the stages after it read, each evaluation
+    folder's files for 04): a stage is done only when every one of them reads back."""
     expected = [outputs / "reports" / f"{stage}.ipynb", outputs / "reports" / f"{stage}.html"]
     if stage == "02_prepare" and parameters.get("prepared_root"):
         expected.append(paths.resolve(parameters["prepared_root"]) / PREPARED_MANIFEST_FILE)
     if stage == "04_evaluate":
         expected += [outputs / "eval" / "comparison.csv", outputs / "eval" / "paired.csv"]
+        for folder in run_folders.evaluations(outputs, parameters.get("split", "test")):  # each must read back
+            expected += [folder / name for name in EVALUATION_FILES]
     return expected
+
+
+def _last_line(error: str | None) -> str:
+    """The last line of a notebook's error (papermill's holds the whole traceback; its last line says what)."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "failed"
 
 
 def _forced(force: bool | str | tuple[str, ...] | list[str] | set[str]) -> set[str]:
@@ -93,10 +116,13 @@ def _train_stage(parameters: dict, outputs: Path, force: bool, reports: list[Rep
             )
         )
     if not table["ok"].any():
-        raise RuntimeError(f"every training run failed: {list(table['error'])}")
+        raise StageFailed(f"every training run failed: {list(table['error'])}")
     ids = {"runs": sorted(str(i) for i in table["result_id"])}
     path = stage_record("03_train", outputs)
-    previous = stage_records.read_record(path)
+    try:
+        previous = stage_records.read_record(path)
+    except CorruptFileError:
+        previous = None  # rewritten now
     if previous is None or previous.get("inputs") != ids:
         stage_records.write_record(path, ids, stage_records.FINISHED, result_id=stage_records.fingerprint(ids))
 
@@ -152,7 +178,7 @@ def run_pipeline(
         reports.append(report)
         if not report.ok:
             write_index(outputs)
-            raise RuntimeError(f"{stage} failed: {report.error}\nsee {report.html}")
+            raise StageFailed(f"{stage} failed: {_last_line(report.error)} (the traceback: {report.html})")
         stage_records.write_record(path, inputs, stage_records.FINISHED, expected)
     write_index(outputs)
     return reports

@@ -8,8 +8,11 @@ the fingerprint, the outputs it must have left and a *result id* that changes wh
 again; the steps after it take that id among their inputs, so a rerun propagates downstream.
 
 A step is *done* when its record says finished, its fingerprint equals the current one and every output it
-names exists. A training run whose record says started (it was interrupted) resumes from its last
-checkpoint when the fingerprint still matches.
+names exists and reads back (JSON and notebooks parse, a prepared manifest names its image size, a ``.npy``
+array's size matches its header): a truncated or overwritten output is never taken for a finished step. A
+training run whose record says started (it was interrupted) resumes from its last checkpoint when the
+fingerprint still matches. A record that does not parse is never taken for a missing one: :func:`read_record`
+raises naming it, and :func:`status` says so in its reason.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.core import paths
-from helpers.core.fileio import atomic_write_json
+from helpers.core.fileio import CorruptFileError, atomic_write_json, check_readable, read_json
+from helpers.data.prepared_folder import LABELS_FILE, read_prepared
 from helpers.data.prepared_folder import MANIFEST_FILE as PREPARED_MANIFEST_FILE
 
 STARTED, FINISHED = "started", "finished"
@@ -89,15 +93,33 @@ class Status:
     done: bool
     resumable: bool
     reason: str
+    unreadable: str | None = None  # the record or an output is there but does not read back: which, and why
 
 
-def read_record(path: Path | str) -> dict | None:
-    """A step's record, or None when there is none (or it cannot be read)."""
+# What to do about a record that does not parse (the step's own outputs are not touched by deleting it).
+RECORD_REMEDY = "it is the record of what this step was made from: delete it, and the step runs again"
+
+
+def read_record(path: Path | str, remedy: str = RECORD_REMEDY) -> dict | None:
+    """A step's record, or None when there is none; one that does not parse raises
+    :class:`helpers.core.fileio.CorruptFileError` naming it and ``remedy``."""
     path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.is_file():
         return None
+    record = read_json(path, remedy)
+    if not isinstance(record.get("inputs", {}), dict):
+        raise CorruptFileError(f"{path}: its inputs are not a mapping (not a record of this project); {remedy}")
+    return record
+
+
+def check_output(path: Path | str) -> None:
+    """Raise :class:`helpers.core.fileio.CorruptFileError` unless one of a step's outputs reads back (as
+    :func:`helpers.core.fileio.check_readable` checks it; a prepared folder's manifest must also name its
+    image size)."""
+    path = Path(path)
+    check_readable(path)
+    if path.name == PREPARED_MANIFEST_FILE and (path.parent / LABELS_FILE).exists():
+        read_prepared(path.parent)
 
 
 def changed_inputs(old: dict, new: dict) -> list[str]:
@@ -106,8 +128,12 @@ def changed_inputs(old: dict, new: dict) -> list[str]:
 
 
 def status(path: Path | str, inputs: dict, outputs: list[Path | str] = ()) -> Status:
-    """Compare a step's record with its current ``inputs`` and check that its ``outputs`` exist."""
-    record = read_record(path)
+    """Compare a step's record with its current ``inputs`` and check that its ``outputs`` exist and read back;
+    an unreadable record or output is not done, and ``unreadable`` says which file and why."""
+    try:
+        record = read_record(path)
+    except CorruptFileError as err:
+        return Status(False, False, f"its record does not read back: {err}", unreadable=str(err))
     if record is None:
         return Status(False, False, "no record")
     if record.get("fingerprint") != fingerprint(inputs):
@@ -115,9 +141,13 @@ def status(path: Path | str, inputs: dict, outputs: list[Path | str] = ()) -> St
         return Status(False, False, f"changed: {', '.join(changed) or 'inputs'}")
     if record.get("state") != FINISHED:
         return Status(False, True, "interrupted")
-    missing = [str(p) for p in outputs if not Path(p).exists()]
-    if missing:
-        return Status(False, False, f"output missing: {missing[0]}")
+    for output in outputs:
+        if not Path(output).exists():
+            return Status(False, False, f"output missing: {output}")
+        try:
+            check_output(output)
+        except CorruptFileError as err:
+            return Status(False, False, f"output unreadable: {err}", unreadable=str(err))
     return Status(True, False, "up to date")
 
 
