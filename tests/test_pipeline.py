@@ -208,8 +208,8 @@ def test_whole_demo_pipeline_produces_the_index(demo_raw_dir, tmp_path, monkeypa
     linked = re.findall(r'href="([^"]+\.html)"', index)
     for stage in STAGES:
         assert any(Path(link).stem == stage for link in linked), f"{stage} not linked from index.html"
-    in_reports = sorted(str(p.relative_to(outputs)) for p in (outputs / "reports").glob("*.html"))
-    assert set(in_reports) <= set(linked) and len(in_reports) == len(STAGES)
+    in_reports = {str(p.relative_to(outputs)) for p in (outputs / "reports").glob("*.html")}
+    assert in_reports <= set(linked) and {Path(p).stem for p in in_reports} == set(STAGES) - {"03_train"}  # in runs/
     for link in linked:
         report = (outputs / link).read_text()
         figures = report.count(EMBEDDED_PNG)
