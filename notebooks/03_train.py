@@ -79,7 +79,7 @@ display(plots.plot_learning_curves([result.work_dir]))
 # %%
 keys = ["step", "aAcc", "mIoU", "mDice", "IoU.pneumothorax", "Dice.pneumothorax"]
 rows = {name: {k: metrics[name].get(k) for k in keys} for name in ("best_val", "last_val") if metrics.get(name)}
-display(pd.DataFrame(rows).T.style.format(precision=2, na_rep="–").format({"step": "{:.0f}"}))
+display(pd.DataFrame(rows).T.style.format(precision=2, na_rep="–").format("{:.0f}", subset=["step"]))
 
 # %% [markdown]
 # ## Speed and resources

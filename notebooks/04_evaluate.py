@@ -106,9 +106,7 @@ for result in results:
 # Triplet: (threshold, min component area, min total area); dual threshold: (top, min area, bottom).
 
 # %%
-display(
-    evaluation.schemes_table(results).style.format(precision=2, na_rep="–").format({"lr": "{:g}"}).hide(axis="index")
-)
+display(evaluation.schemes_style(evaluation.schemes_table(results)))
 
 # %% [markdown]
 # ## Patients seen in training against unseen ones
@@ -121,15 +119,19 @@ for result in results:
 # %% [markdown]
 # ## Comparison: the lr sweep, the seed's reported numbers, the all-empty baseline
 #
-# `split_mode` names how each run's data was split (02_prepare); `image_dice_seen` / `image_dice_unseen`
-# split its test images by whether their patient was in training. `status` is `failed` for a run that could
-# not be evaluated (a diverged training, an unusable checkpoint: its `error` says which), `reference` for the
-# seed's numbers and the baseline.
+# The headline first, then the details; every column of both, and the intervals' bounds, are in
+# `comparison.csv`. Values in %, intervals as `value [low, high]` (95 %, patient bootstrap). `status` is `failed`
+# for a run that could not be evaluated (a diverged training, an unusable checkpoint: its `error` says which),
+# `reference` for the seed's numbers (mIoU / mDice, the only ones it reported) and the baseline. In the details,
+# `split_mode` names how each run's data was split (02_prepare); `image_dice_seen` / `image_dice_unseen` split
+# its test images by whether their patient was in training.
 
 # %%
 comparison = evaluation.comparison_table(results, failed)
 json_path, csv_path = evaluation.write_comparison(comparison, outputs / "eval")
-display(evaluation.comparison_style(comparison))
+headline, details = evaluation.comparison_style(comparison)
+display(headline)
+display(details)
 print(f"written: {csv_path}, {json_path}")
 
 # %% [markdown]

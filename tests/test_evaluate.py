@@ -3,6 +3,7 @@ reload, tables, fail-fast data checks."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from helpers.evaluation import (
     predicted_mask,
     write_comparison,
 )
+from helpers.evaluation.tables import MAX_TABLE_COLUMNS, interval_text, reading_table
 from helpers.modeling.inference import LoadedModel, build_split_loader, load_model, predict_split
 from helpers.postprocessing import PostProcess
 from helpers.workflow import evaluate_runs
@@ -196,9 +198,14 @@ def test_comparison_table_has_seed_rows_and_the_empty_baseline(tuned_eval, tmp_p
     assert (ours["image_dice_lo"] <= ours["image_dice"]).all() and (ours["image_dice"] <= ours["image_dice_hi"]).all()
     assert ours["split_mode"].eq("official").all() and seed["split_mode"].eq("seed").all()
     assert ours["images_seen"].eq(result.per_image["seen"].sum()).all()
-    seen_images = int(result.per_image["seen"].sum())
-    html = evaluation.comparison_style(table).to_html()
-    assert f">{seen_images}<" in html and f">{seen_images}.00<" not in html  # images_seen: a count
+    headline, details = (style.to_html() for style in evaluation.comparison_style(table))
+    seed_row = re.search(r"<tr>\s*<td[^>]*>seed \(reported\) lr 0.01</td>.*?</tr>", headline, re.S).group(0)
+    assert ">76.48<" in seed_row and ">84.68<" in seed_row  # the seed's numbers, in columns that hold them
+    first = ours.iloc[0]
+    assert f"{first.image_dice:.2f} [{first.image_dice_lo:.2f}, {first.image_dice_hi:.2f}]" in headline
+    for html in (headline, details):
+        assert max(row.count("<td") + row.count("<th") for row in html.split("<tr>")[1:]) <= MAX_TABLE_COLUMNS
+        assert not re.search(r">-?\d+\.\d{3,}", html.replace(">0.", ">X")), "a number with more than 2 decimals"
     json_path, csv_path = write_comparison(table, tmp_path)
     assert pd.read_json(json_path)["config"].tolist() == table["config"].tolist()
     assert len(pd.read_csv(csv_path)) == len(table)
@@ -347,3 +354,27 @@ def test_evaluating_on_data_of_another_size_stops_naming_both(trained_demo_run, 
             trained_demo_run.work_dir, prepared_root=other.out_dir, n_boot=0, device="cpu", out_dir=tmp_path / "eval"
         )
     assert not (tmp_path / "eval").exists()
+
+
+def test_reading_tables_round_to_what_numbers_mean_and_refuse_to_grow_past_the_page():
+    """Percent with 2 decimals (a float32 99.919998 reads 99.92), an interval as `value [low, high]`, counts as
+    integers, the AUC with 3 decimals, '–' where a value is missing; more than MAX_TABLE_COLUMNS is refused."""
+    table = pd.DataFrame(
+        {
+            "config": ["demo", "all-empty baseline"],
+            "lr": [0.003, np.nan],
+            "images": [20.0, 20.0],
+            "image_dice": np.array([96.33, 65.0], dtype=np.float32),
+            "image_dice_lo": [94.571, np.nan],
+            "image_dice_hi": [98.089, np.nan],
+            "mDice": np.array([99.91666, np.nan], dtype=np.float32),
+            "det_auc": [0.71234, np.nan],
+        }
+    )
+    html = reading_table(table, ["run", "images", "image_dice", "mDice", "det_auc"], intervals=["image_dice"]).to_html()
+    assert ">demo lr 0.003<" in html and ">all-empty baseline<" in html and ">20<" in html
+    assert ">96.33 [94.57, 98.09]<" in html and ">65.00<" in html and "image_dice [95 % CI]" in html
+    assert ">99.92<" in html and "99.916" not in html and ">0.712<" in html and ">–<" in html
+    assert interval_text(np.nan) == "–"
+    with pytest.raises(ValueError, match="at most"):
+        reading_table(table, ["run"] * (MAX_TABLE_COLUMNS + 1))

@@ -21,6 +21,7 @@ from helpers.core.locks import LOCK_FILE
 from helpers.core.parameters import STAGES, ParameterError
 from helpers.core.paths import DEMO_CONFIG
 from helpers.data.prepared_folder import read_prepared
+from helpers.evaluation.tables import MAX_TABLE_COLUMNS
 from helpers.workflow.index import headline_table, write_index
 from helpers.workflow.notebook_runner import PIPELINE_RUN_ENV, run_notebook
 from helpers.workflow.parameter_files import stage_parameters
@@ -28,7 +29,7 @@ from helpers.workflow.pipeline import run_pipeline
 from helpers.workflow.slurm import write_sbatch
 from helpers.workflow.sweep import sweep
 from tests.lab import save_as_lab_does
-from tests.test_reports import SCRIPT_FROM_A_HOST
+from tests.test_reports import SCRIPT_FROM_A_HOST, widest_table
 
 NOTEBOOKS = [paths.NOTEBOOKS_DIR / f"{stage}.ipynb" for stage in STAGES]
 EMBEDDED_PNG = 'src="data:image/png;base64,'  # a figure in an output cell (the template has its own PNG)
@@ -213,15 +214,22 @@ def test_whole_demo_pipeline_produces_the_index(demo_pipeline):
     linked = re.findall(r'href="([^"]+\.html)"', index)
     for stage in STAGES:
         assert any(Path(link).stem == stage for link in linked), f"{stage} not linked from index.html"
+    in_reports = {str(p.relative_to(outputs)) for p in (outputs / "reports").glob("*.html")}
+    assert in_reports <= set(linked) and {Path(p).stem for p in in_reports} == set(STAGES) - {"03_train"}  # in runs/
     for link in linked:
         report = (outputs / link).read_text()
         figures = report.count(EMBEDDED_PNG)
         assert figures >= MIN_FIGURES[Path(link).stem], f"{link} embeds {figures} figures"
         assert re.search(rf"<title>{Path(link).stem[:2]} · [^<]+ · [^<]+</title>", report), f"{link}: no stage title"
         assert not SCRIPT_FROM_A_HOST.search(report), f"{link} loads a script from another host"
+        # the page's width: at most 10 columns of short cells stay under 1,400 px at 1440x900
+        assert widest_table(report) <= MAX_TABLE_COLUMNS, f"{link}: a table of {widest_table(report)} columns"
+        assert not re.search(r">\s*-?\d+\.\d{4,}\s*<", report), f"{link}: a number printed with 4 or more decimals"
     assert "seed (reported)" in index and 'href="eval/comparison.csv"' in index and 'href="eval/paired.csv"' in index
     headline = re.search(r"<table.*?</table>", index, re.S).group(0)
-    assert 0 < len(re.findall(r"<th>", re.search(r"<thead>.*?</thead>", headline, re.S).group(0))) <= 8
+    assert 0 < widest_table(headline) <= MAX_TABLE_COLUMNS
+    seed_row = re.search(r"<tr>\s*<td>seed \(reported\) lr 0.01</td>.*?</tr>", headline, re.S).group(0)
+    assert "<td>76.48</td>" in seed_row and "<td>84.68</td>" in seed_row, seed_row  # mIoU / mDice, as reported
     assert re.search(r'<img src="data:image/png;base64,[^"]+" alt="[^"]+"', index), "no figure with alt text"
     assert "best run (reference)" in index
     comparison = json.loads((outputs / "eval" / "comparison.json").read_text())

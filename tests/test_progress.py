@@ -205,3 +205,95 @@ def test_papermill_from_the_notebooks_folder_trains_into_outputs(demo_prepared, 
     assert (run / run_folders.METRICS_FILE).is_file() and (run / "iter_4.pth").is_file()
     assert "Iter(train) [4/4]" in done.stderr  # --log-output: the notebook's output on the terminal
     assert not (paths.NOTEBOOKS_DIR / "outputs").exists() and not (paths.NOTEBOOKS_DIR / "data").exists()
+
+
+NOTEBOOK_ITERS, NOTEBOOK_VAL_INTERVAL = 150, 50
+MAX_OUTPUT_LINES = 36  # "a few dozen": the notebook's own prints, tables, figures and one line per validation
+VALIDATION_LINE = re.compile(r"^validation at iteration (\d+)/(\d+): .*mDice \d+\.\d\d")
+
+
+def _train_parameters(demo_prepared, tmp_path: Path, max_iters: int, val_interval: int) -> dict:
+    return {
+        "config": DEMO_CONFIG,
+        "prepared_root": str(demo_prepared.out_dir),
+        "img_size": 64,
+        "batch_size": 4,
+        "max_iters": max_iters,
+        "val_interval": val_interval,
+        "workers": 0,
+        "work_dir": str(tmp_path / "run"),
+    }
+
+
+def _output_lines(notebook) -> list[str]:
+    """Every line a reader of the notebook sees in its outputs (a figure, a table, a widget: one line each)."""
+    lines: list[str] = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                lines += [f"{output.name}: {line}" for line in output.text.splitlines()]
+            else:
+                lines.append(f"{output.output_type}: {sorted(output.get('data', {}))}")
+    return lines
+
+
+def _check_training_output(lines: list[str], parameters: dict) -> None:
+    max_iters, val_interval = parameters["max_iters"], parameters["val_interval"]
+    shown = "\n".join(lines)
+    assert len(lines) <= MAX_OUTPUT_LINES, f"{len(lines)} output lines:\n{shown}"
+    assert not [line for line in lines if line.startswith("stderr")], shown  # no warning, no log
+    assert "mmengine" not in shown and "Iter(train)" not in shown and "Warning" not in shown, shown
+    validations = [VALIDATION_LINE.match(line.removeprefix("stdout: ")) for line in lines]
+    steps = [(int(m[1]), int(m[2])) for m in validations if m]
+    assert steps == [(step, max_iters) for step in range(val_interval, max_iters + 1, val_interval)], shown
+
+
+@pytest.mark.slow
+def test_training_in_a_batch_run_shows_one_line_per_validation_and_no_log(demo_prepared, tmp_path, monkeypatch):
+    """03 under papermill (the pipeline's way, as `make sweep` runs it), 150 iterations: the notebook holds the
+    results and one line per validation; mmengine's log and the library warnings stay out of it."""
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)  # ipykernel copies fd 1 and 2, as outside pytest
+    parameters = _train_parameters(demo_prepared, tmp_path, NOTEBOOK_ITERS, NOTEBOOK_VAL_INTERVAL)
+    report = run_notebook("03_train", parameters, tmp_path / "reports", stream=False)
+    assert report.ok, report.error
+    _check_training_output(_output_lines(nbformat.read(report.notebook, as_version=4)), parameters)
+    assert "Iter(train)" in (tmp_path / "run" / _log_file(tmp_path / "run")).read_text()  # the full log: the file
+
+
+def _log_file(work_dir: Path) -> Path:
+    """mmengine's log of the run (``<timestamp>/<timestamp>.log``), relative to the run folder."""
+    (log,) = work_dir.glob("*/*.log")
+    return log.relative_to(work_dir)
+
+
+@pytest.mark.slow
+def test_training_in_jupyterlab_shows_a_progress_widget_and_one_line_per_validation(
+    demo_prepared, tmp_path, monkeypatch
+):
+    """03 executed cell by cell by a client that asks as JupyterLab does (``allow_stdin=True``): a tqdm widget, one
+    line per validation, no mmengine log (it goes to the terminal Lab was started in, and to the run's log file)."""
+    from nbclient import NotebookClient
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    class LabClient(NotebookClient):
+        async def async_start_new_kernel_client(self):
+            client = await super().async_start_new_kernel_client()
+            client.allow_stdin = True  # nbclient's own choice is False (a headless executor)
+            return client
+
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    monkeypatch.delenv("PNEUMO_PROGRESS", raising=False)
+    parameters = _train_parameters(demo_prepared, tmp_path, 20, 10)
+    notebook = parameterize_notebook(load_notebook_node(str(paths.NOTEBOOKS_DIR / "03_train.ipynb")), parameters)
+    LabClient(
+        notebook,
+        kernel_name=paths.KERNEL_NAME,
+        extra_arguments=KERNEL_ARGUMENTS,
+        resources={"metadata": {"path": str(paths.REPO_ROOT)}},
+        timeout=1800,
+    ).execute()
+    lines = _output_lines(notebook)
+    assert any("application/vnd.jupyter.widget-view+json" in line for line in lines), "no progress widget"
+    _check_training_output(lines, parameters)
+    assert "Iter(train)" in (tmp_path / "run" / _log_file(tmp_path / "run")).read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from helpers.core.metrics import paired_bootstrap_difference, per_image_dice
 from helpers.core.parameters import STAGES
 from helpers.core.paths import DEMO_CONFIG
 from helpers.evaluation.paired import BETTER, REFERENCE, SAME, WORSE, detectable_sentence, paired_comparison, verdict
+from helpers.evaluation.tables import MAX_TABLE_COLUMNS
 from helpers.workflow import stage_records
 from helpers.workflow.index import headline_table
 from helpers.workflow.slurm import write_sbatch
@@ -320,7 +322,7 @@ def test_the_slurm_job_is_the_sweep_s_own_command(tmp_path):
     subprocess.run(["bash", "-n", str(script)], check=True)
 
 
-def test_the_index_has_a_headline_table_of_at_most_8_columns_a_figure_and_reports_by_stage(tmp_path):
+def test_the_index_has_a_headline_table_of_at_most_10_columns_a_figure_and_reports_by_stage(tmp_path):
     from helpers.workflow.index import write_index
 
     nan = float("nan")
@@ -368,6 +370,13 @@ def test_the_index_has_a_headline_table_of_at_most_8_columns_a_figure_and_report
                 "det_auc": nan,
                 "pp_image_dice": 65.0,
             },
+            {
+                "config": "seed (reported)",
+                "lr": 0.01,
+                "split": "seed's val (random 80/20)",
+                "mIoU": 76.48,
+                "mDice": 84.68,
+            },
         ]
     )
     paired = pd.DataFrame(
@@ -408,12 +417,14 @@ def test_the_index_has_a_headline_table_of_at_most_8_columns_a_figure_and_report
         (tmp_path / report).write_text("<html></html>")
     index = write_index(tmp_path).read_text()
     header = index[index.index("<thead>") : index.index("</thead>")]
-    assert 0 < header.count("<th>") <= 8
-    assert "80.00 (75.00–85.00)" in index and "worse (-10.00, -15.00 to -4.00; detects 6.00)" in index
+    assert 0 < header.count("<th>") <= MAX_TABLE_COLUMNS and "<th>mIoU</th>" in header and "<th>mDice</th>" in header
+    assert "80.00 [75.00, 85.00]" in index and "worse -10.00 [-15.00, -4.00]; detects 6.00" in index
     assert REFERENCE in index
     assert (
         "On test (20 images, 12 patients) the paired comparison detects a difference in per-image Dice of 6.00" in index
     )
+    seed_row = re.search(r"<tr>\s*<td>seed \(reported\) lr 0.01</td>.*?</tr>", index, re.S).group(0)
+    assert "<td>76.48</td>" in seed_row and "<td>84.68</td>" in seed_row  # what the seed reported, in its columns
     assert 'href="eval/comparison.csv"' in index and 'href="eval/paired.csv"' in index
     assert '<img src="data:image/png;base64,' in index and 'alt="Per-image Dice' in index
     assert index.index("<h3>01_explore</h3>") < index.index("<h3>03_train</h3>") < index.index("<h3>04_evaluate</h3>")

@@ -1,4 +1,6 @@
-"""A report a reader reads: titled with its stage and run, self-contained (no script from another host)."""
+"""A report a reader reads: titled with its stage and run, self-contained (no script from another host), no table
+wider than the page (at most helpers.evaluation.tables.MAX_TABLE_COLUMNS columns: the whole-demo test checks every
+report of a demo run with :func:`widest_table`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,26 @@ import nbformat
 from helpers.workflow.notebook_runner import render_html
 
 SCRIPT_FROM_A_HOST = re.compile(r"<script[^>]*\bsrc=[\"']?(https?:)?//", re.I)
+TABLE_CELL = re.compile(r"<t[hd]\b([^>]*)>", re.I)
+COLSPAN = re.compile(r"colspan=[\"']?(\d+)", re.I)
+
+
+def widest_table(html: str) -> int:
+    """The most columns in one row of any table in ``html`` (a cell with ``colspan`` counts its columns); 0 without
+    a table."""
+    widths = [0]
+    for table in re.findall(r"<table\b.*?</table>", html, re.S | re.I):
+        for row in re.findall(r"<tr\b.*?</tr>", table, re.S | re.I):
+            widths.append(sum(int(m[1]) if (m := COLSPAN.search(cell)) else 1 for cell in TABLE_CELL.findall(row)))
+    return max(widths)
+
+
+def test_widest_table_counts_the_columns_of_the_widest_row():
+    html = (
+        "<p>x</p><table><thead><tr><th>run</th><th colspan='3'>image_dice</th></tr></thead>"
+        "<tbody><tr><td>a</td><td>1</td><td>2</td></tr></tbody></table><table><tr><td>b</td></tr></table>"
+    )
+    assert widest_table(html) == 4 and widest_table("<p>no table</p>") == 0
 
 
 def test_a_report_is_titled_with_its_stage_and_run_and_loads_nothing_from_elsewhere(tmp_path):

@@ -1,5 +1,5 @@
 """The project's progress bar: tqdm's widget where a person watches a notebook, plain text everywhere else;
-and, in a headless kernel, the library chatter sent to the terminal instead of the report.
+and, in a notebook's kernel, the library chatter sent to the terminal instead of the notebook and its report.
 
 ``tqdm.auto`` draws an ipywidgets bar in any Jupyter kernel, also in one that papermill drives headless
 (``make sweep``, ``make report``), where nobody sees the widget and the terminal gets nothing. A kernel
@@ -9,9 +9,11 @@ the kernel process's own stderr (:func:`terminal_stream`: the terminal papermill
 does not copy into the notebook, so the HTML report shows results and no progress. ``PNEUMO_PROGRESS=text``
 or ``=widget`` overrides the choice.
 
-:func:`quiet_reports` (called when ``helpers`` is imported in a headless kernel) does the same for warnings,
-logging's last-resort output and mmengine's console logger, and drops the known library notices
-(:data:`KNOWN_NOTICES`) altogether.
+In any kernel (JupyterLab's too) mmengine's console logger writes to that terminal (:func:`console_to_terminal`,
+:func:`quiet_reports`): its log is for the terminal and the run's log file, not for the notebook.
+:func:`quiet_reports` (called when ``helpers`` is imported) also sends, in a headless kernel, warnings and
+logging's last-resort output to the terminal, and drops the known library notices (:data:`KNOWN_NOTICES`)
+everywhere.
 """
 
 from __future__ import annotations
@@ -30,14 +32,28 @@ from tqdm.std import tqdm as _text_tqdm
 PROGRESS_ENV = "PNEUMO_PROGRESS"
 
 
-def headless_kernel() -> bool:
-    """True inside a Jupyter kernel whose current client cannot take input (papermill, nbclient)."""
+def _kernel():
     try:
         from IPython import get_ipython
     except ImportError:
-        return False
-    kernel = getattr(get_ipython(), "kernel", None)
+        return None
+    return getattr(get_ipython(), "kernel", None)
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (JupyterLab's, papermill's, nbclient's)."""
+    return _kernel() is not None
+
+
+def headless_kernel() -> bool:
+    """True inside a Jupyter kernel whose current client cannot take input (papermill, nbclient)."""
+    kernel = _kernel()
     return kernel is not None and not getattr(kernel, "_allow_stdin", True)
+
+
+def watched_notebook() -> bool:
+    """True inside a Jupyter kernel whose client can take input: a person watches the notebook (JupyterLab)."""
+    return in_kernel() and not headless_kernel()
 
 
 def text_progress() -> bool:
@@ -87,9 +103,9 @@ def terminal_stream() -> IO[str]:
 
 @contextlib.contextmanager
 def console_to_terminal() -> Iterator[None]:
-    """In a headless kernel, what is printed (and the console handlers that loggers such as mmengine's
+    """In a Jupyter kernel, what is printed (and the console handlers that loggers such as mmengine's
     create) inside the block goes to the terminal, not into the notebook; elsewhere nothing changes."""
-    if not headless_kernel():
+    if not in_kernel():
         yield
         return
     with contextlib.redirect_stdout(terminal_stream()):
@@ -108,19 +124,21 @@ def ignore_known_notices() -> None:
 
 
 def quiet_reports() -> None:
-    """In a headless kernel: warnings and logging's last-resort output to the terminal, mmengine's console
-    logger too (created now, on the terminal), the known notices dropped. Elsewhere: only the latter."""
+    """The known notices dropped; in a Jupyter kernel, mmengine's console logger created now, on the terminal
+    (its later messages, such as "Loads checkpoint by local backend", stay out of the notebook); in a headless
+    kernel, warnings and logging's last-resort output to the terminal too."""
     ignore_known_notices()
-    if not headless_kernel():
+    if not in_kernel():
         return
-    terminal = terminal_stream()
+    if headless_kernel():
+        terminal = terminal_stream()
 
-    def show_on_terminal(message, category, filename, lineno, file=None, line=None):
-        terminal.write(warnings.formatwarning(message, category, filename, lineno, line))
+        def show_on_terminal(message, category, filename, lineno, file=None, line=None):
+            terminal.write(warnings.formatwarning(message, category, filename, lineno, line))
 
-    warnings.showwarning = show_on_terminal
-    logging.lastResort = logging.StreamHandler(terminal)
-    logging.lastResort.setLevel(logging.WARNING)
+        warnings.showwarning = show_on_terminal
+        logging.lastResort = logging.StreamHandler(terminal)
+        logging.lastResort.setLevel(logging.WARNING)
     try:
         from mmengine.logging import MMLogger
     except ImportError:

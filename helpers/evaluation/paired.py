@@ -30,6 +30,7 @@ from pandas.io.formats.style import Styler
 from helpers.core import run_folders
 from helpers.core.fileio import atomic_write_text
 from helpers.core.metrics import paired_bootstrap_difference
+from helpers.evaluation.tables import reading_table
 
 PAIRED_FILE = "paired.csv"  # in outputs/eval/, beside comparison.csv
 BETTER, SAME, WORSE, REFERENCE = "better", "no detectable difference", "worse", "best run (reference)"
@@ -143,12 +144,10 @@ def paired_comparison(results: list, n_boot: int = 1000, seed: int = 0, column: 
 
 
 def paired_style(table: pd.DataFrame) -> Styler:
-    """:func:`paired_comparison` for reading: Dice and differences in % with 2 decimals."""
-    return (
-        table.style.format(precision=2, na_rep="–")
-        .format({"lr": "{:g}", "images": "{:.0f}", "patients": "{:.0f}"})
-        .hide(axis="index")
-    )
+    """:func:`paired_comparison` for reading: Dice and differences in % with 2 decimals, the difference with its
+    interval beside it (helpers.evaluation.tables.reading_table)."""
+    columns = ["run", "split", "reference", "images", "patients", "image_dice", "diff", "detectable", "verdict"]
+    return reading_table(table, columns, intervals=["diff"])
 
 
 def write_paired(table: pd.DataFrame, out_dir: str | Path) -> Path:

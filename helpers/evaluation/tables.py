@@ -1,6 +1,7 @@
-"""The tables 04_evaluate shows and writes: one run's metrics, its seen / unseen breakdown, and the comparison
-of every evaluated run (and every run that could not be evaluated, as a failed row) with the seed's reported
-numbers and the all-empty baseline (``comparison.csv``)."""
+"""The tables 04_evaluate shows and writes: one run's metrics, its seen / unseen breakdown, the post-processing
+schemes side by side, and the comparison of every evaluated run (and every run that could not be evaluated, as
+a failed row) with the seed's reported numbers and the all-empty baseline (``comparison.csv``). Each table for
+reading has at most :data:`MAX_TABLE_COLUMNS` columns (:func:`reading_table`)."""
 
 from __future__ import annotations
 
@@ -165,29 +166,127 @@ def metrics_table(result: EvalResult) -> Styler:
 
 def seen_unseen_style(result: EvalResult) -> Styler:
     """One run's metrics of the images whose patient was seen in training and of the unseen ones
-    (:func:`helpers.seen_unseen.seen_unseen_table`) for reading: counts as integers, metrics in % with 2 decimals."""
+    (:func:`helpers.seen_unseen.seen_unseen_table`) for reading: counts as integers, metrics in % with 2 decimals
+    and their intervals beside them."""
     table = seen_unseen.seen_unseen_table(result.metrics["by_patient_seen"])
     metric_columns = [c for c in table.columns if c not in ("decision", "group", "images", "patients")]
     for column in metric_columns:
         key = column.removesuffix("_lo").removesuffix("_hi")
         table[column] = [_pct(key, value) for value in table[column]]
-    return (
-        table.style.format("{:.0f}", subset=["images", "patients"])
-        .format("{:.2f}", subset=metric_columns, na_rep="–")
-        .hide(axis="index")
-    )
+    keys = [c for c in metric_columns if not c.endswith(("_lo", "_hi"))]
+    return reading_table(table, ["decision", "group", "images", "patients", *keys], intervals=keys)
 
 
-def comparison_style(table: pd.DataFrame) -> Styler:
-    """:func:`comparison_table` for reading: image counts as integers, every metric in % with 2 decimals, the
-    detection AUC (a fraction) with 3."""
-    counts = {column: "{:.0f}" for column in ("images", "images_seen") if column in table}
-    fractions = {column: "{:.3f}" for column in TABLE_FRACTIONS if column in table}
-    return (
-        table.style.format(precision=2, na_rep="–")
-        .format({**counts, **fractions, "lr": "{:g}"}, na_rep="–")
-        .hide(axis="index")
-    )
+# A report's table stays narrower than the page (1,400 px at 1440x900) with at most this many columns: each
+# cell holds one short name or number, an interval breaks at its spaces, and every other number is in the CSV.
+MAX_TABLE_COLUMNS = 10
+INTERVAL_HEADER = " [95 % CI]"
+COUNT_COLUMNS = ("images", "patients", "images_seen", *TABLE_COUNTS)
+
+
+def interval_text(value: float, low: float = np.nan, high: float = np.nan, digits: int = 2) -> str:
+    """``96.33 [94.57, 98.09]``; the value alone without an interval, '–' without a value."""
+    if pd.isna(value):
+        return "–"
+    if pd.isna(low) or pd.isna(high):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def run_name(config: str, lr: float | None) -> str:
+    """``demo lr 0.003``; the config alone for a row without a learning rate (a baseline)."""
+    return str(config) if lr is None or pd.isna(lr) else f"{config} lr {lr:g}"
+
+
+def _cell_text(value) -> str:
+    if isinstance(value, str):
+        return value or "–"
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:.2f}" if isinstance(value, (float, np.floating)) else str(value)
+
+
+def reading_table(
+    table: pd.DataFrame,
+    columns: Sequence[str],
+    *,
+    intervals: Sequence[str] = (),
+    fractions: Sequence[str] = TABLE_FRACTIONS,
+    labels: dict[str, str] | None = None,
+) -> Styler:
+    """``columns`` of ``table`` as text for reading, at most :data:`MAX_TABLE_COLUMNS`: ``run`` is config and lr,
+    each of ``intervals`` its value with ``<name>_lo`` / ``<name>_hi`` (:func:`interval_text`), counts as
+    integers, ``fractions`` with 3 decimals, other numbers (%) with 2; '–' where a value is missing. ``labels``
+    renames headers."""
+    if len(columns) > MAX_TABLE_COLUMNS:
+        raise ValueError(f"{len(columns)} columns: a report's table holds at most {MAX_TABLE_COLUMNS}")
+    labels = labels or {}
+    missing = pd.Series(np.nan, index=table.index)
+    shown: dict[str, list[str]] = {}
+    for name in columns:
+        header = labels.get(name, name)
+        if name == "run" and name not in table:
+            lrs = table["lr"] if "lr" in table else missing
+            shown[header] = [run_name(config, lr) for config, lr in zip(table["config"], lrs, strict=True)]
+            continue
+        values = table[name] if name in table else missing
+        if name in intervals:
+            low, high = (table[f"{name}_{end}"] if f"{name}_{end}" in table else missing for end in ("lo", "hi"))
+            shown[header + INTERVAL_HEADER] = [interval_text(*triple) for triple in zip(values, low, high, strict=True)]
+        elif name in fractions:
+            shown[header] = ["–" if pd.isna(v) else f"{v:.3f}" for v in values]
+        elif name in COUNT_COLUMNS:
+            shown[header] = ["–" if pd.isna(v) else f"{v:.0f}" for v in values]
+        else:
+            shown[header] = [_cell_text(v) for v in values]
+    return pd.DataFrame(shown).style.hide(axis="index").format(escape="html")
+
+
+COMPARISON_HEADLINE = (
+    "run",
+    "split",
+    "status",
+    "images",
+    "mIoU",
+    "mDice",
+    "fg_dice",
+    "image_dice",
+    "pp_image_dice",
+    "det_auc",
+)
+COMPARISON_DETAILS = (
+    "run",
+    "split",
+    "split_mode",
+    "mIoU",
+    "mDice",
+    "fg_iou",
+    "image_dice_positive",
+    "image_dice_seen",
+    "image_dice_unseen",
+    "error",
+)
+
+
+def comparison_style(table: pd.DataFrame) -> tuple[Styler, Styler]:
+    """:func:`comparison_table` for reading, as two tables of at most 10 columns (every column is in
+    comparison.csv): the headline (the seed's reported mIoU / mDice beside ours, image Dice with its interval)
+    and the details (the other intervals, seen / unseen patients, errors)."""
+    headline = reading_table(table, COMPARISON_HEADLINE, intervals=("image_dice", "pp_image_dice"))
+    details = reading_table(table, COMPARISON_DETAILS, intervals=("mIoU", "mDice", "fg_iou", "image_dice_positive"))
+    return headline, details
+
+
+def schemes_style(table: pd.DataFrame) -> Styler:
+    """:func:`helpers.evaluation.schemes.schemes_table` for reading (9 columns): each scheme's tuned values, its
+    best val image Dice, and the evaluated split's image Dice with its interval."""
+    columns = ["run", "split"]
+    labels = {}
+    for scheme in ("triplet", "dual_threshold"):
+        columns += [scheme, f"{scheme}_val_image_dice", f"{scheme}_image_dice"]
+        labels.update({f"{scheme}_val_image_dice": "val image_dice", f"{scheme}_image_dice": "image_dice"})
+    intervals = [f"{scheme}_image_dice" for scheme in ("triplet", "dual_threshold")]
+    return reading_table(table, [*columns, "winner_on_val"], intervals=intervals, labels=labels)
 
 
 def write_comparison(table: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:

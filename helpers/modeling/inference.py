@@ -36,6 +36,7 @@ KNOWN_LIBRARY_WARNINGS = (
     re.compile(r"For binary segmentation, we suggest using`out_channels = 1`"),
     re.compile(r"``build_loss`` would be deprecated soon"),
     re.compile(r"Default ``avg_non_ignore`` is False"),
+    re.compile(r"The draw is False, it means that the hook for visualization will not take effect"),
 )
 
 

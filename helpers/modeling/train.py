@@ -30,12 +30,13 @@ from helpers.core.fileio import atomic_write_json, json_safe
 from helpers.core.locks import folder_lock
 from helpers.core.parallel import default_workers
 from helpers.core.parameters import TrainParams
-from helpers.core.progress import console_to_terminal, headless_kernel, terminal_stream
+from helpers.core.progress import console_to_terminal, in_kernel, terminal_stream
 from helpers.core.provenance import code_version, device_info, package_versions
 from helpers.data.prepared_folder import PreparedData, PreparedDataError, check_prepared, read_prepared
 from helpers.modeling import distributed, tracking
 from helpers.modeling.checkpoint import verified_state_dict
 from helpers.modeling.divergence import TrainingDiverged
+from helpers.modeling.hooks import NotebookProgressHook
 from helpers.modeling.inference import library_warnings_kept, model_input_size
 
 log = logging.getLogger(__name__)
@@ -343,6 +344,7 @@ def _train_locked(params: TrainParams, cfg: Config) -> TrainResult:
             with library_warnings_kept(kept), console_to_terminal():  # mmengine's logger: the terminal, not the report
                 runner = Runner.from_cfg(cfg)
             _to_log_file(runner.logger, [f"library warning (known, harmless): {text}" for text in kept])
+            runner.register_hook(NotebookProgressHook())  # the notebook's view: a bar and one line per validation
             runner.train()
             peak = _peak_memory_mb()
     except TrainingDiverged as err:
@@ -382,7 +384,7 @@ def launch_torchrun(config_file: Path, gpus: int) -> None:
         "pytorch",
     ]
     log.info("launching %s", " ".join(command))
-    output = terminal_stream() if headless_kernel() else None  # the processes' logs: the terminal, not the report
+    output = terminal_stream() if in_kernel() else None  # the processes' logs: the terminal, not the notebook
     subprocess.run(
         command,
         check=True,

@@ -25,12 +25,14 @@ STAGE_DESCRIPTIONS = {
 }
 
 
-HEADLINE_COLUMNS = (
+HEADLINE_COLUMNS = (  # at most helpers.evaluation.tables.MAX_TABLE_COLUMNS
     "run",
     "split",
     "images",
+    "mIoU",
+    "mDice",
     "fg_dice",
-    "image_dice (95 % CI)",
+    "image_dice [95 % CI]",
     "det_auc",
     "pp_image_dice",
     "vs best run",
@@ -55,45 +57,49 @@ def _figure_html(figure, alt: str) -> str:
 
 
 def headline_table(comparison: pd.DataFrame, paired: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The index's table: one row per run and baseline, the columns of ``HEADLINE_COLUMNS`` (formatted text)."""
+    """The index's table: one row per run and baseline, the columns of ``HEADLINE_COLUMNS`` (formatted text); the
+    seed's reported rows show its mIoU and mDice, the only numbers it reported."""
+    from helpers.evaluation.tables import interval_text, run_name
 
     def pct(value) -> str:
         return "–" if pd.isna(value) else f"{value:.2f}"
 
     from helpers.evaluation.paired import REFERENCE, SAME
 
+    def column(row, name: str) -> float:
+        return getattr(row, name, float("nan"))
+
     verdicts = {}
     if paired is not None:
         for row in paired.itertuples():
             detectable = getattr(row, "detectable", float("nan"))  # a paired.csv written before the column
-            interval = f"{row.diff:+.2f}, {row.diff_lo:+.2f} to {row.diff_hi:+.2f}"
+            interval = interval_text(row.diff, row.diff_lo, row.diff_hi)
             if row.verdict == REFERENCE:
                 text = row.verdict
             elif pd.isna(detectable):
-                text = f"{row.verdict} ({interval})"
+                text = f"{row.verdict} {interval}"
             elif row.verdict == SAME:
-                text = f"{row.verdict}: less than {detectable:.2f} ({interval})"
+                text = f"{row.verdict}: less than {detectable:.2f} {interval}"
             else:
-                text = f"{row.verdict} ({interval}; detects {detectable:.2f})"
+                text = f"{row.verdict} {interval}; detects {detectable:.2f}"
             verdicts[(row.config, "" if pd.isna(row.lr) else f"{row.lr:g}", row.split)] = text
     rows = []
     for row in comparison.itertuples():
         lr = "" if pd.isna(row.lr) else f"{row.lr:g}"
-        interval = (
-            ""
-            if pd.isna(getattr(row, "image_dice_lo", float("nan")))
-            else f" ({row.image_dice_lo:.2f}–{row.image_dice_hi:.2f})"
-        )
-        auc = getattr(row, "det_auc", float("nan"))
+        auc = column(row, "det_auc")
         rows.append(
             {
-                "run": f"{row.config} lr {lr}" if lr else row.config,
+                "run": run_name(row.config, row.lr),
                 "split": row.split,
-                "images": "–" if pd.isna(row.images) else f"{row.images:.0f}",
-                "fg_dice": pct(row.fg_dice),
-                "image_dice (95 % CI)": pct(row.image_dice) + interval,
+                "images": "–" if pd.isna(column(row, "images")) else f"{row.images:.0f}",
+                "mIoU": pct(column(row, "mIoU")),
+                "mDice": pct(column(row, "mDice")),
+                "fg_dice": pct(column(row, "fg_dice")),
+                "image_dice [95 % CI]": interval_text(
+                    column(row, "image_dice"), column(row, "image_dice_lo"), column(row, "image_dice_hi")
+                ),
                 "det_auc": "–" if pd.isna(auc) else f"{auc:.3f}",
-                "pp_image_dice": pct(row.pp_image_dice),
+                "pp_image_dice": pct(column(row, "pp_image_dice")),
                 "vs best run": verdicts.get((row.config, lr, row.split), "–"),
             }
         )
@@ -101,7 +107,7 @@ def headline_table(comparison: pd.DataFrame, paired: pd.DataFrame | None = None)
 
 
 def write_index(outputs: Path | str = paths.OUTPUTS_DIR, title: str = "Pneumothorax segmentation: reports") -> Path:
-    """``outputs/index.html``: a headline table (at most 8 columns; every other number in the linked CSVs), a
+    """``outputs/index.html``: a headline table (10 columns; every other number in the linked CSVs), a
     figure of per-image Dice with intervals for every run and baseline, and the reports grouped by stage."""
     from helpers.evaluation.model_card import model_cards
     from helpers.evaluation.paired import PAIRED_FILE, detectable_sentence
@@ -166,14 +172,16 @@ def write_index(outputs: Path | str = paths.OUTPUTS_DIR, title: str = "Pneumotho
 table.metrics td,table.metrics th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}}
 img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<p>Generated {time.strftime("%Y-%m-%d %H:%M")}. All values in %: fg_dice is the pneumothorax class's pooled Dice;
+<p>Generated {time.strftime("%Y-%m-%d %H:%M")}. All values in %: mIoU / mDice are mmseg's pooled values over
+background and pneumothorax (what the seed reported); fg_dice is the pneumothorax class's pooled Dice;
 image_dice the SIIM-ACR per-image Dice (empty on empty = 1) of the model's own decision, with its 95 % interval
 from a bootstrap over patients; pp_image_dice the same after the post-processing tuned on val; det_auc the ROC AUC
 of detecting an image with pneumothorax (a fraction). 'vs best run': the per-image Dice difference to the best run
 of the same split, with a paired patient bootstrap interval and the smallest difference that comparison could
 detect on this split at the same 95 % (the interval's larger reach from the difference): 'no detectable
 difference: less than X' means that whatever separates the two runs is smaller than the X points this split can
-tell from none. The 'seed (reported)' rows are the numbers in the seed project's README.</p>
+tell from none. The 'seed (reported)' rows are the numbers in the seed project's README (its mIoU and mDice, on its
+own random 80/20 split: not comparable image by image).</p>
 <h2>Headline metrics</h2>
 {table_html}
 <ul>
