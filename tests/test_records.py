@@ -418,7 +418,7 @@ def test_the_index_has_a_headline_table_of_at_most_10_columns_a_figure_and_repor
     index = write_index(tmp_path).read_text()
     header = index[index.index("<thead>") : index.index("</thead>")]
     assert 0 < header.count("<th>") <= MAX_TABLE_COLUMNS and "<th>mIoU</th>" in header and "<th>mDice</th>" in header
-    assert "80.00 [75.00, 85.00]" in index and "worse -10.00 [-15.00, -4.00]; detects 6.00" in index
+    assert "80.00 [75.00, 85.00]" in index and "worse (-10.00 [-15.00, -4.00]; detects 6.00)" in index
     assert REFERENCE in index
     assert (
         "On test (20 images, 12 patients) the paired comparison detects a difference in per-image Dice of 6.00" in index

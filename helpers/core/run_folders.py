@@ -54,6 +54,7 @@ PROBS_FILE = "probs.npy"
 MMSEG_PRED_FILE = "mmseg_pred.npy"
 GRID_FILE = "postprocess_grid.csv"
 MODEL_CARD_FILE = "MODEL_CARD.md"  # helpers.evaluation.model_card
+PAIRED_FILE = "paired.csv"  # in outputs/eval/, beside comparison.csv: helpers.evaluation.paired
 SCRATCH_PREFIX = ".predicting-"  # + "<host>-<pid>-": an evaluation's scratch folder, inside its evaluation folder
 
 FOLD_SUFFIX = "_fold"  # a fold run's folder: lr<lr>_fold<k>

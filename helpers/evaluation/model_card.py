@@ -132,9 +132,7 @@ def _postprocessing(metrics: dict, info: dict) -> list[str]:
 def _paired_lines(eval_dir: Path, label: str, lr: float, split: str) -> list[str]:
     """The run's row of the paired comparison (``outputs/eval/paired.csv``, written by 04 after every run is
     scored), as a section; none when 04 has not written it yet."""
-    from helpers.evaluation.paired import PAIRED_FILE, REFERENCE
-
-    paired_csv = eval_dir.parents[1] / PAIRED_FILE
+    paired_csv = eval_dir.parents[1] / run_folders.PAIRED_FILE
     if not paired_csv.is_file():
         return []
     table = pd.read_csv(paired_csv)
@@ -143,7 +141,7 @@ def _paired_lines(eval_dir: Path, label: str, lr: float, split: str) -> list[str
     if rows.empty:
         return []
     row = rows.iloc[0]
-    if row["verdict"] == REFERENCE:
+    if pd.isna(row["detectable"]):  # the best run: the reference, compared with nothing
         text = f"The best run of {split} by per-image Dice: the reference of the paired comparison."
     else:
         text = (

@@ -30,9 +30,9 @@ from pandas.io.formats.style import Styler
 from helpers.core import run_folders
 from helpers.core.fileio import atomic_write_text
 from helpers.core.metrics import paired_bootstrap_difference
+from helpers.core.run_folders import PAIRED_FILE
 from helpers.evaluation.tables import reading_table
 
-PAIRED_FILE = "paired.csv"  # in outputs/eval/, beside comparison.csv
 BETTER, SAME, WORSE, REFERENCE = "better", "no detectable difference", "worse", "best run (reference)"
 
 

@@ -77,11 +77,11 @@ def headline_table(comparison: pd.DataFrame, paired: pd.DataFrame | None = None)
             if row.verdict == REFERENCE:
                 text = row.verdict
             elif pd.isna(detectable):
-                text = f"{row.verdict} {interval}"
+                text = f"{row.verdict} ({interval})"
             elif row.verdict == SAME:
-                text = f"{row.verdict}: less than {detectable:.2f} {interval}"
+                text = f"{row.verdict}: less than {detectable:.2f} ({interval})"
             else:
-                text = f"{row.verdict} {interval}; detects {detectable:.2f}"
+                text = f"{row.verdict} ({interval}; detects {detectable:.2f})"
             verdicts[(row.config, "" if pd.isna(row.lr) else f"{row.lr:g}", row.split)] = text
     rows = []
     for row in comparison.itertuples():
