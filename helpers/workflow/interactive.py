@@ -72,7 +72,7 @@ def notebook_parameters(stage: str, namespace: Mapping[str, Any]):
                 f"{stage} with the demo's parameters ({paths.DEMO_PARAMS_DIR.name}/{stage}.yaml) for the defaults: "
                 + ", ".join(f"{k}={v!r}" for k, v in taken.items())
             )
-    return check_notebook(stage, values)
+    return check_notebook(stage, {**namespace, **values})  # the kernel's globals: the injected names are checked too
 
 
 def _outputs(stage: str, values: Mapping[str, Any]) -> Path:
