@@ -52,3 +52,33 @@ def test_a_report_is_titled_with_its_stage_and_run_and_loads_nothing_from_elsewh
     report.parent.mkdir(parents=True)
     default = render_html(notebook, report).read_text()  # the run: the folder the report is in, less "reports"
     assert f"<title>04 · Evaluate · {tmp_path / 'outputs' / 'demo'}</title>" in default
+
+
+def test_every_figure_gets_its_alt_text_from_nbconvert_s_image_metadata(tmp_path, caplog):
+    """Each figure's alt text names its section, set as the image output's metadata that the template reads:
+    nbconvert adds no placeholder and warns of no missing alternative text."""
+    import base64
+
+    png = base64.b64encode(
+        bytes.fromhex(
+            "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cfc0"
+            "f01f0005000201e221bc330000000049454e44ae426082"
+        )
+    ).decode()
+    figure = nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"})
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# 05 · Visualize"),
+            nbformat.v4.new_markdown_cell("## Worst examples"),
+            nbformat.v4.new_code_cell("plot()", outputs=[figure, figure]),
+        ]
+    )
+    notebook = tmp_path / "05_visualize.ipynb"
+    nbformat.write(nb, notebook)
+    with caplog.at_level("WARNING"):
+        html = render_html(notebook, tmp_path / "05_visualize.html", "outputs/demo").read_text()
+    images = re.findall(r"<img\b[^>]*>", html)
+    alts = [re.search(r'alt="([^"]*)"', image).group(1) for image in images if "data:image/png;base64," in image]
+    assert alts == ["Figure 1 of the section 'Worst examples'", "Figure 2 of the section 'Worst examples'"]
+    assert "No description has been provided" not in html
+    assert "Alternative text is missing" not in caplog.text

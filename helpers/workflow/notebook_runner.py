@@ -4,7 +4,6 @@ hidden), Ctrl-C passed on to the kernel."""
 from __future__ import annotations
 
 import contextlib
-import html
 import logging
 import os
 import signal
@@ -39,12 +38,6 @@ class Report:
 PIPELINE_RUN_ENV = "PNEUMO_PIPELINE_RUN"  # set while the pipeline or the sweep runs a notebook: they keep its record
 
 
-NO_ALT = 'alt="No description has been provided for this image"'  # nbconvert's placeholder for a figure
-
-
-FIGURE_IMG = '<img src="data:image/png;base64,'  # a figure in the lab template, where no placeholder is added
-
-
 def figure_descriptions(nb) -> list[str]:
     """One alt text per image output of an executed notebook, in order: the section it is drawn in (the
     nearest markdown heading above it), numbered within the section."""
@@ -70,6 +63,12 @@ _SELF_CONTAINED = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{% block data_png scoped %}
+<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"
+alt="{{ output | get_metadata('alt', 'image/png') | escape_html }}">
+</div>
+{%- endblock data_png %}
 """
 
 
@@ -100,14 +99,12 @@ def render_html(notebook: Path, html_path: Path, run: str | None = None) -> Path
     )
     nb = nbformat.read(notebook, as_version=4)
     nb.metadata["title"] = report_title(nb, run or _run_label(html_path.parent))
+    figures = (
+        output for cell in nb.cells for output in cell.get("outputs", []) if "image/png" in output.get("data", {})
+    )
+    for output, description in zip(figures, figure_descriptions(nb), strict=True):  # nbconvert's image metadata
+        output.setdefault("metadata", {}).setdefault("image/png", {})["alt"] = description
     body, _ = exporter.from_notebook_node(nb)
-    for description in figure_descriptions(nb):  # in place of nbconvert's placeholder, or of no alt at all
-        alt = f'alt="{html.escape(description)}"'
-        body = (
-            body.replace(NO_ALT, alt, 1)
-            if NO_ALT in body
-            else body.replace(FIGURE_IMG, f"<img {alt} {FIGURE_IMG[5:]}", 1)
-        )
     atomic_write_text(html_path, body)
     return html_path
 
