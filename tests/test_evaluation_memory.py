@@ -93,7 +93,7 @@ def test_scratch_of_a_dead_evaluation_is_removed_and_others_kept(tmp_path):
     import subprocess
 
     from helpers.core import run_folders
-    from helpers.workflow.evaluate_runs import remove_dead_scratch
+    from helpers.core.fileio import remove_dead_scratch
 
     finished = subprocess.Popen(["true"])
     finished.wait()  # its pid now names no process
@@ -106,6 +106,6 @@ def test_scratch_of_a_dead_evaluation_is_removed_and_others_kept(tmp_path):
         (folder / "val").mkdir(parents=True)
         (folder / "val" / "probs.npy").write_bytes(b"\0" * 1024)
 
-    assert remove_dead_scratch(tmp_path) == [dead]
+    assert remove_dead_scratch(tmp_path, run_folders.SCRATCH_PREFIX) == [dead]
     assert not dead.exists()
     assert alive.is_dir() and elsewhere.is_dir() and unnamed.is_dir()

@@ -12,15 +12,13 @@ call: two 04s would otherwise race on every folder.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.core import paths, run_folders
+from helpers.core.fileio import remove_dead_scratch, scratch_prefix
 from helpers.core.locks import FolderLocked, folder_lock
 from helpers.core.parameters import EvaluateParams
 from helpers.data import patients
@@ -37,39 +35,6 @@ EVAL_FOLDER = "evaluation folder"
 
 class TrainingFailed(RuntimeError):
     """A run whose training did not finish well (its metrics.json says ``status: failed``)."""
-
-
-def _scratch_prefix() -> str:
-    return f"{run_folders.SCRATCH_PREFIX}{socket.gethostname()}-{os.getpid()}-"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def remove_dead_scratch(out_dir: Path) -> list[Path]:
-    """Remove the scratch folders that evaluations on this host left in ``out_dir`` when their process died
-    (SIGKILL, out of memory, a pre-empted job): at 1024 one holds gigabytes. Those of live processes, of other
-    hosts, and unnamed ones are kept. Returns the removed folders."""
-    removed = []
-    host = socket.gethostname()
-    for folder in sorted(Path(out_dir).glob(f"{run_folders.SCRATCH_PREFIX}*")):
-        owner, _, _ = folder.name[len(run_folders.SCRATCH_PREFIX) :].rpartition(
-            "-"
-        )  # "<host>-<pid>", then tempfile's suffix
-        owner_host, _, pid = owner.rpartition("-")
-        if not folder.is_dir() or owner_host != host or not pid.isdigit() or _process_alive(int(pid)):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        log.warning("%s: removed the scratch folder of an evaluation that died (pid %s)", folder, pid)
-        removed.append(folder)
-    return removed
 
 
 def _evaluate_model(
@@ -93,8 +58,8 @@ def _evaluate_model(
     the evaluation moves the evaluated split's probs.npy and mmseg_pred.npy out of it, the rest is removed."""
     prepared = check_prepared(data_root, model.size[0], larger_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_dead_scratch(out_dir)
-    with tempfile.TemporaryDirectory(prefix=_scratch_prefix(), dir=out_dir) as scratch_name:
+    remove_dead_scratch(out_dir, run_folders.SCRATCH_PREFIX)  # a killed evaluation's predictions: gigabytes at 1024
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix(run_folders.SCRATCH_PREFIX), dir=out_dir) as scratch_name:
         scratch = Path(scratch_name)
         preds = predict_split(model, data_root, split, batch_size, tta, store=scratch / split)
         groups = patients.evaluation_patients(prepared_pairs(data_root), split, preds.names)
