@@ -124,28 +124,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from helpers.core.parameters import check_parameters, defaults
-    from helpers.data.prepare import prepare_dataset
-    from helpers.data.rawdata import choose_raw_root
+    from helpers.core.parameters import PrepareParams, check_parameters
+    from helpers.data.prepare import prepare
 
-    given = _key_values(args.param)
-    values = {**defaults("02_prepare"), **check_parameters("02_prepare", given, source="-p")}
-    raw = choose_raw_root(values["raw_root"])
-    if raw.note:
-        print(raw.note)
-    result = prepare_dataset(
-        raw.root,
-        raw.prepared_parent,
-        out_dir=values["prepared_root"],
-        img_size=values["img_size"],
-        val_fraction=values["val_fraction"],
-        seed=values["seed"],
-        split_mode=values["split_mode"],
-        folds=values["folds"],
-        test_fraction=values["test_fraction"],
-        patient_table=values["patient_table"],
-        workers=values["workers"] or None,
-    )
+    result = prepare(PrepareParams(**check_parameters("02_prepare", _key_values(args.param), source="-p")))
     source = result.manifest["split_source"]  # its message is logged
     if source["version"]:
         print(f"split: {source['version']}, {source['file']}, sha256 {source['sha256']}")

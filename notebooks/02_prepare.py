@@ -54,24 +54,11 @@ import pandas as pd
 from IPython.display import display
 
 from helpers import plots
-from helpers.data import patients, prepare, prepared_folder, rawdata
+from helpers.data import patients, prepare, prepared_folder
 from helpers.workflow.interactive import notebook_parameters, record_run
 
 params = notebook_parameters("02_prepare", globals())  # every value checked, before any work
-raw = rawdata.choose_raw_root(params.raw_root)  # says so when it falls back on the demo data
-result = prepare.prepare_dataset(
-    raw.root,
-    raw.prepared_parent,
-    out_dir=params.prepared_root,
-    img_size=params.img_size,
-    val_fraction=params.val_fraction,
-    seed=params.seed,
-    split_mode=params.split_mode,
-    folds=params.folds,
-    test_fraction=params.test_fraction,
-    patient_table=params.patient_table,
-    workers=params.workers or None,
-)
+result = prepare.prepare(params)  # says so when it falls back on the demo data
 print(
     f"{result.out_dir}: {result.written} pairs written, {result.skipped} already there, "
     f"{result.removed} stale files removed"

@@ -33,6 +33,7 @@ from helpers.core import paths
 from helpers.core.fileio import CorruptFileError, atomic_write_json, atomic_write_text, read_json
 from helpers.core.locks import folder_lock
 from helpers.core.parallel import parallel_map
+from helpers.core.parameters import PrepareParams
 from helpers.core.provenance import code_version
 from helpers.data import patient_split, patients
 from helpers.data.images import IMAGE_PNG_PARAMS, write_png
@@ -44,7 +45,7 @@ from helpers.data.prepared_folder import (
     fold_split_file,
     read_labels,
 )
-from helpers.data.rawdata import RawDataError, decode_png, mask_problems, read_index, read_listed
+from helpers.data.rawdata import RawDataError, choose_raw_root, decode_png, mask_problems, read_index, read_listed
 
 log = logging.getLogger(__name__)
 
@@ -434,4 +435,23 @@ def _prepare_into(
         skipped=len(jobs) - written,
         removed=removed,
         duplicates=duplicates,
+    )
+
+
+def prepare(params: PrepareParams) -> PrepareResult:
+    """02's step: the raw data of ``params.raw_root`` (data/raw, or the demo data when data/raw has none, said
+    once) split, binarized and resized into ``params.prepared_root`` (default: by split mode and size)."""
+    raw = choose_raw_root(params.raw_root)
+    return prepare_dataset(
+        raw.root,
+        raw.prepared_parent,
+        out_dir=params.prepared_root,
+        img_size=params.img_size,
+        val_fraction=params.val_fraction,
+        seed=params.seed,
+        split_mode=params.split_mode,
+        folds=params.folds,
+        test_fraction=params.test_fraction,
+        patient_table=params.patient_table,
+        workers=params.workers or None,
     )
